@@ -1,0 +1,77 @@
+//! `signgate sign`: print credentials for one route as a JSON line.
+
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::{EXIT_OK, EXIT_USAGE};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::filelink::{FileRef, Handle, signed_url};
+use crate::signer::RouteSigner;
+
+#[derive(Serialize)]
+struct Output {
+    policy: String,
+    signature: String,
+    expiry: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+}
+
+/// Prints `{"policy","signature","expiry","url"}` for `route_name`; `url` when the route has an
+/// upstream and a handle was given.
+pub fn run(
+    config: &Config,
+    route_name: &str,
+    handle: Option<&str>,
+    expiry: Option<u64>,
+) -> ExitCode {
+    let Some(route) = config.route(route_name) else {
+        let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+        eprintln!(
+            "signgate: no route named {route_name:?} (routes: {})",
+            names.join(", ")
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let handle = match handle.map(Handle::parse).transpose() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("signgate: --handle: {e}: expected 20 characters of A-Z, a-z, 0-9, _ or -");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let signer = RouteSigner::new(route);
+    let expiry = expiry.unwrap_or_else(|| signer.expiry_at(SystemClock.now_unix()));
+    let credentials = signer.sign_uncached(expiry, handle);
+    let url = match (&route.upstream, handle) {
+        (Some(upstream), Some(handle)) => Some(signed_url(
+            &upstream.base,
+            &FileRef {
+                tasks: Vec::new(),
+                handle,
+            },
+            None,
+            &credentials,
+            route.signing.url_style,
+        )),
+        _ => None,
+    };
+    let output = Output {
+        policy: credentials.policy,
+        signature: credentials.signature,
+        expiry,
+        url,
+    };
+    match serde_json::to_string(&output) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::from(EXIT_OK)
+        }
+        Err(e) => {
+            eprintln!("signgate: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}

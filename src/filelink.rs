@@ -1,0 +1,269 @@
+//! File references on the CDN (`[TASKS/]HANDLE`) and the signed URLs built from them.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::policy::Credentials;
+
+/// Length of every CDN file handle.
+pub const HANDLE_LEN: usize = 20;
+
+/// A CDN file handle: exactly 20 characters of `[A-Za-z0-9_-]`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Handle([u8; HANDLE_LEN]);
+
+impl Handle {
+    /// Checks and copies a handle.
+    pub fn parse(text: &str) -> Result<Self, FileRefError> {
+        let bytes: [u8; HANDLE_LEN] = text
+            .as_bytes()
+            .try_into()
+            .map_err(|_| FileRefError::BadHandle)?;
+        if bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+        {
+            Ok(Self(bytes))
+        } else {
+            Err(FileRefError::BadHandle)
+        }
+    }
+
+    /// The handle's text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("a Handle holds ASCII, checked in Handle::parse")
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Handle({})", self.as_str())
+    }
+}
+
+impl fmt::Display for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a path is not a file reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FileRefError {
+    /// The last segment is not a 20-character handle.
+    #[error("not a file handle")]
+    BadHandle,
+    /// A segment before the handle is not a transformation task.
+    #[error("not a transformation task")]
+    BadTask,
+}
+
+/// A file on the CDN as a client names it: transformation tasks, then the handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef<'a> {
+    /// Transformation tasks in order (`resize=width:300`), client credentials removed.
+    pub tasks: Vec<&'a str>,
+    /// The file.
+    pub handle: Handle,
+}
+
+impl<'a> FileRef<'a> {
+    /// Parses `[TASK/]...HANDLE`, the part of a request path after the route prefix.
+    ///
+    /// `security=` tasks are the client's own credentials: they are dropped, never forwarded.
+    pub fn parse(path: &'a str) -> Result<Self, FileRefError> {
+        let (tasks, handle) = match path.rsplit_once('/') {
+            Some((tasks, handle)) => (Some(tasks), handle),
+            None => (None, path),
+        };
+        let handle = Handle::parse(handle)?;
+        let mut kept = Vec::new();
+        for task in tasks.into_iter().flat_map(|t| t.split('/')) {
+            if !is_task(task) {
+                return Err(FileRefError::BadTask);
+            }
+            if !is_security_task(task) {
+                kept.push(task);
+            }
+        }
+        Ok(Self {
+            tasks: kept,
+            handle,
+        })
+    }
+
+    /// Whether the reference carries transformation tasks (which need the `convert` call).
+    pub fn has_tasks(&self) -> bool {
+        !self.tasks.is_empty()
+    }
+}
+
+/// Whether a task segment is the `security=` task that carries credentials, in any case.
+pub fn is_security_task(task: &str) -> bool {
+    task.get(..9)
+        .is_some_and(|name| name.eq_ignore_ascii_case("security="))
+}
+
+/// A transformation task: a lowercase name, optionally `=` and parameters, in a strict alphabet.
+///
+/// Quotes, slashes, percent signs and spaces are refused, so a task cannot smuggle a URL or a
+/// second path segment past the handle check.
+fn is_task(task: &str) -> bool {
+    let (name, params) = task.split_once('=').unwrap_or((task, ""));
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && params.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(b, b':' | b',' | b'.' | b'_' | b'-' | b'[' | b']' | b'=')
+        })
+}
+
+/// Where a signed URL carries its credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UrlStyle {
+    /// `HANDLE?policy=P&signature=S`
+    Query,
+    /// `security=p:P,s:S/HANDLE`
+    Task,
+}
+
+/// Builds the signed URL for `file` under `base` (an origin such as `https://cdn.example.com`,
+/// with no trailing slash), keeping the client's `query` (already stripped of credentials).
+pub fn signed_url(
+    base: &str,
+    file: &FileRef<'_>,
+    query: Option<&str>,
+    credentials: &Credentials,
+    style: UrlStyle,
+) -> String {
+    let mut url = String::with_capacity(base.len() + 48 + credentials.policy.len() * 2);
+    url.push_str(base);
+    for task in &file.tasks {
+        url.push('/');
+        url.push_str(task);
+    }
+    if style == UrlStyle::Task {
+        url.push_str("/security=p:");
+        url.push_str(&credentials.policy);
+        url.push_str(",s:");
+        url.push_str(&credentials.signature);
+    }
+    url.push('/');
+    url.push_str(file.handle.as_str());
+    let query = query.filter(|q| !q.is_empty());
+    match style {
+        UrlStyle::Query => {
+            url.push('?');
+            if let Some(query) = query {
+                url.push_str(query);
+                url.push('&');
+            }
+            url.push_str("policy=");
+            url.push_str(&credentials.policy_for_query());
+            url.push_str("&signature=");
+            url.push_str(&credentials.signature);
+        }
+        UrlStyle::Task => {
+            if let Some(query) = query {
+                url.push('?');
+                url.push_str(query);
+            }
+        }
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: &str = "KW9EJhYtS6y48Whm2S6D";
+
+    fn creds() -> Credentials {
+        Credentials {
+            policy: "eyJ9=".into(),
+            signature: "ab12".into(),
+            expiry: 1,
+        }
+    }
+
+    #[test]
+    fn handles_are_twenty_characters_of_the_handle_alphabet() {
+        assert!(Handle::parse(H).is_ok());
+        assert!(Handle::parse("abc_-ABC0123456789xy").is_ok());
+        for bad in [
+            "",
+            "short",
+            "KW9EJhYtS6y48Whm2S6DX",
+            "KW9EJhYtS6y48Whm2S6.",
+            "KW9EJhYtS6y48Whm2S%2",
+        ] {
+            assert_eq!(Handle::parse(bad), Err(FileRefError::BadHandle), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_tasks_then_handle_and_drops_client_credentials() {
+        let path = format!("resize=width:300/SECURITY=p:x,s:y/flip/{H}");
+        let file = FileRef::parse(&path).expect("parses");
+        assert_eq!(file.tasks, vec!["resize=width:300", "flip"]);
+        assert_eq!(file.handle.as_str(), H);
+        assert!(file.has_tasks());
+        assert!(!FileRef::parse(H).expect("bare handle").has_tasks());
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_file_reference() {
+        for bad in [
+            "",
+            "/",
+            &format!("{H}/"),
+            &format!("../{H}"),
+            &format!("resize=width:300//{H}"),
+            &format!("a%2Fb/{H}"),
+            &format!("\"https:/{H}"),
+            &format!("{H}/metadata"),
+        ] {
+            assert!(FileRef::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn query_style_appends_credentials_after_the_clients_query() {
+        let path = format!("resize=width:300/{H}");
+        let file = FileRef::parse(&path).expect("parses");
+        assert_eq!(
+            signed_url(
+                "https://cdn",
+                &file,
+                Some("dl=true"),
+                &creds(),
+                UrlStyle::Query
+            ),
+            format!("https://cdn/resize=width:300/{H}?dl=true&policy=eyJ9%3D&signature=ab12")
+        );
+        assert_eq!(
+            signed_url("https://cdn", &file, None, &creds(), UrlStyle::Query),
+            format!("https://cdn/resize=width:300/{H}?policy=eyJ9%3D&signature=ab12")
+        );
+    }
+
+    #[test]
+    fn task_style_puts_security_after_the_transformations() {
+        let path = format!("resize=width:300/{H}");
+        let file = FileRef::parse(&path).expect("parses");
+        assert_eq!(
+            signed_url(
+                "https://cdn",
+                &file,
+                Some("dl=true"),
+                &creds(),
+                UrlStyle::Task
+            ),
+            format!("https://cdn/resize=width:300/security=p:eyJ9=,s:ab12/{H}?dl=true")
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! signgate: a reverse-proxy signing gateway for Filestack-style CDNs.
+//!
+//! It holds the app secret and hands out (or fetches through) URLs carrying a `policy` and a
+//! `signature`, so no front-end code ever needs the secret.
+//!
+//! # Layout
+//! - [`policy`]: the typed policy, its canonical encoding, bucketed expiry; pure.
+//! - [`secret`]: the secret newtype (HMAC-SHA256, redacted `Debug`).
+//! - [`filelink`]: `[TASKS/]HANDLE` references and the signed URLs built from them.
+//! - [`verify`]: checks signed URLs in every SDK spelling, as the CDN does.
+//! - [`cache`]: the sharded LRU of signed credentials.
+//! - [`signer`]: one route's signing: limits, expiry bucket, cache.
+//! - [`clock`]: injectable wall clock.
+//! - [`config`]: `gateway.toml` into typed, validated [`config::Config`].
+//! - [`cli`]: the `signgate` command line.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod cache;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod filelink;
+pub mod policy;
+pub mod secret;
+pub mod signer;
+pub mod verify;

@@ -1,0 +1,393 @@
+//! Verification of signed CDN URLs in every spelling the official SDKs write, as the CDN does.
+//!
+//! Used by the stand-in CDNs (tests and demo) and by `signgate explain`. Pure: time is an argument.
+
+use percent_encoding::percent_decode_str;
+
+use crate::policy::{Call, DecodeError, DecodedPolicy};
+use crate::secret::Secret;
+
+/// What a URL points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A file handle (the last path segment).
+    Handle(String),
+    /// An external URL to transform (`…/"https://example.com/a.jpg"`).
+    External(String),
+}
+
+/// The credentials and target read out of a URL, before any check.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ParsedUrl {
+    /// The policy string exactly as sent (percent-decoded, quotes removed).
+    pub policy: Option<String>,
+    /// The signature as sent.
+    pub signature: Option<String>,
+    /// Transformation tasks (`resize=width:300`), in order.
+    pub tasks: Vec<String>,
+    /// The file or external URL, if the path names one.
+    pub target: Option<Target>,
+    /// Whether the URL asks for the file's metadata (`HANDLE/metadata`), which is the `stat` call.
+    pub metadata: bool,
+}
+
+/// Why a URL's credentials are not valid. Messages are safe to show: no secret, no signature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// No policy or no signature.
+    #[error("credentials missing: {0}")]
+    Missing(&'static str),
+    /// Two sets of credentials, or one parameter given twice.
+    #[error("conflicting credentials: {0} given more than once")]
+    Conflicting(&'static str),
+    /// The security task is not `key:value` pairs.
+    #[error("malformed security task")]
+    MalformedTask,
+    /// The signature is not the HMAC of the policy string under this secret.
+    #[error("bad signature")]
+    BadSignature,
+    /// The policy string is not base64.
+    #[error("malformed policy: not base64")]
+    MalformedBase64,
+    /// The policy is base64 but not a JSON object with an expiry.
+    #[error("malformed policy: {0}")]
+    NotJson(String),
+    /// The policy's expiry is not after `now`.
+    #[error("expired at {expiry} ({ago}s ago)")]
+    Expired {
+        /// The policy's expiry.
+        expiry: u64,
+        /// How long ago, in seconds.
+        ago: u64,
+    },
+    /// The policy names another handle than the URL's.
+    #[error("policy is for handle {policy:?}, URL asks for {url:?}")]
+    WrongHandle {
+        /// The policy's handle.
+        policy: String,
+        /// The URL's handle (or external URL).
+        url: String,
+    },
+    /// The policy's `call` list does not include a call the URL needs.
+    #[error("call {0} not allowed by the policy")]
+    CallNotAllowed(Call),
+}
+
+impl From<DecodeError> for Invalid {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::Base64 => Invalid::MalformedBase64,
+            DecodeError::Json(m) => Invalid::NotJson(m),
+        }
+    }
+}
+
+/// Reads the credentials and target out of a URL or a path (`/HANDLE?policy=…`), any spelling:
+/// query or task form, short or long task keys in either order, quoted values, either alphabet.
+pub fn parse_url(url: &str) -> Result<ParsedUrl, Invalid> {
+    let path_and_query = strip_origin(url);
+    let (path, query) = split_query(path_and_query);
+    let mut parsed = ParsedUrl::default();
+
+    if let Some(query) = query {
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode_str(value).decode_utf8_lossy().into_owned();
+            match percent_decode_str(name).decode_utf8_lossy().as_ref() {
+                "policy" => set_once(&mut parsed.policy, value, "policy")?,
+                "signature" => set_once(&mut parsed.signature, value, "signature")?,
+                _ => {}
+            }
+        }
+    }
+
+    let path = percent_decode_str(path).decode_utf8_lossy();
+    let mut segments = Vec::new();
+    for segment in split_outside_quotes(&path, '/') {
+        if crate::filelink::is_security_task(segment) {
+            read_security_task(&segment["security=".len()..], &mut parsed)?;
+        } else if !segment.is_empty() {
+            segments.push(segment);
+        }
+    }
+
+    if segments.last() == Some(&"metadata") && segments.len() >= 2 {
+        parsed.metadata = true;
+        segments.pop();
+    }
+    if let Some(last) = segments.pop() {
+        parsed.target = Some(if last.starts_with('"') || last.contains("://") {
+            Target::External(unquote(last).to_owned())
+        } else {
+            Target::Handle(last.to_owned())
+        });
+    }
+    // An API key may stand first (`/APIKEY/resize=…/HANDLE`). Task names are lowercase words;
+    // keys are long and mixed-case.
+    if segments
+        .first()
+        .is_some_and(|first| looks_like_api_key(first))
+    {
+        segments.remove(0);
+    }
+    parsed.tasks = segments.into_iter().map(str::to_owned).collect();
+    Ok(parsed)
+}
+
+/// Checks a URL's credentials for `call` at time `now`, as the CDN would.
+///
+/// Transformation tasks or an external target also need `convert`; a metadata URL needs `stat`
+/// instead of `read`. On success, returns the decoded policy (for size or path checks).
+pub fn verify_at(
+    url: &str,
+    secret: &Secret,
+    now: u64,
+    call: Call,
+) -> Result<DecodedPolicy, Invalid> {
+    let parsed = parse_url(url)?;
+    let call = if parsed.metadata && call == Call::Read {
+        Call::Stat
+    } else {
+        call
+    };
+    let mut needed = vec![call];
+    if !parsed.tasks.is_empty() || matches!(parsed.target, Some(Target::External(_))) {
+        needed.push(Call::Convert);
+    }
+    verify_parsed(&parsed, secret, now, &needed)
+}
+
+/// Checks already-parsed credentials for every call in `needed` at time `now`.
+pub fn verify_parsed(
+    parsed: &ParsedUrl,
+    secret: &Secret,
+    now: u64,
+    needed: &[Call],
+) -> Result<DecodedPolicy, Invalid> {
+    let policy = parsed.policy.as_deref().ok_or(Invalid::Missing("policy"))?;
+    let signature = parsed
+        .signature
+        .as_deref()
+        .ok_or(Invalid::Missing("signature"))?;
+    if !secret.verify_hex(policy.as_bytes(), signature) {
+        return Err(Invalid::BadSignature);
+    }
+    let decoded = DecodedPolicy::decode(policy)?;
+    if decoded.expiry <= now {
+        return Err(Invalid::Expired {
+            expiry: decoded.expiry,
+            ago: now - decoded.expiry,
+        });
+    }
+    if let Some(policy_handle) = &decoded.handle {
+        let url_target = match &parsed.target {
+            Some(Target::Handle(h)) | Some(Target::External(h)) => h.as_str(),
+            None => "",
+        };
+        let matches = matches!(&parsed.target, Some(Target::Handle(h)) if h == policy_handle)
+            || parsed.target.is_none();
+        if !matches {
+            return Err(Invalid::WrongHandle {
+                policy: policy_handle.clone(),
+                url: url_target.to_owned(),
+            });
+        }
+    }
+    if let Some(&refused) = needed.iter().find(|&&call| !decoded.allows(call)) {
+        return Err(Invalid::CallNotAllowed(refused));
+    }
+    Ok(decoded)
+}
+
+fn set_once(slot: &mut Option<String>, value: String, name: &'static str) -> Result<(), Invalid> {
+    if slot.is_some() {
+        return Err(Invalid::Conflicting(name));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// Reads `p:P,s:S` (or `policy:`/`signature:`, any order, values optionally quoted).
+fn read_security_task(body: &str, parsed: &mut ParsedUrl) -> Result<(), Invalid> {
+    for pair in split_outside_quotes(body, ',') {
+        let (key, value) = pair.split_once(':').ok_or(Invalid::MalformedTask)?;
+        let value = unquote(value).to_owned();
+        match key {
+            "p" | "policy" => set_once(&mut parsed.policy, value, "policy")?,
+            "s" | "signature" => set_once(&mut parsed.signature, value, "signature")?,
+            _ => return Err(Invalid::MalformedTask),
+        }
+    }
+    Ok(())
+}
+
+fn looks_like_api_key(segment: &str) -> bool {
+    segment.len() >= 10
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && segment
+            .bytes()
+            .any(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+fn unquote(value: &str) -> &str {
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value)
+}
+
+fn strip_origin(url: &str) -> &str {
+    match url.split_once("://") {
+        Some((scheme, rest)) if !scheme.contains(['/', '"', '?']) => {
+            rest.find('/').map_or("/", |slash| &rest[slash..])
+        }
+        _ => url,
+    }
+}
+
+/// Splits at the first `?` that is not inside double quotes.
+fn split_query(url: &str) -> (&str, Option<&str>) {
+    let mut quoted = false;
+    for (i, c) in url.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '?' if !quoted => return (&url[..i], Some(&url[i + 1..])),
+            _ => {}
+        }
+    }
+    (url, None)
+}
+
+fn split_outside_quotes(text: &str, separator: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut quoted = false;
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if c == separator && !quoted {
+            parts.push(&text[start..i]);
+            start = i + c.len_utf8();
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+
+    const H: &str = "KW9EJhYtS6y48Whm2S6D";
+
+    fn secret() -> Secret {
+        Secret::new("s3cr3t".into()).expect("not empty")
+    }
+
+    fn signed(policy: &Policy) -> (String, String) {
+        let c = policy.sign(&secret());
+        (c.policy, c.signature)
+    }
+
+    fn read_policy() -> Policy {
+        Policy {
+            expiry: 1000,
+            call: vec![Call::Read],
+            handle: Some(H.into()),
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn accepts_query_and_both_task_spellings() {
+        let (p, s) = signed(&read_policy());
+        let pq = p.replace('=', "%3D");
+        for url in [
+            format!("https://cdn.example/{H}?policy={pq}&signature={s}"),
+            format!("/{H}?dl=true&signature={s}&policy={p}"),
+            format!("https://cdn.example/security=p:{p},s:{s}/{H}"),
+            format!("https://cdn.example/security=signature:{s},policy:\"{p}\"/{H}"),
+            format!("https://cdn.example/APIKEY12345/security=policy:{p},signature:{s}/{H}"),
+        ] {
+            assert!(verify_at(&url, &secret(), 999, Call::Read).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn names_each_failure() {
+        let (p, s) = signed(&read_policy());
+        let check = |url: String, now| verify_at(&url, &secret(), now, Call::Read);
+        assert_eq!(check(format!("/{H}"), 0), Err(Invalid::Missing("policy")));
+        assert_eq!(
+            check(format!("/{H}?policy={p}"), 0),
+            Err(Invalid::Missing("signature"))
+        );
+        assert_eq!(
+            check(format!("/{H}?policy={p}&policy={p}&signature={s}"), 0),
+            Err(Invalid::Conflicting("policy"))
+        );
+        assert_eq!(
+            check(format!("/security=p:{p},s:{s}/{H}?policy={p}"), 0),
+            Err(Invalid::Conflicting("policy"))
+        );
+        assert_eq!(
+            check(format!("/{H}?policy={p}&signature={}", "0".repeat(64)), 0),
+            Err(Invalid::BadSignature)
+        );
+        assert_eq!(
+            check(format!("/{H}?policy={p}&signature={s}"), 1000),
+            Err(Invalid::Expired {
+                expiry: 1000,
+                ago: 0
+            })
+        );
+        assert!(matches!(
+            check(format!("/AAAAAAAAAAAAAAAAAAAA?policy={p}&signature={s}"), 0),
+            Err(Invalid::WrongHandle { .. })
+        ));
+        assert_eq!(
+            check(format!("/resize=width:3/{H}?policy={p}&signature={s}"), 0),
+            Err(Invalid::CallNotAllowed(Call::Convert))
+        );
+        assert_eq!(
+            check(format!("/{H}/metadata?policy={p}&signature={s}"), 0),
+            Err(Invalid::CallNotAllowed(Call::Stat))
+        );
+        let garbage = secret().sign_hex(b"!!notbase64");
+        assert_eq!(
+            check(format!("/{H}?policy=!!notbase64&signature={garbage}"), 0),
+            Err(Invalid::MalformedBase64)
+        );
+        assert_eq!(
+            check(format!("/security=x:1/{H}"), 0),
+            Err(Invalid::MalformedTask)
+        );
+    }
+
+    #[test]
+    fn a_policy_without_handle_or_call_allows_any() {
+        let (p, s) = signed(&Policy {
+            expiry: 10,
+            ..Policy::default()
+        });
+        let url = format!("/resize=width:3/{H}?policy={p}&signature={s}");
+        assert!(verify_at(&url, &secret(), 0, Call::Read).is_ok());
+    }
+
+    #[test]
+    fn reads_quoted_external_targets() {
+        let parsed = parse_url(
+            "https://cdn.example/MY_API_KEY/resize=width:300/security=p:x,s:y/\"https://example.com/a.jpg?x=1\"",
+        )
+        .expect("parses");
+        assert_eq!(parsed.tasks, vec!["resize=width:300".to_owned()]);
+        assert_eq!(
+            parsed.target,
+            Some(Target::External("https://example.com/a.jpg?x=1".into()))
+        );
+        assert_eq!(parsed.policy.as_deref(), Some("x"));
+    }
+}

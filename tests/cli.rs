@@ -1,0 +1,214 @@
+//! The `signgate` binary: `sign`, `check` and `explain`, with their exit codes.
+
+use std::io::Write;
+use std::process::{Command, Output};
+
+use ring::hmac;
+
+const SECRET: &str = "cli-test-secret";
+const H: &str = "KW9EJhYtS6y48Whm2S6D";
+
+fn config_file(extra_route: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    write!(
+        file,
+        "[signing]\nsecret_env = \"SIGNGATE_TEST_SECRET\"\n\
+         [[route]]\nname = \"images\"\nprefix = \"/img/\"\nmode = \"proxy\"\n\
+         upstream = \"https://cdn.filestackcontent.com\"\ncalls = [\"read\", \"convert\"]\n\
+         [[route]]\nname = \"upload\"\nprefix = \"/up\"\nmode = \"upload-policy\"\nmax_size = \"1MB\"\n{extra_route}"
+    )
+    .expect("write");
+    file
+}
+
+fn signgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_signgate"))
+        .args(args)
+        .env("SIGNGATE_TEST_SECRET", SECRET)
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sign(config: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["sign", "--config", config, "--route", "images"];
+    args.extend_from_slice(extra);
+    let out = signgate(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout(&out).trim()).expect("one JSON line")
+}
+
+#[test]
+fn sign_output_verifies_with_an_independent_hmac() {
+    let file = config_file("");
+    let config = file.path().to_str().expect("utf-8 path");
+    let json = sign(config, &["--handle", H, "--expiry", "4102444800"]);
+    let policy = json["policy"].as_str().expect("policy");
+    let signature = json["signature"].as_str().expect("signature");
+    // ring's HMAC, not the RustCrypto one signgate uses.
+    let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes());
+    let tag = hmac::sign(&key, policy.as_bytes());
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(signature, hex);
+    assert_eq!(json["expiry"], 4102444800_u64);
+    assert_eq!(
+        json["url"].as_str().expect("url"),
+        format!(
+            "https://cdn.filestackcontent.com/{H}?policy={}&signature={signature}",
+            policy.replace('=', "%3D")
+        )
+    );
+    let decoded = signgate::policy::DecodedPolicy::decode(policy).expect("decodes");
+    assert_eq!(
+        decoded.json,
+        format!(r#"{{"expiry":4102444800,"call":["read","convert"],"handle":"{H}"}}"#)
+    );
+}
+
+#[test]
+fn sign_without_expiry_rounds_to_the_bucket_and_upload_routes_carry_limits() {
+    let file = config_file("");
+    let config = file.path().to_str().expect("utf-8 path");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let json = sign(config, &["--handle", H]);
+    let expiry = json["expiry"].as_u64().expect("expiry");
+    assert!(
+        expiry >= now + 3600 && expiry.is_multiple_of(300),
+        "{expiry}"
+    );
+
+    let out = signgate(&["sign", "--config", config, "--route", "upload"]);
+    assert_eq!(out.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("json");
+    assert!(json.get("url").is_none());
+    let decoded = signgate::policy::DecodedPolicy::decode(json["policy"].as_str().expect("policy"))
+        .expect("decodes");
+    assert_eq!(decoded.max_size, Some(1_000_000));
+    assert_eq!(
+        decoded.call,
+        Some(vec!["pick".to_owned(), "store".to_owned()])
+    );
+}
+
+#[test]
+fn sign_refuses_an_unknown_route_or_a_bad_handle_with_exit_2() {
+    let file = config_file("");
+    let config = file.path().to_str().expect("utf-8 path");
+    let out = signgate(&["sign", "--config", config, "--route", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no route named \"nope\""));
+    let out = signgate(&[
+        "sign", "--config", config, "--route", "images", "--handle", "../etc",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--handle"));
+}
+
+#[test]
+fn check_accepts_a_good_config_and_names_the_key_of_a_bad_one() {
+    let good = config_file("");
+    let out = signgate(&["check", "--config", good.path().to_str().expect("utf-8")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout(&out).contains("ok (2 routes)"));
+
+    let bad = config_file(
+        "[[route]]\nname = \"x\"\nprefix = \"/x/\"\nmode = \"proxy\"\nupstream = \"cdn\"\n",
+    );
+    let out = signgate(&["check", "--config", bad.path().to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("route `x`: `upstream`: must be an absolute http(s) URL"),
+        "{err}"
+    );
+    assert!(!err.contains(SECRET));
+
+    let out = signgate(&["check", "--config", "/nonexistent.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn explain_tells_valid_from_tampered_expired_and_wrong_handle() {
+    let file = config_file("");
+    let config = file.path().to_str().expect("utf-8 path");
+    let json = sign(config, &["--handle", H, "--expiry", "4102444800"]);
+    let url = json["url"].as_str().expect("url").to_owned();
+
+    let out = signgate(&["explain", &url, "--config", config]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("valid:         yes, for route `images`"),
+        "{text}"
+    );
+    assert!(text.contains("2100-01-01T00:00:00Z"), "{text}");
+    assert!(
+        text.contains(r#""handle":"KW9EJhYtS6y48Whm2S6D""#),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "signed string: {}",
+        json["policy"].as_str().expect("p")
+    )));
+
+    let tampered = url.replacen("eyJ", "eyK", 1);
+    let out = signgate(&["explain", &tampered, "--config", config]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("no: bad signature"),
+        "{}",
+        stdout(&out)
+    );
+
+    let expired = sign(config, &["--handle", H, "--expiry", "1500000000"]);
+    let out = signgate(&[
+        "explain",
+        expired["url"].as_str().expect("url"),
+        "--config",
+        config,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("no: expired at 1500000000"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("2017-07-14T02:40:00Z"),
+        "{}",
+        stdout(&out)
+    );
+
+    let wrong = url.replace(H, "AAAAAAAAAAAAAAAAAAAA");
+    let out = signgate(&["explain", &wrong, "--config", config]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("no: policy is for handle"),
+        "{}",
+        stdout(&out)
+    );
+
+    let bare = format!("https://cdn.filestackcontent.com/{H}");
+    let out = signgate(&["explain", &bare, "--config", config]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("credentials missing"));
+
+    let out = signgate(&["explain", &url, "--config", "/nonexistent.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+}
