@@ -23,6 +23,18 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_BUCKET: Duration = Duration::from_secs(300);
 /// Default credential cache entries per route.
 pub const DEFAULT_CACHE_SIZE: usize = 100_000;
+/// Default most client connections served at once; further ones wait in the kernel's backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default time a client has to send a request's headers.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time in-flight requests get to finish after SIGINT/SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default time to open a connection to an upstream.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time from sending a request upstream to its response headers.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default longest pause between two pieces of an upstream body.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default host whose URLs site routes sign.
 pub const DEFAULT_REWRITE_HOST: &str = "cdn.filestackcontent.com";
 
@@ -81,6 +93,23 @@ pub struct Config {
 pub struct ServerConfig {
     /// `listen`: address to bind. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
+    /// `max_connections`: client connections served at once. Default 10000.
+    pub max_connections: NonZeroUsize,
+    /// `header_read_timeout`: time a client has to send request headers. Default 10s.
+    pub header_read_timeout: Duration,
+    /// `shutdown_grace`: time in-flight requests get after SIGINT/SIGTERM. Default 30s.
+    pub shutdown_grace: Duration,
+}
+
+/// Upstream timeouts of one route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `connect_timeout`: opening a connection (TCP and TLS). Default 5s.
+    pub connect: Duration,
+    /// `response_timeout`: from sending the request to the response headers. Default 30s.
+    pub response: Duration,
+    /// `body_idle_timeout`: longest pause between two pieces of a body. Default 30s.
+    pub body_idle: Duration,
 }
 
 /// What a route does with a request.
@@ -206,6 +235,10 @@ pub struct Route {
     pub limits: Limits,
     /// `rewrite_hosts` (site routes): hosts whose URLs are signed. Default the Filestack CDN.
     pub rewrite_hosts: Vec<String>,
+    /// Upstream timeouts.
+    pub timeouts: Timeouts,
+    /// `ca_file`: extra PEM root certificates trusted for this route's https upstream.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -223,6 +256,9 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<String>,
+    max_connections: Option<usize>,
+    header_read_timeout: Option<String>,
+    shutdown_grace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]
@@ -259,6 +295,10 @@ struct RawRoute {
     container: Option<String>,
     url: Option<String>,
     rewrite_hosts: Option<Vec<String>>,
+    connect_timeout: Option<String>,
+    response_timeout: Option<String>,
+    body_idle_timeout: Option<String>,
+    ca_file: Option<PathBuf>,
     // The [signing] keys, each overridable per route (serde's flatten cannot deny unknown keys).
     secret: Option<toml::Value>,
     secret_env: Option<String>,
@@ -346,8 +386,25 @@ impl Config {
             }
             routes.push(route);
         }
+        let server = &raw.server;
+        let max_connections =
+            NonZeroUsize::new(server.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS))
+                .ok_or_else(|| invalid("`server.max_connections`", "must be at least 1"))?;
         Ok(Self {
-            server: ServerConfig { listen },
+            server: ServerConfig {
+                listen,
+                max_connections,
+                header_read_timeout: optional_duration(
+                    server.header_read_timeout.as_deref(),
+                    DEFAULT_HEADER_READ_TIMEOUT,
+                    "`server.header_read_timeout`",
+                )?,
+                shutdown_grace: optional_duration(
+                    server.shutdown_grace.as_deref(),
+                    DEFAULT_SHUTDOWN_GRACE,
+                    "`server.shutdown_grace`",
+                )?,
+            },
             routes,
         })
     }
@@ -455,6 +512,34 @@ fn build_route(
         ));
     }
 
+    let timeouts = Timeouts {
+        connect: optional_duration(
+            raw.connect_timeout.as_deref(),
+            DEFAULT_CONNECT_TIMEOUT,
+            &key("connect_timeout"),
+        )?,
+        response: optional_duration(
+            raw.response_timeout.as_deref(),
+            DEFAULT_RESPONSE_TIMEOUT,
+            &key("response_timeout"),
+        )?,
+        body_idle: optional_duration(
+            raw.body_idle_timeout.as_deref(),
+            DEFAULT_BODY_IDLE_TIMEOUT,
+            &key("body_idle_timeout"),
+        )?,
+    };
+    if raw.ca_file.is_some()
+        && upstream
+            .as_ref()
+            .is_none_or(|u| u.uri.scheme_str() != Some("https"))
+    {
+        return Err(invalid(
+            key("ca_file"),
+            "only applies to routes with an https upstream",
+        ));
+    }
+
     let overrides = raw.signing_overrides();
     let signing = build_signing(&overrides, defaults, env, &name)?;
     Ok(Route {
@@ -472,6 +557,18 @@ fn build_route(
             url: raw.url,
         },
         rewrite_hosts,
+        timeouts,
+        ca_file: raw.ca_file,
+    })
+}
+
+fn optional_duration(
+    text: Option<&str>,
+    default: Duration,
+    key: &str,
+) -> Result<Duration, ConfigError> {
+    text.map_or(Ok(default), |t| {
+        parse_duration(t).map_err(|r| invalid(key, r))
     })
 }
 

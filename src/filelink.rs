@@ -120,6 +120,25 @@ fn is_task(task: &str) -> bool {
         })
 }
 
+/// Removes every query parameter that could carry client credentials: any whose decoded name,
+/// in any case, mentions `policy`, `signature` or `security`. Only signgate signs.
+pub fn strip_client_credentials(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
+            let name = percent_encoding::percent_decode_str(name)
+                .decode_utf8_lossy()
+                .to_ascii_lowercase();
+            !pair.is_empty()
+                && !["policy", "signature", "security"]
+                    .iter()
+                    .any(|banned| name.contains(banned))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// Where a signed URL carries its credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -229,6 +248,17 @@ mod tests {
         ] {
             assert!(FileRef::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn client_credentials_never_survive_in_the_query() {
+        assert_eq!(
+            strip_client_credentials(
+                "dl=true&policy=x&Signature=y&POLICY=z&%70olicy=q&a=b&&x%20policy=1&security=p:1"
+            ),
+            "dl=true&a=b"
+        );
+        assert_eq!(strip_client_credentials("policy"), "");
     }
 
     #[test]

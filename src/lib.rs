@@ -12,15 +12,27 @@
 //! - [`signer`]: one route's signing: limits, expiry bucket, cache.
 //! - [`clock`]: injectable wall clock.
 //! - [`config`]: `gateway.toml` into typed, validated [`config::Config`].
+//! - [`router`]: routes compiled once, longest prefix.
+//! - [`mode`]: one handler per mode (proxy, redirect, site, upload-policy).
+//! - [`upstream`]: the pooled upstream client, TLS, timeouts, hop-by-hop stripping.
+//! - [`body`]: response body type, idle timeout, access-log meter.
+//! - [`server`]: accept loop, limits, graceful drain, the request service.
+//! - [`error`]: `ProxyError` mapped to statuses in one place; `StartupError`.
 //! - [`cli`]: the `signgate` command line.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod body;
 pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod error;
 pub mod filelink;
+pub mod mode;
 pub mod policy;
+pub mod router;
 pub mod secret;
+pub mod server;
 pub mod signer;
+pub mod upstream;
 pub mod verify;

@@ -1,6 +1,7 @@
 //! The command line: argument types and the dispatch to each command.
 
 mod explain;
+mod run;
 mod sign;
 
 use std::path::PathBuf;
@@ -32,6 +33,12 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the gateway (the default).
+    Run {
+        /// Config file.
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+    },
     /// Print one JSON line of credentials for a route: {"policy","signature","expiry","url"}.
     Sign {
         /// Config file.
@@ -83,10 +90,8 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_OK)
         }),
         Some(Command::Explain { url, config }) => with_config(&config, |c| explain::run(c, &url)),
-        None => {
-            eprintln!("signgate: no command given; see `signgate --help`");
-            ExitCode::from(EXIT_USAGE)
-        }
+        Some(Command::Run { config }) => run::run(&config),
+        None => run::run(&cli.config),
     }
 }
 

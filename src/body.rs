@@ -1,0 +1,175 @@
+//! Response bodies: the boxed type every handler returns, an idle timeout for upstream bodies,
+//! and a meter that writes the access log line when a body ends.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::Sleep;
+
+/// A boxed, thread-safe error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every response signgate sends.
+pub type ResponseBody = BoxBody<Bytes, BoxError>;
+
+/// A complete body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// An empty body.
+pub fn empty() -> ResponseBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// The upstream paused longer than the route's `body_idle_timeout` in mid-body.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream body idle for more than {0:?}")]
+pub struct BodyIdleTimeout(pub Duration);
+
+/// Fails a body that goes quiet for longer than `idle` between frames.
+pub struct IdleTimeout<B> {
+    inner: B,
+    idle: Duration,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl<B> IdleTimeout<B> {
+    /// Wraps `inner`; the clock starts now.
+    pub fn new(inner: B, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + this.idle;
+                this.sleep.as_mut().reset(deadline);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                ready!(this.sleep.as_mut().poll(cx));
+                Poll::Ready(Some(Err(BodyIdleTimeout(this.idle).into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What the access log line says about one request, filled in as it is answered.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    /// Request method.
+    pub method: http::Method,
+    /// Route name, or `-` when none matched.
+    pub route: String,
+    /// The path with any credentials removed.
+    pub path: String,
+    /// Response status.
+    pub status: u16,
+    /// `hit`, `miss` or `-`.
+    pub cache: &'static str,
+    /// When the request arrived.
+    pub started: Instant,
+}
+
+/// Counts the bytes of a response body and writes the access log line when it ends or is dropped
+/// (a client that goes away mid-body is logged as `complete=false`).
+pub struct Metered {
+    inner: ResponseBody,
+    bytes: u64,
+    finished: bool,
+    log: AccessLog,
+}
+
+impl Metered {
+    /// Wraps a response body.
+    pub fn new(inner: ResponseBody, log: AccessLog) -> Self {
+        Self {
+            inner,
+            bytes: 0,
+            finished: false,
+            log,
+        }
+    }
+}
+
+impl Body for Metered {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(data) = f.data_ref() {
+                    this.bytes += data.len() as u64;
+                }
+            }
+            None => this.finished = true,
+            Some(Err(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        let log = &self.log;
+        let complete = self.finished || self.inner.is_end_stream();
+        tracing::info!(
+            target: "signgate::access",
+            method = %log.method,
+            route = %log.route,
+            path = %log.path,
+            status = log.status,
+            bytes = self.bytes,
+            duration_ms = log.started.elapsed().as_secs_f64() * 1000.0,
+            cache = log.cache,
+            complete,
+        );
+    }
+}

@@ -1,0 +1,85 @@
+//! `signgate run`: load the config, bind, serve until SIGINT or SIGTERM, drain, exit.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use super::{EXIT_OK, EXIT_USAGE};
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::error::StartupError;
+use crate::server::{AppState, serve};
+
+/// Runs the gateway from the config at `path`; exit 0 after a clean shutdown.
+pub fn run(path: &Path) -> ExitCode {
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("signgate: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match runtime.block_on(run_async(path)) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            eprintln!("signgate: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+async fn run_async(path: &Path) -> Result<(), StartupError> {
+    let config = Config::load(path)?;
+    let state = Arc::new(AppState::new(&config, Arc::new(SystemClock))?);
+    let addr = config.server.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartupError::Bind { addr, source })?;
+    tracing::info!(%local, routes = config.routes.len(), "signgate listening");
+    println!("signgate listening on http://{local}");
+    serve(listener, state, shutdown_signal())
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })
+}
+
+/// Logs to stderr; `RUST_LOG` sets the filter (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second call (tests, demo) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,190 @@
+//! Errors: [`ProxyError`] on the request path, mapped to a status in one place, and
+//! [`StartupError`] before serving.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+
+use crate::body::{BoxError, ResponseBody};
+use crate::config::ConfigError;
+
+/// Who a failure is down to; sets the log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The request was wrong.
+    Client,
+    /// The upstream failed or was too slow.
+    Upstream,
+    /// signgate itself.
+    Internal,
+}
+
+/// Everything that can go wrong while answering a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route's prefix matches the path.
+    #[error("no route")]
+    NoRoute,
+    /// The route's mode does not serve this method.
+    #[error("method not allowed")]
+    MethodNotAllowed {
+        /// The methods it does serve, for the `Allow` header.
+        allow: &'static str,
+    },
+    /// The path after the prefix is not `[TASKS/]HANDLE`.
+    #[error("not a file handle")]
+    NotAHandle,
+    /// The request needs a call (such as `convert` for tasks) the route does not allow.
+    #[error("call not allowed on this route")]
+    CallNotAllowed,
+    /// The request body is larger than the route accepts.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// The upstream could not be reached or its connection broke before a response.
+    #[error("upstream unreachable")]
+    UpstreamUnreachable(#[source] BoxError),
+    /// The upstream sent no response headers within the route's `response_timeout`.
+    #[error("upstream timed out after {0:?}")]
+    UpstreamTimeout(Duration),
+    /// The upstream answered something unusable.
+    #[error("bad upstream response")]
+    UpstreamBroken(#[source] BoxError),
+    /// signgate could not build something it should always be able to.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+impl ProxyError {
+    /// The status for each error. Exhaustive, no wildcard: a new variant must choose one.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::NotAHandle => StatusCode::BAD_REQUEST,
+            ProxyError::CallNotAllowed => StatusCode::FORBIDDEN,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::UpstreamUnreachable(_) | ProxyError::UpstreamBroken(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Who is to blame.
+    pub fn blame(&self) -> Blame {
+        match self {
+            ProxyError::NoRoute
+            | ProxyError::MethodNotAllowed { .. }
+            | ProxyError::NotAHandle
+            | ProxyError::CallNotAllowed
+            | ProxyError::BodyTooLarge => Blame::Client,
+            ProxyError::UpstreamUnreachable(_)
+            | ProxyError::UpstreamTimeout(_)
+            | ProxyError::UpstreamBroken(_) => Blame::Upstream,
+            ProxyError::Internal(_) => Blame::Internal,
+        }
+    }
+
+    /// The fixed, short body the client sees: never a source error, never a credential.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "not found\n",
+            ProxyError::MethodNotAllowed { .. } => "method not allowed\n",
+            ProxyError::NotAHandle => "bad request: not a file handle\n",
+            ProxyError::CallNotAllowed => "forbidden: this route does not allow that call\n",
+            ProxyError::BodyTooLarge => "request body too large\n",
+            ProxyError::UpstreamUnreachable(_) => "bad gateway: upstream unreachable\n",
+            ProxyError::UpstreamBroken(_) => "bad gateway: bad upstream response\n",
+            ProxyError::UpstreamTimeout(_) => "gateway timeout\n",
+            ProxyError::Internal(_) => "internal error\n",
+        }
+    }
+
+    /// The response for this error: its status and a short `text/plain` body.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let message = self.public_message();
+        let mut response = Response::new(
+            Full::new(Bytes::from_static(message.as_bytes()))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let ProxyError::MethodNotAllowed { allow } = self {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        response
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A route's TLS settings are unusable.
+    #[error("route `{route}`: `ca_file`: {reason}")]
+    Tls {
+        /// The route.
+        route: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_its_status_and_blame() {
+        let io = || -> BoxError { "x".into() };
+        let table: Vec<(ProxyError, u16, Blame)> = vec![
+            (ProxyError::NoRoute, 404, Blame::Client),
+            (
+                ProxyError::MethodNotAllowed { allow: "GET" },
+                405,
+                Blame::Client,
+            ),
+            (ProxyError::NotAHandle, 400, Blame::Client),
+            (ProxyError::CallNotAllowed, 403, Blame::Client),
+            (ProxyError::BodyTooLarge, 413, Blame::Client),
+            (ProxyError::UpstreamUnreachable(io()), 502, Blame::Upstream),
+            (ProxyError::UpstreamBroken(io()), 502, Blame::Upstream),
+            (
+                ProxyError::UpstreamTimeout(Duration::from_secs(1)),
+                504,
+                Blame::Upstream,
+            ),
+            (ProxyError::Internal(io()), 500, Blame::Internal),
+        ];
+        for (error, status, blame) in table {
+            assert_eq!(error.status().as_u16(), status, "{error}");
+            assert_eq!(error.blame(), blame, "{error}");
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                "text/plain; charset=utf-8"
+            );
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! redirect mode: answer `307` to the signed CDN URL.
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Response, StatusCode};
+
+use super::{Handled, RequestContext, require_get_or_head, sign_file_ref};
+use crate::body::empty;
+use crate::error::ProxyError;
+use crate::router::ActiveRoute;
+
+/// Answers `GET`/`HEAD PREFIX[TASKS/]HANDLE` with `307` to the signed URL, cacheable privately for
+/// no longer than the credentials stay valid.
+pub fn handle(
+    active: &ActiveRoute,
+    rest: &str,
+    parts: Parts,
+    ctx: RequestContext,
+) -> Result<Handled, ProxyError> {
+    require_get_or_head(&parts)?;
+    let target = sign_file_ref(active, rest, parts.uri.query(), ctx.now)?;
+    let location = HeaderValue::try_from(target.url).map_err(|e| ProxyError::Internal(e.into()))?;
+    let remaining = target.credentials.expiry.saturating_sub(ctx.now);
+    let cache_control = HeaderValue::try_from(format!("private, max-age={remaining}"))
+        .map_err(|e| ProxyError::Internal(e.into()))?;
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    response.headers_mut().insert(header::LOCATION, location);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, cache_control);
+    Ok(Handled {
+        response,
+        cache: Some(target.cache),
+    })
+}

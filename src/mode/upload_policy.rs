@@ -1,0 +1,59 @@
+//! upload-policy mode: hand the browser's picker a policy with the route's limits.
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Method, Response};
+use serde::Serialize;
+
+use super::{Handled, RequestContext, require_get_or_head};
+use crate::body::{empty, full};
+use crate::error::ProxyError;
+use crate::router::ActiveRoute;
+
+#[derive(Serialize)]
+struct UploadPolicy<'a> {
+    policy: &'a str,
+    signature: &'a str,
+    expiry: u64,
+}
+
+/// Answers `GET PREFIX` with `{"policy","signature","expiry"}`, `Cache-Control: no-store`.
+///
+/// The limits (`calls`, `max_size`, `min_size`, `path`, `container`, `url`) come from the route
+/// alone: nothing in the request can widen them.
+pub fn handle(
+    active: &ActiveRoute,
+    rest: &str,
+    parts: Parts,
+    ctx: RequestContext,
+) -> Result<Handled, ProxyError> {
+    if !rest.is_empty() && rest != "/" {
+        return Err(ProxyError::NoRoute);
+    }
+    require_get_or_head(&parts)?;
+    let (credentials, cache) = active.signer.credentials(ctx.now, None);
+    let json = serde_json::to_vec(&UploadPolicy {
+        policy: &credentials.policy,
+        signature: &credentials.signature,
+        expiry: credentials.expiry,
+    })
+    .map_err(|e| ProxyError::Internal(e.into()))?;
+    let length = json.len();
+    let body = if parts.method == Method::HEAD {
+        empty()
+    } else {
+        full(json)
+    };
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(Handled {
+        response,
+        cache: Some(cache),
+    })
+}

@@ -1,0 +1,201 @@
+//! The listener: accept loop with a connection limit, HTTP/1.1 and h2c on one port, the request
+//! service, and graceful drain on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::body::{AccessLog, Metered};
+use crate::clock::Clock;
+use crate::config::{Config, ServerConfig};
+use crate::error::{Blame, ProxyError, StartupError};
+use crate::mode::{self, RequestContext};
+use crate::router::Router;
+
+/// Everything a request needs, built once at start and shared by `Arc`.
+pub struct AppState {
+    /// The route table.
+    pub router: Router,
+    /// Listener settings.
+    pub server: ServerConfig,
+    /// Wall clock (injectable for tests).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AppState {
+    /// Compiles `config` into serving state.
+    pub fn new(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        Ok(Self {
+            router: Router::new(config)?,
+            server: config.server.clone(),
+            clock,
+        })
+    }
+}
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting and gives in-flight
+/// requests `shutdown_grace` to finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.server.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(state.server.max_connections.get()));
+    tokio::pin!(shutdown);
+
+    loop {
+        // Take a permit before accepting: past the limit, new connections wait in the backlog
+        // instead of costing a descriptor and a task each.
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: keep serving what is open; try again shortly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "set_nodelay failed");
+        }
+        let state = Arc::clone(&state);
+        let service = service_fn(move |request| handle_request(Arc::clone(&state), peer, request));
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+
+    drop(listener);
+    let grace = state.server.shutdown_grace;
+    tracing::info!(
+        in_flight = graceful.count(),
+        ?grace,
+        "shutting down: draining connections"
+    );
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace elapsed; closing the rest"),
+    }
+    Ok(())
+}
+
+/// The whole request path: route, handle, turn errors into responses, meter for the access log.
+async fn handle_request(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<Metered>, Infallible> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let ctx = RequestContext {
+        peer,
+        now: state.clock.now_unix(),
+    };
+    let (route_name, result) = match state.router.find(&path) {
+        None => ("-".to_owned(), Err(ProxyError::NoRoute)),
+        Some((active, rest)) => (
+            active.route.name.clone(),
+            mode::handle(active, rest, request, ctx).await,
+        ),
+    };
+    let (response, cache) = match result {
+        Ok(handled) => (handled.response, handled.cache),
+        Err(error) => {
+            log_error(&error, &route_name);
+            (error.into_response(), None)
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let log = AccessLog {
+        method,
+        route: route_name,
+        path: redact_path(&path),
+        status: parts.status.as_u16(),
+        cache: cache.map_or("-", |c| c.as_str()),
+        started,
+    };
+    Ok(Response::from_parts(parts, Metered::new(body, log)))
+}
+
+fn log_error(error: &ProxyError, route: &str) {
+    // Source errors may name hosts and reasons, never credentials: upstream URLs are not in them.
+    let source = std::error::Error::source(error).map(ToString::to_string);
+    match error.blame() {
+        Blame::Client => tracing::debug!(route, error = %error, "client error"),
+        Blame::Upstream => tracing::warn!(route, error = %error, source, "upstream error"),
+        Blame::Internal => tracing::error!(route, error = %error, source, "internal error"),
+    }
+}
+
+/// The path as logged: `security=` task contents replaced, the query never logged.
+pub fn redact_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len().min(512));
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        if crate::filelink::is_security_task(segment) {
+            out.push_str("security=<redacted>");
+        } else {
+            out.push_str(segment);
+        }
+        if out.len() > 512 {
+            let mut end = 512;
+            while !out.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.truncate(end);
+            out.push('…');
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_paths_carry_no_credentials() {
+        assert_eq!(
+            redact_path("/img/security=p:abc,s:def/KW9EJhYtS6y48Whm2S6D"),
+            "/img/security=<redacted>/KW9EJhYtS6y48Whm2S6D"
+        );
+        assert!(redact_path(&"/a".repeat(1000)).len() < 520);
+    }
+}

@@ -1,0 +1,82 @@
+//! redirect and upload-policy modes: what the browser is handed verifies at the CDN.
+
+mod support;
+
+use http::{Method, StatusCode};
+use signgate::clock::ManualClock;
+use signgate::policy::{Call, DecodedPolicy};
+use signgate::verify::verify_at;
+use std::sync::Arc;
+use support::*;
+
+const H: &str = "KW9EJhYtS6y48Whm2S6D";
+
+#[tokio::test]
+async fn redirect_location_verifies_and_is_cached_no_longer_than_it_is_valid() {
+    let clock = Arc::new(ManualClock::new(1_800_000_100));
+    let gateway = TestGateway::start_with_clock(
+        &one_route(
+            "redirect",
+            "/go/",
+            "https://cdn.example",
+            "ttl = \"1h\"\nbucket = \"5m\"",
+        ),
+        clock.clone(),
+    )
+    .await;
+    let answer = get(&gateway.url(&format!("/go/{H}?dl=true"))).await;
+    assert_eq!(answer.status, StatusCode::TEMPORARY_REDIRECT);
+    let location = answer.headers["location"].to_str().expect("ascii");
+    assert!(
+        location.starts_with(&format!("https://cdn.example/{H}?dl=true&policy=")),
+        "{location}"
+    );
+    let policy = verify_at(location, &secret(), 1_800_000_100, Call::Read).expect("valid");
+    assert_eq!(policy.expiry, 1_800_003_900);
+    assert_eq!(answer.headers["cache-control"], "private, max-age=3800");
+    assert!(answer.body.is_empty());
+
+    // Later in the same bucket: the same URL, and a shorter max-age.
+    clock.advance(100);
+    let again = get(&gateway.url(&format!("/go/{H}?dl=true"))).await;
+    assert_eq!(again.headers["location"], location);
+    assert_eq!(again.headers["cache-control"], "private, max-age=3700");
+
+    let head = send(Method::HEAD, &gateway.url(&format!("/go/{H}")), &[]).await;
+    assert_eq!(head.status, StatusCode::TEMPORARY_REDIRECT);
+    let post = send(Method::POST, &gateway.url(&format!("/go/{H}")), &[]).await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn upload_policy_carries_the_route_limits_and_is_never_cached() {
+    let toml = "[signing]\nsecret_env = \"SECRET\"\n\
+                [[route]]\nname = \"upload\"\nprefix = \"/upload-policy\"\nmode = \"upload-policy\"\n\
+                max_size = \"1MB\"\npath = \"/gallery/\"\ncontainer = \"photos\"\n";
+    let gateway = TestGateway::start(toml).await;
+    let answer = get(&gateway.url("/upload-policy?maxSize=999999999&call=remove")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.headers["cache-control"], "no-store");
+    assert_eq!(answer.headers["content-type"], "application/json");
+    let json: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
+    let policy = json["policy"].as_str().expect("policy");
+    let signature = json["signature"].as_str().expect("signature");
+    assert!(secret().verify_hex(policy.as_bytes(), signature));
+    let decoded = DecodedPolicy::decode(policy).expect("decodes");
+    assert_eq!(decoded.max_size, Some(1_000_000));
+    assert_eq!(decoded.path.as_deref(), Some("/gallery/"));
+    assert_eq!(decoded.container.as_deref(), Some("photos"));
+    assert_eq!(
+        decoded.call,
+        Some(vec!["pick".to_owned(), "store".to_owned()])
+    );
+    assert_eq!(json["expiry"].as_u64(), Some(decoded.expiry));
+    assert!(decoded.expiry >= now() + 3600);
+
+    assert_eq!(
+        get(&gateway.url("/upload-policy/x")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let post = send(Method::POST, &gateway.url("/upload-policy"), &[]).await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+}
