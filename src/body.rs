@@ -6,7 +6,7 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
@@ -15,18 +15,18 @@ use tokio::time::Sleep;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body type of every response signgate sends.
-pub type ResponseBody = BoxBody<Bytes, BoxError>;
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A complete body from bytes.
 pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
     Full::new(bytes.into())
         .map_err(|never| match never {})
-        .boxed()
+        .boxed_unsync()
 }
 
 /// An empty body.
 pub fn empty() -> ResponseBody {
-    Empty::new().map_err(|never| match never {}).boxed()
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
 /// The upstream paused longer than the route's `body_idle_timeout` in mid-body.
@@ -167,8 +167,8 @@ impl Drop for Metered {
             path = %log.path,
             status = log.status,
             bytes = self.bytes,
-            duration_ms = log.started.elapsed().as_secs_f64() * 1000.0,
-            cache = log.cache,
+            duration_us = u64::try_from(log.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            cache = %log.cache,
             complete,
         );
     }

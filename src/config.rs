@@ -35,6 +35,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default longest pause between two pieces of an upstream body.
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default largest JSON answer a site route holds to rewrite; larger ones pass untouched.
+pub const DEFAULT_JSON_REWRITE_LIMIT: u64 = 1024 * 1024;
 /// Default host whose URLs site routes sign.
 pub const DEFAULT_REWRITE_HOST: &str = "cdn.filestackcontent.com";
 
@@ -239,6 +241,8 @@ pub struct Route {
     pub timeouts: Timeouts,
     /// `ca_file`: extra PEM root certificates trusted for this route's https upstream.
     pub ca_file: Option<PathBuf>,
+    /// `json_rewrite_limit` (site routes): largest JSON answer held to sign its URLs. Default 1MiB.
+    pub json_rewrite_limit: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -299,6 +303,7 @@ struct RawRoute {
     response_timeout: Option<String>,
     body_idle_timeout: Option<String>,
     ca_file: Option<PathBuf>,
+    json_rewrite_limit: Option<RawSize>,
     // The [signing] keys, each overridable per route (serde's flatten cannot deny unknown keys).
     secret: Option<toml::Value>,
     secret_env: Option<String>,
@@ -540,6 +545,19 @@ fn build_route(
         ));
     }
 
+    let json_rewrite_limit = match (&raw.json_rewrite_limit, mode) {
+        (None, _) => DEFAULT_JSON_REWRITE_LIMIT,
+        (Some(size), Mode::Site) => {
+            parse_size(size).map_err(|r| invalid(key("json_rewrite_limit"), r))?
+        }
+        (Some(_), _) => {
+            return Err(invalid(
+                key("json_rewrite_limit"),
+                "only applies to site routes",
+            ));
+        }
+    };
+
     let overrides = raw.signing_overrides();
     let signing = build_signing(&overrides, defaults, env, &name)?;
     Ok(Route {
@@ -559,6 +577,7 @@ fn build_route(
         rewrite_hosts,
         timeouts,
         ca_file: raw.ca_file,
+        json_rewrite_limit,
     })
 }
 

@@ -109,7 +109,7 @@ impl ProxyError {
         let mut response = Response::new(
             Full::new(Bytes::from_static(message.as_bytes()))
                 .map_err(|never| match never {})
-                .boxed(),
+                .boxed_unsync(),
         );
         *response.status_mut() = self.status();
         let headers = response.headers_mut();

@@ -15,6 +15,7 @@
 //! - [`router`]: routes compiled once, longest prefix.
 //! - [`mode`]: one handler per mode (proxy, redirect, site, upload-policy).
 //! - [`upstream`]: the pooled upstream client, TLS, timeouts, hop-by-hop stripping.
+//! - [`rewrite`]: signing CDN URLs in site answers (streaming HTML, JSON, headers).
 //! - [`body`]: response body type, idle timeout, access-log meter.
 //! - [`server`]: accept loop, limits, graceful drain, the request service.
 //! - [`error`]: `ProxyError` mapped to statuses in one place; `StartupError`.
@@ -30,6 +31,7 @@ pub mod error;
 pub mod filelink;
 pub mod mode;
 pub mod policy;
+pub mod rewrite;
 pub mod router;
 pub mod secret;
 pub mod server;

@@ -1,5 +1,7 @@
 //! The route table: compiled once at start, matched by longest prefix on whole path segments.
 
+use std::sync::Arc;
+
 use crate::config::{Config, Route};
 use crate::error::StartupError;
 use crate::signer::RouteSigner;
@@ -17,7 +19,7 @@ pub struct ActiveRoute {
 
 /// All routes, longest prefix first.
 pub struct Router {
-    routes: Vec<ActiveRoute>,
+    routes: Vec<Arc<ActiveRoute>>,
 }
 
 impl Router {
@@ -31,11 +33,11 @@ impl Router {
                     Some(_) => Some(UpstreamClient::new(route)?),
                     None => None,
                 };
-                Ok(ActiveRoute {
+                Ok(Arc::new(ActiveRoute {
                     signer: RouteSigner::new(route),
                     route: route.clone(),
                     upstream,
-                })
+                }))
             })
             .collect::<Result<Vec<_>, StartupError>>()?;
         routes.sort_by_key(|r| std::cmp::Reverse(r.route.prefix.len()));
@@ -46,7 +48,7 @@ impl Router {
     ///
     /// A prefix matches only on a segment boundary: `/img` serves `/img` and `/img/x`, never
     /// `/imgx`; a prefix ending in `/` serves everything below it.
-    pub fn find<'p>(&self, path: &'p str) -> Option<(&ActiveRoute, &'p str)> {
+    pub fn find<'p>(&self, path: &'p str) -> Option<(&Arc<ActiveRoute>, &'p str)> {
         self.routes.iter().find_map(|active| {
             let prefix = active.route.prefix.as_str();
             let rest = path.strip_prefix(prefix)?;
@@ -56,7 +58,7 @@ impl Router {
     }
 
     /// The route called `name`.
-    pub fn by_name(&self, name: &str) -> Option<&ActiveRoute> {
+    pub fn by_name(&self, name: &str) -> Option<&Arc<ActiveRoute>> {
         self.routes.iter().find(|r| r.route.name == name)
     }
 }

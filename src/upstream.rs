@@ -125,7 +125,7 @@ impl UpstreamClient {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let body = IdleTimeout::new(body.map_err(BoxError::from), self.timeouts.body_idle);
-        Ok(Response::from_parts(parts, body.boxed()))
+        Ok(Response::from_parts(parts, body.boxed_unsync()))
     }
 }
 

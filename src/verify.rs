@@ -87,6 +87,9 @@ impl From<DecodeError> for Invalid {
 pub fn parse_url(url: &str) -> Result<ParsedUrl, Invalid> {
     let path_and_query = strip_origin(url);
     let (path, query) = split_query(path_and_query);
+    // The fragment never reaches the CDN.
+    let query = query.map(|q| q.split_once('#').map_or(q, |(q, _)| q));
+    let path = path.split_once('#').map_or(path, |(p, _)| p);
     let mut parsed = ParsedUrl::default();
 
     if let Some(query) = query {

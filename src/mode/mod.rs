@@ -41,7 +41,7 @@ pub struct Handled {
 
 /// Dispatches to the route's mode. `rest` is the path after the route's prefix.
 pub async fn handle(
-    active: &ActiveRoute,
+    active: &Arc<ActiveRoute>,
     rest: &str,
     request: http::Request<Incoming>,
     ctx: RequestContext,

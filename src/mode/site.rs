@@ -1,19 +1,28 @@
-//! site mode: front an existing site, streaming requests and responses both ways.
+//! site mode: front an existing site, streaming both ways, and sign the bare CDN URLs in its
+//! HTML and JSON answers and URL headers.
 
-use http::header::{self, HeaderValue};
-use http::{Request, Uri};
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::{Handled, RequestContext, add_forwarding_headers, add_via};
-use crate::body::BoxError;
+use crate::body::{BoxError, ResponseBody};
 use crate::error::ProxyError;
+use crate::rewrite::decompress::{Decompressor, Encoding};
+use crate::rewrite::{
+    CdnUrlSigner, Chain, HtmlTransform, JsonTransform, TransformBody, cap_cache_control,
+    rewrite_url_headers,
+};
 use crate::router::ActiveRoute;
 use crate::upstream::strip_hop_by_hop;
 
-/// Forwards any method under the prefix to the site's origin, path and query unchanged.
+/// Forwards any method under the prefix to the site's origin, path and query unchanged, and
+/// signs CDN URLs in what comes back.
 pub async fn handle(
-    active: &ActiveRoute,
+    active: &Arc<ActiveRoute>,
     request: Request<Incoming>,
     ctx: RequestContext,
 ) -> Result<Handled, ProxyError> {
@@ -30,21 +39,175 @@ pub async fn handle(
 
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
-    headers.remove(header::HOST);
-    let authority =
-        HeaderValue::try_from(upstream.authority()).map_err(|e| ProxyError::Internal(e.into()))?;
-    headers.insert(header::HOST, authority);
+    headers.insert(
+        header::HOST,
+        HeaderValue::try_from(upstream.authority()).map_err(|e| ProxyError::Internal(e.into()))?,
+    );
+    restrict_accept_encoding(&mut headers);
+    if wants_rewritable(&headers) {
+        // Rewritten answers carry no validators; a 304 would keep a page whose URLs expired.
+        headers.remove(header::IF_NONE_MATCH);
+        headers.remove(header::IF_MODIFIED_SINCE);
+    }
     add_forwarding_headers(&mut headers, &parts, &ctx);
 
-    let mut upstream_request = Request::new(body.map_err(BoxError::from).boxed());
+    let mut upstream_request = Request::new(body.map_err(BoxError::from).boxed_unsync());
     *upstream_request.method_mut() = parts.method.clone();
     *upstream_request.uri_mut() = uri;
     *upstream_request.headers_mut() = headers;
 
-    let mut response = client.send(upstream_request).await?;
+    let response = client.send(upstream_request).await?;
+    let signer = Arc::new(CdnUrlSigner::new(Arc::clone(active), ctx.now));
+    let mut response = rewrite_response(
+        response,
+        &signer,
+        &parts.method,
+        active.route.json_rewrite_limit,
+        ctx.now,
+    );
     add_via(response.headers_mut());
     Ok(Handled {
         response,
         cache: None,
     })
+}
+
+/// What a site answer's body is, as far as rewriting goes.
+enum Kind {
+    Html { charset: Option<String> },
+    Json,
+    Other,
+}
+
+fn kind_of(headers: &HeaderMap) -> Kind {
+    let Some(content_type) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Kind::Other;
+    };
+    let mut params = content_type.split(';');
+    let mime = params
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let charset = params
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+        .map(|(_, v)| v.trim().trim_matches('"').to_owned());
+    if mime == "text/html" || mime == "application/xhtml+xml" {
+        Kind::Html { charset }
+    } else if mime == "application/json" || mime.ends_with("+json") {
+        Kind::Json
+    } else {
+        Kind::Other
+    }
+}
+
+/// Signs URLs in the headers and, for HTML and JSON, in the body (decompressing it first).
+fn rewrite_response(
+    response: Response<ResponseBody>,
+    signer: &Arc<CdnUrlSigner>,
+    method: &Method,
+    json_limit: u64,
+    now: u64,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    rewrite_url_headers(&mut parts.headers, signer);
+    let kind = kind_of(&parts.headers);
+    if matches!(kind, Kind::Other) {
+        return Response::from_parts(parts, body);
+    }
+    let encoding_header = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    let Some(encoding) = Encoding::from_header(encoding_header) else {
+        tracing::warn!(encoding = ?encoding_header, "site answer in an encoding signgate cannot read: passed on unsigned");
+        return Response::from_parts(parts, body);
+    };
+
+    let headers = &mut parts.headers;
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::CONTENT_ENCODING);
+    headers.remove(header::ETAG);
+    headers.remove(header::LAST_MODIFIED);
+    let limit = signer.expiry().saturating_sub(now);
+    let upstream_cache_control = headers
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok());
+    if let Ok(value) = HeaderValue::try_from(cap_cache_control(upstream_cache_control, limit)) {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+
+    let has_body = *method != Method::HEAD
+        && parts.status != StatusCode::NO_CONTENT
+        && parts.status != StatusCode::NOT_MODIFIED;
+    if !has_body {
+        return Response::from_parts(parts, body);
+    }
+    let decompressor = Decompressor::new(encoding);
+    let body = match kind {
+        Kind::Html { charset } => {
+            match HtmlTransform::new(Arc::clone(signer), charset.as_deref()) {
+                Ok(html) => TransformBody::new(body, Chain(decompressor, html)).boxed_unsync(),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build the HTML rewriter");
+                    return Response::from_parts(parts, body);
+                }
+            }
+        }
+        Kind::Json => {
+            let limit = usize::try_from(json_limit).unwrap_or(usize::MAX);
+            TransformBody::new(
+                body,
+                Chain(decompressor, JsonTransform::new(Arc::clone(signer), limit)),
+            )
+            .boxed_unsync()
+        }
+        Kind::Other => body,
+    };
+    Response::from_parts(parts, body)
+}
+
+/// Asks the site only for encodings signgate can undo, so every HTML answer can be rewritten.
+fn restrict_accept_encoding(headers: &mut HeaderMap) {
+    let Some(accepted) = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return;
+    };
+    let kept: Vec<&str> = accepted
+        .split(',')
+        .map(str::trim)
+        .filter(|coding| {
+            let name = coding.split(';').next().unwrap_or_default().trim();
+            ["gzip", "x-gzip", "deflate", "br", "identity"]
+                .iter()
+                .any(|ok| name.eq_ignore_ascii_case(ok))
+        })
+        .collect();
+    match HeaderValue::try_from(kept.join(", ")) {
+        Ok(value) if !kept.is_empty() => {
+            headers.insert(header::ACCEPT_ENCODING, value);
+        }
+        _ => {
+            headers.remove(header::ACCEPT_ENCODING);
+        }
+    }
+}
+
+/// Whether the client is asking for something signgate will rewrite (a page or JSON).
+fn wants_rewritable(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
+    let destination = headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok());
+    accept.contains("text/html")
+        || accept.contains("json")
+        || accept.contains("*/*")
+        || matches!(destination, Some("document" | "iframe"))
 }

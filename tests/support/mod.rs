@@ -39,7 +39,7 @@ pub fn now() -> u64 {
     SystemClock.now_unix()
 }
 
-fn full(bytes: impl Into<Bytes>) -> TestBody {
+pub fn full(bytes: impl Into<Bytes>) -> TestBody {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
@@ -359,7 +359,7 @@ fn generated(len: u64) -> TestBody {
     StreamBody::new(IterStream(chunks)).boxed()
 }
 
-fn gated(first: Bytes, release: Arc<Notify>, second: Bytes, closed: Arc<Notify>) -> TestBody {
+pub fn gated(first: Bytes, release: Arc<Notify>, second: Bytes, closed: Arc<Notify>) -> TestBody {
     let (tx, rx) = tokio::sync::mpsc::channel::<
         Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
     >(2);
@@ -563,4 +563,83 @@ pub fn self_signed_ca_and_leaf() -> (String, String, String) {
         .signed_by(&leaf_key, &issuer)
         .expect("leaf cert");
     (ca_cert.pem(), leaf.pem(), leaf_key.serialize_pem())
+}
+
+/// What a [`start_origin`] handler gets: the request head and its whole body.
+pub type OriginHandler =
+    Arc<dyn Fn(http::request::Parts, Bytes) -> Response<TestBody> + Send + Sync>;
+
+/// A plain origin on 127.0.0.1:0 answering every request with `handler`.
+pub async fn start_origin(handler: OriginHandler) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let handler = Arc::clone(&handler);
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let handler = Arc::clone(&handler);
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        Ok::<_, Infallible>(handler(parts, body))
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A response with these headers and body.
+pub fn respond(
+    status: u16,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Response<TestBody> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = StatusCode::from_u16(status).expect("status");
+    for (name, value) in headers {
+        response.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            HeaderValue::from_str(value).expect("value"),
+        );
+    }
+    response
+}
+
+/// Sends a request with a body and reads the whole answer.
+pub async fn send_body(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
+    let mut request = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(full(body)).expect("request");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let response = client().request(request).await.expect("gateway answers");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    })
+    .await
+    .expect("answered within 10 s")
 }

@@ -1,0 +1,351 @@
+//! Recognising bare CDN URLs and signing them: single URLs, `srcset` lists and CSS `url(...)`.
+
+use std::sync::Arc;
+
+use crate::cache::CacheOutcome;
+use crate::filelink::{FileRef, signed_url, strip_client_credentials};
+use crate::policy::Call;
+use crate::router::ActiveRoute;
+
+/// Signs URLs on a site route's `rewrite_hosts` with that route's signer, at one instant.
+pub struct CdnUrlSigner {
+    route: Arc<ActiveRoute>,
+    now: u64,
+}
+
+impl CdnUrlSigner {
+    /// A signer for `route` (a site route) at time `now`.
+    pub fn new(route: Arc<ActiveRoute>, now: u64) -> Self {
+        Self { route, now }
+    }
+
+    /// The expiry every URL signed by this signer carries.
+    pub fn expiry(&self) -> u64 {
+        self.route.signer.expiry_at(self.now)
+    }
+
+    /// The signed form of `url` if it is a file URL on one of the route's hosts, else `None`.
+    ///
+    /// Credentials already in the URL are replaced, never doubled; transformation tasks are only
+    /// signed where the route allows `convert`. Fragment and other query parameters are kept.
+    pub fn sign(&self, url: &str) -> Option<String> {
+        let parts = split_url(url)?;
+        if !self.is_rewrite_host(parts.host) {
+            return None;
+        }
+        let file = FileRef::parse(parts.path.strip_prefix('/')?).ok()?;
+        if file.has_tasks() && !self.route.route.limits.calls.contains(&Call::Convert) {
+            return None;
+        }
+        let (credentials, _outcome): (_, CacheOutcome) =
+            self.route.signer.credentials(self.now, Some(file.handle));
+        let query = parts.query.map(strip_client_credentials);
+        let mut signed = signed_url(
+            parts.origin,
+            &file,
+            query.as_deref(),
+            &credentials,
+            self.route.route.signing.url_style,
+        );
+        if let Some(fragment) = parts.fragment {
+            signed.push('#');
+            signed.push_str(fragment);
+        }
+        Some(signed)
+    }
+
+    fn is_rewrite_host(&self, host: &str) -> bool {
+        self.route
+            .route
+            .rewrite_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host))
+    }
+
+    /// Signs every candidate URL of a `srcset` value; `None` if none changed.
+    pub fn sign_srcset(&self, srcset: &str) -> Option<String> {
+        let mut out = String::with_capacity(srcset.len() + 256);
+        let mut changed = false;
+        for candidate in srcset_candidates(srcset) {
+            match candidate {
+                SrcsetPiece::Url(url) => match self.sign(url) {
+                    Some(signed) => {
+                        out.push_str(&signed);
+                        changed = true;
+                    }
+                    None => out.push_str(url),
+                },
+                SrcsetPiece::Other(text) => out.push_str(text),
+            }
+        }
+        changed.then_some(out)
+    }
+
+    /// Signs every `url(...)` in CSS text; `None` if none changed.
+    pub fn sign_css(&self, css: &str) -> Option<String> {
+        let mut out = String::with_capacity(css.len() + 256);
+        let mut changed = false;
+        let mut rest = css;
+        while let Some(at) = find_ascii_case_insensitive(rest, "url(") {
+            let (before, after) = rest.split_at(at + 4);
+            out.push_str(before);
+            let trimmed = after.trim_start();
+            out.push_str(&after[..after.len() - trimmed.len()]);
+            let quote = trimmed.chars().next().filter(|c| *c == '"' || *c == '\'');
+            let body = quote.map_or(trimmed, |q| &trimmed[q.len_utf8()..]);
+            let end = match quote {
+                Some(q) => body.find(q),
+                None => body.find(|c: char| c == ')' || c.is_whitespace()),
+            };
+            let Some(end) = end else {
+                out.push_str(trimmed);
+                rest = "";
+                break;
+            };
+            if let Some(q) = quote {
+                out.push(q);
+            }
+            let url = &body[..end];
+            match self.sign(url) {
+                Some(signed) => {
+                    out.push_str(&signed);
+                    changed = true;
+                }
+                None => out.push_str(url),
+            }
+            rest = &body[end..];
+        }
+        out.push_str(rest);
+        changed.then_some(out)
+    }
+}
+
+/// The pieces of an absolute or protocol-relative URL signgate cares about.
+struct UrlParts<'a> {
+    /// `https://host[:port]` or `//host`, as written.
+    origin: &'a str,
+    host: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+    fragment: Option<&'a str>,
+}
+
+fn split_url(url: &str) -> Option<UrlParts<'_>> {
+    let after_scheme = if url.len() >= 8 && url[..8].eq_ignore_ascii_case("https://") {
+        8
+    } else if url.len() >= 7 && url[..7].eq_ignore_ascii_case("http://") {
+        7
+    } else if url.starts_with("//") {
+        2
+    } else {
+        return None;
+    };
+    let rest = &url[after_scheme..];
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = &rest[..host_end];
+    if host.is_empty() || host.contains(['@', '\\', ' ']) {
+        return None;
+    }
+    let origin = &url[..after_scheme + host_end];
+    let rest = &rest[host_end..];
+    let (rest, fragment) = match rest.split_once('#') {
+        Some((r, f)) => (r, Some(f)),
+        None => (rest, None),
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    Some(UrlParts {
+        origin,
+        host,
+        path,
+        query,
+        fragment,
+    })
+}
+
+enum SrcsetPiece<'a> {
+    Url(&'a str),
+    Other(&'a str),
+}
+
+/// Splits a `srcset` into URLs and everything else (whitespace, descriptors, commas), following
+/// the HTML parsing rules: a URL is a run of non-whitespace, and may itself contain commas.
+fn srcset_candidates(srcset: &str) -> Vec<SrcsetPiece<'_>> {
+    let mut pieces = Vec::new();
+    let bytes = srcset.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        while i < bytes.len() && (bytes[i].is_ascii_whitespace() || bytes[i] == b',') {
+            i += 1;
+        }
+        if i > start {
+            pieces.push(SrcsetPiece::Other(&srcset[start..i]));
+        }
+        if i >= bytes.len() {
+            break;
+        }
+        let url_start = i;
+        while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        // Trailing commas end the candidate rather than belong to the URL.
+        let mut url_end = i;
+        while url_end > url_start && bytes[url_end - 1] == b',' {
+            url_end -= 1;
+        }
+        pieces.push(SrcsetPiece::Url(&srcset[url_start..url_end]));
+        if url_end < i {
+            pieces.push(SrcsetPiece::Other(&srcset[url_end..i]));
+            continue;
+        }
+        // Descriptors run to the next comma.
+        let desc_start = i;
+        while i < bytes.len() && bytes[i] != b',' {
+            i += 1;
+        }
+        if i > desc_start {
+            pieces.push(SrcsetPiece::Other(&srcset[desc_start..i]));
+        }
+    }
+    pieces
+}
+
+fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<usize> {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::router::Router;
+    use crate::secret::Secret;
+    use crate::verify::verify_at;
+
+    const H: &str = "KW9EJhYtS6y48Whm2S6D";
+    const NOW: u64 = 1_800_000_000;
+
+    fn signer(extra: &str) -> CdnUrlSigner {
+        let toml = format!(
+            "[signing]\nsecret_env = \"S\"\n[[route]]\nname = \"site\"\nprefix = \"/\"\nmode = \"site\"\n\
+             upstream = \"http://127.0.0.1:3000\"\nrewrite_hosts = [\"cdn.filestackcontent.com\", \"cdn.local:9000\"]\n{extra}"
+        );
+        let config = Config::from_toml_str(&toml, |_| Some("s".into())).expect("valid");
+        let router = Router::new(&config).expect("router");
+        CdnUrlSigner::new(router.find("/").expect("route").0.clone(), NOW)
+    }
+
+    fn valid(url: &str) -> bool {
+        let secret = Secret::new("s".into()).expect("secret");
+        verify_at(url, &secret, NOW, Call::Read).is_ok()
+    }
+
+    #[test]
+    fn signs_bare_cdn_urls_and_keeps_the_rest() {
+        let s = signer("");
+        let signed = s
+            .sign(&format!("https://cdn.filestackcontent.com/{H}"))
+            .expect("signed");
+        assert!(signed.starts_with(&format!("https://cdn.filestackcontent.com/{H}?policy=")));
+        assert!(valid(&signed));
+        let signed = s
+            .sign(&format!(
+                "HTTPS://CDN.filestackcontent.com/resize=width:300/{H}?dl=true#top"
+            ))
+            .expect("signed");
+        assert!(
+            signed.contains("?dl=true&policy=") && signed.ends_with("#top"),
+            "{signed}"
+        );
+        assert!(valid(&signed));
+        assert!(
+            s.sign(&format!("//cdn.local:9000/{H}"))
+                .expect("signed")
+                .starts_with("//cdn.local:9000/")
+        );
+    }
+
+    #[test]
+    fn replaces_existing_credentials_instead_of_adding_a_second_set() {
+        let s = signer("");
+        let once = s
+            .sign(&format!("https://cdn.filestackcontent.com/{H}"))
+            .expect("signed");
+        let again = s.sign(&once).expect("re-signed");
+        assert_eq!(again, once, "rewriting is idempotent");
+        let task = s
+            .sign(&format!(
+                "https://cdn.filestackcontent.com/security=p:old,s:old/{H}"
+            ))
+            .expect("signed");
+        assert!(
+            !task.contains("old") && task.matches("policy=").count() == 1,
+            "{task}"
+        );
+    }
+
+    #[test]
+    fn leaves_other_hosts_relative_urls_and_non_files_alone() {
+        let s = signer("");
+        for url in [
+            format!("https://example.com/{H}"),
+            format!("https://cdn.filestackcontent.com.evil.com/{H}"),
+            format!("https://user@cdn.filestackcontent.com/{H}"),
+            format!("/{H}"),
+            "https://cdn.filestackcontent.com/".to_owned(),
+            "https://cdn.filestackcontent.com/not-a-handle".to_owned(),
+            "data:image/png;base64,AAAA".to_owned(),
+            format!("https://cdn.local/{H}"),
+        ] {
+            assert_eq!(s.sign(&url), None, "{url}");
+        }
+        let no_convert = signer("calls = [\"read\"]");
+        assert_eq!(
+            no_convert.sign(&format!(
+                "https://cdn.filestackcontent.com/resize=width:3/{H}"
+            )),
+            None
+        );
+    }
+
+    #[test]
+    fn srcset_candidates_are_each_signed_even_with_commas_in_urls() {
+        let s = signer("");
+        let srcset = format!(
+            "https://cdn.filestackcontent.com/resize=width:300,height:200/{H} 300w,\n  https://example.com/a.png 2x, https://cdn.filestackcontent.com/{H}"
+        );
+        let out = s.sign_srcset(&srcset).expect("changed");
+        let urls: Vec<&str> = out
+            .split([' ', '\n'])
+            .filter(|p| p.contains("://"))
+            .collect();
+        assert_eq!(urls.len(), 3, "{out}");
+        assert!(valid(urls[0].trim_end_matches(',')));
+        assert_eq!(urls[1], "https://example.com/a.png");
+        assert!(valid(urls[2]));
+        assert!(
+            out.contains(" 300w,\n  https://example.com/a.png 2x, "),
+            "{out}"
+        );
+        assert_eq!(s.sign_srcset("a.png 1x, b.png 2x"), None);
+    }
+
+    #[test]
+    fn css_urls_are_signed_in_every_quoting() {
+        let s = signer("");
+        let css = format!(
+            "a{{background:url(https://cdn.filestackcontent.com/{H})}} b{{background: URL( \"https://cdn.filestackcontent.com/{H}\" )}} c{{x:url('/local.png')}}"
+        );
+        let out = s.sign_css(&css).expect("changed");
+        assert_eq!(out.matches("policy=").count(), 2, "{out}");
+        assert!(out.contains("url('/local.png')"));
+        assert!(out.contains("URL( \"https://cdn.filestackcontent.com/"));
+        assert_eq!(s.sign_css("x{y:url(unterminated"), None);
+    }
+}

@@ -1,0 +1,133 @@
+//! The access log: one line per request with what an operator needs, and never a signature,
+//! a signed URL or the secret, at any level.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use http::{Method, StatusCode};
+use support::*;
+use tracing_subscriber::fmt::MakeWriter;
+
+const H: &str = "KW9EJhYtS6y48Whm2S6D";
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("not poisoned").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+// current_thread: the subscriber set for this thread sees every task of the test.
+#[tokio::test(flavor = "current_thread")]
+async fn the_access_log_has_one_line_per_request_and_no_credentials_at_any_level() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let cdn = TestCdn::builder().file(H, &b"x"[..]).start().await;
+    let toml = format!(
+        "[signing]\nsecret_env = \"SECRET\"\n\
+         [[route]]\nname = \"images\"\nprefix = \"/img/\"\nmode = \"proxy\"\nupstream = \"{}\"\ncalls = [\"read\", \"convert\"]\nurl_style = \"task\"\n\
+         [[route]]\nname = \"links\"\nprefix = \"/go/\"\nmode = \"redirect\"\nupstream = \"{}\"\n\
+         [[route]]\nname = \"upload\"\nprefix = \"/upload-policy\"\nmode = \"upload-policy\"\n",
+        cdn.url(),
+        cdn.url()
+    );
+    let gateway = TestGateway::start(&toml).await;
+    assert_eq!(
+        get(&gateway.url(&format!("/img/{H}"))).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&gateway.url(&format!(
+            "/img/resize=width:9/security=p:aa,s:bb/{H}?signature=cc"
+        )))
+        .await
+        .status,
+        StatusCode::OK
+    );
+    let redirect = get(&gateway.url(&format!("/go/{H}"))).await;
+    let location = redirect.headers["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let upload = get(&gateway.url("/upload-policy")).await;
+    let upload: serde_json::Value = serde_json::from_slice(&upload.body).expect("json");
+    assert_eq!(
+        get(&gateway.url("/img/bad")).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let _ = send(Method::POST, &gateway.url("/nowhere"), &[]).await;
+    gateway.shutdown().await.expect("clean shutdown");
+
+    let log = String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("utf-8");
+    let access: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("signgate::access"))
+        .collect();
+    assert_eq!(access.len(), 6, "{log}");
+    assert!(access[0].contains("method=GET") && access[0].contains("route=images"));
+    assert!(access[0].contains(&format!("path=/img/{H}")) && access[0].contains("status=200"));
+    assert!(
+        access[0].contains("bytes=1")
+            && access[0].contains("cache=miss")
+            && access[0].contains("duration_us="),
+        "{}",
+        access[0]
+    );
+    assert!(
+        access[1].contains("security=<redacted>") && access[1].contains("cache=hit"),
+        "{}",
+        access[1]
+    );
+    assert!(
+        access[4].contains("status=400")
+            && access[5].contains("route=- ")
+            && access[5].contains("status=404")
+    );
+
+    // Every signature the CDN received or a client was handed must be absent from the log.
+    let mut signatures: Vec<String> = cdn
+        .received()
+        .iter()
+        .filter_map(|r| signgate::verify::parse_url(&r.uri).ok()?.signature)
+        .collect();
+    signatures.extend(
+        signgate::verify::parse_url(&location)
+            .expect("parses")
+            .signature,
+    );
+    signatures.push(upload["signature"].as_str().expect("signature").to_owned());
+    assert!(signatures.len() >= 4);
+    for signature in &signatures {
+        assert_eq!(signature.len(), 64, "{signature}");
+        assert!(
+            !log.contains(signature.as_str()),
+            "a signature leaked into the log"
+        );
+    }
+    assert!(!log.contains(SECRET), "the secret leaked into the log");
+    assert!(
+        !log.contains("policy=eyJ") && !log.contains("p:eyJ"),
+        "a policy leaked into the log"
+    );
+}

@@ -1,0 +1,317 @@
+//! site mode over real sockets: the gallery's bare CDN URLs come out signed, and everything
+//! else passes as a reverse proxy should.
+
+mod support;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use signgate::policy::Call;
+use signgate::verify::verify_at;
+use support::*;
+use tokio::sync::Notify;
+
+const H: &str = "KW9EJhYtS6y48Whm2S6D";
+const H2: &str = "CupXxkCQZ22cS5FdMSaB";
+
+fn gallery_html() -> String {
+    format!(
+        r#"<!doctype html><html><head><meta property="og:image" content="https://cdn.filestackcontent.com/{H}">
+<style>.hero{{background:url(https://cdn.filestackcontent.com/{H2})}}</style></head><body>
+<h1>Pop Art gallery</h1>
+<figure><img src="https://cdn.filestackcontent.com/{H}" srcset="https://cdn.filestackcontent.com/resize=width:300/{H} 300w"><figcaption>Soup</figcaption></figure>
+<figure><img src="https://cdn.filestackcontent.com/{H2}?policy=stale&amp;signature=stale"><figcaption>Marilyn</figcaption></figure>
+<img src="/static/logo.png"><a href="https://example.com/{H}">elsewhere</a>
+</body></html>"#
+    )
+}
+
+fn signed_urls(html: &str) -> Vec<String> {
+    html.split(['"', ' ', '(', ')'])
+        .filter(|s| s.starts_with("https://cdn.filestackcontent.com/"))
+        .map(|s| s.replace("&amp;", "&"))
+        .collect()
+}
+
+async fn site_gateway(origin: std::net::SocketAddr, extra: &str) -> TestGateway {
+    TestGateway::start(&one_route("site", "/", &format!("http://{origin}"), extra)).await
+}
+
+#[tokio::test]
+async fn gallery_urls_are_signed_and_verify_while_the_rest_is_untouched() {
+    let origin = start_origin(Arc::new(|_, _| {
+        respond(
+            200,
+            &[
+                ("content-type", "text/html; charset=utf-8"),
+                ("etag", "\"v1\""),
+                ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+                ("cache-control", "public, max-age=86400"),
+                ("content-length", &gallery_html().len().to_string()),
+            ],
+            gallery_html(),
+        )
+    }))
+    .await;
+    let gateway = site_gateway(origin, "").await;
+    let answer = get(&gateway.url("/")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let html = answer.text();
+    let urls = signed_urls(&html);
+    assert_eq!(urls.len(), 5, "{html}");
+    for url in &urls {
+        let call = if url.contains("resize=") {
+            Call::Convert
+        } else {
+            Call::Read
+        };
+        verify_at(url, &secret(), now(), call).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(
+            url.matches("policy=").count() + url.matches("security=").count(),
+            1,
+            "{url}"
+        );
+        assert!(!url.contains("stale"), "{url}");
+    }
+    assert!(html.contains(r#"<img src="/static/logo.png">"#));
+    assert!(html.contains(&format!(r#"<a href="https://example.com/{H}">"#)));
+    assert!(html.contains("<h1>Pop Art gallery</h1>"));
+    // A page never outlives its signatures in a cache.
+    assert!(answer.headers.get("etag").is_none() && answer.headers.get("last-modified").is_none());
+    assert!(answer.headers.get("content-length").is_none());
+    let cache_control = answer.headers["cache-control"].to_str().expect("ascii");
+    let max_age: u64 = cache_control
+        .rsplit("max-age=")
+        .next()
+        .expect("max-age")
+        .parse()
+        .expect("number");
+    assert!(
+        cache_control.starts_with("public, ") && max_age <= 3600 + 300,
+        "{cache_control}"
+    );
+    let expiry = signgate::policy::DecodedPolicy::decode(
+        signgate::verify::parse_url(&urls[0])
+            .expect("parses")
+            .policy
+            .as_deref()
+            .expect("policy"),
+    )
+    .expect("decodes")
+    .expiry;
+    assert!(now() + max_age <= expiry, "cached past its signatures");
+}
+
+#[tokio::test]
+async fn compressed_pages_are_decompressed_rewritten_and_sent_as_identity() {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(gallery_html().as_bytes()).expect("gzip");
+    let gzipped = Bytes::from(gz.finish().expect("gzip"));
+    let origin = start_origin(Arc::new(move |parts, _| {
+        assert_eq!(
+            parts.headers["accept-encoding"], "gzip, br",
+            "zstd must not be offered"
+        );
+        respond(
+            200,
+            &[("content-type", "text/html"), ("content-encoding", "gzip")],
+            gzipped.clone(),
+        )
+    }))
+    .await;
+    let gateway = site_gateway(origin, "").await;
+    let answer = send(
+        Method::GET,
+        &gateway.url("/"),
+        &[("accept-encoding", "gzip, zstd, br")],
+    )
+    .await;
+    assert!(answer.headers.get("content-encoding").is_none());
+    assert_eq!(signed_urls(&answer.text()).len(), 5, "{}", answer.text());
+}
+
+#[tokio::test]
+async fn json_answers_and_url_headers_are_signed() {
+    let origin = start_origin(Arc::new(|parts, _| match parts.uri.path() {
+        "/api/photos" => respond(
+            200,
+            &[("content-type", "application/json")],
+            format!(r#"[{{"url":"https://cdn.filestackcontent.com/{H}","caption":"Soup"}}]"#),
+        ),
+        _ => respond(
+            302,
+            &[
+                ("location", &format!("https://cdn.filestackcontent.com/{H}")),
+                (
+                    "link",
+                    &format!("<https://cdn.filestackcontent.com/{H2}>; rel=preload; as=image"),
+                ),
+            ],
+            "",
+        ),
+    }))
+    .await;
+    let gateway = site_gateway(origin, "").await;
+    let json = get(&gateway.url("/api/photos")).await;
+    let value: serde_json::Value = serde_json::from_slice(&json.body).expect("json");
+    let url = value[0]["url"].as_str().expect("url");
+    assert!(
+        verify_at(url, &secret(), now(), Call::Read).is_ok(),
+        "{url}"
+    );
+    assert_eq!(value[0]["caption"], "Soup");
+
+    let redirect = get(&gateway.url("/latest")).await;
+    assert_eq!(redirect.status, StatusCode::FOUND);
+    let location = redirect.headers["location"].to_str().expect("ascii");
+    assert!(
+        verify_at(location, &secret(), now(), Call::Read).is_ok(),
+        "{location}"
+    );
+    assert!(
+        redirect.headers["link"]
+            .to_str()
+            .expect("ascii")
+            .contains("signature=")
+    );
+}
+
+#[tokio::test]
+async fn other_bodies_methods_and_cookies_pass_as_a_reverse_proxy_should() {
+    let png = Bytes::from_static(
+        b"\x89PNG\r\n\x1a\n https://cdn.filestackcontent.com/KW9EJhYtS6y48Whm2S6D",
+    );
+    let served = png.clone();
+    let origin = start_origin(Arc::new(move |parts, body| {
+        match (parts.method.as_str(), parts.uri.path()) {
+            ("GET", "/logo.png") => respond(
+                200,
+                &[("content-type", "image/png"), ("etag", "\"logo\"")],
+                served.clone(),
+            ),
+            ("POST", "/photos") => {
+                let cookie = parts
+                    .headers
+                    .get("cookie")
+                    .map(|v| v.to_str().unwrap_or_default().to_owned());
+                let host = parts.headers["host"]
+                    .to_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                respond(
+                    201,
+                    &[
+                        ("set-cookie", "flash=saved; Path=/"),
+                        ("content-type", "text/plain"),
+                    ],
+                    format!("{} bytes, cookie={cookie:?}, host={host}", body.len()),
+                )
+            }
+            _ => respond(404, &[("content-type", "text/plain")], "nope"),
+        }
+    }))
+    .await;
+    let gateway = site_gateway(origin, "").await;
+    let logo = get(&gateway.url("/logo.png")).await;
+    assert_eq!(logo.body, png, "non-HTML bodies are never rewritten");
+    assert_eq!(logo.headers["etag"], "\"logo\"");
+    assert_eq!(
+        logo.headers["content-length"],
+        png.len().to_string().as_str()
+    );
+
+    let posted = send_body(
+        Method::POST,
+        &gateway.url("/photos"),
+        &[("cookie", "session=abc")],
+        vec![7u8; 100_000],
+    )
+    .await;
+    assert_eq!(posted.status, StatusCode::CREATED);
+    assert_eq!(
+        posted.text(),
+        format!("100000 bytes, cookie=Some(\"session=abc\"), host={origin}")
+    );
+    assert_eq!(posted.headers["set-cookie"], "flash=saved; Path=/");
+    assert_eq!(
+        get(&gateway.url("/missing")).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn pages_stream_through_the_rewriter() {
+    let release = Arc::new(Notify::new());
+    let closed = Arc::new(Notify::new());
+    let (r, c) = (Arc::clone(&release), Arc::clone(&closed));
+    let origin = start_origin(Arc::new(move |_, _| {
+        let mut response = hyper::Response::new(gated(
+            Bytes::from(format!(
+                "<html><body><img src=\"https://cdn.filestackcontent.com/{H}\"><p>first</p>"
+            )),
+            Arc::clone(&r),
+            Bytes::from_static(b"<p>second</p></body></html>"),
+            Arc::clone(&c),
+        ));
+        response
+            .headers_mut()
+            .insert("content-type", "text/html".parse().expect("value"));
+        response
+    }))
+    .await;
+    let gateway = site_gateway(origin, "").await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let request = Request::get(gateway.url("/"))
+            .body(Empty::new().map_err(|never| match never {}).boxed())
+            .expect("request");
+        let mut body = client().request(request).await.expect("answer").into_body();
+        let mut seen = String::new();
+        while !seen.contains("first") {
+            let frame = body.frame().await.expect("a frame").expect("ok");
+            seen.push_str(&String::from_utf8_lossy(&frame.into_data().expect("data")));
+        }
+        assert!(seen.contains("signature="), "{seen}");
+        release.notify_one();
+        let rest = body.collect().await.expect("rest").to_bytes();
+        assert!(String::from_utf8_lossy(&rest).contains("second"));
+    })
+    .await
+    .expect("streamed within 10 s");
+}
+
+#[tokio::test]
+async fn navigations_never_revalidate_a_page_whose_urls_may_have_expired() {
+    let origin = start_origin(Arc::new(|parts, _| {
+        let conditional = parts.headers.contains_key("if-none-match")
+            || parts.headers.contains_key("if-modified-since");
+        respond(
+            200,
+            &[("content-type", "text/html")],
+            format!("<p>conditional={conditional}</p>"),
+        )
+    }))
+    .await;
+    let gateway = site_gateway(origin, "").await;
+    let page = send(
+        Method::GET,
+        &gateway.url("/"),
+        &[
+            ("accept", "text/html"),
+            ("if-none-match", "\"v1\""),
+            ("if-modified-since", "Mon, 01 Jan 2024 00:00:00 GMT"),
+        ],
+    )
+    .await;
+    assert_eq!(page.text(), "<p>conditional=false</p>");
+    let image = send(
+        Method::GET,
+        &gateway.url("/a.png"),
+        &[("accept", "image/png"), ("if-none-match", "\"v1\"")],
+    )
+    .await;
+    assert_eq!(image.text(), "<p>conditional=true</p>");
+}
