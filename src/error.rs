@@ -140,6 +140,9 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    /// The OS gave no random bytes for the demo's secret.
+    #[error("no random bytes available for the demo's secret")]
+    NoRandomness,
     /// A route's TLS settings are unusable.
     #[error("route `{route}`: `ca_file`: {reason}")]
     Tls {

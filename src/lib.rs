@@ -19,6 +19,7 @@
 //! - [`body`]: response body type, idle timeout, access-log meter.
 //! - [`server`]: accept loop, limits, graceful drain, the request service.
 //! - [`error`]: `ProxyError` mapped to statuses in one place; `StartupError`.
+//! - [`demo`]: the embedded demo: stand-in CDN, gallery site, gateway.
 //! - [`cli`]: the `signgate` command line.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -27,6 +28,7 @@ pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod filelink;
 pub mod mode;

@@ -1,5 +1,6 @@
 //! The command line: argument types and the dispatch to each command.
 
+mod demo;
 mod explain;
 mod run;
 mod sign;
@@ -54,6 +55,12 @@ pub enum Command {
         #[arg(long)]
         expiry: Option<u64>,
     },
+    /// Run the embedded demo: a stand-in CDN, a gallery site and the gateway in front.
+    Demo {
+        /// The gateway's address (the CDN and the site take ports of their own).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
     /// Validate the config: exit 0, or 2 with the reason.
     Check {
         /// Config file.
@@ -91,6 +98,7 @@ pub fn main() -> ExitCode {
         }),
         Some(Command::Explain { url, config }) => with_config(&config, |c| explain::run(c, &url)),
         Some(Command::Run { config }) => run::run(&config),
+        Some(Command::Demo { listen }) => demo::run(listen),
         None => run::run(&cli.config),
     }
 }

@@ -1,0 +1,49 @@
+//! `signgate demo`: run the embedded demo until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use super::run::{init_tracing, shutdown_signal};
+use super::{EXIT_OK, EXIT_USAGE};
+use crate::demo::Demo;
+
+/// Starts the stand-in CDN, the gallery and the gateway on `listen`, and prints where to look.
+pub fn run(listen: SocketAddr) -> ExitCode {
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("signgate: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    runtime.block_on(async {
+        let demo = match Demo::start(listen).await {
+            Ok(demo) => demo,
+            Err(e) => {
+                eprintln!("signgate: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        println!("signgate demo: open http://{}/", demo.gateway);
+        println!(
+            "  the gallery site (no secret, bare CDN URLs): http://{}/",
+            demo.site
+        );
+        println!(
+            "  the stand-in CDN (refuses unsigned URLs):     http://{}/",
+            demo.cdn
+        );
+        println!("  a secret was generated for this run only; Ctrl-C to stop");
+        match demo.serve(shutdown_signal()).await {
+            Ok(()) => ExitCode::from(EXIT_OK),
+            Err(e) => {
+                eprintln!("signgate: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        }
+    })
+}

@@ -1,0 +1,192 @@
+//! `signgate demo`: a stand-in CDN, a small gallery site with bare CDN URLs, and the gateway in
+//! front of both, in one process, with a random secret. Nothing outside is contacted.
+
+pub mod cdn;
+pub mod images;
+pub mod site;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::body::ResponseBody;
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::error::StartupError;
+use crate::secret::Secret;
+use crate::server::{AppState, serve};
+
+/// Largest upload the demo's upload policy allows.
+pub const DEMO_MAX_SIZE: &str = "1MB";
+
+/// The three servers of a running demo.
+pub struct Demo {
+    /// The gateway: what a browser opens.
+    pub gateway: SocketAddr,
+    /// The stand-in CDN.
+    pub cdn: SocketAddr,
+    /// The gallery site (behind the gateway).
+    pub site: SocketAddr,
+    gateway_listener: TcpListener,
+    state: Arc<AppState>,
+}
+
+impl Demo {
+    /// Binds the gateway on `listen` and the CDN and site on ports of their own, and starts the
+    /// CDN and the site. The gateway serves once [`Demo::serve`] runs.
+    pub async fn start(listen: SocketAddr) -> Result<Self, StartupError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartupError::Bind { addr, source })
+        };
+        let gateway_listener = bind(listen).await?;
+        let gateway = local(&gateway_listener, listen)?;
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let cdn_listener = bind(loopback).await?;
+        let cdn_addr = local(&cdn_listener, loopback)?;
+        let site_listener = bind(loopback).await?;
+        let site_addr = local(&site_listener, loopback)?;
+
+        let secret_text = random_hex(32);
+        let secret = Secret::new(secret_text.clone()).map_err(|_| StartupError::NoRandomness)?;
+        let cdn_base = format!("http://{cdn_addr}");
+        let cdn = Arc::new(cdn::StandInCdn::new(secret, cdn_base.clone()));
+        let site = Arc::new(site::GallerySite::new(cdn_base, &cdn));
+        spawn_server(cdn_listener, move |request| {
+            let cdn = Arc::clone(&cdn);
+            async move { cdn.handle(request).await }
+        });
+        spawn_server(site_listener, move |request| {
+            let site = Arc::clone(&site);
+            async move { site.handle(request).await }
+        });
+
+        let toml = demo_config(gateway, cdn_addr, site_addr);
+        let config = Config::from_toml_str(&toml, |_| Some(secret_text.clone()))?;
+        let state = Arc::new(AppState::new(&config, Arc::new(SystemClock))?);
+        Ok(Self {
+            gateway,
+            cdn: cdn_addr,
+            site: site_addr,
+            gateway_listener,
+            state,
+        })
+    }
+
+    /// Serves the gateway until `shutdown` resolves.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        serve(self.gateway_listener, self.state, shutdown).await
+    }
+}
+
+fn local(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartupError> {
+    listener
+        .local_addr()
+        .map_err(|source| StartupError::Bind { addr, source })
+}
+
+/// The demo's gateway.toml: the gallery site, a proxy route, an upload-policy route.
+fn demo_config(gateway: SocketAddr, cdn: SocketAddr, site: SocketAddr) -> String {
+    format!(
+        r#"[server]
+listen = "{gateway}"
+
+[signing]
+secret_env = "SIGNGATE_DEMO_SECRET"
+ttl = "1h"
+bucket = "5m"
+
+[[route]]
+name = "images"
+prefix = "/img/"
+mode = "proxy"
+upstream = "http://{cdn}"
+calls = ["read", "convert"]
+
+[[route]]
+name = "upload"
+prefix = "/upload-policy"
+mode = "upload-policy"
+calls = ["pick", "store"]
+max_size = "{DEMO_MAX_SIZE}"
+path = "/gallery/"
+
+[[route]]
+name = "site"
+prefix = "/"
+mode = "site"
+upstream = "http://{site}"
+rewrite_hosts = ["{cdn}"]
+"#
+    )
+}
+
+/// Accepts connections on `listener` forever, answering each request with `handler`.
+fn spawn_server<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(request).await) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+/// `bytes` random bytes as lowercase hex.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    if getrandom::fill(&mut buf).is_err() {
+        return String::new();
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A random 20-character handle.
+pub fn random_handle() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut buf = [0u8; 20];
+    // Without randomness, handles still differ by time; the demo is not a security boundary.
+    if getrandom::fill(&mut buf).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        buf.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (nanos >> (i % 16)) as u8);
+    }
+    buf.iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect()
+}
+
+/// Escapes text for HTML.
+pub fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
