@@ -195,9 +195,31 @@ impl StandInCdn {
     }
 
     /// `POST /api/store/S3?policy=…&signature=…&path=…&filename=…`, the body being the file.
+    ///
+    /// A refused upload's body is still read (up to a bound) before answering, so browsers see
+    /// the refusal instead of a connection cut mid-upload.
     async fn upload(&self, request: Request<Incoming>) -> Response<ResponseBody> {
-        let path_and_query = request
-            .uri()
+        let (parts, mut body) = request.into_parts();
+        let response = self.store_upload(&parts, &mut body).await;
+        if response.status() != StatusCode::OK {
+            let mut drained = 0usize;
+            while drained < UPLOAD_DRAIN_LIMIT {
+                match body.frame().await {
+                    Some(Ok(frame)) => drained += frame.data_ref().map_or(0, Bytes::len),
+                    _ => break,
+                }
+            }
+        }
+        response
+    }
+
+    async fn store_upload(
+        &self,
+        parts: &http::request::Parts,
+        body: &mut Incoming,
+    ) -> Response<ResponseBody> {
+        let path_and_query = parts
+            .uri
             .path_and_query()
             .map_or("/", |pq| pq.as_str())
             .to_owned();
@@ -210,7 +232,7 @@ impl StandInCdn {
             Ok(policy) => policy,
             Err(reason) => return policy_error("upload", &reason),
         };
-        let query = request.uri().query().unwrap_or_default().to_owned();
+        let query = parts.uri.query().unwrap_or_default().to_owned();
         let param = |name: &str| {
             query.split('&').find_map(|pair| {
                 let (k, v) = pair.split_once('=')?;
@@ -233,20 +255,19 @@ impl StandInCdn {
                 );
             }
         }
-        let content_type = request
-            .headers()
+        let content_type = parts
+            .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/octet-stream")
             .to_owned();
         let max = policy.max_size.unwrap_or(u64::MAX);
-        if let Some(announced) = request.body().size_hint().exact()
+        if let Some(announced) = body.size_hint().exact()
             && announced > max
         {
             return too_large(announced, max);
         }
         // Read no more than the policy allows, even if the client lied about the length.
-        let mut body = request.into_body();
         let mut bytes = Vec::new();
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else {
@@ -295,6 +316,9 @@ impl StandInCdn {
         response
     }
 }
+
+/// Most bytes of a refused upload read before answering.
+const UPLOAD_DRAIN_LIMIT: usize = 32 * 1024 * 1024;
 
 fn status(code: StatusCode, text: &str) -> Response<ResponseBody> {
     let mut response = Response::new(full(Bytes::from(format!("{text}\n"))));
