@@ -243,6 +243,9 @@ pub struct Route {
     pub ca_file: Option<PathBuf>,
     /// `json_rewrite_limit` (site routes): largest JSON answer held to sign its URLs. Default 1MiB.
     pub json_rewrite_limit: u64,
+    /// `cors_origins` (upload-policy routes): origins whose pages may fetch the policy (`"*"`
+    /// for any). Default none: same-origin pages only.
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -304,6 +307,7 @@ struct RawRoute {
     body_idle_timeout: Option<String>,
     ca_file: Option<PathBuf>,
     json_rewrite_limit: Option<RawSize>,
+    cors_origins: Option<Vec<String>>,
     // The [signing] keys, each overridable per route (serde's flatten cannot deny unknown keys).
     secret: Option<toml::Value>,
     secret_env: Option<String>,
@@ -558,6 +562,36 @@ fn build_route(
         }
     };
 
+    let cors_origins = match (raw.cors_origins.clone(), mode) {
+        (None, _) => Vec::new(),
+        (Some(origins), Mode::UploadPolicy) => {
+            for origin in &origins {
+                let valid = origin == "*"
+                    || ((origin.starts_with("https://") || origin.starts_with("http://"))
+                        && !origin.trim_end_matches('/').contains(['?', '#', ' '])
+                        && origin
+                            .split("://")
+                            .nth(1)
+                            .is_some_and(|rest| !rest.is_empty() && !rest.contains('/')));
+                if !valid {
+                    return Err(invalid(
+                        key("cors_origins"),
+                        format!(
+                            "must hold origins such as \"https://app.example.com\" or \"*\", got {origin:?}"
+                        ),
+                    ));
+                }
+            }
+            origins
+        }
+        (Some(_), _) => {
+            return Err(invalid(
+                key("cors_origins"),
+                "only applies to upload-policy routes",
+            ));
+        }
+    };
+
     let overrides = raw.signing_overrides();
     let signing = build_signing(&overrides, defaults, env, &name)?;
     Ok(Route {
@@ -578,6 +612,7 @@ fn build_route(
         timeouts,
         ca_file: raw.ca_file,
         json_rewrite_limit,
+        cors_origins,
     })
 }
 

@@ -225,6 +225,33 @@ fn every_bad_config_names_the_key_and_the_reason() {
         ),
         (SIGNING.to_owned(), &["route", "no routes"]),
         (
+            format!("{SIGNING}{PROXY}cors_origins = [\"*\"]\n"),
+            &["`cors_origins`", "only applies to upload-policy"],
+        ),
+        (
+            format!("{SIGNING}{PROXY}json_rewrite_limit = 5\n"),
+            &["`json_rewrite_limit`", "only applies to site"],
+        ),
+        (
+            format!("{SIGNING}{PROXY}connect_timeout = \"fast\"\n"),
+            &["route `images`: `connect_timeout`", "fast"],
+        ),
+        (
+            format!("[server]\nshutdown_grace = \"x\"\n{SIGNING}{PROXY}"),
+            &["server.shutdown_grace", "duration"],
+        ),
+        (
+            format!("[server]\nmax_connections = 0\n{SIGNING}{PROXY}"),
+            &["server.max_connections", "at least 1"],
+        ),
+        (
+            format!(
+                "{SIGNING}{}",
+                PROXY.replace("https://cdn.filestackcontent.com", "http://cdn.local")
+            ) + "ca_file = \"/x.pem\"\n",
+            &["`ca_file`", "https upstream"],
+        ),
+        (
             format!("{SIGNING}{PROXY}upstream = \"x\"\n"),
             &["upstream", "duplicate"],
         ),

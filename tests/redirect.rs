@@ -80,3 +80,34 @@ async fn upload_policy_carries_the_route_limits_and_is_never_cached() {
     let post = send(Method::POST, &gateway.url("/upload-policy"), &[]).await;
     assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn upload_policy_answers_cors_only_for_listed_origins() {
+    let toml = "[signing]\nsecret_env = \"SECRET\"\n\
+                [[route]]\nname = \"upload\"\nprefix = \"/upload-policy\"\nmode = \"upload-policy\"\n\
+                cors_origins = [\"https://app.example.com\"]\n";
+    let gateway = TestGateway::start(toml).await;
+    let url = gateway.url("/upload-policy");
+    let listed = send(Method::GET, &url, &[("origin", "https://app.example.com")]).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(
+        listed.headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(listed.headers["vary"], "origin");
+    let other = send(Method::GET, &url, &[("origin", "https://evil.example")]).await;
+    assert!(other.headers.get("access-control-allow-origin").is_none());
+    let preflight = send(
+        Method::OPTIONS,
+        &url,
+        &[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "GET"),
+        ],
+    )
+    .await;
+    assert_eq!(preflight.status, StatusCode::NO_CONTENT);
+    assert_eq!(preflight.headers["access-control-allow-methods"], "GET");
+    let refused = send(Method::OPTIONS, &url, &[("origin", "https://evil.example")]).await;
+    assert!(refused.headers.get("access-control-allow-origin").is_none());
+}

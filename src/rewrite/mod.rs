@@ -161,33 +161,15 @@ impl HtmlTransform {
             .with_memory_settings(
                 MemorySettings::new().with_max_allowed_memory_usage(HTML_MEMORY_LIMIT),
             );
-        for name in URL_ATTRIBUTES {
-            let signer = Arc::clone(&signer);
-            settings = settings
-                .append_element_content_handler(on_element(&format!("[{name}]"), move |el| {
-                    rewrite_attribute(el, name, |v| signer.sign(v))
-                })?);
-        }
-        for name in SRCSET_ATTRIBUTES {
-            let signer = Arc::clone(&signer);
-            settings = settings
-                .append_element_content_handler(on_element(&format!("[{name}]"), move |el| {
-                    rewrite_attribute(el, name, |v| signer.sign_srcset(v))
-                })?);
-        }
         {
+            // One selector list and one handler: the selector engine then runs once per start
+            // tag instead of once per attribute name, and only elements carrying a URL-bearing
+            // attribute reach the handler.
             let signer = Arc::clone(&signer);
-            settings = settings.append_element_content_handler(on_element("[style]", move |el| {
-                rewrite_attribute(el, "style", |v| signer.sign_css(v))
-            })?);
-        }
-        {
-            // og:image, twitter:image and friends: any meta whose whole content is a CDN URL.
-            let signer = Arc::clone(&signer);
-            settings = settings
-                .append_element_content_handler(on_element("meta[content]", move |el| {
-                    rewrite_attribute(el, "content", |v| signer.sign(v.trim()))
-                })?);
+            settings = settings.append_element_content_handler(on_element(
+                "[src],[href],[poster],[data-src],[srcset],[data-srcset],[style],meta[content]",
+                move |el| rewrite_element(el, &signer),
+            )?);
         }
         {
             // <style> text arrives in arbitrary chunks: hold them until the text node ends.
@@ -234,6 +216,22 @@ fn on_element(
     Ok((Cow::Owned(selector), handlers))
 }
 
+/// Signs every URL-bearing attribute of one element.
+fn rewrite_element(el: &mut Element<'_, '_>, signer: &CdnUrlSigner) -> ElementHandlerResult {
+    for name in URL_ATTRIBUTES {
+        rewrite_attribute(el, name, |v| signer.sign(v))?;
+    }
+    for name in SRCSET_ATTRIBUTES {
+        rewrite_attribute(el, name, |v| signer.sign_srcset(v))?;
+    }
+    rewrite_attribute(el, "style", |v| signer.sign_css(v))?;
+    if el.tag_name() == "meta" {
+        // og:image, twitter:image and friends: a meta whose whole content is a CDN URL.
+        rewrite_attribute(el, "content", |v| signer.sign(v.trim()))?;
+    }
+    Ok(())
+}
+
 /// Rewrites one attribute with `sign`, which gets the value with `&amp;` decoded and returns the
 /// new value, or `None` to leave it untouched.
 fn rewrite_attribute(
@@ -244,7 +242,11 @@ fn rewrite_attribute(
     let Some(raw) = el.get_attribute(name) else {
         return Ok(());
     };
-    let value = raw.replace("&amp;", "&");
+    let value = if raw.contains("&amp;") {
+        Cow::Owned(raw.replace("&amp;", "&"))
+    } else {
+        Cow::Borrowed(raw.as_str())
+    };
     if let Some(signed) = sign(&value) {
         el.set_attribute(name, &signed.replace('&', "&amp;"))?;
     }
