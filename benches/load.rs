@@ -13,8 +13,9 @@
 //! cargo bench --bench load
 //! ```
 //! Environment: `LOAD_SECONDS` (measured seconds per target, default 10), `LOAD_CONNECTIONS`
-//! (wrk connections, default 64), `LOAD_CURRENT_THREAD=1` (adds a row for signgate served by a
-//! tokio `current_thread` runtime instead of the multi-thread runtime `signgate run` uses),
+//! (wrk connections, default 64), `LOAD_MULTI_THREAD=1` (adds a row for signgate served by
+//! tokio's multi-thread runtime instead of the per-core `current_thread` workers `signgate run`
+//! uses),
 //! `LOAD_GATEWAY_ENV_<NAME>=value` (sets `NAME` for the gateway processes only, e.g.
 //! `LOAD_GATEWAY_ENV_LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2` to try an allocator).
 //! `LOAD_BARE=1` (adds two rows for a minimal hyper proxy that does no signing, on a
@@ -60,6 +61,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use signgate::clock::SystemClock;
 use signgate::config::Config;
 use signgate::server::{AppState, serve};
+use signgate::workers::Workers;
+
+/// The allocator `signgate run` uses, so the gateway role measures the same program.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -67,7 +73,8 @@ use tokio::net::{TcpListener, TcpStream};
 const ROLE_ENV: &str = "SIGNGATE_LOAD_ROLE";
 /// A role process exits by itself after this many seconds, whatever happens to the parent.
 const DEADLINE_ENV: &str = "SIGNGATE_LOAD_DEADLINE_SECS";
-/// Gateway role: `multi_thread` (what `signgate run` uses) or `current_thread`.
+/// Gateway role: `workers` (what `signgate run` uses: a `current_thread` runtime per core on
+/// `SO_REUSEPORT` listeners) or `multi_thread` (tokio's multi-thread runtime, for comparison).
 const RUNTIME_ENV: &str = "SIGNGATE_LOAD_RUNTIME";
 /// Bare role: `pool` (hyper-util pooled client) or `direct` (one upstream connection per client
 /// connection).
@@ -218,16 +225,20 @@ async fn serve_bare(listener: TcpListener, upstream: SocketAddr, pooled: bool) {
     }
 }
 
-fn gateway_state(upstream: &str) -> Arc<AppState> {
+fn gateway_config(upstream: &str) -> Config {
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\
          [signing]\nsecret_env = \"{SECRET_ENV}\"\n\
          [[route]]\nname = \"img\"\nprefix = \"/img/\"\nmode = \"proxy\"\nupstream = \"{upstream}\"\n"
     );
-    let config = Config::from_toml_str(&toml, |name| {
+    Config::from_toml_str(&toml, |name| {
         (name == SECRET_ENV).then(|| SECRET.to_owned())
     })
-    .expect("bench config is valid");
+    .expect("bench config is valid")
+}
+
+fn gateway_state(upstream: &str) -> Arc<AppState> {
+    let config = gateway_config(upstream);
     Arc::new(AppState::new(&config, Arc::new(SystemClock)).expect("gateway state builds"))
 }
 
@@ -251,8 +262,20 @@ fn run_role(role: &str) -> ExitCode {
         std::process::exit(3);
     });
 
-    let current_thread = role != "gateway"
-        || std::env::var(RUNTIME_ENV).is_ok_and(|flavor| flavor == "current_thread");
+    let multi_thread = std::env::var(RUNTIME_ENV).is_ok_and(|flavor| flavor == "multi_thread");
+    if role == "gateway" && !multi_thread {
+        // As `signgate run`: one current_thread runtime per core this process may use.
+        let upstream = std::env::var(UPSTREAM_ENV).expect("upstream URL in the env");
+        let config = gateway_config(&upstream);
+        let workers =
+            Workers::bind(config.server.listen, config.server.workers.get()).expect("bind");
+        announce(workers.addr.port());
+        workers
+            .run(&config, Arc::new(SystemClock), std::future::pending())
+            .expect("serve");
+        return ExitCode::SUCCESS;
+    }
+    let current_thread = role != "gateway" || !multi_thread;
     let runtime = if current_thread {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -906,7 +929,7 @@ fn bench() -> Result<(), String> {
     }
     let seconds = env_u64("LOAD_SECONDS", 10, 1..=600)?;
     let connections = env_u64("LOAD_CONNECTIONS", 64, 1..=4000)?;
-    let with_current_thread = std::env::var("LOAD_CURRENT_THREAD").is_ok_and(|v| v == "1");
+    let with_current_thread = std::env::var("LOAD_MULTI_THREAD").is_ok_and(|v| v == "1");
     let with_bare = std::env::var("LOAD_BARE").is_ok_and(|v| v == "1");
     let cores = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
@@ -943,11 +966,11 @@ fn bench() -> Result<(), String> {
     for (key, value) in &extra_env {
         eprintln!("gateways run with {key}={value}");
     }
-    let (gateway, gateway_port) = spawn_role("gateway", &gateway_env("multi_thread"), deadline)?;
+    let (gateway, gateway_port) = spawn_role("gateway", &gateway_env("workers"), deadline)?;
     let current_thread = if with_current_thread {
         Some(spawn_role(
             "gateway",
-            &gateway_env("current_thread"),
+            &gateway_env("multi_thread"),
             deadline,
         )?)
     } else {
@@ -983,7 +1006,7 @@ fn bench() -> Result<(), String> {
     ];
     if let Some((ct, port)) = &current_thread {
         targets.push(Target {
-            name: "signgate (current_thread)".into(),
+            name: "signgate (multi_thread)".into(),
             port: *port,
             pid: ct.pid(),
         });
@@ -1127,10 +1150,10 @@ fn print_report(rows: &[Row], gateway: &Memory, nginx: &Memory, seconds: u64, co
         rps("signgate") / rps("nginx"),
         rps("signgate") / rps("origin")
     );
-    if rows.iter().any(|r| r.name == "signgate (current_thread)") {
+    if rows.iter().any(|r| r.name == "signgate (multi_thread)") {
         println!(
-            "signgate (current_thread)/nginx throughput: {:.2}",
-            rps("signgate (current_thread)") / rps("nginx")
+            "signgate (multi_thread)/nginx throughput: {:.2}",
+            rps("signgate (multi_thread)") / rps("nginx")
         );
     }
     let per_connection =

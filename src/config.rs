@@ -101,6 +101,9 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// `shutdown_grace`: time in-flight requests get after SIGINT/SIGTERM. Default 30s.
     pub shutdown_grace: Duration,
+    /// `workers`: single-threaded runtimes, each with its own `SO_REUSEPORT` listener. Default:
+    /// one per core the process may run on.
+    pub workers: NonZeroUsize,
 }
 
 /// Upstream timeouts of one route.
@@ -266,6 +269,7 @@ struct RawServer {
     max_connections: Option<usize>,
     header_read_timeout: Option<String>,
     shutdown_grace: Option<String>,
+    workers: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]
@@ -399,6 +403,9 @@ impl Config {
         let max_connections =
             NonZeroUsize::new(server.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS))
                 .ok_or_else(|| invalid("`server.max_connections`", "must be at least 1"))?;
+        let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        let workers = NonZeroUsize::new(server.workers.unwrap_or(cores))
+            .ok_or_else(|| invalid("`server.workers`", "must be at least 1"))?;
         Ok(Self {
             server: ServerConfig {
                 listen,
@@ -413,6 +420,7 @@ impl Config {
                     DEFAULT_SHUTDOWN_GRACE,
                     "`server.shutdown_grace`",
                 )?,
+                workers,
             },
             routes,
         })

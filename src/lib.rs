@@ -17,6 +17,7 @@
 //! - [`upstream`]: the pooled upstream client, TLS, timeouts, hop-by-hop stripping.
 //! - [`rewrite`]: signing CDN URLs in site answers (streaming HTML, JSON, headers).
 //! - [`body`]: response body type, idle timeout, access-log meter.
+//! - [`workers`]: one single-threaded runtime per core on `SO_REUSEPORT` listeners.
 //! - [`server`]: accept loop, limits, graceful drain, the request service.
 //! - [`error`]: `ProxyError` mapped to statuses in one place; `StartupError`.
 //! - [`demo`]: the embedded demo: stand-in CDN, gallery site, gateway.
@@ -40,3 +41,4 @@ pub mod server;
 pub mod signer;
 pub mod upstream;
 pub mod verify;
+pub mod workers;

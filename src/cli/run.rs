@@ -8,22 +8,13 @@ use super::{EXIT_OK, EXIT_USAGE};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::error::StartupError;
-use crate::server::{AppState, serve};
+use crate::workers::Workers;
 
-/// Runs the gateway from the config at `path`; exit 0 after a clean shutdown.
+/// Runs the gateway from the config at `path`: one single-threaded runtime per worker, until
+/// SIGINT or SIGTERM; exit 0 after a clean drain.
 pub fn run(path: &Path) -> ExitCode {
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("signgate: cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    match runtime.block_on(run_async(path)) {
+    match run_workers(path) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
             eprintln!("signgate: {e}");
@@ -32,21 +23,12 @@ pub fn run(path: &Path) -> ExitCode {
     }
 }
 
-async fn run_async(path: &Path) -> Result<(), StartupError> {
+fn run_workers(path: &Path) -> Result<(), StartupError> {
     let config = Config::load(path)?;
-    let state = Arc::new(AppState::new(&config, Arc::new(SystemClock))?);
-    let addr = config.server.listen;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartupError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| StartupError::Bind { addr, source })?;
-    tracing::info!(%local, routes = config.routes.len(), "signgate listening");
-    println!("signgate listening on http://{local}");
-    serve(listener, state, shutdown_signal())
-        .await
-        .map_err(|source| StartupError::Bind { addr, source })
+    let workers = Workers::bind(config.server.listen, config.server.workers.get())?;
+    tracing::info!(local = %workers.addr, routes = config.routes.len(), workers = config.server.workers.get(), "signgate listening");
+    println!("signgate listening on http://{}", workers.addr);
+    workers.run(&config, Arc::new(SystemClock), shutdown_signal())
 }
 
 /// Logs to stderr; `RUST_LOG` sets the filter (default `info`).
