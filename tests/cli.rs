@@ -212,3 +212,51 @@ fn explain_tells_valid_from_tampered_expired_and_wrong_handle() {
     let out = signgate(&["explain", &url, "--config", "/nonexistent.toml"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn run_serves_until_sigterm_then_exits_0() {
+    use std::io::{BufRead, BufReader, Read, Write as _};
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    write!(
+        file,
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n[signing]\nsecret_env = \"SIGNGATE_TEST_SECRET\"\n\
+         [[route]]\nname = \"upload\"\nprefix = \"/upload-policy\"\nmode = \"upload-policy\"\n"
+    )
+    .expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_signgate"))
+        .args(["run", "--config", file.path().to_str().expect("utf-8")])
+        .env("SIGNGATE_TEST_SECRET", SECRET)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("a line");
+    let addr = line.trim().rsplit("http://").next().expect("address").to_owned();
+    for _ in 0..4 {
+        let mut stream = std::net::TcpStream::connect(&addr).expect("connects");
+        stream
+            .write_all(b"GET /upload-policy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("request");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("answer");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("\"signature\":\"") && !answer.contains(SECRET));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running 10 s after SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
