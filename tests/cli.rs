@@ -234,7 +234,12 @@ fn run_serves_until_sigterm_then_exits_0() {
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("a line");
-    let addr = line.trim().rsplit("http://").next().expect("address").to_owned();
+    let addr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .expect("address")
+        .to_owned();
     for _ in 0..4 {
         let mut stream = std::net::TcpStream::connect(&addr).expect("connects");
         stream
@@ -255,7 +260,10 @@ fn run_serves_until_sigterm_then_exits_0() {
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
-        assert!(std::time::Instant::now() < deadline, "still running 10 s after SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0));
