@@ -27,6 +27,8 @@ pub const DEFAULT_CACHE_SIZE: usize = 100_000;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default time a client has to send a request's headers.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default largest request head (request line and headers) a client may send.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
 /// Default time in-flight requests get to finish after SIGINT/SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default time to open a connection to an upstream.
@@ -37,6 +39,8 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default largest JSON answer a site route holds to rewrite; larger ones pass untouched.
 pub const DEFAULT_JSON_REWRITE_LIMIT: u64 = 1024 * 1024;
+/// Default largest request body a site route forwards.
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 10 * 1024 * 1024;
 /// Default host whose URLs site routes sign.
 pub const DEFAULT_REWRITE_HOST: &str = "cdn.filestackcontent.com";
 
@@ -101,6 +105,9 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// `shutdown_grace`: time in-flight requests get after SIGINT/SIGTERM. Default 30s.
     pub shutdown_grace: Duration,
+    /// `max_header_bytes`: largest request head; larger ones get 431. Default 64KiB (at least
+    /// 8KiB).
+    pub max_header_bytes: usize,
     /// `workers`: single-threaded runtimes, each with its own `SO_REUSEPORT` listener. Default:
     /// one per core the process may run on.
     pub workers: NonZeroUsize,
@@ -246,6 +253,9 @@ pub struct Route {
     pub ca_file: Option<PathBuf>,
     /// `json_rewrite_limit` (site routes): largest JSON answer held to sign its URLs. Default 1MiB.
     pub json_rewrite_limit: u64,
+    /// `max_request_body` (site routes): largest request body forwarded; larger get 413.
+    /// Default 10MiB.
+    pub max_request_body: u64,
     /// `cors_origins` (upload-policy routes): origins whose pages may fetch the policy (`"*"`
     /// for any). Default none: same-origin pages only.
     pub cors_origins: Vec<String>,
@@ -270,6 +280,7 @@ struct RawServer {
     header_read_timeout: Option<String>,
     shutdown_grace: Option<String>,
     workers: Option<usize>,
+    max_header_bytes: Option<RawSize>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]
@@ -312,6 +323,7 @@ struct RawRoute {
     ca_file: Option<PathBuf>,
     json_rewrite_limit: Option<RawSize>,
     cors_origins: Option<Vec<String>>,
+    max_request_body: Option<RawSize>,
     // The [signing] keys, each overridable per route (serde's flatten cannot deny unknown keys).
     secret: Option<toml::Value>,
     secret_env: Option<String>,
@@ -403,6 +415,17 @@ impl Config {
         let max_connections =
             NonZeroUsize::new(server.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS))
                 .ok_or_else(|| invalid("`server.max_connections`", "must be at least 1"))?;
+        let max_header_bytes = match &server.max_header_bytes {
+            None => DEFAULT_MAX_HEADER_BYTES,
+            Some(size) => parse_size(size).map_err(|r| invalid("`server.max_header_bytes`", r))?,
+        };
+        if !(8192..=16 * 1024 * 1024).contains(&max_header_bytes) {
+            return Err(invalid(
+                "`server.max_header_bytes`",
+                "must be between 8KiB and 16MiB",
+            ));
+        }
+        let max_header_bytes = usize::try_from(max_header_bytes).unwrap_or(usize::MAX);
         let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
         let workers = NonZeroUsize::new(server.workers.unwrap_or(cores))
             .ok_or_else(|| invalid("`server.workers`", "must be at least 1"))?;
@@ -421,6 +444,7 @@ impl Config {
                     "`server.shutdown_grace`",
                 )?,
                 workers,
+                max_header_bytes,
             },
             routes,
         })
@@ -570,6 +594,18 @@ fn build_route(
         }
     };
 
+    let max_request_body = match (&raw.max_request_body, mode) {
+        (None, _) => DEFAULT_MAX_REQUEST_BODY,
+        (Some(size), Mode::Site) => {
+            parse_size(size).map_err(|r| invalid(key("max_request_body"), r))?
+        }
+        (Some(_), _) => {
+            return Err(invalid(
+                key("max_request_body"),
+                "only applies to site routes",
+            ));
+        }
+    };
     let cors_origins = match (raw.cors_origins.clone(), mode) {
         (None, _) => Vec::new(),
         (Some(origins), Mode::UploadPolicy) => {
@@ -621,6 +657,7 @@ fn build_route(
         ca_file: raw.ca_file,
         json_rewrite_limit,
         cors_origins,
+        max_request_body,
     })
 }
 

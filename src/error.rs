@@ -33,6 +33,9 @@ pub enum ProxyError {
         /// The methods it does serve, for the `Allow` header.
         allow: &'static str,
     },
+    /// An HTTP/1.1 request without exactly one `Host` header (RFC 9112, section 3.2).
+    #[error("missing or repeated Host header")]
+    BadHost,
     /// The path after the prefix is not `[TASKS/]HANDLE`.
     #[error("not a file handle")]
     NotAHandle,
@@ -62,7 +65,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::NotAHandle => StatusCode::BAD_REQUEST,
+            ProxyError::NotAHandle | ProxyError::BadHost => StatusCode::BAD_REQUEST,
             ProxyError::CallNotAllowed => StatusCode::FORBIDDEN,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UpstreamUnreachable(_) | ProxyError::UpstreamBroken(_) => {
@@ -79,6 +82,7 @@ impl ProxyError {
             ProxyError::NoRoute
             | ProxyError::MethodNotAllowed { .. }
             | ProxyError::NotAHandle
+            | ProxyError::BadHost
             | ProxyError::CallNotAllowed
             | ProxyError::BodyTooLarge => Blame::Client,
             ProxyError::UpstreamUnreachable(_)
@@ -94,6 +98,7 @@ impl ProxyError {
             ProxyError::NoRoute => "not found\n",
             ProxyError::MethodNotAllowed { .. } => "method not allowed\n",
             ProxyError::NotAHandle => "bad request: not a file handle\n",
+            ProxyError::BadHost => "bad request: one Host header required\n",
             ProxyError::CallNotAllowed => "forbidden: this route does not allow that call\n",
             ProxyError::BodyTooLarge => "request body too large\n",
             ProxyError::UpstreamUnreachable(_) => "bad gateway: upstream unreachable\n",
@@ -168,6 +173,7 @@ mod tests {
                 Blame::Client,
             ),
             (ProxyError::NotAHandle, 400, Blame::Client),
+            (ProxyError::BadHost, 400, Blame::Client),
             (ProxyError::CallNotAllowed, 403, Blame::Client),
             (ProxyError::BodyTooLarge, 413, Blame::Client),
             (ProxyError::UpstreamUnreachable(io()), 502, Blame::Upstream),

@@ -121,19 +121,25 @@ fn is_task(task: &str) -> bool {
 }
 
 /// Removes every query parameter that could carry client credentials: any whose decoded name,
-/// in any case, mentions `policy`, `signature` or `security`. Only signgate signs.
+/// in any case, mentions `policy`, `signature` or `security`, or whose decoded value holds
+/// `policy=`, `signature=` or `security=`. Only signgate signs.
 pub fn strip_client_credentials(query: &str) -> String {
     query
         .split('&')
         .filter(|pair| {
-            let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
-            let name = percent_encoding::percent_decode_str(name)
-                .decode_utf8_lossy()
-                .to_ascii_lowercase();
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |text: &str| {
+                percent_encoding::percent_decode_str(text)
+                    .decode_utf8_lossy()
+                    .to_ascii_lowercase()
+            };
+            let (name, value) = (decode(name), decode(value));
+            // A value hiding `policy=` behind an encoded `&` would be a second set to any
+            // parser that decodes twice: it goes too.
             !pair.is_empty()
                 && !["policy", "signature", "security"]
                     .iter()
-                    .any(|banned| name.contains(banned))
+                    .any(|banned| name.contains(banned) || value.contains(&format!("{banned}=")))
         })
         .collect::<Vec<_>>()
         .join("&")

@@ -52,11 +52,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    let max_head = state.server.max_header_bytes;
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(state.server.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(state.server.header_read_timeout)
+        .max_buf_size(max_head);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(state.server.max_connections.get()));
     tokio::pin!(shutdown);
@@ -125,7 +130,13 @@ async fn handle_request(
         peer,
         now: state.clock.now_unix(),
     };
+    let hosts = request.headers().get_all(http::header::HOST).iter().count();
+    let host_ok = match request.version() {
+        http::Version::HTTP_11 => hosts == 1,
+        _ => hosts <= 1,
+    };
     let (route_name, result) = match state.router.find(&path) {
+        _ if !host_ok => ("-".to_owned(), Err(ProxyError::BadHost)),
         None => ("-".to_owned(), Err(ProxyError::NoRoute)),
         Some((active, rest)) => (
             active.route.name.clone(),

@@ -116,7 +116,9 @@ impl UpstreamClient {
             .await
             .map_err(|_| ProxyError::UpstreamTimeout(self.timeouts.response))?
             .map_err(|e| {
-                if e.is_connect() {
+                if caused_by_body_limit(&e) {
+                    ProxyError::BodyTooLarge
+                } else if e.is_connect() {
                     ProxyError::UpstreamUnreachable(e.into())
                 } else {
                     ProxyError::UpstreamBroken(e.into())
@@ -127,6 +129,18 @@ impl UpstreamClient {
         let body = IdleTimeout::new(body.map_err(BoxError::from), self.timeouts.body_idle);
         Ok(Response::from_parts(parts, body.boxed_unsync()))
     }
+}
+
+/// Whether the request failed because the client's body passed the route's limit.
+fn caused_by_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 #[cfg(test)]

@@ -225,6 +225,18 @@ fn every_bad_config_names_the_key_and_the_reason() {
         ),
         (SIGNING.to_owned(), &["route", "no routes"]),
         (
+            format!("[server]\nmax_header_bytes = \"1KB\"\n{SIGNING}{PROXY}"),
+            &["server.max_header_bytes", "8KiB"],
+        ),
+        (
+            format!("[server]\nworkers = 0\n{SIGNING}{PROXY}"),
+            &["server.workers", "at least 1"],
+        ),
+        (
+            format!("{SIGNING}{PROXY}max_request_body = \"1MB\"\n"),
+            &["`max_request_body`", "only applies to site"],
+        ),
+        (
             format!("{SIGNING}{PROXY}cors_origins = [\"*\"]\n"),
             &["`cors_origins`", "only applies to upload-policy"],
         ),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::{Handled, RequestContext, add_forwarding_headers, add_via};
@@ -32,6 +32,17 @@ pub async fn handle(
             "site route without an upstream".into(),
         ));
     };
+    let limit = active.route.max_request_body;
+    let announced = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit) {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    // A chunked body is cut where it passes the limit; the upstream request then fails as 413.
+    let body = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let uri: Uri = format!("{}{path_and_query}", upstream.base)
         .parse()

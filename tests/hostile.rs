@@ -1,0 +1,204 @@
+//! Hostile input, as raw bytes over TCP: every row gets a short 4xx (or the signed answer the
+//! request deserves), nothing unsigned or misrouted reaches the CDN, and the gateway keeps
+//! serving.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const H: &str = "KW9EJhYtS6y48Whm2S6D";
+
+/// Sends `bytes` on a fresh connection; returns the status code (0 if the connection closed
+/// without an answer) and the whole answer.
+async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connects");
+    // A server may answer and close before reading everything: a failed write is fine.
+    let _ = stream.write_all(bytes).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| text.strip_prefix("HTTP/1.0 "))
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+fn get(target: &str) -> Vec<u8> {
+    format!("GET {target} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+fn method(method: &str, target: &str) -> Vec<u8> {
+    format!(
+        "{method} {target} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn with_headers(target: &str, headers: &str) -> Vec<u8> {
+    format!("GET {target} HTTP/1.1\r\nHost: gw\r\n{headers}Connection: close\r\n\r\n").into_bytes()
+}
+
+/// What a row expects.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// Exactly this status.
+    Status(u16),
+    /// Some 4xx, or the connection closed without an answer (HTTP says so for broken framing).
+    Refused,
+}
+
+#[tokio::test]
+async fn the_hostile_input_catalogue() {
+    let cdn = TestCdn::builder().file(H, &b"the file"[..]).start().await;
+    let toml = format!(
+        "[signing]\nsecret_env = \"SECRET\"\n\
+         [[route]]\nname = \"img\"\nprefix = \"/img/\"\nmode = \"proxy\"\nupstream = \"{}\"\ncalls = [\"read\", \"convert\"]\n\
+         [[route]]\nname = \"go\"\nprefix = \"/go/\"\nmode = \"redirect\"\nupstream = \"{}\"\n",
+        cdn.url(),
+        cdn.url()
+    );
+    let gateway = TestGateway::start(&toml).await;
+    let long = "a".repeat(20_000);
+    let huge_query = format!("/img/{H}?q={}", "b".repeat(200_000));
+    let many_headers: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let big_header = format!("X-Big: {}\r\n", "c".repeat(100_000));
+    use Expect::*;
+    let rows: Vec<(&str, Vec<u8>, Expect)> = vec![
+        // Path traversal and encodings of it.
+        ("dot-dot", get("/img/../admin"), Status(400)),
+        ("dot-dot before handle", get(&format!("/img/../{H}")), Status(400)),
+        ("encoded dot-dot", get("/img/%2e%2e/admin"), Status(400)),
+        ("encoded dot-dot upper", get(&format!("/img/%2E%2E%2F{H}")), Status(400)),
+        ("double-encoded dot-dot", get(&format!("/img/%252e%252e/{H}")), Status(400)),
+        ("encoded backslash", get(&format!("/img/..%5c{H}")), Status(400)),
+        ("raw backslash", get(&format!("/img/..\\{H}")), Refused),
+        ("dot-dot after handle", get(&format!("/img/{H}/../x")), Status(400)),
+        ("empty segment", get(&format!("/img//{H}")), Status(400)),
+        ("dot segment", get(&format!("/img/./{H}")), Status(400)),
+        ("outside any route", get("/admin"), Status(404)),
+        ("prefix without slash", get(&format!("/img{H}")), Status(404)),
+        // Handles of the wrong length or alphabet.
+        ("short handle", get("/img/abc"), Status(400)),
+        ("long handle", get(&format!("/img/{H}X")), Status(400)),
+        ("handle with a dot", get("/img/KW9EJhYtS6y48Whm2S6."), Status(400)),
+        ("handle percent-encoded", get("/img/%4BW9EJhYtS6y48Whm2S6D"), Status(400)),
+        ("handle in UTF-8", get("/img/%C3%A9W9EJhYtS6y48Whm2S6"), Status(400)),
+        ("invalid UTF-8", get("/img/%FF%FEJhYtS6y48Whm2S6D"), Status(400)),
+        ("no handle", get("/img/"), Status(400)),
+        ("trailing slash", get(&format!("/img/{H}/")), Status(400)),
+        // NUL and control characters.
+        ("encoded NUL", get(&format!("/img/{H}%00")), Status(400)),
+        ("raw NUL", get(&format!("/img/{H}\0")), Refused),
+        ("raw tab", get(&format!("/img/\t{H}")), Refused),
+        ("raw DEL", get(&format!("/img/{H}\x7f")), Refused),
+        ("encoded CRLF", get(&format!("/img/{H}%0d%0aX-Injected:%201")), Status(400)),
+        ("raw CR in target", format!("GET /img/{H}\r HTTP/1.1\r\nHost: gw\r\n\r\n").into_bytes(), Refused),
+        ("bare CR in a header", format!("GET /img/{H} HTTP/1.1\r\nHost: gw\r\nX-A: a\rInjected: b\r\n\r\n").into_bytes(), Refused),
+        ("header without colon", with_headers(&format!("/img/{H}"), "NoColonHere\r\n"), Refused),
+        ("space before colon", with_headers(&format!("/img/{H}"), "X-A : b\r\n"), Refused),
+        // Overlong.
+        ("overlong path", get(&format!("/img/{long}")), Refused),
+        ("overlong query", get(&huge_query), Refused),
+        ("oversized header", with_headers(&format!("/img/{H}"), &big_header), Refused),
+        ("too many headers", with_headers(&format!("/img/{H}"), &many_headers), Refused),
+        // Client credentials smuggled in every spelling: dropped, the CDN gets ours.
+        ("query policy", get(&format!("/img/{H}?policy=evil&signature=evil")), Status(200)),
+        ("query upper case", get(&format!("/img/{H}?POLICY=evil&SIGNATURE=evil")), Status(200)),
+        ("query mixed case, repeated", get(&format!("/img/{H}?Policy=evil&policy=evil2&sIgNaTuRe=evil")), Status(200)),
+        ("query encoded name", get(&format!("/img/{H}?%70olicy=evil&%73ignature=evil")), Status(200)),
+        ("query encoded =", get(&format!("/img/{H}?policy%3Devil&signature%3devil")), Status(200)),
+        ("query encoded &", get(&format!("/img/{H}?x=1%26policy%3Devil")), Status(200)),
+        ("query array name", get(&format!("/img/{H}?policy[]=evil&signature[0]=evil")), Status(200)),
+        ("query semicolon", get(&format!("/img/{H}?a=1;policy=evil")), Status(200)),
+        ("query security", get(&format!("/img/{H}?security=p:evil,s:evil")), Status(200)),
+        ("security task", get(&format!("/img/security=p:evil,s:evil/{H}")), Status(200)),
+        ("security task long upper", get(&format!("/img/SECURITY=policy:evil,signature:evil/{H}")), Status(200)),
+        ("security task among tasks", get(&format!("/img/resize=width:9/security=p:evil,s:evil/{H}")), Status(200)),
+        ("security in redirect", get(&format!("/go/security=s:evil,p:evil/{H}?policy=evil")), Status(307)),
+        // Tasks that try to reach another URL.
+        ("external URL task", get("/img/resize=width:1/https:%2F%2Fevil.example%2Fx.png"), Status(400)),
+        ("external URL after handle", get(&format!("/img/{H}/https://evil.example/x")), Status(400)),
+        ("quoted external URL", get("/img/%22https://evil.example/x%22"), Status(400)),
+        ("api key and external URL", get("/img/APIKEY12345/https://evil.example/x"), Status(400)),
+        ("task with a slash smuggled encoded", get(&format!("/img/resize=width:1%2F..%2F/{H}")), Status(400)),
+        // Request targets and methods.
+        ("absolute-form target", get(&format!("http://evil.example/img/{H}")), Status(200)),
+        ("absolute-form traversal", get("http://evil.example/img/../admin"), Status(400)),
+        ("asterisk-form", method("OPTIONS", "*"), Status(404)),
+        ("CONNECT", b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nConnection: close\r\n\r\n".to_vec(), Refused),
+        ("POST", method("POST", &format!("/img/{H}")), Status(405)),
+        ("PUT", method("PUT", &format!("/img/{H}")), Status(405)),
+        ("DELETE", method("DELETE", &format!("/img/{H}")), Status(405)),
+        ("PATCH", method("PATCH", &format!("/img/{H}")), Status(405)),
+        ("TRACE", method("TRACE", &format!("/img/{H}")), Status(405)),
+        ("unknown method", method("BREW", &format!("/img/{H}")), Status(405)),
+        ("lower-case method", method("get", &format!("/img/{H}")), Status(405)),
+        // Request smuggling: conflicting framing.
+        ("CL and TE", format!("POST /img/{H} HTTP/1.1\r\nHost: gw\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: gw\r\n\r\n").into_bytes(), Refused),
+        ("two content lengths", format!("POST /img/{H} HTTP/1.1\r\nHost: gw\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab").into_bytes(), Refused),
+        ("negative content length", format!("POST /img/{H} HTTP/1.1\r\nHost: gw\r\nContent-Length: -1\r\n\r\n").into_bytes(), Refused),
+        ("non-numeric content length", format!("POST /img/{H} HTTP/1.1\r\nHost: gw\r\nContent-Length: abc\r\n\r\n").into_bytes(), Refused),
+        ("unknown transfer coding", format!("POST /img/{H} HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: xchunked\r\n\r\n").into_bytes(), Refused),
+        ("bad chunk size", format!("POST /img/{H} HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n").into_bytes(), Refused),
+        // Versions and garbage.
+        ("HTTP/1.0 without Host", format!("GET /img/{H} HTTP/1.0\r\n\r\n").into_bytes(), Status(200)),
+        ("HTTP/1.1 without Host", format!("GET /img/{H} HTTP/1.1\r\nConnection: close\r\n\r\n").into_bytes(), Status(400)),
+        ("two Host headers", format!("GET /img/{H} HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n").into_bytes(), Status(400)),
+        ("HTTP/3.0", format!("GET /img/{H} HTTP/3.0\r\nHost: gw\r\n\r\n").into_bytes(), Refused),
+        ("garbage request line", b"HELLO THERE\r\n\r\n".to_vec(), Refused),
+        ("binary garbage", vec![0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03], Refused),
+        ("invalid UTF-8 header value", with_headers(&format!("/img/{H}"), "User-Agent: \u{fffd}\u{00ff}\r\n"), Status(200)),
+    ];
+    assert!(rows.len() >= 60, "{} rows", rows.len());
+
+    for (name, bytes, expect) in &rows {
+        let started = std::time::Instant::now();
+        let (status, answer) = raw(gateway.addr, bytes).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{name}: answered in {:?}",
+            started.elapsed()
+        );
+        match expect {
+            Status(code) => assert_eq!(status, *code, "{name}: {answer:.300}"),
+            Refused => assert!(
+                status == 0 || (400..500).contains(&status),
+                "{name}: expected a 4xx or a closed connection, got {answer:.300}"
+            ),
+        }
+        assert!(answer.len() < 2_000, "{name}: long answer");
+        assert!(!answer.contains(SECRET), "{name}: the secret leaked");
+        // The gateway keeps serving.
+        let (after, _) = raw(gateway.addr, &get(&format!("/img/{H}"))).await;
+        assert_eq!(after, 200, "{name}: the next request failed");
+    }
+
+    // Nothing unsigned, client-signed or misrouted reached the CDN.
+    let received = cdn.received();
+    assert!(!received.is_empty());
+    for request in &received {
+        assert!(
+            request.policy.is_some(),
+            "unsigned request reached the CDN: {}",
+            request.uri
+        );
+        assert!(
+            !request.uri.contains("evil"),
+            "client input reached the CDN: {}",
+            request.uri
+        );
+        assert_eq!(request.headers["host"], cdn.addr.to_string());
+        assert!(
+            request.uri.ends_with(H) || request.uri.contains(&format!("/{H}?")),
+            "{}",
+            request.uri
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! The server's limits, each shown working over real sockets: slow headers, idle keep-alive,
+//! header size, request body size, connection count.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const H: &str = "KW9EJhYtS6y48Whm2S6D";
+
+fn config(server: &str, cdn: &str) -> String {
+    format!(
+        "[server]\n{server}\n[signing]\nsecret_env = \"SECRET\"\n\
+         [[route]]\nname = \"img\"\nprefix = \"/img/\"\nmode = \"proxy\"\nupstream = \"{cdn}\"\n"
+    )
+}
+
+/// Reads until the peer closes; returns what came and how long it took.
+async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut answer))
+        .await
+        .expect("the gateway closed the connection in time")
+        .ok();
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test]
+async fn a_client_sending_headers_too_slowly_is_cut_off() {
+    let cdn = TestCdn::builder().file(H, &b"x"[..]).start().await;
+    let gateway = TestGateway::start(&config("header_read_timeout = \"300ms\"", &cdn.url())).await;
+    let mut slow = TcpStream::connect(gateway.addr).await.expect("connects");
+    slow.write_all(b"GET /img/KW9EJhYtS6y48Whm2S6D HTTP/1.1\r\nHost: gw\r\nX-Slow: ")
+        .await
+        .expect("partial head");
+    let (answer, took) = read_until_closed(&mut slow, Duration::from_secs(5)).await;
+    assert!(took >= Duration::from_millis(250), "{took:?}");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert!(cdn.received().is_empty());
+    assert_eq!(
+        get(&gateway.url(&format!("/img/{H}"))).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let cdn = TestCdn::builder().file(H, &b"x"[..]).start().await;
+    let gateway = TestGateway::start(&config("header_read_timeout = \"300ms\"", &cdn.url())).await;
+    let mut idle = TcpStream::connect(gateway.addr).await.expect("connects");
+    idle.write_all(format!("GET /img/{H} HTTP/1.1\r\nHost: gw\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let (answer, took) = read_until_closed(&mut idle, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_request_heads_get_431() {
+    let cdn = TestCdn::builder().file(H, &b"x"[..]).start().await;
+    let gateway = TestGateway::start(&config("max_header_bytes = \"8KiB\"", &cdn.url())).await;
+    let big = "v".repeat(10_000);
+    let answer = send(
+        Method::GET,
+        &gateway.url(&format!("/img/{H}")),
+        &[("x-big", &big)],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let fits = "v".repeat(4_000);
+    let answer = send(
+        Method::GET,
+        &gateway.url(&format!("/img/{H}")),
+        &[("x-big", &fits)],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(cdn.received().len(), 1);
+}
+
+#[tokio::test]
+async fn site_request_bodies_past_the_limit_get_413_and_never_reach_the_site() {
+    let origin = start_origin(Arc::new(|_, body| {
+        respond(200, &[], format!("{} bytes", body.len()))
+    }))
+    .await;
+    let toml = format!(
+        "[signing]\nsecret_env = \"SECRET\"\n[[route]]\nname = \"site\"\nprefix = \"/\"\nmode = \"site\"\n\
+         upstream = \"http://{origin}\"\nmax_request_body = \"1KiB\"\n"
+    );
+    let gateway = TestGateway::start(&toml).await;
+    let ok = send_body(Method::POST, &gateway.url("/form"), &[], vec![1u8; 1024]).await;
+    assert_eq!(ok.text(), "1024 bytes");
+    let too_big = send_body(Method::POST, &gateway.url("/form"), &[], vec![1u8; 1025]).await;
+    assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // Chunked, without a length: cut where it passes the limit.
+    let mut stream = TcpStream::connect(gateway.addr).await.expect("connects");
+    let chunk = "a".repeat(800);
+    let request = format!(
+        "POST /form HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         320\r\n{chunk}\r\n320\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    let _ = stream.write_all(request.as_bytes()).await;
+    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
+#[tokio::test]
+async fn connections_past_max_connections_wait_until_one_closes() {
+    let cdn = TestCdn::builder().file(H, &b"x"[..]).start().await;
+    let gateway = TestGateway::start(&config("max_connections = 2", &cdn.url())).await;
+    let request = format!("GET /img/{H} HTTP/1.1\r\nHost: gw\r\n\r\n");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(gateway.addr).await.expect("connects");
+        stream.write_all(request.as_bytes()).await.expect("request");
+        let mut buf = [0u8; 12];
+        stream.read_exact(&mut buf).await.expect("answered");
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(stream);
+    }
+    // The third connects (the kernel's backlog) but is not served while two are open.
+    let mut third = TcpStream::connect(gateway.addr).await.expect("connects");
+    third.write_all(request.as_bytes()).await.expect("request");
+    let mut buf = [0u8; 12];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), third.read_exact(&mut buf))
+            .await
+            .is_err(),
+        "served past max_connections"
+    );
+    drop(held.pop());
+    tokio::time::timeout(Duration::from_secs(5), third.read_exact(&mut buf))
+        .await
+        .expect("served once a slot freed")
+        .expect("read");
+    assert_eq!(&buf, b"HTTP/1.1 200");
+}
