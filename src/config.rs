@@ -92,6 +92,9 @@ pub struct Config {
     pub server: ServerConfig,
     /// Routes in file order (the router picks by longest prefix).
     pub routes: Vec<Route>,
+    /// Things that work but should not be so (a world-readable `secret_file`): logged at start
+    /// and printed by `signgate check`.
+    pub warnings: Vec<String>,
 }
 
 /// `[server]`.
@@ -392,6 +395,28 @@ impl Config {
         if raw.routes.is_empty() {
             return Err(invalid("`route`", "no routes: add at least one [[route]]"));
         }
+        let mut secret_files: Vec<(String, PathBuf)> = Vec::new();
+        if let Some(path) = &raw.signing.secret_file {
+            secret_files.push(("`signing.secret_file`".to_owned(), path.clone()));
+        }
+        for route in &raw.routes {
+            if let Some(path) = &route.secret_file {
+                secret_files.push((
+                    format!("route `{}`: `secret_file`", route.name),
+                    path.clone(),
+                ));
+            }
+        }
+        let warnings = secret_files
+            .iter()
+            .filter_map(|(key, path)| {
+                let mode = world_readable_mode(path)?;
+                Some(format!(
+                    "{key}: {} is readable by every user (mode {mode:o}); restrict it, e.g. chmod 600",
+                    path.display()
+                ))
+            })
+            .collect();
         let mut names = HashSet::new();
         let mut prefixes = HashSet::new();
         let mut routes = Vec::with_capacity(raw.routes.len());
@@ -447,6 +472,7 @@ impl Config {
                 max_header_bytes,
             },
             routes,
+            warnings,
         })
     }
 }
@@ -793,6 +819,21 @@ fn load_secret(
                 .map_err(|_| invalid(key("secret_file"), format!("{} is empty", path.display())))
         }
         (None, None) => Err(invalid(key("secret_env"), "no secret configured")),
+    }
+}
+
+/// The file's permission bits when others may read it; `None` otherwise (or off Unix).
+fn world_readable_mode(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o004 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 

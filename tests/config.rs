@@ -92,6 +92,7 @@ fn secret_file_is_read_with_its_trailing_newline_trimmed() {
         file.path().display().to_string()
     );
     let config = parse(&toml).expect("valid");
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     let expected = signgate::secret::Secret::new("from-a-file".into()).expect("not empty");
     assert_eq!(
         config.routes[0].signing.secret.sign_hex(b"x"),
@@ -308,4 +309,25 @@ fn load_names_the_file() {
         missing.contains("cannot read /nonexistent/gateway.toml"),
         "{missing}"
     );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_world_readable_secret_file_gives_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    writeln!(file, "s3cret").expect("write");
+    std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let toml = format!(
+        "[signing]\nsecret_file = {:?}\n{PROXY}",
+        file.path().display().to_string()
+    );
+    let config = parse(&toml).expect("still valid");
+    assert_eq!(config.warnings.len(), 1);
+    assert!(
+        config.warnings[0].contains("`signing.secret_file`") && config.warnings[0].contains("644")
+    );
+    assert!(!config.warnings[0].contains("s3cret"));
+    std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    assert!(parse(&toml).expect("valid").warnings.is_empty());
 }

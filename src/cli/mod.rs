@@ -88,6 +88,9 @@ pub fn main() -> ExitCode {
             expiry,
         }) => with_config(&config, |c| sign::run(c, &route, handle.as_deref(), expiry)),
         Some(Command::Check { config }) => with_config(&config, |c| {
+            for warning in &c.warnings {
+                eprintln!("signgate: warning: {warning}");
+            }
             println!(
                 "{}: ok ({} route{})",
                 config.display(),

@@ -25,6 +25,9 @@ pub fn run(path: &Path) -> ExitCode {
 
 fn run_workers(path: &Path) -> Result<(), StartupError> {
     let config = Config::load(path)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let workers = Workers::bind(config.server.listen, config.server.workers.get())?;
     tracing::info!(local = %workers.addr, routes = config.routes.len(), workers = config.server.workers.get(), "signgate listening");
     println!("signgate listening on http://{}", workers.addr);

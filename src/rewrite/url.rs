@@ -131,9 +131,13 @@ struct UrlParts<'a> {
 }
 
 fn split_url(url: &str) -> Option<UrlParts<'_>> {
-    let after_scheme = if url.len() >= 8 && url[..8].eq_ignore_ascii_case("https://") {
+    let starts_with = |prefix: &str| {
+        url.get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    let after_scheme = if starts_with("https://") {
         8
-    } else if url.len() >= 7 && url[..7].eq_ignore_ascii_case("http://") {
+    } else if starts_with("http://") {
         7
     } else if url.starts_with("//") {
         2
@@ -312,6 +316,16 @@ mod tests {
             )),
             None
         );
+    }
+
+    #[test]
+    fn non_ascii_input_never_panics() {
+        let s = signer("");
+        for input in ["ᦥ?<ஏൣ", "httpsé//x", "//ஏ/x", "url(ஏ", "ஏ 1x, ஏ"] {
+            assert_eq!(s.sign(input), None);
+            let _ = s.sign_srcset(input);
+            let _ = s.sign_css(input);
+        }
     }
 
     #[test]
