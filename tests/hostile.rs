@@ -202,3 +202,45 @@ async fn the_hostile_input_catalogue() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_h2_client_resetting_a_stream_mid_body_does_not_hurt_the_connection() {
+    use http_body_util::BodyExt;
+    let cdn = TestCdn::builder()
+        .body(
+            H,
+            FileBody::Generated {
+                len: 8 * 1024 * 1024,
+            },
+        )
+        .file("CupXxkCQZ22cS5FdMSaB", &b"small"[..])
+        .start()
+        .await;
+    let gateway = TestGateway::start(&one_route("proxy", "/img/", &cdn.url(), "")).await;
+    let h2 = h2_client();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        for _ in 0..3 {
+            let request = http::Request::get(gateway.url(&format!("/img/{H}")))
+                .body(
+                    http_body_util::Empty::new()
+                        .map_err(|never| match never {})
+                        .boxed(),
+                )
+                .expect("request");
+            let mut body = h2.request(request).await.expect("answer").into_body();
+            body.frame().await.expect("a frame").expect("data");
+            drop(body); // RST_STREAM mid-body
+            let small = send_with(
+                &h2,
+                http::Method::GET,
+                &gateway.url("/img/CupXxkCQZ22cS5FdMSaB"),
+                &[],
+            )
+            .await;
+            assert_eq!(small.status, http::StatusCode::OK);
+            assert_eq!(&small.body[..], b"small");
+        }
+    })
+    .await
+    .expect("within 10 s");
+}
