@@ -42,7 +42,7 @@ async fn read_head(stream: &mut TcpStream) {
 
 /// Closes with RST instead of FIN.
 fn reset(stream: TcpStream) {
-    let _ = stream.set_linger(Some(Duration::ZERO));
+    let _ = stream.set_zero_linger();
     drop(stream);
 }
 
