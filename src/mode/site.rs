@@ -212,13 +212,13 @@ fn restrict_accept_encoding(headers: &mut HeaderMap) {
 
 /// Whether the client is asking for something signgate will rewrite (a page or JSON).
 fn wants_rewritable(headers: &HeaderMap) -> bool {
+    // Images, scripts and styles keep their revalidation; pages and API calls lose it.
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("*/*");
+        .unwrap_or_default();
     let destination = headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok());
     accept.contains("text/html")
         || accept.contains("json")
-        || accept.contains("*/*")
-        || matches!(destination, Some("document" | "iframe"))
+        || matches!(destination, Some("document" | "iframe" | "empty"))
 }
