@@ -17,6 +17,10 @@ use signgate::rewrite::decompress::{Decompressor, Encoding};
 use signgate::rewrite::{CdnUrlSigner, Chain, HtmlTransform, Transform};
 use signgate::router::Router;
 
+/// The allocator the `signgate` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NOW: u64 = 1_800_000_000;
 const CHUNK: usize = 16 * 1024;
 

@@ -1,6 +1,8 @@
-//! A sharded LRU of signed credentials, so cores do not queue on one lock.
+//! A sharded LRU of values that hold for one expiry bucket (signed credentials, signed URLs), so
+//! cores do not queue on one lock.
 
-use std::hash::{BuildHasher, RandomState};
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -32,22 +34,26 @@ impl CacheOutcome {
     }
 }
 
-struct Shard {
-    lru: LruCache<CacheKey, Arc<Credentials>>,
+struct Shard<K, V> {
+    /// Each value with the expiry it was made for.
+    lru: LruCache<K, (u64, Arc<V>)>,
     hits: u64,
     misses: u64,
 }
 
-/// Signed credentials per key, bounded to `capacity` entries in all.
+/// Values per key, reused while they carry the current expiry, bounded to `capacity` entries.
 ///
 /// A std `Mutex` is right here: the critical section is a hash lookup, never held across an
 /// `.await`, and cheaper than an async lock.
-pub struct CredentialCache {
-    shards: Box<[Mutex<Shard>]>,
+pub struct BucketCache<K, V> {
+    shards: Box<[Mutex<Shard<K, V>>]>,
     hasher: RandomState,
 }
 
-impl CredentialCache {
+/// Signed credentials per handle, for one route.
+pub type CredentialCache = BucketCache<CacheKey, Credentials>;
+
+impl<K: Hash + Eq, V> BucketCache<K, V> {
     /// A cache of at most `capacity` entries, split over a few shards per core.
     pub fn new(capacity: NonZeroUsize) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
@@ -72,27 +78,38 @@ impl CredentialCache {
         }
     }
 
-    /// Returns the cached credentials for `key` if they carry `expiry`, or signs new ones with
-    /// `sign` (outside the lock) and caches them.
-    pub fn get_or_sign(
+    /// Returns the value cached for `key` if it was made for `expiry`, or makes a new one with
+    /// `make` (outside the lock) and caches it. `make` may decline (`None`): nothing is cached.
+    pub fn get_or_make<Q>(
         &self,
-        key: CacheKey,
+        key: &Q,
         expiry: u64,
-        sign: impl FnOnce() -> Credentials,
-    ) -> (Arc<Credentials>, CacheOutcome) {
-        let shard = self.shard(&key);
+        make: impl FnOnce() -> Option<V>,
+    ) -> Option<(Arc<V>, CacheOutcome)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let shard = self.shard(key);
         {
             let mut guard = lock(shard);
-            if let Some(found) = guard.lru.get(&key).filter(|c| c.expiry == expiry).cloned() {
+            let found = guard
+                .lru
+                .get(key)
+                .filter(|(made_for, _)| *made_for == expiry)
+                .map(|(_, value)| Arc::clone(value));
+            if let Some(found) = found {
                 guard.hits += 1;
-                return (found, CacheOutcome::Hit);
+                return Some((found, CacheOutcome::Hit));
             }
             guard.misses += 1;
         }
-        // Two requests missing at once both sign; the results are byte-identical, so either wins.
-        let fresh = Arc::new(sign());
-        lock(shard).lru.put(key, Arc::clone(&fresh));
-        (fresh, CacheOutcome::Miss)
+        // Two requests missing at once both make it; the results are byte-identical.
+        let fresh = Arc::new(make()?);
+        lock(shard)
+            .lru
+            .put(key.to_owned(), (expiry, Arc::clone(&fresh)));
+        Some((fresh, CacheOutcome::Miss))
     }
 
     /// Entries held now.
@@ -115,7 +132,7 @@ impl CredentialCache {
         self.shards.iter().map(|s| lock(s).misses).sum()
     }
 
-    fn shard(&self, key: &CacheKey) -> &Mutex<Shard> {
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Mutex<Shard<K, V>> {
         let hash = self.hasher.hash_one(key);
         // Truncating the hash is fine: any bits spread keys evenly.
         &self.shards[(hash as usize) % self.shards.len()]
@@ -124,7 +141,7 @@ impl CredentialCache {
 
 /// A panic while holding a shard cannot leave it inconsistent (puts are atomic), so a poisoned
 /// lock is still usable.
-fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+fn lock<K, V>(shard: &Mutex<Shard<K, V>>) -> MutexGuard<'_, Shard<K, V>> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -149,15 +166,38 @@ mod tests {
     #[test]
     fn reuses_while_the_expiry_holds_and_resigns_after() {
         let cache = CredentialCache::new(NonZeroUsize::new(10).expect("non-zero"));
-        let (a, outcome) = cache.get_or_sign(key(1), 100, || creds(100, "a"));
+        let get = |expiry, tag| {
+            cache
+                .get_or_make(&key(1), expiry, || Some(creds(expiry, tag)))
+                .expect("made")
+        };
+        let (a, outcome) = get(100, "a");
         assert_eq!(outcome, CacheOutcome::Miss);
-        let (b, outcome) = cache.get_or_sign(key(1), 100, || creds(100, "b"));
+        let (b, outcome) = get(100, "b");
         assert_eq!(outcome, CacheOutcome::Hit);
         assert!(Arc::ptr_eq(&a, &b));
-        let (c, outcome) = cache.get_or_sign(key(1), 200, || creds(200, "c"));
+        let (c, outcome) = get(200, "c");
         assert_eq!(outcome, CacheOutcome::Miss);
         assert_eq!(c.policy, "c");
         assert_eq!((cache.hits(), cache.misses()), (1, 2));
+    }
+
+    #[test]
+    fn string_keys_are_looked_up_by_str_and_declined_values_are_not_cached() {
+        let cache: BucketCache<String, String> =
+            BucketCache::new(NonZeroUsize::new(4).expect("non-zero"));
+        assert!(cache.get_or_make("a", 1, || None).is_none());
+        assert!(cache.is_empty());
+        let made = cache.get_or_make("a", 1, || Some("A".to_owned()));
+        assert_eq!(
+            made.map(|(v, o)| (v.to_string(), o)),
+            Some(("A".into(), CacheOutcome::Miss))
+        );
+        let hit = cache.get_or_make("a", 1, || None);
+        assert_eq!(
+            hit.map(|(v, o)| (v.to_string(), o)),
+            Some(("A".into(), CacheOutcome::Hit))
+        );
     }
 
     #[test]
@@ -165,7 +205,7 @@ mod tests {
         for capacity in [1, 3, 7, 64, 1000] {
             let cache = CredentialCache::new(NonZeroUsize::new(capacity).expect("non-zero"));
             for i in 0..capacity * 5 {
-                cache.get_or_sign(key(i), 1, || creds(1, "x"));
+                cache.get_or_make(&key(i), 1, || Some(creds(1, "x")));
             }
             assert!(cache.len() <= capacity, "{} > {capacity}", cache.len());
             assert!(!cache.is_empty());

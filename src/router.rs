@@ -2,10 +2,15 @@
 
 use std::sync::Arc;
 
-use crate::config::{Config, Route};
+use crate::cache::BucketCache;
+use crate::config::{Config, Mode, Route};
 use crate::error::StartupError;
 use crate::signer::RouteSigner;
 use crate::upstream::UpstreamClient;
+
+/// Most signed URLs a site route keeps (a few hundred bytes each, so a few MiB at most).
+const SIGNED_URL_CACHE_MAX: std::num::NonZeroUsize =
+    std::num::NonZeroUsize::new(20_000).expect("20000 is not zero");
 
 /// A route ready to serve: its config, its signer (and cache), its upstream client.
 pub struct ActiveRoute {
@@ -15,6 +20,9 @@ pub struct ActiveRoute {
     pub signer: RouteSigner,
     /// The upstream client, for routes with an upstream.
     pub upstream: Option<UpstreamClient>,
+    /// Site routes: signed forms of the URLs their pages carry, per expiry bucket, so a page
+    /// served again is rewritten from cache.
+    pub signed_urls: Option<BucketCache<String, String>>,
 }
 
 /// All routes, longest prefix first.
@@ -33,10 +41,13 @@ impl Router {
                     Some(_) => Some(UpstreamClient::new(route)?),
                     None => None,
                 };
+                let signed_urls = (route.mode == Mode::Site)
+                    .then(|| BucketCache::new(route.signing.cache_size.min(SIGNED_URL_CACHE_MAX)));
                 Ok(Arc::new(ActiveRoute {
                     signer: RouteSigner::new(route),
                     route: route.clone(),
                     upstream,
+                    signed_urls,
                 }))
             })
             .collect::<Result<Vec<_>, StartupError>>()?;

@@ -49,8 +49,15 @@ impl RouteSigner {
         handle: Option<Handle>,
     ) -> (Arc<Credentials>, CacheOutcome) {
         let expiry = self.expiry_at(now);
-        self.cache.get_or_sign(CacheKey(handle), expiry, || {
-            self.sign_uncached(expiry, handle)
+        let cached = self.cache.get_or_make(&CacheKey(handle), expiry, || {
+            Some(self.sign_uncached(expiry, handle))
+        });
+        // The maker above never declines; signing directly covers the type, not a real case.
+        cached.unwrap_or_else(|| {
+            (
+                Arc::new(self.sign_uncached(expiry, handle)),
+                CacheOutcome::Miss,
+            )
         })
     }
 

@@ -234,11 +234,15 @@ fn rewrite_element(el: &mut Element<'_, '_>, signer: &CdnUrlSigner) -> ElementHa
 
 /// Rewrites one attribute with `sign`, which gets the value with `&amp;` decoded and returns the
 /// new value, or `None` to leave it untouched.
-fn rewrite_attribute(
+fn rewrite_attribute<S>(
     el: &mut Element<'_, '_>,
     name: &str,
-    sign: impl Fn(&str) -> Option<String>,
-) -> ElementHandlerResult {
+    sign: impl Fn(&str) -> Option<S>,
+) -> ElementHandlerResult
+where
+    S: std::ops::Deref,
+    S::Target: AsRef<str>,
+{
     let Some(raw) = el.get_attribute(name) else {
         return Ok(());
     };
@@ -248,7 +252,7 @@ fn rewrite_attribute(
         Cow::Borrowed(raw.as_str())
     };
     if let Some(signed) = sign(&value) {
-        el.set_attribute(name, &signed.replace('&', "&amp;"))?;
+        el.set_attribute(name, &(*signed).as_ref().replace('&', "&amp;"))?;
     }
     Ok(())
 }
@@ -324,7 +328,7 @@ fn sign_json_strings(value: &mut serde_json::Value, signer: &CdnUrlSigner) -> bo
     match value {
         serde_json::Value::String(s) => match signer.sign(s) {
             Some(signed) => {
-                *s = signed;
+                *s = String::clone(&signed);
                 true
             }
             None => false,
@@ -346,7 +350,7 @@ pub fn rewrite_url_headers(headers: &mut HeaderMap, signer: &CdnUrlSigner) {
             .get(&name)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| signer.sign(v.trim()))
-            .and_then(|s| HeaderValue::try_from(s).ok());
+            .and_then(|s| HeaderValue::try_from(s.as_str()).ok());
         if let Some(value) = signed {
             headers.insert(name, value);
         }

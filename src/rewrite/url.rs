@@ -28,7 +28,16 @@ impl CdnUrlSigner {
     ///
     /// Credentials already in the URL are replaced, never doubled; transformation tasks are only
     /// signed where the route allows `convert`. Fragment and other query parameters are kept.
-    pub fn sign(&self, url: &str) -> Option<String> {
+    pub fn sign(&self, url: &str) -> Option<Arc<String>> {
+        match &self.route.signed_urls {
+            Some(cache) => cache
+                .get_or_make(url, self.expiry(), || self.sign_fresh(url))
+                .map(|(signed, _)| signed),
+            None => self.sign_fresh(url).map(Arc::new),
+        }
+    }
+
+    fn sign_fresh(&self, url: &str) -> Option<String> {
         let parts = split_url(url)?;
         if !self.is_rewrite_host(parts.host) {
             return None;
