@@ -328,6 +328,31 @@ mod tests {
     }
 
     #[test]
+    fn cached_signed_urls_never_outlive_their_bucket() {
+        let toml = "[signing]\nsecret_env = \"S\"\nbucket = \"5m\"\n[[route]]\nname = \"site\"\nprefix = \"/\"\n\
+                    mode = \"site\"\nupstream = \"http://127.0.0.1:3000\"\n";
+        let config = Config::from_toml_str(toml, |_| Some("s".into())).expect("valid");
+        let router = Router::new(&config).expect("router");
+        let route = router.find("/").expect("route").0.clone();
+        let url = format!("https://cdn.filestackcontent.com/{H}");
+        let first = CdnUrlSigner::new(Arc::clone(&route), NOW + 1)
+            .sign(&url)
+            .expect("signed");
+        let same_bucket = CdnUrlSigner::new(Arc::clone(&route), NOW + 300)
+            .sign(&url)
+            .expect("signed");
+        assert!(
+            Arc::ptr_eq(&first, &same_bucket),
+            "served from the cache within the bucket"
+        );
+        let next_bucket = CdnUrlSigner::new(route, NOW + 301)
+            .sign(&url)
+            .expect("signed");
+        assert_ne!(next_bucket, first);
+        assert!(valid(&next_bucket));
+    }
+
+    #[test]
     fn non_ascii_input_never_panics() {
         let s = signer("");
         for input in ["ᦥ?<ஏൣ", "httpsé//x", "//ஏ/x", "url(ஏ", "ஏ 1x, ஏ"] {
