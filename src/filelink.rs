@@ -83,7 +83,7 @@ impl<'a> FileRef<'a> {
             if !is_task(task) {
                 return Err(FileRefError::BadTask);
             }
-            if !is_security_task(task) {
+            if !is_credential_task(task) {
                 kept.push(task);
             }
         }
@@ -103,6 +103,18 @@ impl<'a> FileRef<'a> {
 pub fn is_security_task(task: &str) -> bool {
     task.get(..9)
         .is_some_and(|name| name.eq_ignore_ascii_case("security="))
+}
+
+/// Whether a task could carry client credentials: `security=`, or any task whose name mentions
+/// `security`, `policy` or `signature` in any case (`fsecurity=p:…,s:…` included). Dropped.
+fn is_credential_task(task: &str) -> bool {
+    let name = task
+        .split_once('=')
+        .map_or(task, |(name, _)| name)
+        .to_ascii_lowercase();
+    ["security", "policy", "signature"]
+        .iter()
+        .any(|word| name.contains(word))
 }
 
 /// A transformation task: a lowercase name, optionally `=` and parameters, in a strict alphabet.
@@ -232,7 +244,7 @@ mod tests {
 
     #[test]
     fn parses_tasks_then_handle_and_drops_client_credentials() {
-        let path = format!("resize=width:300/SECURITY=p:x,s:y/flip/{H}");
+        let path = format!("resize=width:300/SECURITY=p:x,s:y/flip/fsecurity=p:x,s:y/policy=x/{H}");
         let file = FileRef::parse(&path).expect("parses");
         assert_eq!(file.tasks, vec!["resize=width:300", "flip"]);
         assert_eq!(file.handle.as_str(), H);

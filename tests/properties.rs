@@ -155,3 +155,20 @@ proptest! {
         let _ = rewrite(&html, 7);
     }
 }
+
+/// Inputs the fuzzer found (`fuzz/`, target `rewrite_attr`): a fragment holding `policy=` and a
+/// task named `fsecurity=` each made a signed URL read as carrying two credential sets.
+#[test]
+fn fuzz_regressions_give_one_credential_set() {
+    let signer = site_signer();
+    for input in [
+        "https://CDN.filestackcontent.com/KW9EJhYtS6y48Whm2S6D?polisya=ctle&sigxature=stale#topckcontent.com/KW9EJh'tS6y4~Whm2S6D?policy=sta\u{16}e&signature=",
+        "https://cdn.filestackcontent.com/fsecurity=p:eyJ6,s:ab/KW9Eity=666666666666666666666666666666666666666666p:eyJ9,s=ab/KW9EJhYtS6y48Whm2S6D",
+    ] {
+        if let Some(out) = signer.sign(input) {
+            let sets = out.matches("policy=").count() + out.matches("security=").count();
+            assert_eq!(sets, 1, "{out}");
+            assert_eq!(signer.sign(&out).as_deref(), Some(&*out));
+        }
+    }
+}

@@ -56,7 +56,15 @@ impl CdnUrlSigner {
             &credentials,
             self.route.route.signing.url_style,
         );
-        if let Some(fragment) = parts.fragment {
+        // A fragment never reaches the CDN; one that looks like credentials is dropped anyway,
+        // so a signed URL never reads as carrying two sets.
+        let fragment = parts.fragment.filter(|f| {
+            let lower = f.to_ascii_lowercase();
+            !["policy", "signature", "security"]
+                .iter()
+                .any(|w| lower.contains(w))
+        });
+        if let Some(fragment) = fragment {
             signed.push('#');
             signed.push_str(fragment);
         }
