@@ -219,7 +219,11 @@ fn on_element(
 /// Signs every URL-bearing attribute of one element.
 fn rewrite_element(el: &mut Element<'_, '_>, signer: &CdnUrlSigner) -> ElementHandlerResult {
     for name in URL_ATTRIBUTES {
-        rewrite_attribute(el, name, |v| signer.sign(v))?;
+        if let Some(raw) = el.get_attribute(name)
+            && let Some(signed) = signer.sign_html_attribute(&raw)
+        {
+            el.set_attribute(name, &signed)?;
+        }
     }
     for name in SRCSET_ATTRIBUTES {
         rewrite_attribute(el, name, |v| signer.sign_srcset(v))?;
@@ -227,7 +231,11 @@ fn rewrite_element(el: &mut Element<'_, '_>, signer: &CdnUrlSigner) -> ElementHa
     rewrite_attribute(el, "style", |v| signer.sign_css(v))?;
     if el.tag_name() == "meta" {
         // og:image, twitter:image and friends: a meta whose whole content is a CDN URL.
-        rewrite_attribute(el, "content", |v| signer.sign(v.trim()))?;
+        if let Some(raw) = el.get_attribute("content")
+            && let Some(signed) = signer.sign_html_attribute(raw.trim())
+        {
+            el.set_attribute("content", &signed)?;
+        }
     }
     Ok(())
 }
@@ -328,7 +336,7 @@ fn sign_json_strings(value: &mut serde_json::Value, signer: &CdnUrlSigner) -> bo
     match value {
         serde_json::Value::String(s) => match signer.sign(s) {
             Some(signed) => {
-                *s = String::clone(&signed);
+                *s = signed;
                 true
             }
             None => false,

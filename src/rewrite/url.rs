@@ -28,16 +28,7 @@ impl CdnUrlSigner {
     ///
     /// Credentials already in the URL are replaced, never doubled; transformation tasks are only
     /// signed where the route allows `convert`. Fragment and other query parameters are kept.
-    pub fn sign(&self, url: &str) -> Option<Arc<String>> {
-        match &self.route.signed_urls {
-            Some(cache) => cache
-                .get_or_make(url, self.expiry(), || self.sign_fresh(url))
-                .map(|(signed, _)| signed),
-            None => self.sign_fresh(url).map(Arc::new),
-        }
-    }
-
-    fn sign_fresh(&self, url: &str) -> Option<String> {
+    pub fn sign(&self, url: &str) -> Option<String> {
         let parts = split_url(url)?;
         if !self.is_rewrite_host(parts.host) {
             return None;
@@ -69,6 +60,22 @@ impl CdnUrlSigner {
             signed.push_str(fragment);
         }
         Some(signed)
+    }
+
+    /// [`CdnUrlSigner::sign`] for an HTML attribute value as written (`&amp;` and all): the new
+    /// value to write, escaped for HTML. Cached per route for the expiry bucket, so a page
+    /// served again is rewritten from cache.
+    pub fn sign_html_attribute(&self, raw: &str) -> Option<Arc<String>> {
+        let make = || {
+            let value = raw.replace("&amp;", "&");
+            self.sign(&value).map(|signed| signed.replace('&', "&amp;"))
+        };
+        match &self.route.signed_urls {
+            Some(cache) => cache
+                .get_or_make(raw, self.expiry(), make)
+                .map(|(signed, _)| signed),
+            None => make().map(Arc::new),
+        }
     }
 
     fn is_rewrite_host(&self, host: &str) -> bool {
@@ -343,21 +350,20 @@ mod tests {
         let router = Router::new(&config).expect("router");
         let route = router.find("/").expect("route").0.clone();
         let url = format!("https://cdn.filestackcontent.com/{H}");
-        let first = CdnUrlSigner::new(Arc::clone(&route), NOW + 1)
-            .sign(&url)
-            .expect("signed");
-        let same_bucket = CdnUrlSigner::new(Arc::clone(&route), NOW + 300)
-            .sign(&url)
-            .expect("signed");
+        let at = |now| {
+            CdnUrlSigner::new(Arc::clone(&route), now)
+                .sign_html_attribute(&url)
+                .expect("signed")
+        };
+        let first = at(NOW + 1);
+        let same_bucket = at(NOW + 300);
         assert!(
             Arc::ptr_eq(&first, &same_bucket),
             "served from the cache within the bucket"
         );
-        let next_bucket = CdnUrlSigner::new(route, NOW + 301)
-            .sign(&url)
-            .expect("signed");
+        let next_bucket = at(NOW + 301);
         assert_ne!(next_bucket, first);
-        assert!(valid(&next_bucket));
+        assert!(valid(&next_bucket.replace("&amp;", "&")));
     }
 
     #[test]
