@@ -607,31 +607,18 @@ fn build_route(
         ));
     }
 
-    let json_rewrite_limit = match (&raw.json_rewrite_limit, mode) {
-        (None, _) => DEFAULT_JSON_REWRITE_LIMIT,
-        (Some(size), Mode::Site) => {
-            parse_size(size).map_err(|r| invalid(key("json_rewrite_limit"), r))?
-        }
-        (Some(_), _) => {
-            return Err(invalid(
-                key("json_rewrite_limit"),
-                "only applies to site routes",
-            ));
-        }
-    };
-
-    let max_request_body = match (&raw.max_request_body, mode) {
-        (None, _) => DEFAULT_MAX_REQUEST_BODY,
-        (Some(size), Mode::Site) => {
-            parse_size(size).map_err(|r| invalid(key("max_request_body"), r))?
-        }
-        (Some(_), _) => {
-            return Err(invalid(
-                key("max_request_body"),
-                "only applies to site routes",
-            ));
-        }
-    };
+    let json_rewrite_limit = site_only_size(
+        raw.json_rewrite_limit.as_ref(),
+        mode,
+        DEFAULT_JSON_REWRITE_LIMIT,
+        &key("json_rewrite_limit"),
+    )?;
+    let max_request_body = site_only_size(
+        raw.max_request_body.as_ref(),
+        mode,
+        DEFAULT_MAX_REQUEST_BODY,
+        &key("max_request_body"),
+    )?;
     let cors_origins = match (raw.cors_origins.clone(), mode) {
         (None, _) => Vec::new(),
         (Some(origins), Mode::UploadPolicy) => {
@@ -685,6 +672,20 @@ fn build_route(
         cors_origins,
         max_request_body,
     })
+}
+
+/// A size key that only site routes take.
+fn site_only_size(
+    raw: Option<&RawSize>,
+    mode: Mode,
+    default: u64,
+    key: &str,
+) -> Result<u64, ConfigError> {
+    match (raw, mode) {
+        (None, _) => Ok(default),
+        (Some(size), Mode::Site) => parse_size(size).map_err(|r| invalid(key, r)),
+        (Some(_), _) => Err(invalid(key, "only applies to site routes")),
+    }
 }
 
 fn optional_duration(

@@ -514,11 +514,22 @@ pub async fn send_with(
     url: &str,
     headers: &[(&str, &str)],
 ) -> Answer {
+    send_full(client, method, url, headers, Bytes::new()).await
+}
+
+/// Sends a request with `body` and reads the whole answer, within 10 s.
+pub async fn send_full(
+    client: &Client<HttpConnector, TestBody>,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Answer {
     let mut request = Request::builder().method(method).uri(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(full(Bytes::new())).expect("request");
+    let request = request.body(full(body)).expect("request");
     tokio::time::timeout(Duration::from_secs(10), async {
         let response = client.request(request).await.expect("gateway answers");
         let (parts, body) = response.into_parts();
@@ -625,21 +636,5 @@ pub async fn send_body(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Answer {
-    let mut request = Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request.body(full(body)).expect("request");
-    tokio::time::timeout(Duration::from_secs(10), async {
-        let response = client().request(request).await.expect("gateway answers");
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.expect("body").to_bytes();
-        Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
-    })
-    .await
-    .expect("answered within 10 s")
+    send_full(&client(), method, url, headers, body.into()).await
 }
