@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
 
-use crate::body::{BoxError, ResponseBody};
+use crate::body::{BoxError, ResponseBody, full};
 use crate::config::ConfigError;
 
 /// Who a failure is down to; sets the log level.
@@ -111,11 +110,7 @@ impl ProxyError {
     /// The response for this error: its status and a short `text/plain` body.
     pub fn into_response(self) -> Response<ResponseBody> {
         let message = self.public_message();
-        let mut response = Response::new(
-            Full::new(Bytes::from_static(message.as_bytes()))
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        );
+        let mut response = Response::new(full(Bytes::from_static(message.as_bytes())));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(
