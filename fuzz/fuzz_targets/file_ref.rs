@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
     let stripped = strip_client_credentials(input);
     // Same phrasing as `parsers_never_panic` in tests/properties.rs.
     for pair in stripped.split('&') {
-        let name = pair.split('=').next().unwrap_or_default().to_ascii_lowercase();
+        let name = pair
+            .split('=')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         assert!(
             !name.contains("policy") && !name.contains("signature"),
             "credential parameter survived stripping: {pair:?} (input {input:?}, stripped {stripped:?})"
