@@ -42,12 +42,11 @@
 //! VM is about ±10 % (occasionally an nginx run drops to ~27k req/s with a 40 ms p99).
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -68,6 +67,12 @@ use signgate::workers::Workers;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+mod support;
+use support::{
+    Spawned, clock_ticks_per_second, command_output, cpu_ticks, env_u64, exit_with_parent,
+    first_stdout_line, free_port, machine_line, stat_fields, status_kib, tool_exists,
+};
 
 /// Which role a re-executed copy of this binary plays: `origin` or `gateway`.
 const ROLE_ENV: &str = "SIGNGATE_LOAD_ROLE";
@@ -246,21 +251,11 @@ fn gateway_state(upstream: &str) -> Arc<AppState> {
 // Role processes (re-executed under `taskset -c 1`).
 
 fn run_role(role: &str) -> ExitCode {
-    // Stop by ourselves: when the parent closes our stdin (or dies), or at the deadline.
-    std::thread::spawn(|| {
-        let mut sink = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
-        std::process::exit(0);
-    });
     let deadline = std::env::var(DEADLINE_ENV)
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(deadline));
-        eprintln!("load bench {ROLE_ENV} process: deadline reached, exiting");
-        std::process::exit(3);
-    });
+    exit_with_parent(role, deadline);
 
     let multi_thread = std::env::var(RUNTIME_ENV).is_ok_and(|flavor| flavor == "multi_thread");
     if role == "gateway" && !multi_thread {
@@ -374,59 +369,6 @@ fn smoke() {
     );
 }
 
-// ---------------------------------------------------------------------------------------------
-// Child processes, killed on drop.
-
-struct Spawned {
-    name: String,
-    child: Child,
-    /// Closing it tells a role process to exit.
-    stdin: Option<ChildStdin>,
-    /// The child leads its own process group (`timeout`), which gets the signals.
-    group: bool,
-}
-
-impl Spawned {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        if self.exited() {
-            return;
-        }
-        let pid = self.pid().to_string();
-        if self.group {
-            // `timeout` passes SIGTERM on to nginx (master and worker).
-            let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        } else {
-            let _ = self.child.kill();
-        }
-        let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until {
-            if self.exited() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("{} did not stop; killing it", self.name);
-        if self.group {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .status();
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Re-executes this binary as `role` on the server core; returns it and the port it listens on.
 fn spawn_role(role: &str, env: &[(&str, &str)], deadline: u64) -> Result<(Spawned, u16), String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
@@ -446,34 +388,20 @@ fn spawn_role(role: &str, env: &[(&str, &str)], deadline: u64) -> Result<(Spawne
         .spawn()
         .map_err(|e| format!("cannot start {role}: {e}"))?;
     let stdin = child.stdin.take();
-    let stdout = child.stdout.take();
+    let line = first_stdout_line(&mut child, role, Duration::from_secs(15));
     let spawned = Spawned {
         name: role.to_owned(),
         child,
         stdin,
         group: false,
     };
-    let stdout = stdout.ok_or("no stdout")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(15))
-        .map_err(|_| format!("{role} did not report ready within 15 s"))?;
+    let line = line?;
     let port = line
         .trim()
         .strip_prefix("READY ")
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| format!("{role} said {line:?} instead of READY <port>"))?;
     Ok((spawned, port))
-}
-
-fn free_port() -> Result<u16, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
 }
 
 fn spawn_nginx(dir: &Path, origin_port: u16, deadline: u64) -> Result<(Spawned, u16), String> {
@@ -591,29 +519,6 @@ fn nginx_worker(dir: &Path) -> Result<u32, String> {
 // ---------------------------------------------------------------------------------------------
 // /proc readings.
 
-/// Fields of `/proc/PID/stat` after `(comm)`: index 0 is the state, 11 utime, 12 stime.
-fn stat_fields(stat: &str) -> Vec<&str> {
-    stat.rsplit_once(')')
-        .map_or_else(Vec::new, |(_, rest)| rest.split_whitespace().collect())
-}
-
-/// User and system CPU time of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields = stat_fields(&stat);
-    let field = |i: usize| fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
-    (field(11), field(12))
-}
-
-fn clock_ticks_per_second() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100)
-}
-
 /// Context switches of all threads of a process (voluntary + involuntary), and its thread count.
 fn context_switches(pid: u32) -> (u64, usize) {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -634,27 +539,6 @@ fn context_switches(pid: u32) -> (u64, usize) {
             .sum::<u64>();
     }
     (switches, threads)
-}
-
-/// `VmRSS` or `VmHWM` of a process, in KiB.
-fn status_kib(pid: u32, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-fn command_output(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .map(|o| {
-            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&o.stderr));
-            text.trim().to_owned()
-        })
-        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -905,17 +789,6 @@ struct Row {
     switches: (f64, usize),
 }
 
-fn env_u64(name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, String> {
-    match std::env::var(name) {
-        Err(_) => Ok(default),
-        Ok(text) => text
-            .parse()
-            .ok()
-            .filter(|v| range.contains(v))
-            .ok_or_else(|| format!("{name} must be a number in {range:?}, got {text:?}")),
-    }
-}
-
 fn bench() -> Result<(), String> {
     let missing: Vec<&str> = ["wrk", "nginx", "taskset", "timeout"]
         .into_iter()
@@ -1078,14 +951,6 @@ fn bench() -> Result<(), String> {
     Ok(())
 }
 
-fn tool_exists(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir: PathBuf| dir.join(tool).is_file())
-    }) || ["/usr/sbin", "/sbin"]
-        .iter()
-        .any(|dir| Path::new(dir).join(tool).is_file())
-}
-
 fn fmt_us(us: f64) -> String {
     if us >= 1000.0 {
         format!("{:.2} ms", us / 1000.0)
@@ -1095,26 +960,16 @@ fn fmt_us(us: f64) -> String {
 }
 
 fn print_report(rows: &[Row], gateway: &Memory, nginx: &Memory, seconds: u64, connections: u64) {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
     println!();
     println!(
         "signgate load bench: {seconds} s per target after {WARMUP_SECONDS} s warm-up, wrk {} thread(s) x {connections} connections on core {LOAD_CORE}, servers on core {SERVER_CORE}, 2 KiB bodies, {HANDLES} handles",
         connections.min(2)
     );
     println!(
-        "machine: nproc {}, {model}, kernel {}; {}; {}; date {}",
-        command_output("nproc", &[]),
-        command_output("uname", &["-r"]),
+        "machine: {}; {}; {}",
+        machine_line(),
         command_output("nginx", &["-v"]),
         command_output("wrk", &["-v"]).lines().next().unwrap_or(""),
-        command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
     );
     println!();
     println!(

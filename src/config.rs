@@ -102,7 +102,8 @@ pub struct Config {
 pub struct ServerConfig {
     /// `listen`: address to bind. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// `max_connections`: client connections served at once. Default 10000.
+    /// `max_connections`: client connections each worker serves at once; more wait in the
+    /// kernel backlog. Default 10000.
     pub max_connections: NonZeroUsize,
     /// `header_read_timeout`: time a client has to send request headers. Default 10s.
     pub header_read_timeout: Duration,

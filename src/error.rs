@@ -140,6 +140,9 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    /// A runtime, worker thread or signal handler could not be set up.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     /// The OS gave no random bytes for the demo's secret.
     #[error("no random bytes available for the demo's secret")]
     NoRandomness,

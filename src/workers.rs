@@ -51,8 +51,25 @@ impl Workers {
         self,
         config: &Config,
         clock: Arc<dyn Clock>,
-        shutdown: impl Future<Output = ()> + Send + 'static,
+        shutdown: impl Future<Output = ()>,
     ) -> Result<(), StartupError> {
+        let signals = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(StartupError::Runtime)?;
+        let running = self.start(config, clock)?;
+        signals.block_on(shutdown);
+        running.stop();
+        Ok(())
+    }
+
+    /// Starts serving `config` on every listener, one thread and runtime each, and returns at
+    /// once; [`RunningWorkers::stop`] drains and joins them.
+    pub fn start(
+        self,
+        config: &Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<RunningWorkers, StartupError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut threads = Vec::with_capacity(self.listeners.len());
         for (index, listener) in self.listeners.into_iter().enumerate() {
@@ -73,29 +90,30 @@ impl Workers {
                         .await
                     })
                 })
-                .map_err(|source| StartupError::Bind {
-                    addr: self.addr,
-                    source,
-                })?;
+                .map_err(StartupError::Runtime)?;
             threads.push(thread);
         }
-        let signals = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|source| StartupError::Bind {
-                addr: self.addr,
-                source,
-            })?;
-        signals.block_on(shutdown);
-        let _ = stop_tx.send(true);
-        for thread in threads {
+        Ok(RunningWorkers { stop_tx, threads })
+    }
+}
+
+/// Workers serving in their threads.
+pub struct RunningWorkers {
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningWorkers {
+    /// Stops accepting, lets every worker drain (up to `shutdown_grace`), and waits for them.
+    pub fn stop(self) {
+        let _ = self.stop_tx.send(true);
+        for thread in self.threads {
             match thread.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "worker stopped with an error"),
                 Err(_) => tracing::error!("worker panicked"),
             }
         }
-        Ok(())
     }
 }
 

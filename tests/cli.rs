@@ -213,21 +213,30 @@ fn explain_tells_valid_from_tampered_expired_and_wrong_handle() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-#[test]
-fn run_serves_until_sigterm_then_exits_0() {
-    use std::io::{BufRead, BufReader, Read, Write as _};
+/// A config for `signgate run` on a free port, one upload-policy route.
+fn run_config(workers: usize) -> tempfile::NamedTempFile {
     let mut file = tempfile::NamedTempFile::new().expect("temp file");
     write!(
         file,
-        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n[signing]\nsecret_env = \"SIGNGATE_TEST_SECRET\"\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = {workers}\n[signing]\nsecret_env = \"SIGNGATE_TEST_SECRET\"\n\
          [[route]]\nname = \"upload\"\nprefix = \"/upload-policy\"\nmode = \"upload-policy\"\n"
     )
     .expect("write");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_signgate"))
-        .args(["run", "--config", file.path().to_str().expect("utf-8")])
+    file
+}
+
+/// Starts `signgate run --config CONFIG` through `sh -c`, after the shell commands in `before`;
+/// returns the child and the address it printed.
+fn start_run(config: &tempfile::NamedTempFile, before: &str) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{before} exec \"$0\" run --config \"$1\""))
+        .arg(env!("CARGO_BIN_EXE_signgate"))
+        .arg(config.path())
         .env("SIGNGATE_TEST_SECRET", SECRET)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("starts");
     let mut line = String::new();
@@ -240,21 +249,24 @@ fn run_serves_until_sigterm_then_exits_0() {
         .next()
         .expect("address")
         .to_owned();
-    for _ in 0..4 {
-        let mut stream = std::net::TcpStream::connect(&addr).expect("connects");
-        stream
-            .write_all(b"GET /upload-policy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .expect("request");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("answer");
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        assert!(answer.contains("\"signature\":\"") && !answer.contains(SECRET));
-    }
+    (child, addr)
+}
+
+/// Sends SIGTERM and returns the exit code and what the process wrote to stderr.
+fn stop_run(mut child: std::process::Child) -> (Option<i32>, String) {
+    use std::io::Read;
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(killed.success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -266,5 +278,55 @@ fn run_serves_until_sigterm_then_exits_0() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    assert_eq!(status.code(), Some(0));
+    (status.code(), stderr)
+}
+
+#[test]
+fn run_serves_until_sigterm_then_exits_0() {
+    use std::io::{Read, Write as _};
+    let config = run_config(2);
+    let (child, addr) = start_run(&config, "");
+    for _ in 0..4 {
+        let mut stream = std::net::TcpStream::connect(&addr).expect("connects");
+        stream
+            .write_all(b"GET /upload-policy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("request");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("answer");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("\"signature\":\"") && !answer.contains(SECRET));
+    }
+    let (code, _) = stop_run(child);
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn run_exits_0_on_sigterm_right_after_it_starts_listening() {
+    let config = run_config(1);
+    let (child, _) = start_run(&config, "");
+    let (code, _) = stop_run(child);
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn run_raises_the_open_file_limit_and_warns_when_the_hard_limit_is_short() {
+    // The default max_connections (10,000) needs far more than a hard limit of 1,024.
+    let config = run_config(1);
+    let (child, addr) = start_run(&config, "ulimit -Sn 256 && ulimit -Hn 1024 &&");
+    assert!(addr.starts_with("127.0.0.1:"), "{addr:?}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).expect("limits");
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let fields: Vec<&str> = open_files.split_whitespace().collect();
+    assert_eq!(fields[3..5], ["1024", "1024"], "{open_files}");
+    let (code, stderr) = stop_run(child);
+    assert_eq!(code, Some(0));
+    assert!(
+        stderr.contains("open-file limit is 1024")
+            && stderr.contains("20064")
+            && stderr.contains("server.max_connections"),
+        "{stderr}"
+    );
 }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use super::run::{init_tracing, shutdown_signal};
+use super::run::{ShutdownSignals, init_tracing};
 use super::{EXIT_OK, EXIT_USAGE};
 use crate::demo::Demo;
 
@@ -28,6 +28,13 @@ pub fn run(listen: SocketAddr) -> ExitCode {
                 return ExitCode::from(EXIT_USAGE);
             }
         };
+        let signals = match ShutdownSignals::install() {
+            Ok(signals) => signals,
+            Err(e) => {
+                eprintln!("signgate: cannot catch SIGINT and SIGTERM: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
         println!("signgate demo: open http://{}/", demo.gateway);
         println!(
             "  the gallery site (no secret, bare CDN URLs): http://{}/",
@@ -38,7 +45,7 @@ pub fn run(listen: SocketAddr) -> ExitCode {
             demo.cdn
         );
         println!("  a secret was generated for this run only; Ctrl-C to stop");
-        match demo.serve(shutdown_signal()).await {
+        match demo.serve(signals.recv()).await {
             Ok(()) => ExitCode::from(EXIT_OK),
             Err(e) => {
                 eprintln!("signgate: {e}");

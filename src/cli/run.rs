@@ -8,6 +8,7 @@ use super::{EXIT_OK, EXIT_USAGE};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::error::StartupError;
+use crate::fdlimit::FdBudget;
 use crate::workers::Workers;
 
 /// Runs the gateway from the config at `path`: one single-threaded runtime per worker, until
@@ -28,10 +29,29 @@ fn run_workers(path: &Path) -> Result<(), StartupError> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
+    match FdBudget::raise_for(&config.server) {
+        Ok(budget) => match budget.warning() {
+            Some(warning) => tracing::warn!("{warning}"),
+            None => tracing::debug!(limit = budget.limit, "open-file limit"),
+        },
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartupError::Runtime)?;
+    let signals = {
+        let _context = runtime.enter();
+        ShutdownSignals::install().map_err(StartupError::Runtime)?
+    };
     let workers = Workers::bind(config.server.listen, config.server.workers.get())?;
-    tracing::info!(local = %workers.addr, routes = config.routes.len(), workers = config.server.workers.get(), "signgate listening");
-    println!("signgate listening on http://{}", workers.addr);
-    workers.run(&config, Arc::new(SystemClock), shutdown_signal())
+    let addr = workers.addr;
+    let running = workers.start(&config, Arc::new(SystemClock))?;
+    tracing::info!(local = %addr, routes = config.routes.len(), workers = config.server.workers.get(), "signgate listening");
+    println!("signgate listening on http://{addr}");
+    runtime.block_on(signals.recv());
+    running.stop();
+    Ok(())
 }
 
 /// Logs to stderr; `RUST_LOG` sets the filter (default `info`).
@@ -45,26 +65,40 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// SIGINT and SIGTERM, caught from the moment this is built, so a signal that arrives between
+/// "listening" and the first poll still means a clean stop rather than the default kill.
+pub struct ShutdownSignals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers; call it inside a tokio runtime.
+    pub fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = terminate => tracing::info!("SIGTERM received"),
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Resolves on the first SIGINT or SIGTERM.
+    pub async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received"),
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("Ctrl-C received");
+        }
     }
 }
