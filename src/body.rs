@@ -87,6 +87,47 @@ where
     }
 }
 
+/// A body that keeps `guard` alive until the body is dropped: the upstream connection permit
+/// stays taken while the response streams on that connection.
+pub struct Holding<B, G> {
+    inner: B,
+    _guard: G,
+}
+
+impl<B, G> Holding<B, G> {
+    /// Wraps `inner`, keeping `guard` until the body is dropped.
+    pub fn new(inner: B, guard: G) -> Self {
+        Self {
+            inner,
+            _guard: guard,
+        }
+    }
+}
+
+impl<B, G> Body for Holding<B, G>
+where
+    B: Body + Unpin,
+    G: Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// What the access log line says about one request, filled in as it is answered.
 #[derive(Debug, Clone)]
 pub struct AccessLog {

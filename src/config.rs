@@ -37,6 +37,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default longest pause between two pieces of an upstream body.
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `max_upstream_connections`: requests in flight to one route's upstream, per worker.
+pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 1024;
 /// Default largest JSON answer a site route holds to rewrite; larger ones pass untouched.
 pub const DEFAULT_JSON_REWRITE_LIMIT: u64 = 1024 * 1024;
 /// Default largest request body a site route forwards.
@@ -263,6 +265,18 @@ pub struct Route {
     /// `cors_origins` (upload-policy routes): origins whose pages may fetch the policy (`"*"`
     /// for any). Default none: same-origin pages only.
     pub cors_origins: Vec<String>,
+    /// `max_upstream_connections` (proxy and site routes): requests in flight to the upstream
+    /// at once, per worker, each on its own HTTP/1.1 connection; more wait for one within
+    /// `response_timeout`, then get 503. Idle pooled connections are capped at the same number.
+    /// Default 1024.
+    pub max_upstream_connections: NonZeroUsize,
+}
+
+impl Route {
+    /// Whether requests on this route are fetched from its upstream (proxy and site routes).
+    pub fn fetches_upstream(&self) -> bool {
+        matches!(self.mode, Mode::Proxy | Mode::Site)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -328,6 +342,7 @@ struct RawRoute {
     json_rewrite_limit: Option<RawSize>,
     cors_origins: Option<Vec<String>>,
     max_request_body: Option<RawSize>,
+    max_upstream_connections: Option<usize>,
     // The [signing] keys, each overridable per route (serde's flatten cannot deny unknown keys).
     secret: Option<toml::Value>,
     secret_env: Option<String>,
@@ -650,6 +665,19 @@ fn build_route(
         }
     };
 
+    let max_upstream_connections = match (raw.max_upstream_connections, mode) {
+        (None, _) => NonZeroUsize::new(DEFAULT_MAX_UPSTREAM_CONNECTIONS)
+            .ok_or_else(|| invalid(key("max_upstream_connections"), "must be at least 1"))?,
+        (Some(n), Mode::Proxy | Mode::Site) => NonZeroUsize::new(n)
+            .ok_or_else(|| invalid(key("max_upstream_connections"), "must be at least 1"))?,
+        (Some(_), _) => {
+            return Err(invalid(
+                key("max_upstream_connections"),
+                "only applies to proxy and site routes, which fetch from their upstream",
+            ));
+        }
+    };
+
     let overrides = raw.signing_overrides();
     let signing = build_signing(&overrides, defaults, env, &name)?;
     Ok(Route {
@@ -672,6 +700,7 @@ fn build_route(
         json_rewrite_limit,
         cors_origins,
         max_request_body,
+        max_upstream_connections,
     })
 }
 

@@ -50,6 +50,9 @@ pub enum ProxyError {
     /// The upstream sent no response headers within the route's `response_timeout`.
     #[error("upstream timed out after {0:?}")]
     UpstreamTimeout(Duration),
+    /// Every upstream connection the route allows stayed busy for its `response_timeout`.
+    #[error("upstream connection limit reached")]
+    UpstreamBusy,
     /// The upstream answered something unusable.
     #[error("bad upstream response")]
     UpstreamBroken(#[source] BoxError),
@@ -71,6 +74,7 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -86,6 +90,7 @@ impl ProxyError {
             | ProxyError::BodyTooLarge => Blame::Client,
             ProxyError::UpstreamUnreachable(_)
             | ProxyError::UpstreamTimeout(_)
+            | ProxyError::UpstreamBusy
             | ProxyError::UpstreamBroken(_) => Blame::Upstream,
             ProxyError::Internal(_) => Blame::Internal,
         }
@@ -103,6 +108,7 @@ impl ProxyError {
             ProxyError::UpstreamUnreachable(_) => "bad gateway: upstream unreachable\n",
             ProxyError::UpstreamBroken(_) => "bad gateway: bad upstream response\n",
             ProxyError::UpstreamTimeout(_) => "gateway timeout\n",
+            ProxyError::UpstreamBusy => "service unavailable: upstream busy\n",
             ProxyError::Internal(_) => "internal error\n",
         }
     }
@@ -181,6 +187,7 @@ mod tests {
                 504,
                 Blame::Upstream,
             ),
+            (ProxyError::UpstreamBusy, 503, Blame::Upstream),
             (ProxyError::Internal(io()), 500, Blame::Internal),
         ];
         for (error, status, blame) in table {

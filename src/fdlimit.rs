@@ -5,7 +5,7 @@
 //! limit; without raising it, the default `max_connections` would run into `EMFILE` long before
 //! its own limit.
 
-use crate::config::ServerConfig;
+use crate::config::Config;
 
 /// Descriptors set aside for listeners, log and config files, trust roots and the runtime.
 const RESERVED: u64 = 64;
@@ -15,25 +15,31 @@ const RESERVED: u64 = 64;
 pub struct FdBudget {
     /// The soft limit after raising.
     pub limit: u64,
-    /// Two descriptors per allowed client connection (it may hold an upstream connection while
-    /// it streams), for every worker, plus a reserve.
+    /// For every worker: `max_connections` client connections and each fetching route's
+    /// `max_upstream_connections`; plus a reserve.
     pub needed: u64,
 }
 
 impl FdBudget {
-    /// What `server` can need: `max_connections` per worker, each with its upstream connection.
-    pub fn needed_for(server: &ServerConfig) -> u64 {
-        let connections = u64::try_from(server.max_connections.get()).unwrap_or(u64::MAX);
-        let workers = u64::try_from(server.workers.get()).unwrap_or(u64::MAX);
-        connections
-            .saturating_mul(workers)
-            .saturating_mul(2)
+    /// What `config` can need: per worker, every client connection it accepts and every
+    /// upstream connection its fetching routes may open.
+    pub fn needed_for(config: &Config) -> u64 {
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let upstream: u64 = config
+            .routes
+            .iter()
+            .filter(|route| route.fetches_upstream())
+            .map(|route| count(route.max_upstream_connections.get()))
+            .fold(0, u64::saturating_add);
+        count(config.server.max_connections.get())
+            .saturating_add(upstream)
+            .saturating_mul(count(config.server.workers.get()))
             .saturating_add(RESERVED)
     }
 
-    /// Raises the soft limit towards what `server` can need (never past the hard limit).
-    pub fn raise_for(server: &ServerConfig) -> std::io::Result<Self> {
-        let needed = Self::needed_for(server);
+    /// Raises the soft limit towards what `config` can need (never past the hard limit).
+    pub fn raise_for(config: &Config) -> std::io::Result<Self> {
+        let needed = Self::needed_for(config);
         let limit = rlimit::increase_nofile_limit(needed)?;
         Ok(Self { limit, needed })
     }
@@ -42,10 +48,10 @@ impl FdBudget {
     pub fn warning(&self) -> Option<String> {
         (self.limit < self.needed).then(|| {
             format!(
-                "the open-file limit is {} but `server.max_connections` × `server.workers` can \
-                 need {} descriptors; connections past the limit wait in the backlog. Raise the \
-                 hard limit (`ulimit -Hn`, systemd `LimitNOFILE=`) or lower \
-                 `server.max_connections`",
+                "the open-file limit is {} but `server.max_connections` and the routes' \
+                 `max_upstream_connections`, per worker, can need {} descriptors; past the limit, \
+                 connections fail. Raise the hard limit (`ulimit -Hn`, systemd \
+                 `LimitNOFILE=`) or lower those keys",
                 self.limit, self.needed
             )
         })
@@ -55,26 +61,32 @@ impl FdBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
-    fn server(toml: &str) -> ServerConfig {
+    fn config(toml: &str) -> Config {
         let toml = format!(
-            "{toml}\n[signing]\nsecret_env = \"S\"\n[[route]]\nname = \"r\"\nprefix = \"/r/\"\n\
-             mode = \"redirect\"\nupstream = \"https://cdn.example\"\n"
+            "{toml}\n[signing]\nsecret_env = \"S\"\n\
+             [[route]]\nname = \"img\"\nprefix = \"/img/\"\nmode = \"proxy\"\n\
+             upstream = \"https://cdn.example\"\nmax_upstream_connections = 300\n\
+             [[route]]\nname = \"site\"\nprefix = \"/\"\nmode = \"site\"\n\
+             upstream = \"http://127.0.0.1:3000\"\n\
+             [[route]]\nname = \"go\"\nprefix = \"/go/\"\nmode = \"redirect\"\n\
+             upstream = \"https://cdn.example\"\n"
         );
-        Config::from_toml_str(&toml, |_| Some("secret".into()))
-            .expect("valid config")
-            .server
+        Config::from_toml_str(&toml, |_| Some("secret".into())).expect("valid config")
     }
 
     #[test]
-    fn needs_two_descriptors_per_connection_per_worker_plus_a_reserve() {
-        let server = server("[server]\nmax_connections = 1000\nworkers = 2");
-        assert_eq!(FdBudget::needed_for(&server), 4000 + RESERVED);
+    fn needs_every_client_and_upstream_connection_of_every_worker_plus_a_reserve() {
+        // Proxy 300 + site 1024 (the default); the redirect route never fetches.
+        let config = config("[server]\nmax_connections = 1000\nworkers = 2");
+        assert_eq!(
+            FdBudget::needed_for(&config),
+            2 * (1000 + 300 + 1024) + RESERVED
+        );
     }
 
     #[test]
-    fn warns_only_below_the_need_and_names_the_key() {
+    fn warns_only_below_the_need_and_names_the_keys() {
         let enough = FdBudget {
             limit: 5000,
             needed: 4064,
@@ -89,14 +101,18 @@ mod tests {
             warning.contains("1024") && warning.contains("4064"),
             "{warning}"
         );
-        assert!(warning.contains("server.max_connections"), "{warning}");
+        assert!(
+            warning.contains("server.max_connections")
+                && warning.contains("max_upstream_connections"),
+            "{warning}"
+        );
     }
 
     #[test]
     fn raising_never_lowers_the_limit() {
         let before = rlimit::Resource::NOFILE.get().expect("getrlimit").0;
-        let server = server("[server]\nmax_connections = 1\nworkers = 1");
-        let budget = FdBudget::raise_for(&server).expect("raise");
+        let config = config("[server]\nmax_connections = 1\nworkers = 1");
+        let budget = FdBudget::raise_for(&config).expect("raise");
         assert!(budget.limit >= before.min(budget.needed));
         assert!(rlimit::Resource::NOFILE.get().expect("getrlimit").0 >= before);
     }

@@ -11,8 +11,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use tokio::sync::Semaphore;
 
-use crate::body::{BoxError, IdleTimeout, ResponseBody};
+use crate::body::{BoxError, Holding, IdleTimeout, ResponseBody};
 use crate::config::{Route, Timeouts};
 use crate::error::{ProxyError, StartupError};
 use http_body_util::BodyExt;
@@ -45,11 +46,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-/// A pooled client for one route's upstream, with that route's timeouts and trust roots.
+/// A pooled client for one route's upstream, with that route's timeouts, trust roots and
+/// connection limit.
 #[derive(Clone)]
 pub struct UpstreamClient {
     client: Client<HttpsConnector<HttpConnector>, ResponseBody>,
     timeouts: Timeouts,
+    /// One per request in flight (and so per HTTP/1.1 connection in use): at most
+    /// `max_upstream_connections`.
+    permits: Arc<Semaphore>,
 }
 
 impl UpstreamClient {
@@ -95,24 +100,34 @@ impl UpstreamClient {
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(http);
+        let max_connections = route.max_upstream_connections.get();
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .pool_max_idle_per_host(max_connections)
             .build(https);
         Ok(Self {
             client,
             timeouts: route.timeouts,
+            permits: Arc::new(Semaphore::new(max_connections)),
         })
     }
 
-    /// Sends `request` upstream. Response headers must come within `response_timeout`; the body
-    /// then fails if it pauses longer than `body_idle_timeout`. Hop-by-hop headers are stripped.
+    /// Sends `request` upstream once a connection permit is free. The permit and the response
+    /// headers must both come within `response_timeout` (503 when no permit came, 504 when the
+    /// headers did not); the body then fails if it pauses longer than `body_idle_timeout`, and
+    /// holds the permit until it is dropped. Hop-by-hop headers are stripped.
     pub async fn send(
         &self,
         request: Request<ResponseBody>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let response = tokio::time::timeout(self.timeouts.response, self.client.request(request))
+        let deadline = tokio::time::Instant::now() + self.timeouts.response;
+        let permit = tokio::time::timeout_at(deadline, Arc::clone(&self.permits).acquire_owned())
+            .await
+            .map_err(|_| ProxyError::UpstreamBusy)?
+            .map_err(|e| ProxyError::Internal(e.into()))?;
+        let response = tokio::time::timeout_at(deadline, self.client.request(request))
             .await
             .map_err(|_| ProxyError::UpstreamTimeout(self.timeouts.response))?
             .map_err(|e| {
@@ -126,7 +141,8 @@ impl UpstreamClient {
             })?;
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let body = IdleTimeout::new(body.map_err(BoxError::from), self.timeouts.body_idle);
+        let body = Holding::new(body.map_err(BoxError::from), permit);
+        let body = IdleTimeout::new(body, self.timeouts.body_idle);
         Ok(Response::from_parts(parts, body.boxed_unsync()))
     }
 }

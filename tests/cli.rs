@@ -325,7 +325,7 @@ fn run_raises_the_open_file_limit_and_warns_when_the_hard_limit_is_short() {
     assert_eq!(code, Some(0));
     assert!(
         stderr.contains("open-file limit is 1024")
-            && stderr.contains("20064")
+            && stderr.contains("10064")
             && stderr.contains("server.max_connections"),
         "{stderr}"
     );

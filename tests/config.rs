@@ -242,6 +242,20 @@ fn every_bad_config_names_the_key_and_the_reason() {
             &["`cors_origins`", "only applies to upload-policy"],
         ),
         (
+            format!("{SIGNING}{PROXY}max_upstream_connections = 0\n"),
+            &["route `images`: `max_upstream_connections`", "at least 1"],
+        ),
+        (
+            format!(
+                "{SIGNING}[[route]]\nname = \"go\"\nprefix = \"/go/\"\nmode = \"redirect\"\n\
+                 upstream = \"https://cdn.filestackcontent.com\"\nmax_upstream_connections = 8\n"
+            ),
+            &[
+                "`max_upstream_connections`",
+                "only applies to proxy and site",
+            ],
+        ),
+        (
             format!("{SIGNING}{PROXY}json_rewrite_limit = 5\n"),
             &["`json_rewrite_limit`", "only applies to site"],
         ),

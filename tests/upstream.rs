@@ -185,6 +185,69 @@ async fn an_upstream_stalling_before_headers_yields_504_within_its_timeout() {
 }
 
 #[tokio::test]
+async fn max_upstream_connections_caps_requests_in_flight_the_rest_wait_or_get_503() {
+    let (body, gate) = gated_file();
+    let cdn = TestCdn::builder().body(H, body).start().await;
+    let gateway = TestGateway::start(&one_route(
+        "proxy",
+        "/img/",
+        &cdn.url(),
+        "max_upstream_connections = 2\nresponse_timeout = \"400ms\"",
+    ))
+    .await;
+    let url = gateway.url(&format!("/img/{H}"));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        // Two downloads in flight, each holding its upstream connection mid-body.
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let response = client().request(request(&url)).await.expect("answer");
+            assert_eq!(response.status(), StatusCode::OK);
+            let mut body = response.into_body();
+            body.frame().await.expect("a frame").expect("data");
+            held.push(body);
+        }
+        // A third waits for a connection, never reaches the CDN, and gets 503 when
+        // response_timeout passes.
+        let started = Instant::now();
+        let third = get(&url).await;
+        assert_eq!(
+            third.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            third.text()
+        );
+        assert_eq!(third.text(), "service unavailable: upstream busy\n");
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        assert_eq!(cdn.received().len(), 2, "the third request reached the CDN");
+
+        // A fourth, sent while both are still held, waits and is served once one finishes.
+        let fourth = tokio::spawn({
+            let url = url.clone();
+            async move { get(&url).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(cdn.received().len(), 2, "the fourth went past the limit");
+        let releaser = tokio::spawn(async move {
+            loop {
+                gate.release.notify_waiters();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        for body in held {
+            let rest = body.collect().await.expect("rest").to_bytes();
+            assert_eq!(&rest[..], b"second chunk");
+        }
+        let fourth = fourth.await.expect("task");
+        assert_eq!(fourth.status, StatusCode::OK);
+        assert_eq!(fourth.text(), "first chunk;second chunk");
+        assert_eq!(cdn.received().len(), 3);
+        releaser.abort();
+    })
+    .await
+    .expect("within 10 s");
+}
+
+#[tokio::test]
 async fn an_upstream_body_pausing_too_long_cuts_the_response() {
     let (body, _gate) = gated_file();
     let cdn = TestCdn::builder().body(H, body).start().await;

@@ -29,7 +29,7 @@ fn run_workers(path: &Path) -> Result<(), StartupError> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    match FdBudget::raise_for(&config.server) {
+    match FdBudget::raise_for(&config) {
         Ok(budget) => match budget.warning() {
             Some(warning) => tracing::warn!("{warning}"),
             None => tracing::debug!(limit = budget.limit, "open-file limit"),
@@ -62,6 +62,8 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal, never into a log file or the journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

@@ -1,0 +1,1193 @@
+//! Connections and soak: the `signgate` binary itself (`signgate run`), in front of a stand-in
+//! CDN that verifies every signature, under two bounded loads on 127.0.0.1.
+//!
+//! - **hold**: 10,000 keep-alive connections opened and held together for 60 s, each sending a
+//!   `GET /img/HANDLE` about once a second (a 0.5–1.5 s pause between answers). Passes with
+//!   zero errors: every answer 200 with the whole body, no connection lost, all 10,000 open
+//!   together for the whole window.
+//! - **soak**: 10 minutes of closed-loop traffic from 256 connections, each reconnecting after
+//!   1,000 requests, over a million handles (so the credential LRU keeps evicting) and a mix of
+//!   proxy (with and without a resize task), redirect, site pages rewritten as they stream, and
+//!   bad handles. signgate's RSS and open descriptors are sampled every 10 s. Passes with zero
+//!   errors and flat memory: after the first minute (caches filling), RSS grows by less than
+//!   5 % (or 4 MiB) to the end.
+//!
+//! Each phase starts a fresh gateway. The stand-in CDN runs on core 0, the gateway on core 1
+//! (`taskset`), the clients in this process. The gateway logs at `warn` (no access log), like
+//! nginx with `access_log off`; its log is checked for errors at the end.
+//!
+//! Run (about 13 minutes; needs `taskset` from util-linux and an open-file hard limit of at
+//! least 11,000, which this raises itself when it may):
+//! ```text
+//! cargo bench --bench soak
+//! ```
+//! Environment: `SOAK_PHASES` (`hold,soak` by default; one of them to run only it),
+//! `SOAK_CONNECTIONS` (hold, default 10000), `SOAK_HOLD_SECONDS` (default 60),
+//! `SOAK_PAUSE_MS` (hold, mean pause between a connection's requests, default 1000),
+//! `SOAK_MINUTES` (default 10), `SOAK_SAMPLE_SECONDS` (default 10), `SOAK_CLIENTS` (soak
+//! connections, default 256).
+//!
+//! Without `--bench` (as under `cargo test --benches`) both phases run in miniature (50
+//! connections for 2 s, then 3 s of soak), unpinned, as a check that the harness works.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use signgate::policy::Call;
+use signgate::secret::Secret;
+use signgate::verify::verify_at;
+use tokio::net::{TcpListener, TcpStream};
+
+mod support;
+use support::{
+    Spawned, clock_ticks_per_second, cpu_ticks, env_u64, exit_with_parent, first_stdout_line,
+    machine_line, open_fds, status_kib, tool_exists,
+};
+
+/// The allocator `signgate run` uses (the clients here allocate too; keep them comparable).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Set in the re-executed copy of this binary that plays the stand-in CDN.
+const ROLE_ENV: &str = "SIGNGATE_SOAK_ROLE";
+/// The CDN role exits by itself after this many seconds, whatever happens to the parent.
+const DEADLINE_ENV: &str = "SIGNGATE_SOAK_DEADLINE_SECS";
+/// The environment variable the gateway's config names in `secret_env`.
+const SECRET_ENV: &str = "SIGNGATE_SOAK_SECRET";
+const SECRET: &str = "soak-bench-secret-not-a-real-one-0123456789";
+
+const BODY_LEN: usize = 2048;
+/// Handles the soak draws from: ten times the default credential cache.
+const HANDLE_SPACE: u64 = 1_000_000;
+/// Images on each gallery page the site route rewrites.
+const PAGE_IMAGES: u64 = 40;
+/// A soak connection reconnects after this many requests (accept and close paths stay busy).
+const REQUESTS_PER_CONNECTION: u64 = 1000;
+/// Time a client waits for any one answer before counting an error.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+const CDN_CORE: &str = "0";
+const GATEWAY_CORE: &str = "1";
+
+fn handle(i: u64) -> String {
+    format!("h{i:0>19}")
+}
+
+fn main() -> ExitCode {
+    if std::env::var(ROLE_ENV).is_ok() {
+        return run_cdn_role();
+    }
+    let full = std::env::args().skip(1).any(|a| a == "--bench");
+    match run(full) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("soak bench failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stand-in CDN (and gallery site): a re-executed copy of this binary.
+
+fn run_cdn_role() -> ExitCode {
+    let deadline = std::env::var(DEADLINE_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1800);
+    exit_with_parent("cdn", deadline);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cdn: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let listener = match TcpListener::bind("127.0.0.1:0").await {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("cdn: bind: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let port = listener.local_addr().map_or(0, |a| a.port());
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "READY {port}");
+        let _ = out.flush();
+        drop(out);
+        serve_cdn(listener).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// `/gallery?seed=N`: an HTML page of bare CDN URLs. Anything else is a file fetch, which must
+/// carry valid credentials (403 otherwise, as the real CDN answers).
+async fn serve_cdn(listener: TcpListener) {
+    let secret = Arc::new(Secret::from_bytes(SECRET.as_bytes()));
+    let body = Bytes::from(
+        (0..BODY_LEN)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let secret = Arc::clone(&secret);
+        let body = body.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                std::future::ready(Ok::<_, Infallible>(cdn_answer(&request, &secret, &body)))
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn cdn_answer(request: &Request<Incoming>, secret: &Secret, body: &Bytes) -> Response<Full<Bytes>> {
+    let uri = request.uri();
+    if uri.path() == "/gallery" {
+        let seed = uri
+            .query()
+            .and_then(|q| q.strip_prefix("seed="))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
+        return with_type(Response::new(Full::new(gallery_page(seed))), "text/html");
+    }
+    let url = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match verify_at(url, secret, now, Call::Read) {
+        Ok(_) => with_type(Response::new(Full::new(body.clone())), "image/png"),
+        Err(reason) => {
+            let mut response = Response::new(Full::new(Bytes::from(format!("{reason}\n"))));
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            response
+        }
+    }
+}
+
+fn with_type(
+    mut response: Response<Full<Bytes>>,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// A gallery page: `PAGE_IMAGES` bare CDN images (with a `srcset`) drawn from the handle space.
+fn gallery_page(seed: u64) -> Bytes {
+    let mut rng = XorShift::new(seed);
+    let mut page = String::from(
+        "<!doctype html><html><head><title>Gallery</title>\
+         <link rel=\"stylesheet\" href=\"/style.css\"></head><body><h1>Pop Art</h1><main>\n",
+    );
+    for _ in 0..PAGE_IMAGES {
+        let h = handle(rng.below(HANDLE_SPACE));
+        page.push_str(&format!(
+            "<figure><img src=\"https://cdn.filestackcontent.com/{h}\" \
+             srcset=\"https://cdn.filestackcontent.com/resize=width:300/{h} 300w\" \
+             alt=\"picture {h}\" loading=\"lazy\"><figcaption>Picture {h}, from the \
+             gallery's collection.</figcaption></figure>\n"
+        ));
+    }
+    page.push_str("</main></body></html>\n");
+    Bytes::from(page)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes: the CDN role and `signgate run`.
+
+/// Starts the stand-in CDN (on `core`, when pinning); returns it and its port.
+fn spawn_cdn(core: Option<&str>, deadline: u64) -> Result<(Spawned, u16), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let mut command = pinned(core, &exe);
+    command
+        .env(ROLE_ENV, "cdn")
+        .env(DEADLINE_ENV, deadline.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start the CDN: {e}"))?;
+    let stdin = child.stdin.take();
+    let line = first_stdout_line(&mut child, "the CDN", Duration::from_secs(15));
+    let spawned = Spawned {
+        name: "cdn".into(),
+        child,
+        stdin,
+        group: false,
+    };
+    let line = line?;
+    let port = line
+        .trim()
+        .strip_prefix("READY ")
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("the CDN said {line:?} instead of READY <port>"))?;
+    Ok((spawned, port))
+}
+
+/// `program` under `taskset -c core`, or plain when `core` is `None`.
+fn pinned(core: Option<&str>, program: &Path) -> Command {
+    match core {
+        Some(core) => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", core]).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Writes the gateway's config: a proxy, a redirect and a site route, all on the stand-in.
+fn write_config(
+    dir: &Path,
+    cdn_port: u16,
+    max_connections: u64,
+) -> Result<std::path::PathBuf, String> {
+    let upstream = format!("http://127.0.0.1:{cdn_port}");
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\nmax_connections = {max_connections}\n\
+         [signing]\nsecret_env = \"{SECRET_ENV}\"\n\
+         [[route]]\nname = \"images\"\nprefix = \"/img/\"\nmode = \"proxy\"\nupstream = \"{upstream}\"\n\
+         calls = [\"read\", \"convert\"]\n\
+         [[route]]\nname = \"links\"\nprefix = \"/go/\"\nmode = \"redirect\"\nupstream = \"{upstream}\"\n\
+         [[route]]\nname = \"site\"\nprefix = \"/\"\nmode = \"site\"\nupstream = \"{upstream}\"\n\
+         calls = [\"read\", \"convert\"]\n"
+    );
+    let path = dir.join("soak.toml");
+    std::fs::write(&path, toml).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// A running `signgate run`, its address and its log file.
+struct Gateway {
+    process: Spawned,
+    addr: SocketAddr,
+    log: std::path::PathBuf,
+}
+
+fn spawn_gateway(config: &Path, core: Option<&str>) -> Result<Gateway, String> {
+    let log = config.with_file_name("gateway.log");
+    let log_file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut child = pinned(core, Path::new(env!("CARGO_BIN_EXE_signgate")))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env(SECRET_ENV, SECRET)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .map_err(|e| format!("cannot start signgate: {e}"))?;
+    let line = first_stdout_line(&mut child, "signgate", Duration::from_secs(15));
+    let process = Spawned {
+        name: "signgate".into(),
+        child,
+        stdin: None,
+        group: false,
+    };
+    let line = line?;
+    let addr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("signgate said {line:?} instead of its address"))?;
+    Ok(Gateway { process, addr, log })
+}
+
+impl Gateway {
+    fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Lines at `WARN` or `ERROR` in the gateway's log, except the open-file-limit warning at
+    /// start (printed, not counted): the config allows more connections than the limit can back
+    /// with an upstream connection each, which this traffic never needs.
+    fn complaints(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let (limit, rest): (Vec<&str>, Vec<&str>) = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .partition(|l| l.contains("open-file limit is"));
+        for line in limit {
+            eprintln!("note: signgate said: {line}");
+        }
+        rest.into_iter().map(str::to_owned).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients.
+
+/// A tiny xorshift generator: reproducible pauses, handles and mixes without a dependency.
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What a request asks for, and so what its answer must be.
+#[derive(Clone, Copy)]
+enum Ask {
+    /// `/img/HANDLE` or `/img/resize=width:300/HANDLE`: 200 with the whole file.
+    File,
+    /// `/go/HANDLE`: 307 to a signed URL.
+    Redirect,
+    /// `/gallery`: 200, every image signed.
+    Page,
+    /// `/img/` and a bad handle: 400.
+    BadHandle,
+}
+
+/// The soak's mix: 85 % files, 5 % resized files, 4 % redirects, 4 % pages, 2 % bad handles.
+fn soak_request(rng: &mut XorShift) -> (Ask, String) {
+    let h = handle(rng.below(HANDLE_SPACE));
+    match rng.below(100) {
+        0..85 => (Ask::File, format!("/img/{h}")),
+        85..90 => (Ask::File, format!("/img/resize=width:300/{h}")),
+        90..94 => (Ask::Redirect, format!("/go/{h}")),
+        94..98 => (Ask::Page, format!("/gallery?seed={}", rng.next() % 100_000)),
+        _ => (Ask::BadHandle, "/img/not-a-handle!".to_owned()),
+    }
+}
+
+/// Why an answer was wrong, or `None` when it was what `ask` must get.
+fn wrong_answer(ask: Ask, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    let signed = |text: &[u8]| {
+        let text = String::from_utf8_lossy(text);
+        text.matches("signature=").count()
+    };
+    match ask {
+        Ask::File if status == StatusCode::OK && body.len() == BODY_LEN => None,
+        Ask::File => Some(format!("file: {status}, {} bytes", body.len())),
+        Ask::Redirect
+            if status == StatusCode::TEMPORARY_REDIRECT
+                && headers
+                    .get(header::LOCATION)
+                    .is_some_and(|l| signed(l.as_bytes()) == 1) =>
+        {
+            None
+        }
+        Ask::Redirect => Some(format!("redirect: {status}")),
+        // Every `src` and every `srcset` candidate.
+        Ask::Page if status == StatusCode::OK && signed(body) == 2 * PAGE_IMAGES as usize => None,
+        Ask::Page => Some(format!("page: {status}, {} signed URLs", signed(body))),
+        Ask::BadHandle if status == StatusCode::BAD_REQUEST => None,
+        Ask::BadHandle => Some(format!("bad handle: {status}")),
+    }
+}
+
+/// Latencies in µs, log-linear buckets (1/32 relative precision), shared by every connection.
+struct Latencies {
+    counts: Vec<AtomicU64>,
+}
+
+impl Latencies {
+    const SUB: u32 = 5;
+
+    fn new() -> Self {
+        Self {
+            counts: (0..64 << Self::SUB).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn bucket(us: u64) -> usize {
+        if us < 1 << Self::SUB {
+            return us as usize;
+        }
+        let exponent = 63 - us.leading_zeros();
+        let mantissa = (us >> (exponent - Self::SUB)) & ((1 << Self::SUB) - 1);
+        (((exponent - Self::SUB + 1) << Self::SUB) as u64 + mantissa) as usize
+    }
+
+    /// The smallest latency that lands in `bucket`.
+    fn floor(bucket: usize) -> u64 {
+        let sub = 1_usize << Self::SUB;
+        if bucket < sub {
+            return bucket as u64;
+        }
+        let exponent = (bucket / sub) as u32 + Self::SUB - 1;
+        let mantissa = (bucket % sub) as u64;
+        (1 << exponent) | (mantissa << (exponent - Self::SUB))
+    }
+
+    fn record(&self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        if let Some(count) = self.counts.get(Self::bucket(us)) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets everything recorded so far.
+    fn reset(&self) {
+        for count in &self.counts {
+            count.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// p50, p99, p99.9 and the largest bucket, in µs.
+    fn summary(&self) -> String {
+        format!(
+            "p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+            self.quantile(0.5),
+            self.quantile(0.99),
+            self.quantile(0.999),
+            self.quantile(1.0)
+        )
+    }
+
+    /// The latency at quantile `q` (0..=1), in µs.
+    fn quantile(&self, q: f64) -> u64 {
+        let counts: Vec<u64> = self
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (bucket, count) in counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Self::floor(bucket);
+            }
+        }
+        0
+    }
+}
+
+/// What the clients of one phase saw.
+struct Tally {
+    requests: AtomicU64,
+    /// Connections established and not yet closed.
+    open: AtomicUsize,
+    /// Connections that ended with an error before the phase did.
+    lost: AtomicU64,
+    reconnects: AtomicU64,
+    latencies: Latencies,
+    /// Error kind → count, and the first few messages.
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            open: AtomicUsize::new(0),
+            lost: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            latencies: Latencies::new(),
+            errors: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn error(&self, kind: String) {
+        if let Ok(mut errors) = self.errors.lock() {
+            *errors.entry(kind).or_default() += 1;
+        }
+    }
+
+    fn error_count(&self) -> u64 {
+        self.errors.lock().map_or(u64::MAX, |e| e.values().sum())
+    }
+}
+
+/// Opens a keep-alive HTTP/1.1 connection to `addr`.
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, String> {
+    let stream = tokio::time::timeout(ANSWER_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect: timed out".to_owned())?
+        .map_err(|e| format!("connect: {}", e.kind()))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// [`connect`], counted in `tally`: open on success, an error and a lost connection otherwise.
+async fn open_counted(addr: SocketAddr, tally: &Tally) -> Option<SendRequest<Empty<Bytes>>> {
+    match connect(addr).await {
+        Ok(sender) => {
+            tally.open.fetch_add(1, Ordering::Relaxed);
+            Some(sender)
+        }
+        Err(e) => {
+            tally.error(e);
+            tally.lost.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// One request on `sender`: the status, headers and whole body, within `ANSWER_TIMEOUT`.
+async fn get(
+    sender: &mut SendRequest<Empty<Bytes>>,
+    path: &str,
+) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    tokio::time::timeout(ANSWER_TIMEOUT, async {
+        sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection closed: {e}"))?;
+        let request = Request::get(path)
+            .header(header::HOST, "127.0.0.1")
+            .body(Empty::new())
+            .map_err(|e| format!("request: {e}"))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok((parts.status, parts.headers, body))
+    })
+    .await
+    .map_err(|_| "no answer within 10 s".to_owned())?
+}
+
+/// Sends `path`, checks the answer against `ask`, and records it; `false` on any error.
+async fn exchange(
+    sender: &mut SendRequest<Empty<Bytes>>,
+    ask: Ask,
+    path: &str,
+    tally: &Tally,
+) -> bool {
+    let started = Instant::now();
+    match get(sender, path).await {
+        Ok((status, headers, body)) => {
+            tally.latencies.record(started.elapsed());
+            tally.requests.fetch_add(1, Ordering::Relaxed);
+            match wrong_answer(ask, status, &headers, &body) {
+                None => true,
+                Some(wrong) => {
+                    tally.error(wrong);
+                    false
+                }
+            }
+        }
+        Err(e) => {
+            tally.error(e);
+            false
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 1: hold many keep-alive connections.
+
+struct HoldSettings {
+    connections: usize,
+    hold: Duration,
+    pause: Duration,
+    sample_every: Duration,
+}
+
+/// One held connection: connect (at most `ramp` at a time), then a request every pause until
+/// `stop`. Returns nothing: the tally has it all.
+async fn held_connection(
+    addr: SocketAddr,
+    index: usize,
+    pause: Duration,
+    ramp: Arc<tokio::sync::Semaphore>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    tally: Arc<Tally>,
+) {
+    let mut rng = XorShift::new(index as u64 + 1);
+    let mut sender = {
+        let Ok(_permit) = ramp.acquire().await else {
+            return;
+        };
+        let Some(sender) = open_counted(addr, &tally).await else {
+            return;
+        };
+        sender
+    };
+    loop {
+        let path = format!("/img/{}", handle(rng.below(HANDLE_SPACE)));
+        if !exchange(&mut sender, Ask::File, &path, &tally).await {
+            tally.open.fetch_sub(1, Ordering::Relaxed);
+            tally.lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // 0.5–1.5 × the mean pause, so the requests spread out.
+        let millis = pause.as_millis() as u64;
+        let wait = Duration::from_millis(millis / 2 + rng.below(millis.max(1)));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|stopped| *stopped) => break,
+        }
+    }
+    drop(sender);
+    tally.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// A reading of the gateway process.
+#[derive(Clone, Copy)]
+struct Sample {
+    at: Duration,
+    rss_kib: u64,
+    fds: usize,
+    /// User + system CPU ticks so far.
+    cpu_ticks: u64,
+    requests: u64,
+    client_open: usize,
+}
+
+fn sample(pid: u32, started: Instant, tally: &Tally) -> Sample {
+    let (user, system) = cpu_ticks(pid);
+    Sample {
+        at: started.elapsed(),
+        rss_kib: status_kib(pid, "VmRSS").unwrap_or(0),
+        fds: open_fds(pid).unwrap_or(0),
+        cpu_ticks: user + system,
+        requests: tally.requests.load(Ordering::Relaxed),
+        client_open: tally.open.load(Ordering::Relaxed),
+    }
+}
+
+struct HoldReport {
+    before: Sample,
+    ramp: Duration,
+    samples: Vec<Sample>,
+    after: Sample,
+    peak_kib: u64,
+    min_open: usize,
+}
+
+async fn hold_phase(
+    gateway: &Gateway,
+    settings: &HoldSettings,
+    tally: Arc<Tally>,
+) -> Result<HoldReport, String> {
+    let pid = gateway.pid();
+    let started = Instant::now();
+    let before = sample(pid, started, &tally);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let ramp = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..settings.connections {
+        tasks.spawn(held_connection(
+            gateway.addr,
+            index,
+            settings.pause,
+            Arc::clone(&ramp),
+            stop_rx.clone(),
+            Arc::clone(&tally),
+        ));
+    }
+    // Ramp: until every connection is open (or one failed), within 60 s.
+    let ramp_deadline = Instant::now() + Duration::from_secs(60);
+    while tally.open.load(Ordering::Relaxed) < settings.connections {
+        if tally.lost.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+        if Instant::now() > ramp_deadline {
+            return Err(format!(
+                "only {} of {} connections open after 60 s",
+                tally.open.load(Ordering::Relaxed),
+                settings.connections
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ramp_took = started.elapsed();
+    // Latency while held, not in the opening burst (every connection's first request at once).
+    tally.latencies.reset();
+    eprintln!(
+        "hold: {} connections open after {:.1} s; holding them {} s",
+        tally.open.load(Ordering::Relaxed),
+        ramp_took.as_secs_f64(),
+        settings.hold.as_secs()
+    );
+    let hold_end = Instant::now() + settings.hold;
+    let mut samples = Vec::new();
+    let mut min_open = usize::MAX;
+    while Instant::now() < hold_end {
+        let next = (Instant::now() + settings.sample_every).min(hold_end);
+        tokio::time::sleep_until(next.into()).await;
+        let reading = sample(pid, started, &tally);
+        min_open = min_open.min(reading.client_open);
+        eprintln!(
+            "  t={:>4.0} s  open {:>6}  requests {:>8}  signgate fds {:>6}  RSS {:>6.1} MiB",
+            reading.at.as_secs_f64(),
+            reading.client_open,
+            reading.requests,
+            reading.fds,
+            reading.rss_kib as f64 / 1024.0
+        );
+        samples.push(reading);
+    }
+    let peak_kib = status_kib(pid, "VmHWM").unwrap_or(0);
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    // Let the gateway see the closes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = sample(pid, started, &tally);
+    Ok(HoldReport {
+        before,
+        ramp: ramp_took,
+        samples,
+        after,
+        peak_kib,
+        min_open,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 2: the soak.
+
+struct SoakSettings {
+    clients: usize,
+    duration: Duration,
+    sample_every: Duration,
+    /// Samples before this are the warm-up (caches filling).
+    warm_up: Duration,
+}
+
+/// One soak client: closed-loop requests from the mix, a new connection every
+/// `REQUESTS_PER_CONNECTION`, until `stop`.
+async fn soak_client(
+    addr: SocketAddr,
+    index: usize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    tally: Arc<Tally>,
+) {
+    let mut rng = XorShift::new(0x5eed_0000 + index as u64);
+    'connections: loop {
+        let Some(mut sender) = open_counted(addr, &tally).await else {
+            return;
+        };
+        for _ in 0..REQUESTS_PER_CONNECTION {
+            if *stop.borrow_and_update() {
+                tally.open.fetch_sub(1, Ordering::Relaxed);
+                break 'connections;
+            }
+            let (ask, path) = soak_request(&mut rng);
+            if !exchange(&mut sender, ask, &path, &tally).await {
+                tally.open.fetch_sub(1, Ordering::Relaxed);
+                tally.lost.fetch_add(1, Ordering::Relaxed);
+                // A failed connection is replaced, so one error does not end the soak.
+                tally.reconnects.fetch_add(1, Ordering::Relaxed);
+                continue 'connections;
+            }
+        }
+        tally.open.fetch_sub(1, Ordering::Relaxed);
+        tally.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct SoakReport {
+    before: Sample,
+    samples: Vec<Sample>,
+    after: Sample,
+    /// RSS at the end of the warm-up, the highest after it, and the growth to the end.
+    warm_kib: u64,
+    max_kib: u64,
+    /// Least-squares slope of RSS after the warm-up, KiB per minute.
+    slope_kib_per_min: f64,
+}
+
+impl SoakReport {
+    /// Growth from the end of the warm-up to the last sample, KiB (negative: it shrank).
+    fn growth_kib(&self) -> i64 {
+        let last = self.samples.last().map_or(self.warm_kib, |s| s.rss_kib);
+        last as i64 - self.warm_kib as i64
+    }
+
+    /// Flat: less than 5 % (or 4 MiB, whichever is more) from the warm-up to the end.
+    fn flat(&self) -> bool {
+        let allowed = (self.warm_kib / 20).max(4096) as i64;
+        self.growth_kib() < allowed && (self.max_kib as i64 - self.warm_kib as i64) < allowed
+    }
+}
+
+async fn soak_phase(gateway: &Gateway, settings: &SoakSettings, tally: Arc<Tally>) -> SoakReport {
+    let pid = gateway.pid();
+    let started = Instant::now();
+    let before = sample(pid, started, &tally);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..settings.clients {
+        tasks.spawn(soak_client(
+            gateway.addr,
+            index,
+            stop_rx.clone(),
+            Arc::clone(&tally),
+        ));
+    }
+    let end = started + settings.duration;
+    let mut samples = Vec::new();
+    let ticks = clock_ticks_per_second() as f64;
+    let mut previous = before;
+    while Instant::now() < end {
+        let next = (Instant::now() + settings.sample_every).min(end);
+        tokio::time::sleep_until(next.into()).await;
+        let reading = sample(pid, started, &tally);
+        let seconds = (reading.at - previous.at).as_secs_f64().max(1e-9);
+        eprintln!(
+            "  t={:>4.0} s  {:>7.0} req/s  CPU {:>3.0} %  RSS {:>6.1} MiB  fds {:>5}  errors {}",
+            reading.at.as_secs_f64(),
+            (reading.requests - previous.requests) as f64 / seconds,
+            (reading.cpu_ticks - previous.cpu_ticks) as f64 / ticks / seconds * 100.0,
+            reading.rss_kib as f64 / 1024.0,
+            reading.fds,
+            tally.error_count()
+        );
+        previous = reading;
+        samples.push(reading);
+    }
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = sample(pid, started, &tally);
+
+    let warm: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.at >= settings.warm_up)
+        .collect();
+    let warm_kib = warm.first().map_or(before.rss_kib, |s| s.rss_kib);
+    let max_kib = warm.iter().map(|s| s.rss_kib).max().unwrap_or(warm_kib);
+    SoakReport {
+        before,
+        slope_kib_per_min: slope_per_minute(&warm),
+        samples,
+        after,
+        warm_kib,
+        max_kib,
+    }
+}
+
+/// Least-squares slope of RSS over time, KiB per minute.
+fn slope_per_minute(samples: &[&Sample]) -> f64 {
+    let n = samples.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let xs: Vec<f64> = samples.iter().map(|s| s.at.as_secs_f64() / 60.0).collect();
+    let ys: Vec<f64> = samples.iter().map(|s| s.rss_kib as f64).collect();
+    let mean_x = xs.iter().sum::<f64>() / n;
+    let mean_y = ys.iter().sum::<f64>() / n;
+    let covariance: f64 = xs
+        .iter()
+        .zip(&ys)
+        .map(|(x, y)| (x - mean_x) * (y - mean_y))
+        .sum();
+    let variance: f64 = xs.iter().map(|x| (x - mean_x).powi(2)).sum();
+    if variance == 0.0 {
+        0.0
+    } else {
+        covariance / variance
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run.
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn run(full: bool) -> Result<(), String> {
+    let phases = std::env::var("SOAK_PHASES").unwrap_or_else(|_| "hold,soak".into());
+    let run_hold = phases.split(',').any(|p| p.trim() == "hold");
+    let run_soak = phases.split(',').any(|p| p.trim() == "soak");
+    if !run_hold && !run_soak {
+        return Err(format!(
+            "SOAK_PHASES names neither `hold` nor `soak`: {phases:?}"
+        ));
+    }
+    let hold = HoldSettings {
+        connections: if full {
+            env_u64("SOAK_CONNECTIONS", 10_000, 1..=60_000)?
+        } else {
+            50
+        } as usize,
+        hold: Duration::from_secs(if full {
+            env_u64("SOAK_HOLD_SECONDS", 60, 1..=3600)?
+        } else {
+            2
+        }),
+        pause: Duration::from_millis(if full {
+            env_u64("SOAK_PAUSE_MS", 1000, 1..=60_000)?
+        } else {
+            100
+        }),
+        sample_every: Duration::from_secs(if full { 5 } else { 1 }),
+    };
+    let soak = SoakSettings {
+        clients: if full {
+            env_u64("SOAK_CLIENTS", 256, 1..=10_000)?
+        } else {
+            16
+        } as usize,
+        duration: if full {
+            Duration::from_secs(60 * env_u64("SOAK_MINUTES", 10, 1..=600)?)
+        } else {
+            Duration::from_secs(3)
+        },
+        sample_every: Duration::from_secs(if full {
+            env_u64("SOAK_SAMPLE_SECONDS", 10, 1..=600)?
+        } else {
+            1
+        }),
+        warm_up: Duration::from_secs(if full { 60 } else { 1 }),
+    };
+    let (cdn_core, gateway_core) = if full {
+        if !tool_exists("taskset") {
+            return Err("needs taskset: apt-get install -y util-linux".into());
+        }
+        (Some(CDN_CORE), Some(GATEWAY_CORE))
+    } else {
+        (None, None)
+    };
+    // Descriptors: this process holds every client connection; children inherit the limit.
+    let needed = if run_hold {
+        hold.connections
+    } else {
+        soak.clients
+    } as u64
+        + 1000;
+    raise_fd_limit(needed)?;
+
+    let deadline = if full {
+        hold.hold.as_secs() + soak.duration.as_secs() + 600
+    } else {
+        120
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("signgate-soak-")
+        .tempdir()
+        .map_err(|e| format!("temp dir: {e}"))?;
+    let (cdn, cdn_port) = spawn_cdn(cdn_core, deadline)?;
+    let config = write_config(dir.path(), cdn_port, hold.connections as u64 + 1000)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+
+    println!("signgate soak bench: {}", machine_line());
+    let mut failures = Vec::new();
+    if run_hold {
+        let gateway = spawn_gateway(&config, gateway_core)?;
+        let tally = Arc::new(Tally::new());
+        let report = runtime.block_on(hold_phase(&gateway, &hold, Arc::clone(&tally)))?;
+        print_hold(&hold, &report, &tally);
+        let complaints = gateway.complaints();
+        if tally.error_count() > 0 || tally.lost.load(Ordering::Relaxed) > 0 {
+            failures.push(format!(
+                "hold: errors {:?}",
+                tally.errors.lock().map(|e| e.clone()).unwrap_or_default()
+            ));
+        }
+        if report.min_open < hold.connections {
+            failures.push(format!(
+                "hold: only {} of {} connections open at one sample",
+                report.min_open, hold.connections
+            ));
+        }
+        if !complaints.is_empty() {
+            failures.push(format!(
+                "hold: the gateway logged {} warnings, first: {}",
+                complaints.len(),
+                complaints[0]
+            ));
+        }
+    }
+    if run_soak {
+        let gateway = spawn_gateway(&config, gateway_core)?;
+        let tally = Arc::new(Tally::new());
+        eprintln!(
+            "soak: {} closed-loop connections for {} s, sampling every {} s",
+            soak.clients,
+            soak.duration.as_secs(),
+            soak.sample_every.as_secs()
+        );
+        let report = runtime.block_on(soak_phase(&gateway, &soak, Arc::clone(&tally)));
+        print_soak(&soak, &report, &tally);
+        let complaints = gateway.complaints();
+        if tally.error_count() > 0 {
+            failures.push(format!(
+                "soak: errors {:?}",
+                tally.errors.lock().map(|e| e.clone()).unwrap_or_default()
+            ));
+        }
+        if full && !report.flat() {
+            failures.push(format!(
+                "soak: memory grew {:.1} MiB after the warm-up (max {:.1} MiB over {:.1} MiB)",
+                report.growth_kib() as f64 / 1024.0,
+                mib(report.max_kib),
+                mib(report.warm_kib)
+            ));
+        }
+        if !complaints.is_empty() {
+            failures.push(format!(
+                "soak: the gateway logged {} warnings, first: {}",
+                complaints.len(),
+                complaints[0]
+            ));
+        }
+    }
+    drop(runtime);
+    drop(cdn);
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
+}
+
+/// Raises this process's open-file limit to `needed`: the soft limit up to the hard one, and
+/// the hard one too when allowed (root).
+fn raise_fd_limit(needed: u64) -> Result<(), String> {
+    let (soft, hard) = rlimit::Resource::NOFILE
+        .get()
+        .map_err(|e| format!("getrlimit: {e}"))?;
+    if soft >= needed {
+        return Ok(());
+    }
+    if hard < needed && rlimit::Resource::NOFILE.set(needed, needed).is_ok() {
+        return Ok(());
+    }
+    let raised = rlimit::increase_nofile_limit(needed).map_err(|e| format!("setrlimit: {e}"))?;
+    if raised < needed {
+        return Err(format!(
+            "needs {needed} open files but the hard limit is {hard}; run `ulimit -Hn {needed}` as root first"
+        ));
+    }
+    Ok(())
+}
+
+fn print_hold(settings: &HoldSettings, report: &HoldReport, tally: &Tally) {
+    let requests = tally.requests.load(Ordering::Relaxed);
+    let held = report
+        .samples
+        .last()
+        .map_or(Duration::ZERO, |s| s.at - report.ramp);
+    let peak_fds = report.samples.iter().map(|s| s.fds).max().unwrap_or(0);
+    let peak_rss = report.samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
+    let ticks = clock_ticks_per_second() as f64;
+    println!();
+    println!(
+        "hold: {} keep-alive connections, opened in {:.1} s, held {:.0} s, a request every {} ms on average each",
+        settings.connections,
+        report.ramp.as_secs_f64(),
+        held.as_secs_f64(),
+        settings.pause.as_millis()
+    );
+    println!(
+        "  requests {requests} ({:.0} req/s), errors {}, connections lost {}, fewest open at a sample {}",
+        requests as f64 / report.samples.last().map_or(1.0, |s| s.at.as_secs_f64()),
+        tally.error_count(),
+        tally.lost.load(Ordering::Relaxed),
+        report.min_open
+    );
+    println!(
+        "  latency while held (after the opening burst) {}",
+        tally.latencies.summary()
+    );
+    println!(
+        "  signgate: fds {} before, {} peak, {} after; RSS {:.1} MiB before, {:.1} MiB held ({:.1} KiB per connection), peak {:.1} MiB, {:.1} MiB after; CPU {:.1} s",
+        report.before.fds,
+        peak_fds,
+        report.after.fds,
+        mib(report.before.rss_kib),
+        mib(peak_rss),
+        (peak_rss.saturating_sub(report.before.rss_kib)) as f64 / settings.connections as f64,
+        mib(report.peak_kib),
+        mib(report.after.rss_kib),
+        (report.after.cpu_ticks - report.before.cpu_ticks) as f64 / ticks,
+    );
+}
+
+fn print_soak(settings: &SoakSettings, report: &SoakReport, tally: &Tally) {
+    let requests = tally.requests.load(Ordering::Relaxed);
+    println!();
+    println!(
+        "soak: {} closed-loop connections for {} s (a new connection every {REQUESTS_PER_CONNECTION} requests), {HANDLE_SPACE} handles",
+        settings.clients,
+        settings.duration.as_secs()
+    );
+    println!(
+        "  requests {requests} ({:.0} req/s), errors {}, reconnects {}",
+        requests as f64 / settings.duration.as_secs_f64(),
+        tally.error_count(),
+        tally.reconnects.load(Ordering::Relaxed)
+    );
+    println!("  latency {}", tally.latencies.summary());
+    let rss: Vec<String> = report
+        .samples
+        .iter()
+        .map(|s| format!("{:.1}", mib(s.rss_kib)))
+        .collect();
+    println!(
+        "  RSS (MiB) every {} s: {}",
+        settings.sample_every.as_secs(),
+        rss.join(" ")
+    );
+    println!(
+        "  RSS {:.1} MiB before, {:.1} MiB after the {} s warm-up, max {:.1} MiB after it, {:.1} MiB at the end ({:+.1} MiB), slope {:+.2} MiB/min, {:.1} MiB once idle; fds {} before, {} after: {}",
+        mib(report.before.rss_kib),
+        mib(report.warm_kib),
+        settings.warm_up.as_secs(),
+        mib(report.max_kib),
+        mib(report.samples.last().map_or(0, |s| s.rss_kib)),
+        report.growth_kib() as f64 / 1024.0,
+        report.slope_kib_per_min / 1024.0,
+        mib(report.after.rss_kib),
+        report.before.fds,
+        report.after.fds,
+        if report.flat() { "flat" } else { "NOT flat" }
+    );
+}
