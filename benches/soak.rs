@@ -12,8 +12,8 @@
 //!   errors and flat memory: after the first minute (caches filling), RSS grows by less than
 //!   5 % (or 4 MiB) to the end.
 //!
-//! Each phase starts a fresh gateway. The stand-in CDN runs on core 0, the gateway on core 1
-//! (`taskset`), the clients in this process. The gateway logs at `warn` (no access log), like
+//! Each phase starts a fresh gateway. The gateway runs alone on core 1; the stand-in CDN and
+//! the clients (this process) share core 0 (`taskset`). The gateway logs at `warn` (no access log), like
 //! nginx with `access_log off`; its log is checked for errors at the end.
 //!
 //! Run (about 13 minutes; needs `taskset` from util-linux and an open-file hard limit of at
@@ -987,6 +987,17 @@ fn run(full: bool) -> Result<(), String> {
     let (cdn_core, gateway_core) = if full {
         if !tool_exists("taskset") {
             return Err("needs taskset: apt-get install -y util-linux".into());
+        }
+        // The clients (this process) share core 0 with the CDN; signgate has core 1 to itself.
+        let pin = Command::new("taskset")
+            .args(["-a", "-cp", CDN_CORE, &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("taskset: {e}"))?;
+        if !pin.success() {
+            return Err(format!(
+                "taskset could not pin the clients to core {CDN_CORE}"
+            ));
         }
         (Some(CDN_CORE), Some(GATEWAY_CORE))
     } else {
