@@ -6,10 +6,11 @@ pub mod redirect;
 pub mod site;
 pub mod upload_policy;
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response};
 use hyper::body::Incoming;
@@ -108,26 +109,32 @@ pub fn sign_file_ref(
 
 /// The `Via` token signgate adds.
 const VIA: &str = "1.1 signgate";
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Sets `X-Forwarded-For` (appended), `-Proto`, `-Host` and `Via` on an upstream request.
+/// Sets `X-Forwarded-For` (appending the client's address), `X-Forwarded-Proto`,
+/// `X-Forwarded-Host` and `Via` on a request going upstream.
 pub fn add_forwarding_headers(
     upstream_headers: &mut HeaderMap,
     client: &Parts,
     ctx: &RequestContext,
 ) {
-    let client_ip = ctx.peer.ip().to_string();
-    let forwarded_for = match client
+    let mut forwarded_for = String::with_capacity(64);
+    if let Some(earlier) = client
         .headers
-        .get("x-forwarded-for")
+        .get(&X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
     {
-        Some(earlier) => format!("{earlier}, {client_ip}"),
-        None => client_ip,
-    };
-    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
-        upstream_headers.insert("x-forwarded-for", value);
+        forwarded_for.push_str(earlier);
+        forwarded_for.push_str(", ");
     }
-    upstream_headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    // Writing into a String cannot fail.
+    let _ = write!(forwarded_for, "{}", ctx.peer.ip());
+    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
+        upstream_headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    upstream_headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     let host = client.headers.get(header::HOST).cloned().or_else(|| {
         client
             .uri
@@ -135,18 +142,18 @@ pub fn add_forwarding_headers(
             .and_then(|a| HeaderValue::try_from(a.as_str()).ok())
     });
     if let Some(host) = host {
-        upstream_headers.insert("x-forwarded-host", host);
+        upstream_headers.insert(X_FORWARDED_HOST.clone(), host);
     }
     add_via(upstream_headers);
 }
 
 /// Appends signgate to the `Via` header.
 pub fn add_via(headers: &mut HeaderMap) {
-    let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {VIA}"),
-        None => VIA.to_owned(),
+    let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(earlier) => HeaderValue::try_from(format!("{earlier}, {VIA}")).ok(),
+        None => Some(HeaderValue::from_static(VIA)),
     };
-    if let Ok(value) = HeaderValue::try_from(via) {
+    if let Some(value) = value {
         headers.insert(header::VIA, value);
     }
 }
