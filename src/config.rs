@@ -33,6 +33,8 @@ pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default time to open a connection to an upstream.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default longest stall of a write to a client before it is disconnected (nginx's default).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time from sending a request upstream to its response headers.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default longest pause between two pieces of an upstream body.
@@ -111,6 +113,9 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// `shutdown_grace`: time in-flight requests get after SIGINT/SIGTERM. Default 30s.
     pub shutdown_grace: Duration,
+    /// `send_timeout`: longest a write to a client may stall (a client that stops reading);
+    /// then the connection is closed and its upstream connection freed. Default 60s.
+    pub send_timeout: Duration,
     /// `max_header_bytes`: largest request head; larger ones get 431. Default 64KiB (at least
     /// 8KiB).
     pub max_header_bytes: usize,
@@ -266,9 +271,9 @@ pub struct Route {
     /// for any). Default none: same-origin pages only.
     pub cors_origins: Vec<String>,
     /// `max_upstream_connections` (proxy and site routes): requests in flight to the upstream
-    /// at once, per worker, each on its own HTTP/1.1 connection; more wait for one within
-    /// `response_timeout`, then get 503. Idle pooled connections are capped at the same number.
-    /// Default 1024.
+    /// at once, per worker (over HTTP/1.1 each holds its own connection; over HTTP/2 they share
+    /// one); more wait up to `response_timeout`, then get 503. Idle pooled connections are
+    /// capped at the same number. Default 1024.
     pub max_upstream_connections: NonZeroUsize,
 }
 
@@ -297,6 +302,7 @@ struct RawServer {
     max_connections: Option<usize>,
     header_read_timeout: Option<String>,
     shutdown_grace: Option<String>,
+    send_timeout: Option<String>,
     workers: Option<usize>,
     max_header_bytes: Option<RawSize>,
 }
@@ -483,6 +489,11 @@ impl Config {
                     server.shutdown_grace.as_deref(),
                     DEFAULT_SHUTDOWN_GRACE,
                     "`server.shutdown_grace`",
+                )?,
+                send_timeout: optional_duration(
+                    server.send_timeout.as_deref(),
+                    DEFAULT_SEND_TIMEOUT,
+                    "`server.send_timeout`",
                 )?,
                 workers,
                 max_header_bytes,

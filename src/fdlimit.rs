@@ -7,32 +7,37 @@
 
 use crate::config::Config;
 
-/// Descriptors set aside for listeners, log and config files, trust roots and the runtime.
+/// Descriptors set aside for log and config files and trust roots.
 const RESERVED: u64 = 64;
+/// Descriptors each worker holds besides connections: its listener, epoll and wake-up fds.
+const PER_WORKER: u64 = 8;
 
 /// The open-file limit in force, and what the configured connection limits can need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FdBudget {
     /// The soft limit after raising.
     pub limit: u64,
-    /// For every worker: `max_connections` client connections and each fetching route's
-    /// `max_upstream_connections`; plus a reserve.
+    /// For every worker: `max_connections` client connections and twice each fetching route's
+    /// `max_upstream_connections` (as many idle as busy); plus a reserve.
     pub needed: u64,
 }
 
 impl FdBudget {
     /// What `config` can need: per worker, every client connection it accepts and every
-    /// upstream connection its fetching routes may open.
+    /// upstream connection its fetching routes may hold. Up to `max_upstream_connections` are
+    /// busy, and as many may sit idle in the pool (a connect that loses the race with a
+    /// returning connection joins it), so each route counts twice.
     pub fn needed_for(config: &Config) -> u64 {
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         let upstream: u64 = config
             .routes
             .iter()
             .filter(|route| route.fetches_upstream())
-            .map(|route| count(route.max_upstream_connections.get()))
+            .map(|route| count(route.max_upstream_connections.get()).saturating_mul(2))
             .fold(0, u64::saturating_add);
         count(config.server.max_connections.get())
             .saturating_add(upstream)
+            .saturating_add(PER_WORKER)
             .saturating_mul(count(config.server.workers.get()))
             .saturating_add(RESERVED)
     }
@@ -77,11 +82,11 @@ mod tests {
 
     #[test]
     fn needs_every_client_and_upstream_connection_of_every_worker_plus_a_reserve() {
-        // Proxy 300 + site 1024 (the default); the redirect route never fetches.
+        // Proxy 300 + site 1024 (the default), each twice; the redirect route never fetches.
         let config = config("[server]\nmax_connections = 1000\nworkers = 2");
         assert_eq!(
             FdBudget::needed_for(&config),
-            2 * (1000 + 300 + 1024) + RESERVED
+            2 * (1000 + 2 * (300 + 1024) + PER_WORKER) + RESERVED
         );
     }
 

@@ -17,7 +17,8 @@
 //! - [`upstream`]: the pooled upstream client, TLS, timeouts, hop-by-hop stripping.
 //! - [`rewrite`]: signing CDN URLs in site answers (streaming HTML, JSON, headers).
 //! - [`body`]: response body type, idle timeout, access-log meter.
-//! - [`fdlimit`]: the open-file limit, raised at start to what `max_connections` can need.
+//! - [`fdlimit`]: the open-file limit, raised at start to what the client and upstream
+//!   connection limits can need.
 //! - [`workers`]: one single-threaded runtime per core on `SO_REUSEPORT` listeners.
 //! - [`server`]: accept loop, limits, graceful drain, the request service.
 //! - [`error`]: `ProxyError` mapped to statuses in one place; `StartupError`.

@@ -15,6 +15,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutWriter;
 
 use crate::body::{AccessLog, Metered};
 use crate::clock::Clock;
@@ -91,9 +92,13 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
+        // A write that stalls past `send_timeout` (a client that stopped reading) fails the
+        // connection, which drops the response body and frees its upstream connection.
+        let mut stream = TimeoutWriter::new(stream);
+        stream.set_timeout(Some(state.server.send_timeout));
         let state = Arc::clone(&state);
         let service = service_fn(move |request| handle_request(Arc::clone(&state), peer, request));
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = builder.serve_connection(TokioIo::new(Box::pin(stream)), service);
         let connection = graceful.watch(connection.into_owned());
         tokio::spawn(async move {
             if let Err(e) = connection.await {

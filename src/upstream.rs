@@ -52,7 +52,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub struct UpstreamClient {
     client: Client<HttpsConnector<HttpConnector>, ResponseBody>,
     timeouts: Timeouts,
-    /// One per request in flight (and so per HTTP/1.1 connection in use): at most
+    /// One per request in flight (over HTTP/1.1, one per connection in use): at most
     /// `max_upstream_connections`.
     permits: Arc<Semaphore>,
 }
@@ -114,20 +114,23 @@ impl UpstreamClient {
         })
     }
 
-    /// Sends `request` upstream once a connection permit is free. The permit and the response
-    /// headers must both come within `response_timeout` (503 when no permit came, 504 when the
-    /// headers did not); the body then fails if it pauses longer than `body_idle_timeout`, and
-    /// holds the permit until it is dropped. Hop-by-hop headers are stripped.
+    /// Sends `request` upstream once a connection permit is free: it waits up to
+    /// `response_timeout` for one (503 after that), then the upstream has `response_timeout`
+    /// for its response headers (504 after that). The body then fails if it pauses longer than
+    /// `body_idle_timeout`, and holds the permit until it is dropped. Hop-by-hop headers are
+    /// stripped.
     pub async fn send(
         &self,
         request: Request<ResponseBody>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let deadline = tokio::time::Instant::now() + self.timeouts.response;
-        let permit = tokio::time::timeout_at(deadline, Arc::clone(&self.permits).acquire_owned())
-            .await
-            .map_err(|_| ProxyError::UpstreamBusy)?
-            .map_err(|e| ProxyError::Internal(e.into()))?;
-        let response = tokio::time::timeout_at(deadline, self.client.request(request))
+        let permit = tokio::time::timeout(
+            self.timeouts.response,
+            Arc::clone(&self.permits).acquire_owned(),
+        )
+        .await
+        .map_err(|_| ProxyError::UpstreamBusy)?
+        .map_err(|e| ProxyError::Internal(e.into()))?;
+        let response = tokio::time::timeout(self.timeouts.response, self.client.request(request))
             .await
             .map_err(|_| ProxyError::UpstreamTimeout(self.timeouts.response))?
             .map_err(|e| {

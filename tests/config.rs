@@ -230,6 +230,10 @@ fn every_bad_config_names_the_key_and_the_reason() {
             &["server.max_header_bytes", "8KiB"],
         ),
         (
+            format!("[server]\nsend_timeout = \"soon\"\n{SIGNING}{PROXY}"),
+            &["server.send_timeout", "soon"],
+        ),
+        (
             format!("[server]\nworkers = 0\n{SIGNING}{PROXY}"),
             &["server.workers", "at least 1"],
         ),

@@ -153,3 +153,56 @@ async fn connections_past_max_connections_wait_until_one_closes() {
         .expect("read");
     assert_eq!(&buf, b"HTTP/1.1 200");
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_after_send_timeout_freeing_its_upstream_slot() {
+    const BIG: &str = "BIGFILEhandle0000000";
+    let cdn = TestCdn::builder()
+        .body(BIG, FileBody::Generated { len: 1 << 30 })
+        .file(H, &b"small"[..])
+        .start()
+        .await;
+    // One upstream connection for the route: while the stalled download holds it, nothing else
+    // on the route is fetched.
+    let toml = format!(
+        "{}max_upstream_connections = 1\nresponse_timeout = \"10s\"\n",
+        config("send_timeout = \"300ms\"", &cdn.url())
+    );
+    let gateway = TestGateway::start(&toml).await;
+    let mut stalled = TcpStream::connect(gateway.addr).await.expect("connects");
+    stalled
+        .write_all(format!("GET /img/{BIG} HTTP/1.1\r\nHost: gw\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut head = [0u8; 12];
+    stalled.read_exact(&mut head).await.expect("answered");
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // From here on the client reads nothing: socket buffers fill and the gateway's writes stall.
+
+    let started = Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(8),
+        get(&gateway.url(&format!("/img/{H}"))),
+    )
+    .await
+    .expect("the second request was served before response_timeout");
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.text(), "small");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The stalled connection was closed: after what the buffers held, it ends well short of 1 GiB.
+    let mut received = 0_u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => received += n as u64,
+            Err(_) => panic!("the stalled connection is still open"),
+        }
+    }
+    assert!(received < 256 << 20, "{received} bytes arrived");
+}

@@ -99,8 +99,9 @@ impl ShutdownSignals {
             _ = self.terminate.recv() => tracing::info!("SIGTERM received"),
         }
         #[cfg(not(unix))]
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("Ctrl-C received");
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => tracing::info!("Ctrl-C received"),
+            Err(_) => std::future::pending::<()>().await,
         }
     }
 }
