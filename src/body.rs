@@ -128,6 +128,66 @@ where
     }
 }
 
+/// The reader of a [`pumped`] body stopped pulling for longer than its stall limit.
+#[derive(Debug, thiserror::Error)]
+#[error("response abandoned: the client read nothing for {0:?}")]
+pub struct ReaderStalled(pub Duration);
+
+/// Streams `body` from a task of its own through a one-frame channel, so that a reader which
+/// stops pulling is noticed even when nothing polls the body: an HTTP/2 stream whose flow-control
+/// window stays shut is never polled, so no timer inside the body would fire. When a frame has
+/// waited `stall` for the reader, the task drops `body` (and with it the upstream connection and
+/// its permit), and the reader then gets [`ReaderStalled`].
+pub fn pumped(mut body: ResponseBody, stall: Duration) -> ResponseBody {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = std::sync::Arc::clone(&finished);
+    tokio::spawn(async move {
+        while let Some(frame) = body.frame().await {
+            match tokio::time::timeout(stall, tx.send(frame)).await {
+                Ok(Ok(())) => {}
+                // The reader went away: nothing more to do.
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::debug!(?stall, "client stopped reading; response abandoned");
+                    return;
+                }
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+    });
+    Pumped {
+        frames: rx,
+        finished,
+        stall,
+    }
+    .boxed_unsync()
+}
+
+/// The reading end of [`pumped`].
+struct Pumped {
+    frames: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+    /// Set by the task when the body ended normally, before the channel closes.
+    finished: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stall: Duration,
+}
+
+impl Body for Pumped {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match ready!(self.frames.poll_recv(cx)) {
+            Some(frame) => Poll::Ready(Some(frame)),
+            None if self.finished.load(std::sync::atomic::Ordering::Acquire) => Poll::Ready(None),
+            None => Poll::Ready(Some(Err(ReaderStalled(self.stall).into()))),
+        }
+    }
+}
+
 /// What the access log line says about one request, filled in as it is answered.
 #[derive(Debug, Clone)]
 pub struct AccessLog {

@@ -114,7 +114,8 @@ pub struct ServerConfig {
     /// `shutdown_grace`: time in-flight requests get after SIGINT/SIGTERM. Default 30s.
     pub shutdown_grace: Duration,
     /// `send_timeout`: longest a write to a client may stall (a client that stops reading);
-    /// then the connection is closed and its upstream connection freed. Default 60s.
+    /// then the connection is closed (over HTTP/2, the unread stream is dropped) and its
+    /// upstream connection freed. Default 60s.
     pub send_timeout: Duration,
     /// `max_header_bytes`: largest request head; larger ones get 431. Default 64KiB (at least
     /// 8KiB).

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutWriter;
 
-use crate::body::{AccessLog, Metered};
+use crate::body::{AccessLog, Metered, pumped};
 use crate::clock::Clock;
 use crate::config::{Config, ServerConfig};
 use crate::error::{Blame, ProxyError, StartupError};
@@ -130,6 +130,7 @@ async fn handle_request(
 ) -> Result<Response<Metered>, Infallible> {
     let started = Instant::now();
     let method = request.method().clone();
+    let version = request.version();
     let path = request.uri().path().to_owned();
     let ctx = RequestContext {
         peer,
@@ -155,7 +156,11 @@ async fn handle_request(
             (error.into_response(), None)
         }
     };
-    let (parts, body) = response.into_parts();
+    let (parts, mut body) = response.into_parts();
+    if version == http::Version::HTTP_2 && !body.is_end_stream() {
+        // A stream the client never reads is never polled: watch it from a task of its own.
+        body = pumped(body, state.server.send_timeout);
+    }
     let log = AccessLog {
         method,
         route: route_name,

@@ -206,3 +206,58 @@ async fn a_client_that_stops_reading_is_cut_off_after_send_timeout_freeing_its_u
     }
     assert!(received < 256 << 20, "{received} bytes arrived");
 }
+
+#[tokio::test]
+async fn an_h2_stream_the_client_never_reads_is_dropped_after_send_timeout() {
+    use http_body_util::BodyExt;
+    const BIG: &str = "BIGFILEhandle0000000";
+    let cdn = TestCdn::builder()
+        .body(BIG, FileBody::Generated { len: 1 << 30 })
+        .file(H, &b"small"[..])
+        .start()
+        .await;
+    let toml = format!(
+        "{}max_upstream_connections = 1\nresponse_timeout = \"10s\"\n",
+        config("send_timeout = \"300ms\"", &cdn.url())
+    );
+    let gateway = TestGateway::start(&toml).await;
+    let h2 = h2_client();
+    let request = http::Request::get(gateway.url(&format!("/img/{BIG}")))
+        .body(
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .expect("request");
+    let response = h2.request(request).await.expect("answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    // The stream's window fills and stays shut: its body is never read, the connection lives on.
+    let mut unread = response.into_body();
+
+    let started = Instant::now();
+    let small = tokio::time::timeout(
+        Duration::from_secs(8),
+        send_with(&h2, Method::GET, &gateway.url(&format!("/img/{H}")), &[]),
+    )
+    .await
+    .expect("served on the same connection before response_timeout");
+    assert_eq!(small.status, StatusCode::OK);
+    assert_eq!(&small.body[..], b"small");
+    assert!(started.elapsed() < Duration::from_secs(8));
+
+    // Reading the abandoned stream now ends in an error well short of 1 GiB.
+    let mut received = 0_u64;
+    let ended_badly = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(frame) = unread.frame().await {
+            match frame {
+                Ok(frame) => received += frame.data_ref().map_or(0, |d| d.len() as u64),
+                Err(_) => return true,
+            }
+        }
+        false
+    })
+    .await
+    .expect("the stream ended");
+    assert!(ended_badly, "the abandoned stream ended as if complete");
+    assert!(received < 256 << 20, "{received} bytes arrived");
+}
