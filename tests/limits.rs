@@ -154,21 +154,29 @@ async fn connections_past_max_connections_wait_until_one_closes() {
     assert_eq!(&buf, b"HTTP/1.1 200");
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_is_cut_off_after_send_timeout_freeing_its_upstream_slot() {
-    const BIG: &str = "BIGFILEhandle0000000";
+/// A 1 GiB file that a client will stop reading.
+const BIG: &str = "BIGFILEhandle0000000";
+
+/// A gateway with `send_timeout = 300ms` and one upstream connection for its route, so that
+/// while a stalled download holds it, nothing else on the route is fetched; its CDN serves
+/// [`BIG`] and a small file at `H`.
+async fn one_slot_gateway_with_a_big_file() -> (TestCdn, TestGateway) {
     let cdn = TestCdn::builder()
         .body(BIG, FileBody::Generated { len: 1 << 30 })
         .file(H, &b"small"[..])
         .start()
         .await;
-    // One upstream connection for the route: while the stalled download holds it, nothing else
-    // on the route is fetched.
     let toml = format!(
         "{}max_upstream_connections = 1\nresponse_timeout = \"10s\"\n",
         config("send_timeout = \"300ms\"", &cdn.url())
     );
     let gateway = TestGateway::start(&toml).await;
+    (cdn, gateway)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_after_send_timeout_freeing_its_upstream_slot() {
+    let (_cdn, gateway) = one_slot_gateway_with_a_big_file().await;
     let mut stalled = TcpStream::connect(gateway.addr).await.expect("connects");
     stalled
         .write_all(format!("GET /img/{BIG} HTTP/1.1\r\nHost: gw\r\n\r\n").as_bytes())
@@ -210,17 +218,7 @@ async fn a_client_that_stops_reading_is_cut_off_after_send_timeout_freeing_its_u
 #[tokio::test]
 async fn an_h2_stream_the_client_never_reads_is_dropped_after_send_timeout() {
     use http_body_util::BodyExt;
-    const BIG: &str = "BIGFILEhandle0000000";
-    let cdn = TestCdn::builder()
-        .body(BIG, FileBody::Generated { len: 1 << 30 })
-        .file(H, &b"small"[..])
-        .start()
-        .await;
-    let toml = format!(
-        "{}max_upstream_connections = 1\nresponse_timeout = \"10s\"\n",
-        config("send_timeout = \"300ms\"", &cdn.url())
-    );
-    let gateway = TestGateway::start(&toml).await;
+    let (_cdn, gateway) = one_slot_gateway_with_a_big_file().await;
     let h2 = h2_client();
     let request = http::Request::get(gateway.url(&format!("/img/{BIG}")))
         .body(
