@@ -26,20 +26,19 @@
 //!
 //! The gateway here logs nothing (no tracing subscriber), as nginx has `access_log off`.
 //!
-//! Last recorded: 2026-11-29, 2-core VM (nproc 2, "Intel(R) Xeon(R) Processor", kernel 6.18),
-//! nginx 1.22.1, wrk 4.1.0, `cargo bench --bench load` (10 s, 64 connections), two runs
-//! (CPU/req is the target process's own user + system CPU per request):
+//! Last recorded: 2026-11-29, 2-core VM ("Intel(R) Xeon(R) Processor", kernel 6.18), nginx
+//! 1.22.1, wrk 4.1.0, `cargo bench --bench load` (10 s, 64 connections), two runs (CPU/req is
+//! the target process's own user + system CPU per request):
 //!
-//! | target   | req/s           | p50             | p99             | CPU/req       |
-//! |----------|-----------------|-----------------|-----------------|---------------|
-//! | origin   | 158,300/152,232 | 151 µs / 149 µs | 4.24 / 4.23 ms  | 5.9 / 6.0 µs  |
-//! | signgate |  26,693/ 28,428 | 2.29 / 2.20 ms  | 4.03 / 3.68 ms  | 28.6 / 26.8 µs|
-//! | nginx    |  50,125/ 53,858 | 1.19 / 1.10 ms  | 2.55 / 2.34 ms  | 13.5 / 12.6 µs|
+//! | target   | req/s           | p50             | p99            | CPU/req       |
+//! |----------|-----------------|-----------------|----------------|---------------|
+//! | origin   | 145,683/148,629 | 161 µs / 159 µs | 4.25 / 4.28 ms | 6.3 / 6.2 µs  |
+//! | signgate |  31,202/ 32,718 | 1.89 / 1.82 ms  | 3.88 / 3.77 ms | 24.5 / 23.4 µs|
+//! | nginx    |  51,277/ 50,860 | 1.16 / 1.17 ms  | 2.51 / 2.65 ms | 13.3 / 13.4 µs|
 //!
-//! signgate/nginx throughput 0.53 in both runs; signgate/origin 0.17 / 0.19. signgate RSS with
-//! 1,000 idle keep-alive connections: 33.6 / 34.1 MiB (13.5 / 14.0 MiB before, ≈ 20.6 KiB per
-//! connection); the nginx worker: 7.2 MiB (≈ 0.8 KiB per connection). Run-to-run noise on this
-//! VM is about ±10 % (occasionally an nginx run drops to ~27k req/s with a 40 ms p99).
+//! signgate/nginx throughput 0.61 / 0.64. signgate RSS with 1,000 idle keep-alive connections:
+//! 56.0 / 55.8 MiB (21.3 MiB before, ≈ 35 KiB per connection); the nginx worker: 7.3 / 6.6 MiB.
+//! Run-to-run noise on this VM is about ±10 %.
 
 use std::convert::Infallible;
 use std::io::Write;

@@ -185,9 +185,14 @@ pub fn machine_line() -> String {
                 .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
+    // Counted from /proc/cpuinfo: `nproc` would report this process's affinity.
+    let cores = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
     format!(
-        "nproc {}, {model}, kernel {}; date {}",
-        command_output("nproc", &[]),
+        "{cores} cores, {model}, kernel {}; date {}",
         command_output("uname", &["-r"]),
         command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
     )
