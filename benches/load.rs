@@ -40,7 +40,6 @@
 //! 56.0 / 55.8 MiB (21.3 MiB before, ≈ 35 KiB per connection); the nginx worker: 7.3 / 6.6 MiB.
 //! Run-to-run noise on this VM is about ±10 %.
 
-use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -70,7 +69,8 @@ use tokio::net::{TcpListener, TcpStream};
 mod support;
 use support::{
     Spawned, clock_ticks_per_second, command_output, cpu_ticks, env_u64, exit_with_parent,
-    first_stdout_line, free_port, machine_line, stat_fields, status_kib, tool_exists,
+    first_stdout_line, free_port, machine_line, patterned_body, serve_http1_forever, stat_fields,
+    status_kib, tool_exists,
 };
 
 /// Which role a re-executed copy of this binary plays: `origin` or `gateway`.
@@ -124,35 +124,16 @@ fn main() -> ExitCode {
 
 /// Answers every request with 200 and the same 2 KiB body, keep-alive, until the process ends.
 async fn serve_origin(listener: TcpListener) {
-    let body = Bytes::from(
-        (0..BODY_LEN)
-            .map(|i| b'a' + (i % 26) as u8)
-            .collect::<Vec<u8>>(),
-    );
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let body = body.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |_request: Request<Incoming>| {
-                let mut response = Response::new(Full::new(body.clone()));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("image/png"),
-                );
-                std::future::ready(Ok::<_, Infallible>(response))
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    let body = patterned_body(BODY_LEN);
+    serve_http1_forever(listener, move |_request| {
+        let mut response = Response::new(Full::new(body.clone()));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("image/png"),
+        );
+        response
+    })
+    .await;
 }
 
 /// The request to send upstream for `request`.

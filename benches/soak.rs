@@ -40,7 +40,6 @@
 //! connections for 2 s, then 3 s of soak), unpinned, as a check that the harness works.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -55,8 +54,6 @@ use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use signgate::config::Config;
 use signgate::fdlimit::FdBudget;
@@ -68,7 +65,7 @@ use tokio::net::{TcpListener, TcpStream};
 mod support;
 use support::{
     Spawned, clock_ticks_per_second, cpu_ticks, env_u64, exit_with_parent, first_stdout_line,
-    machine_line, open_fds, status_kib, tool_exists,
+    machine_line, open_fds, patterned_body, serve_http1_forever, status_kib, tool_exists,
 };
 
 /// The allocator `signgate run` uses (the clients here allocate too; keep them comparable).
@@ -154,28 +151,8 @@ fn run_cdn_role() -> ExitCode {
 /// carry valid credentials (403 otherwise, as the real CDN answers).
 async fn serve_cdn(listener: TcpListener) {
     let secret = Arc::new(Secret::from_bytes(SECRET.as_bytes()));
-    let body = Bytes::from(
-        (0..BODY_LEN)
-            .map(|i| b'a' + (i % 26) as u8)
-            .collect::<Vec<u8>>(),
-    );
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let secret = Arc::clone(&secret);
-        let body = body.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                std::future::ready(Ok::<_, Infallible>(cdn_answer(&request, &secret, &body)))
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    let body = patterned_body(BODY_LEN);
+    serve_http1_forever(listener, move |request| cdn_answer(request, &secret, &body)).await;
 }
 
 fn cdn_answer(request: &Request<Incoming>, secret: &Secret, body: &Bytes) -> Response<Full<Bytes>> {

@@ -4,11 +4,21 @@
 //! Each bench uses a subset.
 #![allow(dead_code)]
 
+use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
 
 /// A child process, stopped on drop (SIGTERM or kill, then reaped).
 pub struct Spawned {
@@ -79,6 +89,35 @@ pub fn first_stdout_line(
     });
     rx.recv_timeout(within)
         .map_err(|_| format!("{name} printed nothing within {within:?}"))
+}
+
+/// `len` bytes of a fixed pattern: the files the stand-in servers hand out.
+pub fn patterned_body(len: usize) -> Bytes {
+    Bytes::from((0..len).map(|i| b'a' + (i % 26) as u8).collect::<Vec<u8>>())
+}
+
+/// Serves HTTP/1.1 keep-alive on `listener`, every request answered by `answer`, until the
+/// process ends.
+pub async fn serve_http1_forever<F>(listener: TcpListener, answer: F)
+where
+    F: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Clone + Send + 'static,
+{
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let answer = answer.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                std::future::ready(Ok::<_, Infallible>(answer(&request)))
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 /// Makes a re-executed role process stop by itself: when the parent closes its stdin (or
