@@ -18,10 +18,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use signgate::config::Config;
 use signgate::rewrite::decompress::{Decompressor, Encoding};
-use signgate::rewrite::{CdnUrlSigner, Chain, HtmlTransform, Transform};
-use signgate::router::Router;
+use signgate::rewrite::{CdnUrlSigner, Chain, HtmlTransform, SiteUrls, Transform};
 
 /// The allocator the `signgate` binary uses.
 #[global_allocator]
@@ -31,13 +29,7 @@ const NOW: u64 = 1_800_000_000;
 const CHUNK: usize = 16 * 1024;
 
 fn signer() -> Arc<CdnUrlSigner> {
-    let toml = "[signing]\nsecret_env = \"S\"\n[[route]]\nname = \"site\"\nprefix = \"/\"\nmode = \"site\"\n\
-                upstream = \"http://127.0.0.1:3000\"\n";
-    let config =
-        Config::from_toml_str(toml, |_| Some("bench-secret".into())).expect("valid config");
-    let router = Router::new(&config).expect("router");
-    let route = Arc::clone(router.by_name("site").expect("site route"));
-    Arc::new(CdnUrlSigner::new(route, NOW))
+    SiteUrls::fixture("", "bench-secret").at(NOW)
 }
 
 /// A gallery page of about 200 KiB holding 500 CDN URLs (250 figures: a thumbnail in `src` and

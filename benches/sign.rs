@@ -23,7 +23,7 @@ fn signer(cache_size: usize) -> RouteSigner {
     );
     let config = Config::from_toml_str(&toml, |_| Some("Z3IYZSH2UJA7VN3QYFVSVCF7PI".into()))
         .expect("bench config is valid");
-    RouteSigner::new(&config.routes[0])
+    RouteSigner::for_route(&config.routes[0])
 }
 
 fn handles(n: usize) -> Vec<Handle> {

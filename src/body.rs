@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -185,92 +185,5 @@ impl Body for Pumped {
             None if self.finished.load(std::sync::atomic::Ordering::Acquire) => Poll::Ready(None),
             None => Poll::Ready(Some(Err(ReaderStalled(self.stall).into()))),
         }
-    }
-}
-
-/// What the access log line says about one request, filled in as it is answered.
-#[derive(Debug, Clone)]
-pub struct AccessLog {
-    /// Request method.
-    pub method: http::Method,
-    /// Route name, or `-` when none matched.
-    pub route: String,
-    /// The path with any credentials removed.
-    pub path: String,
-    /// Response status.
-    pub status: u16,
-    /// `hit`, `miss` or `-`.
-    pub cache: &'static str,
-    /// When the request arrived.
-    pub started: Instant,
-}
-
-/// Counts the bytes of a response body and writes the access log line when it ends or is dropped
-/// (a client that goes away mid-body is logged as `complete=false`).
-pub struct Metered {
-    inner: ResponseBody,
-    bytes: u64,
-    finished: bool,
-    log: AccessLog,
-}
-
-impl Metered {
-    /// Wraps a response body.
-    pub fn new(inner: ResponseBody, log: AccessLog) -> Self {
-        Self {
-            inner,
-            bytes: 0,
-            finished: false,
-            log,
-        }
-    }
-}
-
-impl Body for Metered {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        match &frame {
-            Some(Ok(f)) => {
-                if let Some(data) = f.data_ref() {
-                    this.bytes += data.len() as u64;
-                }
-            }
-            None => this.finished = true,
-            Some(Err(_)) => {}
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Metered {
-    fn drop(&mut self) {
-        let log = &self.log;
-        let complete = self.finished || self.inner.is_end_stream();
-        tracing::info!(
-            target: "signgate::access",
-            method = %log.method,
-            route = %log.route,
-            path = %log.path,
-            status = log.status,
-            bytes = self.bytes,
-            duration_us = u64::try_from(log.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            cache = %log.cache,
-            complete,
-        );
     }
 }

@@ -90,26 +90,57 @@ impl<K: Hash + Eq, V> BucketCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let shard = self.shard(key);
-        {
-            let mut guard = lock(shard);
-            let found = guard
-                .lru
-                .get(key)
-                .filter(|(made_for, _)| *made_for == expiry)
-                .map(|(_, value)| Arc::clone(value));
-            if let Some(found) = found {
-                guard.hits += 1;
-                return Some((found, CacheOutcome::Hit));
-            }
+        if let Some(found) = self.cached(key, expiry) {
+            return Some((found, CacheOutcome::Hit));
+        }
+        let fresh = self.store(key, expiry, make()?);
+        Some((fresh, CacheOutcome::Miss))
+    }
+
+    /// [`BucketCache::get_or_make`] with a maker that always makes a value.
+    pub fn get_or_sign<Q>(&self, key: &Q, expiry: u64, make: impl FnOnce() -> V) -> (Arc<V>, CacheOutcome)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        match self.cached(key, expiry) {
+            Some(found) => (found, CacheOutcome::Hit),
+            None => (self.store(key, expiry, make()), CacheOutcome::Miss),
+        }
+    }
+
+    /// The value cached for `key` if it was made for `expiry`; counts the hit or the miss.
+    fn cached<Q>(&self, key: &Q, expiry: u64) -> Option<Arc<V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut guard = lock(self.shard(key));
+        let found = guard
+            .lru
+            .get(key)
+            .filter(|(made_for, _)| *made_for == expiry)
+            .map(|(_, value)| Arc::clone(value));
+        if found.is_some() {
+            guard.hits += 1;
+        } else {
             guard.misses += 1;
         }
-        // Two requests missing at once both make it; the results are byte-identical.
-        let fresh = Arc::new(make()?);
-        lock(shard)
+        found
+    }
+
+    /// Caches `value` for `key` and `expiry`. Two requests missing at once both make it and both
+    /// store it; the values are byte-identical.
+    fn store<Q>(&self, key: &Q, expiry: u64, value: V) -> Arc<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let value = Arc::new(value);
+        lock(self.shard(key))
             .lru
-            .put(key.to_owned(), (expiry, Arc::clone(&fresh)));
-        Some((fresh, CacheOutcome::Miss))
+            .put(key.to_owned(), (expiry, Arc::clone(&value)));
+        value
     }
 
     /// Entries held now.

@@ -35,6 +35,9 @@ pub enum ProxyError {
     /// An HTTP/1.1 request without exactly one `Host` header (RFC 9112, section 3.2).
     #[error("missing or repeated Host header")]
     BadHost,
+    /// The request target cannot be forwarded as a path and query.
+    #[error("request target cannot be forwarded")]
+    BadTarget,
     /// The path after the prefix is not `[TASKS/]HANDLE`.
     #[error("not a file handle")]
     NotAHandle,
@@ -67,7 +70,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::NotAHandle | ProxyError::BadHost => StatusCode::BAD_REQUEST,
+            ProxyError::NotAHandle | ProxyError::BadHost | ProxyError::BadTarget => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::CallNotAllowed => StatusCode::FORBIDDEN,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UpstreamUnreachable(_) | ProxyError::UpstreamBroken(_) => {
@@ -86,6 +91,7 @@ impl ProxyError {
             | ProxyError::MethodNotAllowed { .. }
             | ProxyError::NotAHandle
             | ProxyError::BadHost
+            | ProxyError::BadTarget
             | ProxyError::CallNotAllowed
             | ProxyError::BodyTooLarge => Blame::Client,
             ProxyError::UpstreamUnreachable(_)
@@ -103,6 +109,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed { .. } => "method not allowed\n",
             ProxyError::NotAHandle => "bad request: not a file handle\n",
             ProxyError::BadHost => "bad request: one Host header required\n",
+            ProxyError::BadTarget => "bad request: bad request target\n",
             ProxyError::CallNotAllowed => "forbidden: this route does not allow that call\n",
             ProxyError::BodyTooLarge => "request body too large\n",
             ProxyError::UpstreamUnreachable(_) => "bad gateway: upstream unreachable\n",
@@ -150,10 +157,19 @@ pub enum StartupError {
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
     /// The OS gave no random bytes for the demo's secret.
+    #[cfg(feature = "demo")]
     #[error("no random bytes available for the demo's secret")]
     NoRandomness,
-    /// A route's TLS settings are unusable.
+    /// A route's `ca_file` is unusable.
     #[error("route `{route}`: `ca_file`: {reason}")]
+    CaFile {
+        /// The route.
+        route: String,
+        /// Why.
+        reason: String,
+    },
+    /// The TLS client for a route's upstream could not be set up (not down to its settings).
+    #[error("route `{route}`: cannot set up TLS for the upstream: {reason}")]
     Tls {
         /// The route.
         route: String,
@@ -178,6 +194,7 @@ mod tests {
             ),
             (ProxyError::NotAHandle, 400, Blame::Client),
             (ProxyError::BadHost, 400, Blame::Client),
+            (ProxyError::BadTarget, 400, Blame::Client),
             (ProxyError::CallNotAllowed, 403, Blame::Client),
             (ProxyError::BodyTooLarge, 413, Blame::Client),
             (ProxyError::UpstreamUnreachable(io()), 502, Blame::Upstream),

@@ -32,8 +32,8 @@ impl FdBudget {
         let upstream: u64 = config
             .routes
             .iter()
-            .filter(|route| route.fetches_upstream())
-            .map(|route| count(route.max_upstream_connections.get()).saturating_mul(2))
+            .filter_map(|route| route.fetch())
+            .map(|fetch| count(fetch.max_connections.get()).saturating_mul(2))
             .fold(0, u64::saturating_add);
         count(config.server.max_connections.get())
             .saturating_add(upstream)

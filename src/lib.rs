@@ -16,7 +16,8 @@
 //! - [`mode`]: one handler per mode (proxy, redirect, site, upload-policy).
 //! - [`upstream`]: the pooled upstream client, TLS, timeouts, hop-by-hop stripping.
 //! - [`rewrite`]: signing CDN URLs in site answers (streaming HTML, JSON, headers).
-//! - [`body`]: response body type, idle timeout, access-log meter.
+//! - [`body`]: the response body type and its wrappers (idle timeout, held permit, pumping).
+//! - [`access_log`]: the access-log line per request, path redaction, error logging.
 //! - [`fdlimit`]: the open-file limit, raised at start to what the client and upstream
 //!   connection limits can need.
 //! - [`workers`]: one single-threaded runtime per core on `SO_REUSEPORT` listeners.
@@ -26,11 +27,13 @@
 //! - [`cli`]: the `signgate` command line.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod access_log;
 pub mod body;
 pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
 pub mod fdlimit;

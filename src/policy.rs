@@ -110,20 +110,11 @@ impl FromStr for Call {
     }
 }
 
-/// A security policy as signgate writes it.
-///
-/// Field order is the serialisation order (`expiry`, `call`, `handle`, `url`, `maxSize`, `minSize`,
-/// `path`, `container`), so the same inputs always give the same bytes.
+/// The policy fields a route fixes once for everything it signs: all but `expiry`, `call` and
+/// `handle`. The one list of these fields: the config fills it, [`Policy`] writes it, and
+/// [`DecodedPolicy`] reads it back, so a new field is added here and in the config's raw layer.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-pub struct Policy {
-    /// Unix seconds after which the CDN refuses the policy.
-    pub expiry: u64,
-    /// Allowed calls; omitted when empty (the CDN then allows every call).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub call: Vec<Call>,
-    /// The one file this policy is for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub handle: Option<String>,
+pub struct PolicyLimits {
     /// Regular expression of external URLs that may be transformed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -139,6 +130,67 @@ pub struct Policy {
     /// Regular expression of storage containers an upload may use.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+}
+
+impl PolicyLimits {
+    /// Reads the fields from a decoded policy's JSON object; a field of the wrong type counts as
+    /// absent, as the CDN ignores it.
+    fn from_json(object: &serde_json::Map<String, serde_json::Value>) -> Self {
+        let text = |key: &str| object.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        let size = |key: &str| object.get(key).and_then(serde_json::Value::as_u64);
+        Self {
+            url: text("url"),
+            max_size: size("maxSize"),
+            min_size: size("minSize"),
+            path: text("path"),
+            container: text("container"),
+        }
+    }
+}
+
+/// What a route signs, less the expiry and the file: its calls and its limits.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PolicyTemplate {
+    /// The policy's `call` list.
+    pub calls: Vec<Call>,
+    /// The fixed fields.
+    pub limits: PolicyLimits,
+}
+
+impl PolicyTemplate {
+    /// Whether policies from this template allow `call`.
+    pub fn allows(&self, call: Call) -> bool {
+        self.calls.contains(&call)
+    }
+
+    /// The policy for `handle` (none for an upload policy) expiring at `expiry`.
+    pub fn policy(&self, expiry: u64, handle: Option<&str>) -> Policy {
+        Policy {
+            expiry,
+            call: self.calls.clone(),
+            handle: handle.map(str::to_owned),
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+/// A security policy as signgate writes it.
+///
+/// Field order is the serialisation order (`expiry`, `call`, `handle`, then the limits: `url`,
+/// `maxSize`, `minSize`, `path`, `container`), so the same inputs always give the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Policy {
+    /// Unix seconds after which the CDN refuses the policy.
+    pub expiry: u64,
+    /// Allowed calls; omitted when empty (the CDN then allows every call).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub call: Vec<Call>,
+    /// The one file this policy is for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handle: Option<String>,
+    /// The route's fixed fields.
+    #[serde(flatten)]
+    pub limits: PolicyLimits,
 }
 
 impl Policy {
@@ -231,16 +283,8 @@ pub struct DecodedPolicy {
     pub call: Option<Vec<String>>,
     /// `handle`, when present.
     pub handle: Option<String>,
-    /// `url`, when present.
-    pub url: Option<String>,
-    /// `maxSize`, when present.
-    pub max_size: Option<u64>,
-    /// `minSize`, when present.
-    pub min_size: Option<u64>,
-    /// `path`, when present.
-    pub path: Option<String>,
-    /// `container`, when present.
-    pub container: Option<String>,
+    /// The limits, each when present.
+    pub limits: PolicyLimits,
 }
 
 impl DecodedPolicy {
@@ -266,8 +310,6 @@ impl DecodedPolicy {
             Some(_) => return Err(DecodeError::Json("expiry is not a number".into())),
             None => return Err(DecodeError::Json("expiry is missing".into())),
         };
-        let text = |key: &str| object.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-        let size = |key: &str| object.get(key).and_then(serde_json::Value::as_u64);
         let call = match object.get("call") {
             None => None,
             Some(serde_json::Value::String(one)) => Some(vec![one.clone()]),
@@ -281,12 +323,11 @@ impl DecodedPolicy {
         Ok(DecodedPolicy {
             expiry,
             call,
-            handle: text("handle"),
-            url: text("url"),
-            max_size: size("maxSize"),
-            min_size: size("minSize"),
-            path: text("path"),
-            container: text("container"),
+            handle: object
+                .get("handle")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            limits: PolicyLimits::from_json(object),
             json,
         })
     }
@@ -324,9 +365,11 @@ mod tests {
             expiry: 10,
             call: vec![Call::Read, Call::Convert],
             handle: Some("KW9EJhYtS6y48Whm2S6D".into()),
-            max_size: Some(5),
-            container: Some("c".into()),
-            ..Policy::default()
+            limits: PolicyLimits {
+                max_size: Some(5),
+                container: Some("c".into()),
+                ..PolicyLimits::default()
+            },
         };
         assert_eq!(
             policy.to_json(),
@@ -339,7 +382,10 @@ mod tests {
     fn encoding_is_url_safe_with_padding() {
         let policy = Policy {
             expiry: 1700000000,
-            path: Some("/img/>>~~??/".into()),
+            limits: PolicyLimits {
+                path: Some("/img/>>~~??/".into()),
+                ..PolicyLimits::default()
+            },
             ..Policy::default()
         };
         let encoded = policy.encode();
@@ -348,7 +394,7 @@ mod tests {
             "eyJleHBpcnkiOjE3MDAwMDAwMDAsInBhdGgiOiIvaW1nLz4-fn4_Py8ifQ=="
         );
         let decoded = DecodedPolicy::decode(&encoded).expect("decodes");
-        assert_eq!(decoded.path.as_deref(), Some("/img/>>~~??/"));
+        assert_eq!(decoded.limits.path.as_deref(), Some("/img/>>~~??/"));
     }
 
     #[test]
@@ -397,7 +443,7 @@ mod tests {
         let decoded = DecodedPolicy::decode(&ENCODE.encode(json)).expect("decodes");
         assert_eq!(decoded.expiry, 1700000000);
         assert_eq!(decoded.call, Some(vec!["read".to_owned()]));
-        assert_eq!(decoded.path.as_deref(), Some("ü"));
+        assert_eq!(decoded.limits.path.as_deref(), Some("ü"));
         assert!(decoded.allows(Call::Read));
         assert!(!decoded.allows(Call::Convert));
     }

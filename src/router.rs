@@ -2,27 +2,85 @@
 
 use std::sync::Arc;
 
-use crate::cache::BucketCache;
-use crate::config::{Config, Mode, Route};
+use crate::config::{Config, Mode, Route, RouteKind, SiteRoute, Upstream, UploadPolicyRoute};
 use crate::error::StartupError;
+use crate::rewrite::SiteUrls;
 use crate::signer::RouteSigner;
 use crate::upstream::UpstreamClient;
 
-/// Most signed URLs a site route keeps (a few hundred bytes each, so a few MiB at most).
-const SIGNED_URL_CACHE_MAX: std::num::NonZeroUsize =
-    std::num::NonZeroUsize::new(20_000).expect("20000 is not zero");
-
-/// A route ready to serve: its config, its signer (and cache), its upstream client.
+/// A route ready to serve: its name and prefix, its signer (and cache), and what its mode needs.
 pub struct ActiveRoute {
-    /// The route as configured.
-    pub route: Route,
+    /// `name`, for logs.
+    pub name: String,
+    /// `prefix`.
+    pub prefix: String,
     /// Signs for this route.
-    pub signer: RouteSigner,
-    /// The upstream client, for routes with an upstream.
-    pub upstream: Option<UpstreamClient>,
-    /// Site routes: signed forms of the URLs their pages carry, per expiry bucket, so a page
-    /// served again is rewritten from cache.
-    pub signed_urls: Option<BucketCache<String, String>>,
+    pub signer: Arc<RouteSigner>,
+    /// The mode, with its upstream client or settings.
+    pub kind: ActiveKind,
+}
+
+/// What each mode needs at request time; built once from the route's [`RouteKind`].
+pub enum ActiveKind {
+    /// `proxy`: the pooled client to the CDN.
+    Proxy(UpstreamClient),
+    /// `redirect`: the CDN the `Location` points at.
+    Redirect(Upstream),
+    /// `site`: the pooled client to the site and the signing of the URLs in its answers.
+    Site(ActiveSite),
+    /// `upload-policy`.
+    UploadPolicy(UploadPolicyRoute),
+}
+
+/// A site route ready to serve.
+pub struct ActiveSite {
+    /// The pooled client to the site.
+    pub client: UpstreamClient,
+    /// Signs the CDN URLs in its answers (and caches the signed forms per bucket).
+    pub urls: Arc<SiteUrls>,
+    /// `max_request_body`.
+    pub max_request_body: u64,
+}
+
+impl ActiveRoute {
+    /// Builds `route`'s signer, cache and upstream client.
+    pub fn new(route: &Route) -> Result<Self, StartupError> {
+        let signer = Arc::new(RouteSigner::for_route(route));
+        let kind = match &route.kind {
+            RouteKind::Proxy(fetch) => ActiveKind::Proxy(UpstreamClient::new(&route.name, fetch)?),
+            RouteKind::Redirect { upstream } => ActiveKind::Redirect(upstream.clone()),
+            RouteKind::Site(SiteRoute {
+                fetch,
+                rewrite,
+                max_request_body,
+            }) => ActiveKind::Site(ActiveSite {
+                client: UpstreamClient::new(&route.name, fetch)?,
+                urls: Arc::new(SiteUrls::new(
+                    Arc::clone(&signer),
+                    rewrite.clone(),
+                    route.signing.cache_size,
+                )),
+                max_request_body: *max_request_body,
+            }),
+            RouteKind::UploadPolicy(upload) => ActiveKind::UploadPolicy(upload.clone()),
+        };
+        Ok(Self {
+            name: route.name.clone(),
+            prefix: route.prefix.clone(),
+            signer,
+            kind,
+        })
+    }
+
+    /// The route's mode.
+    pub fn mode(&self) -> Mode {
+        match self.kind {
+            ActiveKind::Proxy(_) => Mode::Proxy,
+            ActiveKind::Redirect(_) => Mode::Redirect,
+            ActiveKind::Site(_) => Mode::Site,
+            ActiveKind::UploadPolicy(_) => Mode::UploadPolicy,
+        }
+    }
 }
 
 /// All routes, longest prefix first.
@@ -36,22 +94,9 @@ impl Router {
         let mut routes = config
             .routes
             .iter()
-            .map(|route| {
-                let upstream = match route.upstream {
-                    Some(_) => Some(UpstreamClient::new(route)?),
-                    None => None,
-                };
-                let signed_urls = (route.mode == Mode::Site)
-                    .then(|| BucketCache::new(route.signing.cache_size.min(SIGNED_URL_CACHE_MAX)));
-                Ok(Arc::new(ActiveRoute {
-                    signer: RouteSigner::new(route),
-                    route: route.clone(),
-                    upstream,
-                    signed_urls,
-                }))
-            })
+            .map(|route| ActiveRoute::new(route).map(Arc::new))
             .collect::<Result<Vec<_>, StartupError>>()?;
-        routes.sort_by_key(|r| std::cmp::Reverse(r.route.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Self { routes })
     }
 
@@ -61,7 +106,7 @@ impl Router {
     /// `/imgx`; a prefix ending in `/` serves everything below it.
     pub fn find<'p>(&self, path: &'p str) -> Option<(&Arc<ActiveRoute>, &'p str)> {
         self.routes.iter().find_map(|active| {
-            let prefix = active.route.prefix.as_str();
+            let prefix = active.prefix.as_str();
             let rest = path.strip_prefix(prefix)?;
             let boundary = prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/');
             boundary.then_some((active, rest))
@@ -70,7 +115,7 @@ impl Router {
 
     /// The route called `name`.
     pub fn by_name(&self, name: &str) -> Option<&Arc<ActiveRoute>> {
-        self.routes.iter().find(|r| r.route.name == name)
+        self.routes.iter().find(|r| r.name == name)
     }
 }
 
@@ -112,7 +157,7 @@ mod tests {
         let find = |p| {
             router
                 .find(p)
-                .map(|(r, rest)| (r.route.name.as_str(), rest))
+                .map(|(r, rest)| (r.name.as_str(), rest))
         };
         assert_eq!(find("/img/abc"), Some(("images", "abc")));
         assert_eq!(find("/img/thumbs/abc"), Some(("thumbs", "abc")));

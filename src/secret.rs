@@ -15,6 +15,8 @@ type HmacSha256 = Hmac<Sha256>;
 pub struct Secret {
     /// HMAC state after the key block: cloning it per signature skips re-keying.
     keyed: HmacSha256,
+    /// Stands in for a secret that is not available here (see [`Secret::placeholder`]).
+    placeholder: bool,
 }
 
 /// A secret that cannot be used.
@@ -35,7 +37,25 @@ impl Secret {
     #[doc(hidden)]
     pub fn from_bytes(key: &[u8]) -> Self {
         let keyed = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
-        Self { keyed }
+        Self {
+            keyed,
+            placeholder: false,
+        }
+    }
+
+    /// Stands in for a secret whose variable or file is not available, so `signgate check` can
+    /// validate a config without it. Its key is empty, which no CDN accepts, and
+    /// [`Secret::is_placeholder`] says so: nothing that serves or signs is built from one.
+    pub fn placeholder() -> Self {
+        Self {
+            placeholder: true,
+            ..Self::from_bytes(&[])
+        }
+    }
+
+    /// Whether this is a [`Secret::placeholder`].
+    pub fn is_placeholder(&self) -> bool {
+        self.placeholder
     }
 
     /// Lowercase hex HMAC-SHA256 of `message`.
@@ -62,7 +82,8 @@ impl fmt::Debug for Secret {
     }
 }
 
-fn hex_lower(bytes: &[u8]) -> String {
+/// `bytes` as lowercase hex: the one hex encoder, for signatures and the demo's secret.
+pub fn hex_lower(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for byte in bytes {

@@ -17,10 +17,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutWriter;
 
-use crate::body::{AccessLog, Metered, pumped};
+use crate::access_log::{AccessLog, Metered, log_error, redact_path};
+use crate::body::pumped;
 use crate::clock::Clock;
 use crate::config::{Config, ServerConfig};
-use crate::error::{Blame, ProxyError, StartupError};
+use crate::error::{ProxyError, StartupError};
 use crate::mode::{self, RequestContext};
 use crate::router::Router;
 
@@ -145,7 +146,7 @@ async fn handle_request(
         _ if !host_ok => ("-".to_owned(), Err(ProxyError::BadHost)),
         None => ("-".to_owned(), Err(ProxyError::NoRoute)),
         Some((active, rest)) => (
-            active.route.name.clone(),
+            active.name.clone(),
             mode::handle(active, rest, request, ctx).await,
         ),
     };
@@ -170,53 +171,4 @@ async fn handle_request(
         started,
     };
     Ok(Response::from_parts(parts, Metered::new(body, log)))
-}
-
-fn log_error(error: &ProxyError, route: &str) {
-    // Source errors may name hosts and reasons, never credentials: upstream URLs are not in them.
-    let source = std::error::Error::source(error).map(ToString::to_string);
-    match error.blame() {
-        Blame::Client => tracing::debug!(route, error = %error, "client error"),
-        Blame::Upstream => tracing::warn!(route, error = %error, source, "upstream error"),
-        Blame::Internal => tracing::error!(route, error = %error, source, "internal error"),
-    }
-}
-
-/// The path as logged: `security=` task contents replaced, the query never logged.
-pub fn redact_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len().min(512));
-    for (i, segment) in path.split('/').enumerate() {
-        if i > 0 {
-            out.push('/');
-        }
-        if crate::filelink::is_security_task(segment) {
-            out.push_str("security=<redacted>");
-        } else {
-            out.push_str(segment);
-        }
-        if out.len() > 512 {
-            let mut end = 512;
-            while !out.is_char_boundary(end) {
-                end -= 1;
-            }
-            out.truncate(end);
-            out.push('…');
-            break;
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn logged_paths_carry_no_credentials() {
-        assert_eq!(
-            redact_path("/img/security=p:abc,s:def/KW9EJhYtS6y48Whm2S6D"),
-            "/img/security=<redacted>/KW9EJhYtS6y48Whm2S6D"
-        );
-        assert!(redact_path(&"/a".repeat(1000)).len() < 520);
-    }
 }

@@ -1,39 +1,33 @@
-//! Signing for one route: bucketed expiry, the route's limits, and its credential cache.
+//! Signing for one route: bucketed expiry, the route's policy template, and its credential cache.
 
 use std::sync::Arc;
 
 use crate::cache::{CacheKey, CacheOutcome, CredentialCache};
 use crate::config::{Route, Signing};
 use crate::filelink::Handle;
-use crate::policy::{Credentials, Policy, bucketed_expiry};
+use crate::policy::{Credentials, Policy, PolicyTemplate, bucketed_expiry};
 
 /// Signs credentials for one route, reusing them while their expiry bucket holds.
 pub struct RouteSigner {
     signing: Signing,
-    /// The route's policy with `expiry` and `handle` left to fill in.
-    template: Policy,
+    template: PolicyTemplate,
     cache: CredentialCache,
 }
 
 impl RouteSigner {
-    /// A signer with an empty cache for `route`.
-    pub fn new(route: &Route) -> Self {
-        let limits = &route.limits;
-        let template = Policy {
-            expiry: 0,
-            call: limits.calls.clone(),
-            handle: None,
-            url: limits.url.clone(),
-            max_size: limits.max_size,
-            min_size: limits.min_size,
-            path: limits.path.clone(),
-            container: limits.container.clone(),
-        };
+    /// A signer with an empty cache of `signing.cache_size` entries.
+    pub fn new(signing: Signing, template: PolicyTemplate) -> Self {
+        let cache = CredentialCache::new(signing.cache_size);
         Self {
-            signing: route.signing.clone(),
+            signing,
             template,
-            cache: CredentialCache::new(route.signing.cache_size),
+            cache,
         }
+    }
+
+    /// A signer for `route`'s signing settings and policy.
+    pub fn for_route(route: &Route) -> Self {
+        Self::new(route.signing.clone(), route.policy.clone())
     }
 
     /// The expiry credentials handed out at `now` carry.
@@ -49,31 +43,23 @@ impl RouteSigner {
         handle: Option<Handle>,
     ) -> (Arc<Credentials>, CacheOutcome) {
         let expiry = self.expiry_at(now);
-        let cached = self.cache.get_or_make(&CacheKey(handle), expiry, || {
-            Some(self.sign_uncached(expiry, handle))
-        });
-        // The maker above never declines; signing directly covers the type, not a real case.
-        cached.unwrap_or_else(|| {
-            (
-                Arc::new(self.sign_uncached(expiry, handle)),
-                CacheOutcome::Miss,
-            )
-        })
+        self.cache
+            .get_or_sign(&CacheKey(handle), expiry, || self.sign_uncached(expiry, handle))
     }
 
     /// Signs with an explicit expiry, bypassing the cache (for `signgate sign --expiry`).
     pub fn sign_uncached(&self, expiry: u64, handle: Option<Handle>) -> Credentials {
-        let policy = self.policy(expiry, handle);
-        policy.sign(&self.signing.secret)
+        self.policy(expiry, handle).sign(&self.signing.secret)
     }
 
     /// The policy this route signs for `handle` at `expiry`.
     pub fn policy(&self, expiry: u64, handle: Option<Handle>) -> Policy {
-        Policy {
-            expiry,
-            handle: handle.map(|h| h.as_str().to_owned()),
-            ..self.template.clone()
-        }
+        self.template.policy(expiry, handle.as_ref().map(Handle::as_str))
+    }
+
+    /// What the route's policies carry.
+    pub fn template(&self) -> &PolicyTemplate {
+        &self.template
     }
 
     /// The route's signing settings.

@@ -94,7 +94,7 @@ fn sign_without_expiry_rounds_to_the_bucket_and_upload_routes_carry_limits() {
     assert!(json.get("url").is_none());
     let decoded = signgate::policy::DecodedPolicy::decode(json["policy"].as_str().expect("policy"))
         .expect("decodes");
-    assert_eq!(decoded.max_size, Some(1_000_000));
+    assert_eq!(decoded.limits.max_size, Some(1_000_000));
     assert_eq!(
         decoded.call,
         Some(vec!["pick".to_owned(), "store".to_owned()])
@@ -113,6 +113,68 @@ fn sign_refuses_an_unknown_route_or_a_bad_handle_with_exit_2() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--handle"));
+}
+
+#[test]
+fn sign_refuses_an_expiry_in_the_past_and_points_site_urls_at_the_cdn() {
+    let file = config_file(
+        "[[route]]\nname = \"site\"\nprefix = \"/\"\nmode = \"site\"\n\
+         upstream = \"http://127.0.0.1:3000\"\nrewrite_hosts = [\"cdn.example.com\"]\n",
+    );
+    let config = file.path().to_str().expect("utf-8 path");
+    let out = signgate(&[
+        "sign", "--config", config, "--route", "images", "--handle", H, "--expiry", "1000",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--expiry") && err.contains("in the past"), "{err}");
+    assert!(stdout(&out).is_empty());
+
+    let out = signgate(&["sign", "--config", config, "--route", "site", "--handle", H]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("json");
+    let url = json["url"].as_str().expect("a url for a handle");
+    assert!(
+        url.starts_with(&format!("https://cdn.example.com/{H}?policy=")),
+        "a site route's URL is on its CDN, not the site: {url}"
+    );
+}
+
+#[test]
+fn config_may_stand_before_or_after_the_subcommand() {
+    let good = config_file("");
+    let path = good.path().to_str().expect("utf-8");
+    for args in [["--config", path, "check"], ["check", "--config", path]] {
+        let out = signgate(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout(&out).starts_with(path), "{args:?} checked another file");
+    }
+}
+
+#[test]
+fn check_warns_about_a_secret_not_set_here_and_strict_refuses_it() {
+    let good = config_file("");
+    let path = good.path().to_str().expect("utf-8");
+    let unset = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_signgate"))
+            .args(args)
+            .env_remove("SIGNGATE_TEST_SECRET")
+            .output()
+            .expect("the binary runs")
+    };
+    let out = unset(&["check", "--config", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: `signing.secret_env`: environment variable SIGNGATE_TEST_SECRET is not set"),
+        "{err}"
+    );
+    let out = unset(&["check", "--strict", "--config", path]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SIGNGATE_TEST_SECRET is not set"));
+    // With the secret set, --strict passes.
+    let out = signgate(&["check", "--strict", "--config", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use signgate::config::{Config, ConfigError, Mode};
+use signgate::config::{Config, ConfigError, Mode, RouteKind};
 use signgate::filelink::UrlStyle;
 use signgate::policy::Call;
 
@@ -28,6 +28,7 @@ fn error_of(toml: &str) -> String {
 }
 
 const SIGNING: &str = "[signing]\nsecret_env = \"FILESTACK_SECRET\"\n";
+const UPLOAD: &str = "[[route]]\nname = \"upload\"\nprefix = \"/up\"\nmode = \"upload-policy\"\n";
 const PROXY: &str = "[[route]]\nname = \"images\"\nprefix = \"/img/\"\nmode = \"proxy\"\nupstream = \"https://cdn.filestackcontent.com\"\n";
 
 #[test]
@@ -38,11 +39,11 @@ fn the_repository_gateway_toml_is_valid() {
     let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["images", "links", "upload", "site"]);
     let upload = config.route("upload").expect("upload route");
-    assert_eq!(upload.mode, Mode::UploadPolicy);
-    assert_eq!(upload.limits.max_size, Some(1_000_000));
-    assert_eq!(upload.limits.path.as_deref(), Some("/gallery/"));
+    assert_eq!(upload.mode(), Mode::UploadPolicy);
+    assert_eq!(upload.policy.limits.max_size, Some(1_000_000));
+    assert_eq!(upload.policy.limits.path.as_deref(), Some("/gallery/"));
     let images = config.route("images").expect("images route");
-    assert_eq!(images.limits.calls, [Call::Read, Call::Convert]);
+    assert_eq!(images.policy.calls, [Call::Read, Call::Convert]);
     assert_eq!(images.signing.ttl, Duration::from_secs(3600));
     assert_eq!(images.signing.bucket, Duration::from_secs(300));
 }
@@ -52,22 +53,29 @@ fn defaults_fill_what_is_not_set() {
     let config = parse(&format!("{SIGNING}{PROXY}")).expect("valid");
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
     let route = &config.routes[0];
-    assert_eq!(route.limits.calls, [Call::Read]);
+    assert_eq!(route.policy.calls, [Call::Read]);
     assert_eq!(route.signing.ttl, Duration::from_secs(3600));
     assert_eq!(route.signing.bucket, Duration::from_secs(300));
     assert_eq!(route.signing.cache_size.get(), 100_000);
     assert_eq!(route.signing.url_style, UrlStyle::Query);
-    assert_eq!(route.rewrite_hosts, ["cdn.filestackcontent.com"]);
     let site = parse(&format!(
         "{SIGNING}[[route]]\nname = \"s\"\nprefix = \"/\"\nmode = \"site\"\nupstream = \"http://127.0.0.1:3000\"\n"
     ))
     .expect("valid");
-    assert_eq!(site.routes[0].limits.calls, [Call::Read, Call::Convert]);
+    assert_eq!(site.routes[0].policy.calls, [Call::Read, Call::Convert]);
+    let RouteKind::Site(site_route) = &site.routes[0].kind else {
+        panic!("a site route")
+    };
+    assert_eq!(site_route.rewrite.hosts, ["cdn.filestackcontent.com"]);
+    assert_eq!(site_route.rewrite.json_limit, 1024 * 1024);
+    assert_eq!(site_route.max_request_body, 10 * 1024 * 1024);
+    assert_eq!(site_route.fetch.max_connections.get(), 1024);
+    assert_eq!(site_route.fetch.timeouts.response, Duration::from_secs(30));
     let upload = parse(&format!(
         "{SIGNING}[[route]]\nname = \"u\"\nprefix = \"/p\"\nmode = \"upload-policy\"\n"
     ))
     .expect("valid");
-    assert_eq!(upload.routes[0].limits.calls, [Call::Pick, Call::Store]);
+    assert_eq!(upload.routes[0].policy.calls, [Call::Pick, Call::Store]);
 }
 
 #[test]
@@ -133,7 +141,7 @@ fn every_bad_config_names_the_key_and_the_reason() {
         ),
         (
             format!("[signing]\nsecret_file = \"/nonexistent/secret\"\n{PROXY}"),
-            &["signing.secret_file", "cannot read"],
+            &["signing.secret_file", "/nonexistent/secret does not exist"],
         ),
         (
             format!("[signing]\nsecret = \"abc\"\n{PROXY}"),
@@ -156,11 +164,27 @@ fn every_bad_config_names_the_key_and_the_reason() {
             &["signing.cache_size", "at least 1"],
         ),
         (
-            format!("{SIGNING}{PROXY}max_size = \"1XB\"\n"),
-            &["route `images`: `max_size`", "1XB"],
+            format!("{SIGNING}{UPLOAD}max_size = \"1XB\"\n"),
+            &["route `upload`: `max_size`", "1XB", "\"512KB\""],
         ),
         (
-            format!("{SIGNING}{PROXY}min_size = \"2MB\"\nmax_size = \"1MB\"\n"),
+            format!("{SIGNING}{UPLOAD}max_size = -5\n"),
+            &["max_size", "must not be negative", "bytes as a whole number"],
+        ),
+        (
+            format!("{SIGNING}{PROXY}max_size = \"1MB\"\n"),
+            &[
+                "route `images`: `max_size`",
+                "does not apply to proxy routes",
+                "it is for upload-policy routes",
+            ],
+        ),
+        (
+            format!("{SIGNING}{PROXY}cache_sise = 5\n"),
+            &["unknown field `cache_sise`", "cache_size"],
+        ),
+        (
+            format!("{SIGNING}{UPLOAD}min_size = \"2MB\"\nmax_size = \"1MB\"\n"),
             &["`min_size`", "larger than `max_size`"],
         ),
         (
@@ -214,7 +238,7 @@ fn every_bad_config_names_the_key_and_the_reason() {
         ),
         (
             format!("{SIGNING}{PROXY}rewrite_hosts = [\"a.com\"]\n"),
-            &["`rewrite_hosts`", "only applies to site"],
+            &["`rewrite_hosts`", "does not apply to proxy routes", "it is for site routes"],
         ),
         (
             format!("{SIGNING}{PROXY}url_style = \"fragment\"\n"),
@@ -239,11 +263,11 @@ fn every_bad_config_names_the_key_and_the_reason() {
         ),
         (
             format!("{SIGNING}{PROXY}max_request_body = \"1MB\"\n"),
-            &["`max_request_body`", "only applies to site"],
+            &["`max_request_body`", "it is for site routes"],
         ),
         (
             format!("{SIGNING}{PROXY}cors_origins = [\"*\"]\n"),
-            &["`cors_origins`", "only applies to upload-policy"],
+            &["`cors_origins`", "it is for upload-policy routes"],
         ),
         (
             format!("{SIGNING}{PROXY}max_upstream_connections = 0\n"),
@@ -256,12 +280,27 @@ fn every_bad_config_names_the_key_and_the_reason() {
             ),
             &[
                 "`max_upstream_connections`",
-                "only applies to proxy and site",
+                "does not apply to redirect routes",
+                "it is for proxy and site routes",
             ],
         ),
         (
+            format!(
+                "{SIGNING}[[route]]\nname = \"go\"\nprefix = \"/go/\"\nmode = \"redirect\"\n\
+                 upstream = \"https://cdn.filestackcontent.com\"\nresponse_timeout = \"5s\"\n"
+            ),
+            &["route `go`: `response_timeout`", "does not apply to redirect routes"],
+        ),
+        (
+            format!(
+                "{SIGNING}[[route]]\nname = \"u\"\nprefix = \"/u\"\nmode = \"upload-policy\"\n\
+                 connect_timeout = \"5s\"\n"
+            ),
+            &["route `u`: `connect_timeout`", "does not apply to upload-policy routes"],
+        ),
+        (
             format!("{SIGNING}{PROXY}json_rewrite_limit = 5\n"),
-            &["`json_rewrite_limit`", "only applies to site"],
+            &["`json_rewrite_limit`", "it is for site routes"],
         ),
         (
             format!("{SIGNING}{PROXY}connect_timeout = \"fast\"\n"),
@@ -348,4 +387,86 @@ fn a_world_readable_secret_file_gives_a_warning() {
     assert!(!config.warnings[0].contains("s3cret"));
     std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o600)).expect("chmod");
     assert!(parse(&toml).expect("valid").warnings.is_empty());
+}
+
+#[test]
+fn the_unknown_key_list_never_offers_secret() {
+    let message = error_of(&format!("{SIGNING}{PROXY}cache_sise = 5\n"));
+    assert!(!message.contains("`secret`"), "{message}");
+    let message = error_of(&format!("[signing]\nsecret_envv = \"X\"\n{PROXY}"));
+    assert!(message.contains("secret_env"), "{message}");
+    assert!(!message.contains("`secret`,"), "{message}");
+}
+
+/// Each key that belongs to some modes only, with a valid value, and the modes that take it.
+const MODE_KEYS: [(&str, &str, &[&str]); 14] = [
+    ("upstream", "\"https://cdn.example.com\"", &["proxy", "redirect", "site"]),
+    ("connect_timeout", "\"5s\"", &["proxy", "site"]),
+    ("response_timeout", "\"5s\"", &["proxy", "site"]),
+    ("body_idle_timeout", "\"5s\"", &["proxy", "site"]),
+    ("ca_file", "\"/etc/ssl/certs/ca-certificates.crt\"", &["proxy", "site"]),
+    ("max_upstream_connections", "8", &["proxy", "site"]),
+    ("rewrite_hosts", "[\"cdn.example.com\"]", &["site"]),
+    ("json_rewrite_limit", "\"1MB\"", &["site"]),
+    ("max_request_body", "\"1MB\"", &["site"]),
+    ("cors_origins", "[\"*\"]", &["upload-policy"]),
+    ("max_size", "\"1MB\"", &["upload-policy"]),
+    ("min_size", "10", &["upload-policy"]),
+    ("path", "\"^/gallery/\"", &["upload-policy"]),
+    ("container", "\"photos\"", &["upload-policy"]),
+];
+
+#[test]
+fn a_key_is_taken_by_the_modes_it_belongs_to_and_refused_by_name_elsewhere() {
+    for mode in ["proxy", "redirect", "site", "upload-policy"] {
+        for (key, value, modes) in MODE_KEYS {
+            // Every mode but upload-policy needs an upstream; https so that ca_file applies.
+            let upstream = if mode == "upload-policy" || key == "upstream" {
+                String::new()
+            } else {
+                "upstream = \"https://cdn.example.com\"\n".to_owned()
+            };
+            let toml = format!(
+                "{SIGNING}[[route]]\nname = \"r\"\nprefix = \"/r/\"\nmode = \"{mode}\"\n{upstream}{key} = {value}\n"
+            );
+            let result = parse(&toml);
+            if modes.contains(&mode) {
+                assert!(result.is_ok(), "{mode} refused {key}: {:?}", result.err());
+            } else {
+                let message = result.expect_err(&format!("{mode} took {key}")).to_string();
+                let expected = format!("route `r`: `{key}`: does not apply to {mode} routes");
+                assert!(message.contains(&expected), "{message}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_secret_not_available_here_is_a_warning_when_only_checking() {
+    use signgate::config::SecretsNeeded;
+    let toml = format!("[signing]\nsecret_env = \"NOT_SET_HERE\"\n{PROXY}");
+    let strict = Config::parse(&toml, &env, SecretsNeeded::Required).expect_err("refused");
+    assert!(strict.to_string().contains("NOT_SET_HERE is not set"), "{strict}");
+    let checked = Config::parse(&toml, &env, SecretsNeeded::Optional).expect("checked");
+    assert_eq!(checked.warnings.len(), 1, "{:?}", checked.warnings);
+    assert!(checked.warnings[0].contains("`signing.secret_env`: environment variable NOT_SET_HERE is not set"));
+    assert!(checked.routes[0].signing.secret.is_placeholder());
+    // An empty secret, or a mistake elsewhere, is still an error.
+    let empty = format!("[signing]\nsecret_env = \"EMPTY_SECRET\"\n{PROXY}");
+    assert!(Config::parse(&empty, &env, SecretsNeeded::Optional).is_err());
+    let typo = format!("[signing]\nsecret_env = \"NOT_SET_HERE\"\n{PROXY}ttl = \"x\"\n");
+    assert!(Config::parse(&typo, &env, SecretsNeeded::Optional).is_err());
+}
+
+#[test]
+fn the_readme_shows_the_repository_gateway_toml_as_it_is() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README.md");
+    let gateway = std::fs::read_to_string(format!("{root}/gateway.toml")).expect("gateway.toml");
+    let shown = readme
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has a toml block");
+    assert_eq!(shown, gateway, "README's first toml block and gateway.toml differ");
 }

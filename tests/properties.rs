@@ -5,11 +5,9 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use signgate::config::Config;
 use signgate::filelink::{FileRef, Handle, UrlStyle, signed_url, strip_client_credentials};
-use signgate::policy::{Call, DecodedPolicy, Policy};
-use signgate::rewrite::{CdnUrlSigner, HtmlTransform, Transform};
-use signgate::router::Router;
+use signgate::policy::{Call, DecodedPolicy, Policy, PolicyLimits};
+use signgate::rewrite::{CdnUrlSigner, HtmlTransform, SiteUrls, Transform};
 use signgate::secret::Secret;
 use signgate::verify::{parse_url, verify_at};
 
@@ -20,14 +18,7 @@ fn handle() -> impl Strategy<Value = String> {
 }
 
 fn site_signer() -> Arc<CdnUrlSigner> {
-    let toml = "[signing]\nsecret_env = \"S\"\n[[route]]\nname = \"site\"\nprefix = \"/\"\nmode = \"site\"\n\
-                upstream = \"http://127.0.0.1:3000\"\n";
-    let config = Config::from_toml_str(toml, |_| Some("prop-secret".into())).expect("valid");
-    let router = Router::new(&config).expect("router");
-    Arc::new(CdnUrlSigner::new(
-        Arc::clone(router.by_name("site").expect("route")),
-        NOW,
-    ))
+    SiteUrls::fixture("", "prop-secret").at(NOW)
 }
 
 fn rewrite(html: &str, chunk: usize) -> String {
@@ -89,7 +80,8 @@ proptest! {
         task_style in any::<bool>(),
     ) {
         let secret = Secret::new(secret).expect("not empty");
-        let policy = Policy { expiry, call: calls.clone(), handle: Some(handle.clone()), path: path.clone(), max_size, ..Policy::default() };
+        let limits = PolicyLimits { path: path.clone(), max_size, ..PolicyLimits::default() };
+        let policy = Policy { expiry, call: calls.clone(), handle: Some(handle.clone()), limits };
         let credentials = policy.sign(&secret);
         let handle_ref = Handle::parse(&handle).expect("valid");
         let file = FileRef { tasks: vec![], handle: handle_ref };
@@ -99,7 +91,7 @@ proptest! {
         let decoded = verify_at(&url, &secret, expiry - 1, call).expect("verifies");
         prop_assert_eq!(decoded.handle.as_deref(), Some(handle.as_str()));
         prop_assert_eq!(decoded.path, path);
-        prop_assert_eq!(decoded.max_size, max_size);
+        prop_assert_eq!(decoded.limits.max_size, max_size);
         prop_assert!(verify_at(&url, &secret, expiry, call).is_err());
         let other = Secret::new("another".into()).expect("not empty");
         prop_assert!(verify_at(&url, &other, expiry - 1, call).is_err());

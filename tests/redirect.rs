@@ -63,9 +63,9 @@ async fn upload_policy_carries_the_route_limits_and_is_never_cached() {
     let signature = json["signature"].as_str().expect("signature");
     assert!(secret().verify_hex(policy.as_bytes(), signature));
     let decoded = DecodedPolicy::decode(policy).expect("decodes");
-    assert_eq!(decoded.max_size, Some(1_000_000));
-    assert_eq!(decoded.path.as_deref(), Some("/gallery/"));
-    assert_eq!(decoded.container.as_deref(), Some("photos"));
+    assert_eq!(decoded.limits.max_size, Some(1_000_000));
+    assert_eq!(decoded.limits.path.as_deref(), Some("/gallery/"));
+    assert_eq!(decoded.limits.container.as_deref(), Some("photos"));
     assert_eq!(
         decoded.call,
         Some(vec!["pick".to_owned(), "store".to_owned()])

@@ -19,7 +19,7 @@ fn route_signer(extra: &str) -> (RouteSigner, Config) {
          upstream = \"https://cdn.example\"\ncalls = [\"read\", \"convert\"]\n"
     );
     let config = Config::from_toml_str(&toml, |_| Some("bucket-secret".into())).expect("valid");
-    (RouteSigner::new(&config.routes[0]), config)
+    (RouteSigner::for_route(&config.routes[0]), config)
 }
 
 fn handle(i: usize) -> Handle {
@@ -56,14 +56,14 @@ fn one_bucket_gives_byte_identical_credentials_and_the_next_gives_new_ones() {
 fn every_url_is_valid_for_at_least_ttl_and_bound_to_its_handle() {
     let (signer, config) = route_signer("");
     let route = &config.routes[0];
-    let upstream = route.upstream.as_ref().expect("proxy has an upstream");
+    let upstream = route.upstream().expect("proxy has an upstream");
     for now in (START..START + 900).step_by(7) {
         let (creds, _) = signer.credentials(now, Some(handle(2)));
         let file = FileRef {
             tasks: vec!["resize=width:300"],
             handle: handle(2),
         };
-        let url = signed_url(&upstream.base, &file, None, &creds, route.signing.url_style);
+        let url = signed_url(upstream.base(), &file, None, &creds, route.signing.url_style);
         let secret = &route.signing.secret;
         assert!(
             verify_at(&url, secret, now + 3599, Call::Read).is_ok(),

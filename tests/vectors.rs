@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use signgate::filelink::{FileRef, Handle, UrlStyle, signed_url};
-use signgate::policy::{Call, Credentials, DecodedPolicy, Policy};
+use signgate::policy::{Call, Credentials, DecodedPolicy, Policy, PolicyLimits};
 use signgate::secret::Secret;
 use signgate::verify::{Invalid, verify_at};
 
@@ -81,11 +81,7 @@ fn every_policy_decodes_to_its_input_fields() {
         assert_eq!(decoded.call, calls, "{name}");
         let s = |k: &str| input[k].as_str().map(str::to_owned);
         assert_eq!(decoded.handle, s("handle"), "{name}");
-        assert_eq!(decoded.url, s("url"), "{name}");
-        assert_eq!(decoded.path, s("path"), "{name}");
-        assert_eq!(decoded.container, s("container"), "{name}");
-        assert_eq!(decoded.max_size, input["maxSize"].as_u64(), "{name}");
-        assert_eq!(decoded.min_size, input["minSize"].as_u64(), "{name}");
+        assert_eq!(decoded.limits, our_limits(input), "{name}");
     }
 }
 
@@ -104,12 +100,20 @@ fn our_policy(input: &Value) -> Option<Policy> {
         expiry: input["expiry"].as_u64()?,
         call,
         handle: s("handle"),
+        limits: our_limits(input),
+    })
+}
+
+/// The limits a vector's input sets.
+fn our_limits(input: &Value) -> PolicyLimits {
+    let s = |k: &str| input[k].as_str().map(str::to_owned);
+    PolicyLimits {
         url: s("url"),
         max_size: input["maxSize"].as_u64(),
         min_size: input["minSize"].as_u64(),
         path: s("path"),
         container: s("container"),
-    })
+    }
 }
 
 /// Whether the SDK wrote the keys in signgate's order (read off the JSON text: serde_json's map

@@ -3,22 +3,12 @@
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use signgate::config::Config;
-use signgate::rewrite::CdnUrlSigner;
-use signgate::router::Router;
+use signgate::rewrite::{CdnUrlSigner, SiteUrls};
 
 const NOW: u64 = 1_800_000_000;
 
-/// Copied from `site_signer()` in tests/properties.rs.
 fn site_signer() -> Arc<CdnUrlSigner> {
-    let toml = "[signing]\nsecret_env = \"S\"\n[[route]]\nname = \"site\"\nprefix = \"/\"\nmode = \"site\"\n\
-                upstream = \"http://127.0.0.1:3000\"\n";
-    let config = Config::from_toml_str(toml, |_| Some("prop-secret".into())).expect("valid");
-    let router = Router::new(&config).expect("router");
-    Arc::new(CdnUrlSigner::new(
-        Arc::clone(router.by_name("site").expect("route")),
-        NOW,
-    ))
+    SiteUrls::fixture("", "prop-secret").at(NOW)
 }
 
 static SIGNER: OnceLock<Arc<CdnUrlSigner>> = OnceLock::new();

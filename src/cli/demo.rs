@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use super::run::{ShutdownSignals, init_tracing};
+use super::logs::init_tracing;
+use super::signals::ShutdownSignals;
 use super::{EXIT_OK, EXIT_USAGE};
 use crate::demo::Demo;
 

@@ -1,9 +1,13 @@
 //! The command line: argument types and the dispatch to each command.
 
+mod check;
+#[cfg(feature = "demo")]
 mod demo;
 mod explain;
+mod logs;
 mod run;
 mod sign;
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,8 +30,8 @@ pub struct Cli {
     /// What to do (default: run the gateway).
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Config file, for running without a subcommand.
-    #[arg(long, default_value = "gateway.toml", global = false)]
+    /// Config file; may stand before or after the subcommand.
+    #[arg(long, default_value = "gateway.toml", global = true)]
     pub config: PathBuf,
 }
 
@@ -35,74 +39,55 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway (the default).
-    Run {
-        /// Config file.
-        #[arg(long, default_value = "gateway.toml")]
-        config: PathBuf,
-    },
+    Run,
     /// Print one JSON line of credentials for a route: {"policy","signature","expiry","url"}.
     Sign {
-        /// Config file.
-        #[arg(long, default_value = "gateway.toml")]
-        config: PathBuf,
         /// The route whose limits and secret to use.
         #[arg(long)]
         route: String,
         /// The file handle to bind the policy to.
         #[arg(long)]
         handle: Option<String>,
-        /// Expiry in unix seconds (default: now + ttl, rounded up to the bucket).
+        /// Expiry in unix seconds, in the future (default: now + ttl, rounded up to the bucket).
         #[arg(long)]
         expiry: Option<u64>,
     },
     /// Run the embedded demo: a stand-in CDN, a gallery site and the gateway in front.
+    #[cfg(feature = "demo")]
     Demo {
         /// The gateway's address (the CDN and the site take ports of their own).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
     },
-    /// Validate the config: exit 0, or 2 with the reason.
+    /// Validate the config: exit 0, or 2 with the key and the reason. A secret that is not
+    /// available in this shell is a warning.
     Check {
-        /// Config file.
-        #[arg(long, default_value = "gateway.toml")]
-        config: PathBuf,
+        /// Also require every secret to be available, as `run` does.
+        #[arg(long)]
+        strict: bool,
     },
     /// Decode a signed URL and say whether its credentials are valid, and why not.
     Explain {
         /// The signed URL (or path and query).
         url: String,
-        /// Config file (its secrets are tried in route order).
-        #[arg(long, default_value = "gateway.toml")]
-        config: PathBuf,
     },
 }
 
 /// Parses the process arguments and runs the command; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = cli.config;
     match cli.command {
         Some(Command::Sign {
-            config,
             route,
             handle,
             expiry,
         }) => with_config(&config, |c| sign::run(c, &route, handle.as_deref(), expiry)),
-        Some(Command::Check { config }) => with_config(&config, |c| {
-            for warning in &c.warnings {
-                eprintln!("signgate: warning: {warning}");
-            }
-            println!(
-                "{}: ok ({} route{})",
-                config.display(),
-                c.routes.len(),
-                if c.routes.len() == 1 { "" } else { "s" }
-            );
-            ExitCode::from(EXIT_OK)
-        }),
-        Some(Command::Explain { url, config }) => with_config(&config, |c| explain::run(c, &url)),
-        Some(Command::Run { config }) => run::run(&config),
+        Some(Command::Check { strict }) => check::run(&config, strict),
+        Some(Command::Explain { url }) => with_config(&config, |c| explain::run(c, &url)),
+        #[cfg(feature = "demo")]
         Some(Command::Demo { listen }) => demo::run(listen),
-        None => run::run(&cli.config),
+        Some(Command::Run) | None => run::run(&config),
     }
 }
 

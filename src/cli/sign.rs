@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{EXIT_OK, EXIT_USAGE};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, Route, RouteKind};
 use crate::filelink::{FileRef, Handle, signed_url};
 use crate::signer::RouteSigner;
 
@@ -19,8 +19,20 @@ struct Output {
     url: Option<String>,
 }
 
-/// Prints `{"policy","signature","expiry","url"}` for `route_name`; `url` when the route has an
-/// upstream and a handle was given.
+/// Where a route's signed URLs point: the CDN for proxy and redirect routes, the first of
+/// `rewrite_hosts` for a site route (its upstream is the site, not the CDN), none for an upload
+/// policy.
+fn cdn_base(route: &Route) -> Option<String> {
+    match &route.kind {
+        RouteKind::Proxy(fetch) => Some(fetch.upstream.base().to_owned()),
+        RouteKind::Redirect { upstream } => Some(upstream.base().to_owned()),
+        RouteKind::Site(site) => site.rewrite.hosts.first().map(|host| format!("https://{host}")),
+        RouteKind::UploadPolicy(_) => None,
+    }
+}
+
+/// Prints `{"policy","signature","expiry","url"}` for `route_name`; `url` when the route points
+/// at a CDN and a handle was given.
 pub fn run(
     config: &Config,
     route_name: &str,
@@ -42,12 +54,22 @@ pub fn run(
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let signer = RouteSigner::new(route);
-    let expiry = expiry.unwrap_or_else(|| signer.expiry_at(SystemClock.now_unix()));
+    let signer = RouteSigner::for_route(route);
+    let now = SystemClock.now_unix();
+    let expiry = match expiry {
+        None => signer.expiry_at(now),
+        Some(expiry) if expiry <= now => {
+            eprintln!(
+                "signgate: --expiry: {expiry} is in the past (now is {now}); give a unix time after now, or leave it out for now + ttl"
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Some(expiry) => expiry,
+    };
     let credentials = signer.sign_uncached(expiry, handle);
-    let url = match (&route.upstream, handle) {
-        (Some(upstream), Some(handle)) => Some(signed_url(
-            &upstream.base,
+    let url = match (cdn_base(route), handle) {
+        (Some(base), Some(handle)) => Some(signed_url(
+            &base,
             &FileRef {
                 tasks: Vec::new(),
                 handle,

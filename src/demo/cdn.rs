@@ -244,9 +244,9 @@ impl StandInCdn {
             })
         };
         let path = param("path")
-            .or_else(|| policy.path.clone())
+            .or_else(|| policy.limits.path.clone())
             .unwrap_or_else(|| "/".into());
-        if let Some(allowed) = &policy.path {
+        if let Some(allowed) = &policy.limits.path {
             // The real CDN reads `path` as a regular expression; the demo checks it as a prefix.
             if !path.starts_with(allowed.as_str()) {
                 return status(
@@ -261,7 +261,7 @@ impl StandInCdn {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/octet-stream")
             .to_owned();
-        let max = policy.max_size.unwrap_or(u64::MAX);
+        let max = policy.limits.max_size.unwrap_or(u64::MAX);
         if let Some(announced) = body.size_hint().exact()
             && announced > max
         {
@@ -281,7 +281,7 @@ impl StandInCdn {
             }
         }
         let size = bytes.len() as u64;
-        if let Some(min) = policy.min_size
+        if let Some(min) = policy.limits.min_size
             && size < min
         {
             return status(

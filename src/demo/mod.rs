@@ -161,7 +161,7 @@ pub fn random_hex(bytes: usize) -> String {
     if getrandom::fill(&mut buf).is_err() {
         return String::new();
     }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    crate::secret::hex_lower(&buf)
 }
 
 /// A random 20-character handle.

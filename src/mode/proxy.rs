@@ -1,15 +1,16 @@
 //! proxy mode: fetch the file from the CDN with fresh credentials and stream it back.
 
 use http::header::{self, HeaderName};
-use http::{Request, Uri};
+use http::uri::PathAndQuery;
+use http::Request;
 use hyper::body::Incoming;
 
-use super::{
-    Handled, RequestContext, add_forwarding_headers, add_via, require_get_or_head, sign_file_ref,
-};
+use super::{Handled, RequestContext, require_get_or_head, sign_file_ref};
 use crate::body::empty;
 use crate::error::ProxyError;
-use crate::router::ActiveRoute;
+use crate::signer::RouteSigner;
+use crate::upstream::UpstreamClient;
+use crate::upstream::headers::{add_forwarding_headers, add_via};
 
 /// Client headers that go up to the CDN; nothing else does (no cookies, no authorization).
 const FORWARDED_REQUEST_HEADERS: [HeaderName; 9] = [
@@ -26,22 +27,25 @@ const FORWARDED_REQUEST_HEADERS: [HeaderName; 9] = [
 
 /// Forwards `GET`/`HEAD PREFIX[TASKS/]HANDLE[?query]` with fresh credentials.
 pub async fn handle(
-    active: &ActiveRoute,
+    signer: &RouteSigner,
+    upstream: &UpstreamClient,
     rest: &str,
     request: Request<Incoming>,
     ctx: RequestContext,
 ) -> Result<Handled, ProxyError> {
     let (parts, _body) = request.into_parts();
     require_get_or_head(&parts)?;
-    let target = sign_file_ref(active, rest, parts.uri.query(), ctx.now)?;
-    let upstream = active
-        .upstream
-        .as_ref()
-        .ok_or_else(|| ProxyError::Internal("proxy route without an upstream client".into()))?;
-    let uri: Uri = target
-        .url
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| ProxyError::Internal(e.into()))?;
+    let target = sign_file_ref(
+        signer,
+        upstream.upstream().base_path(),
+        rest,
+        parts.uri.query(),
+        ctx.now,
+    )?;
+    // The handle and tasks were checked and the query came from a parsed request target, so
+    // this only fails for a target no upstream should be sent.
+    let path = PathAndQuery::try_from(target.url).map_err(|_| ProxyError::BadTarget)?;
+    let uri = upstream.upstream().uri(path);
 
     let mut upstream_request = Request::new(empty());
     *upstream_request.method_mut() = parts.method.clone();

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::{Handled, RequestContext, add_forwarding_headers, add_via};
+use super::{Handled, RequestContext};
 use crate::body::{BoxError, ResponseBody};
 use crate::error::ProxyError;
 use crate::rewrite::decompress::{Decompressor, Encoding};
@@ -16,23 +17,20 @@ use crate::rewrite::{
     CdnUrlSigner, Chain, HtmlTransform, JsonTransform, TransformBody, cap_cache_control,
     rewrite_url_headers,
 };
-use crate::router::ActiveRoute;
-use crate::upstream::strip_hop_by_hop;
+use crate::router::ActiveSite;
+use crate::upstream::headers::{add_forwarding_headers, add_via, strip_hop_by_hop};
 
 /// Forwards any method under the prefix to the site's origin, path and query unchanged, and
 /// signs CDN URLs in what comes back.
 pub async fn handle(
-    active: &Arc<ActiveRoute>,
+    site: &ActiveSite,
     request: Request<Incoming>,
     ctx: RequestContext,
 ) -> Result<Handled, ProxyError> {
     let (parts, body) = request.into_parts();
-    let (Some(upstream), Some(client)) = (&active.route.upstream, &active.upstream) else {
-        return Err(ProxyError::Internal(
-            "site route without an upstream".into(),
-        ));
-    };
-    let limit = active.route.max_request_body;
+    let client = &site.client;
+    let upstream = client.upstream();
+    let limit = site.max_request_body;
     let announced = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -43,17 +41,11 @@ pub async fn handle(
     }
     // A chunked body is cut where it passes the limit; the upstream request then fails as 413.
     let body = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let uri: Uri = format!("{}{path_and_query}", upstream.base)
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| ProxyError::Internal(e.into()))?;
+    let uri = upstream.uri(site_path(upstream.base_path(), parts.uri.path_and_query())?);
 
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
-    headers.insert(
-        header::HOST,
-        HeaderValue::try_from(upstream.authority()).map_err(|e| ProxyError::Internal(e.into()))?,
-    );
+    headers.insert(header::HOST, upstream.host_header().clone());
     restrict_accept_encoding(&mut headers);
     if wants_rewritable(&headers) {
         // Rewritten answers carry no validators; a 304 would keep a page whose URLs expired.
@@ -68,12 +60,12 @@ pub async fn handle(
     *upstream_request.headers_mut() = headers;
 
     let response = client.send(upstream_request).await?;
-    let signer = Arc::new(CdnUrlSigner::new(Arc::clone(active), ctx.now));
+    let signer = site.urls.at(ctx.now);
     let mut response = rewrite_response(
         response,
         &signer,
         &parts.method,
-        active.route.json_rewrite_limit,
+        site.urls.rules().json_limit,
         ctx.now,
     );
     add_via(response.headers_mut());
@@ -81,6 +73,19 @@ pub async fn handle(
         response,
         cache: None,
     })
+}
+
+/// The site's path for a request: the upstream's base path, then the request's path and query
+/// unchanged.
+fn site_path(base_path: &str, request: Option<&PathAndQuery>) -> Result<PathAndQuery, ProxyError> {
+    match (base_path, request) {
+        ("", Some(request)) => Ok(request.clone()),
+        ("", None) => Ok(PathAndQuery::from_static("/")),
+        (base, request) => {
+            let request = request.map_or("/", PathAndQuery::as_str);
+            PathAndQuery::try_from(format!("{base}{request}")).map_err(|_| ProxyError::BadTarget)
+        }
+    }
 }
 
 /// What a site answer's body is, as far as rewriting goes.
@@ -221,4 +226,64 @@ fn wants_rewritable(headers: &HeaderMap) -> bool {
     accept.contains("text/html")
         || accept.contains("json")
         || matches!(destination, Some("document" | "iframe" | "empty"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn the_content_type_says_what_is_rewritten_and_in_which_charset() {
+        let kind = |value: &'static str| kind_of(&headers(&[("content-type", value)]));
+        assert!(matches!(kind("text/html"), Kind::Html { charset: None }));
+        assert!(matches!(
+            kind("Text/HTML; charset=\"ISO-8859-1\""),
+            Kind::Html { charset: Some(c) } if c == "ISO-8859-1"
+        ));
+        assert!(matches!(kind("application/xhtml+xml"), Kind::Html { .. }));
+        assert!(matches!(kind("application/json; charset=utf-8"), Kind::Json));
+        assert!(matches!(kind("application/ld+json"), Kind::Json));
+        assert!(matches!(kind("image/png"), Kind::Other));
+        assert!(matches!(kind("text/htmlx"), Kind::Other));
+        assert!(matches!(kind_of(&HeaderMap::new()), Kind::Other));
+    }
+
+    #[test]
+    fn only_encodings_signgate_can_undo_are_asked_for() {
+        let mut map = headers(&[("accept-encoding", "zstd, br;q=0.9, gzip, compress, identity")]);
+        restrict_accept_encoding(&mut map);
+        assert_eq!(map["accept-encoding"], "br;q=0.9, gzip, identity");
+        let mut map = headers(&[("accept-encoding", "zstd")]);
+        restrict_accept_encoding(&mut map);
+        assert!(map.get("accept-encoding").is_none());
+        let mut map = HeaderMap::new();
+        restrict_accept_encoding(&mut map);
+        assert!(map.is_empty());
+    }
+
+    #[test]
+    fn pages_and_api_calls_are_rewritable_assets_are_not() {
+        assert!(wants_rewritable(&headers(&[("accept", "text/html,*/*")])));
+        assert!(wants_rewritable(&headers(&[("accept", "application/json")])));
+        assert!(wants_rewritable(&headers(&[("sec-fetch-dest", "document")])));
+        assert!(!wants_rewritable(&headers(&[("accept", "image/avif,image/*")])));
+        assert!(!wants_rewritable(&headers(&[("sec-fetch-dest", "image")])));
+    }
+
+    #[test]
+    fn the_site_path_keeps_the_request_and_adds_the_base() {
+        let request = PathAndQuery::from_static("/a/b?c=d%20e");
+        assert_eq!(site_path("", Some(&request)).expect("valid"), "/a/b?c=d%20e");
+        assert_eq!(site_path("/base", Some(&request)).expect("valid"), "/base/a/b?c=d%20e");
+        assert_eq!(site_path("", None).expect("valid"), "/");
+        assert_eq!(site_path("/base", None).expect("valid"), "/base/");
+    }
 }

@@ -7,8 +7,9 @@ use serde::Serialize;
 
 use super::{Handled, RequestContext, require_get_or_head};
 use crate::body::{empty, full};
+use crate::config::UploadPolicyRoute;
 use crate::error::ProxyError;
-use crate::router::ActiveRoute;
+use crate::signer::RouteSigner;
 
 #[derive(Serialize)]
 struct UploadPolicy<'a> {
@@ -22,7 +23,8 @@ struct UploadPolicy<'a> {
 /// The limits (`calls`, `max_size`, `min_size`, `path`, `container`, `url`) come from the route
 /// alone: nothing in the request can widen them.
 pub fn handle(
-    active: &ActiveRoute,
+    signer: &RouteSigner,
+    route: &UploadPolicyRoute,
     rest: &str,
     parts: Parts,
     ctx: RequestContext,
@@ -30,15 +32,15 @@ pub fn handle(
     if !rest.is_empty() && rest != "/" {
         return Err(ProxyError::NoRoute);
     }
-    let allowed_origin = cors_origin(&active.route.cors_origins, &parts);
-    if parts.method == Method::OPTIONS && !active.route.cors_origins.is_empty() {
+    let allowed_origin = cors_origin(&route.cors_origins, &parts);
+    if parts.method == Method::OPTIONS && !route.cors_origins.is_empty() {
         return Ok(Handled {
             response: preflight(allowed_origin),
             cache: None,
         });
     }
     require_get_or_head(&parts)?;
-    let (credentials, cache) = active.signer.credentials(ctx.now, None);
+    let (credentials, cache) = signer.credentials(ctx.now, None);
     let json = serde_json::to_vec(&UploadPolicy {
         policy: &credentials.policy,
         signature: &credentials.signature,

@@ -1,27 +1,84 @@
 //! Recognising bare CDN URLs and signing them: single URLs, `srcset` lists and CSS `url(...)`.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use crate::cache::CacheOutcome;
+use crate::cache::BucketCache;
+use crate::config::{Config, RewriteRules, RouteKind};
 use crate::filelink::{FileRef, signed_url, strip_client_credentials};
 use crate::policy::Call;
-use crate::router::ActiveRoute;
+use crate::signer::RouteSigner;
 
-/// Signs URLs on a site route's `rewrite_hosts` with that route's signer, at one instant.
+/// Most signed URLs a site route keeps (a few hundred bytes each, so a few MiB at most).
+const SIGNED_URL_CACHE_MAX: NonZeroUsize = NonZeroUsize::new(20_000).expect("20000 is not zero");
+
+/// One site route's URL signing: its signer, which URLs to sign, and the signed forms of the
+/// attribute values its pages carry, per expiry bucket, so a page served again is rewritten
+/// from cache.
+pub struct SiteUrls {
+    signer: Arc<RouteSigner>,
+    rules: RewriteRules,
+    signed_attributes: BucketCache<String, String>,
+}
+
+impl SiteUrls {
+    /// Signing with `signer` the URLs `rules` names; up to `cache_size` signed attribute values
+    /// (at most 20,000) are kept.
+    pub fn new(signer: Arc<RouteSigner>, rules: RewriteRules, cache_size: NonZeroUsize) -> Self {
+        Self {
+            signer,
+            rules,
+            signed_attributes: BucketCache::new(cache_size.min(SIGNED_URL_CACHE_MAX)),
+        }
+    }
+
+    /// A site route's URL signing from `route_keys` (TOML lines added to a site route on
+    /// `http://127.0.0.1:3000`) and `secret`: the one fixture the unit tests, property tests,
+    /// fuzz targets and benches share.
+    ///
+    /// # Panics
+    /// When `route_keys` make the route invalid: it is for tests.
+    #[doc(hidden)]
+    pub fn fixture(route_keys: &str, secret: &str) -> Arc<Self> {
+        let toml = format!(
+            "[signing]\nsecret_env = \"S\"\n[[route]]\nname = \"site\"\nprefix = \"/\"\n\
+             mode = \"site\"\nupstream = \"http://127.0.0.1:3000\"\n{route_keys}\n"
+        );
+        let config =
+            Config::from_toml_str(&toml, |_| Some(secret.to_owned())).expect("a valid site route");
+        let route = &config.routes[0];
+        let RouteKind::Site(site) = &route.kind else {
+            unreachable!("the fixture's route is a site route")
+        };
+        let signer = Arc::new(RouteSigner::for_route(route));
+        Arc::new(Self::new(signer, site.rewrite.clone(), route.signing.cache_size))
+    }
+
+    /// What signs the URLs of one answer, at `now`.
+    pub fn at(self: &Arc<Self>, now: u64) -> Arc<CdnUrlSigner> {
+        Arc::new(CdnUrlSigner {
+            urls: Arc::clone(self),
+            now,
+        })
+    }
+
+    /// The rewrite rules.
+    pub fn rules(&self) -> &RewriteRules {
+        &self.rules
+    }
+}
+
+/// Signs URLs on a site route's `rewrite_hosts` with that route's signer, at one instant: one
+/// per answer.
 pub struct CdnUrlSigner {
-    route: Arc<ActiveRoute>,
+    urls: Arc<SiteUrls>,
     now: u64,
 }
 
 impl CdnUrlSigner {
-    /// A signer for `route` (a site route) at time `now`.
-    pub fn new(route: Arc<ActiveRoute>, now: u64) -> Self {
-        Self { route, now }
-    }
-
     /// The expiry every URL signed by this signer carries.
     pub fn expiry(&self) -> u64 {
-        self.route.signer.expiry_at(self.now)
+        self.urls.signer.expiry_at(self.now)
     }
 
     /// The signed form of `url` if it is a file URL on one of the route's hosts, else `None`.
@@ -30,22 +87,22 @@ impl CdnUrlSigner {
     /// signed where the route allows `convert`. Fragment and other query parameters are kept.
     pub fn sign(&self, url: &str) -> Option<String> {
         let parts = split_url(url)?;
-        if !self.is_rewrite_host(parts.host) {
+        if !self.urls.rules.is_rewrite_host(parts.host) {
             return None;
         }
         let file = FileRef::parse(parts.path.strip_prefix('/')?).ok()?;
-        if file.has_tasks() && !self.route.route.limits.calls.contains(&Call::Convert) {
+        let signer = &self.urls.signer;
+        if file.has_tasks() && !signer.template().allows(Call::Convert) {
             return None;
         }
-        let (credentials, _outcome): (_, CacheOutcome) =
-            self.route.signer.credentials(self.now, Some(file.handle));
+        let (credentials, _outcome) = signer.credentials(self.now, Some(file.handle));
         let query = parts.query.map(strip_client_credentials);
         let mut signed = signed_url(
             parts.origin,
             &file,
             query.as_deref(),
             &credentials,
-            self.route.route.signing.url_style,
+            signer.signing().url_style,
         );
         // A fragment never reaches the CDN; one that looks like credentials is dropped anyway,
         // so a signed URL never reads as carrying two sets.
@@ -70,20 +127,10 @@ impl CdnUrlSigner {
             let value = raw.replace("&amp;", "&");
             self.sign(&value).map(|signed| signed.replace('&', "&amp;"))
         };
-        match &self.route.signed_urls {
-            Some(cache) => cache
-                .get_or_make(raw, self.expiry(), make)
-                .map(|(signed, _)| signed),
-            None => make().map(Arc::new),
-        }
-    }
-
-    fn is_rewrite_host(&self, host: &str) -> bool {
-        self.route
-            .route
-            .rewrite_hosts
-            .iter()
-            .any(|h| h.eq_ignore_ascii_case(host))
+        self.urls
+            .signed_attributes
+            .get_or_make(raw, self.expiry(), make)
+            .map(|(signed, _)| signed)
     }
 
     /// Signs every candidate URL of a `srcset` value; `None` if none changed.
@@ -251,22 +298,17 @@ fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::router::Router;
     use crate::secret::Secret;
     use crate::verify::verify_at;
 
     const H: &str = "KW9EJhYtS6y48Whm2S6D";
     const NOW: u64 = 1_800_000_000;
 
-    fn signer(extra: &str) -> CdnUrlSigner {
-        let toml = format!(
-            "[signing]\nsecret_env = \"S\"\n[[route]]\nname = \"site\"\nprefix = \"/\"\nmode = \"site\"\n\
-             upstream = \"http://127.0.0.1:3000\"\nrewrite_hosts = [\"cdn.filestackcontent.com\", \"cdn.local:9000\"]\n{extra}"
+    fn signer(extra: &str) -> Arc<CdnUrlSigner> {
+        let keys = format!(
+            "rewrite_hosts = [\"cdn.filestackcontent.com\", \"cdn.local:9000\"]\n{extra}"
         );
-        let config = Config::from_toml_str(&toml, |_| Some("s".into())).expect("valid");
-        let router = Router::new(&config).expect("router");
-        CdnUrlSigner::new(router.find("/").expect("route").0.clone(), NOW)
+        SiteUrls::fixture(&keys, "s").at(NOW)
     }
 
     fn valid(url: &str) -> bool {
@@ -344,17 +386,9 @@ mod tests {
 
     #[test]
     fn cached_signed_urls_never_outlive_their_bucket() {
-        let toml = "[signing]\nsecret_env = \"S\"\nbucket = \"5m\"\n[[route]]\nname = \"site\"\nprefix = \"/\"\n\
-                    mode = \"site\"\nupstream = \"http://127.0.0.1:3000\"\n";
-        let config = Config::from_toml_str(toml, |_| Some("s".into())).expect("valid");
-        let router = Router::new(&config).expect("router");
-        let route = router.find("/").expect("route").0.clone();
+        let urls = SiteUrls::fixture("bucket = \"5m\"", "s");
         let url = format!("https://cdn.filestackcontent.com/{H}");
-        let at = |now| {
-            CdnUrlSigner::new(Arc::clone(&route), now)
-                .sign_html_attribute(&url)
-                .expect("signed")
-        };
+        let at = |now| urls.at(now).sign_html_attribute(&url).expect("signed");
         let first = at(NOW + 1);
         let same_bucket = at(NOW + 300);
         assert!(

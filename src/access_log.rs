@@ -1,0 +1,149 @@
+//! The access log: one line per request, written when its body ends or is dropped; the path
+//! as logged (credentials redacted); errors logged at the level their blame sets.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+
+use crate::body::{BoxError, ResponseBody};
+use crate::error::{Blame, ProxyError};
+
+/// What the access log line says about one request, filled in as it is answered.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    /// Request method.
+    pub method: http::Method,
+    /// Route name, or `-` when none matched.
+    pub route: String,
+    /// The path with any credentials removed.
+    pub path: String,
+    /// Response status.
+    pub status: u16,
+    /// `hit`, `miss` or `-`.
+    pub cache: &'static str,
+    /// When the request arrived.
+    pub started: Instant,
+}
+
+/// Counts the bytes of a response body and writes the access log line when it ends or is dropped
+/// (a client that goes away mid-body is logged as `complete=false`).
+pub struct Metered {
+    inner: ResponseBody,
+    bytes: u64,
+    finished: bool,
+    log: AccessLog,
+}
+
+impl Metered {
+    /// Wraps a response body.
+    pub fn new(inner: ResponseBody, log: AccessLog) -> Self {
+        Self {
+            inner,
+            bytes: 0,
+            finished: false,
+            log,
+        }
+    }
+}
+
+impl Body for Metered {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(data) = f.data_ref() {
+                    this.bytes += data.len() as u64;
+                }
+            }
+            None => this.finished = true,
+            Some(Err(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        let log = &self.log;
+        let complete = self.finished || self.inner.is_end_stream();
+        tracing::info!(
+            target: "signgate::access",
+            method = %log.method,
+            route = %log.route,
+            path = %log.path,
+            status = log.status,
+            bytes = self.bytes,
+            duration_us = u64::try_from(log.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            cache = %log.cache,
+            complete,
+        );
+    }
+}
+
+/// Logs a request's failure at the level its blame sets.
+pub fn log_error(error: &ProxyError, route: &str) {
+    // Source errors may name hosts and reasons, never credentials: upstream URLs are not in them.
+    let source = std::error::Error::source(error).map(ToString::to_string);
+    match error.blame() {
+        Blame::Client => tracing::debug!(route, error = %error, "client error"),
+        Blame::Upstream => tracing::warn!(route, error = %error, source, "upstream error"),
+        Blame::Internal => tracing::error!(route, error = %error, source, "internal error"),
+    }
+}
+
+/// The path as logged: `security=` task contents replaced, the query never logged.
+pub fn redact_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len().min(512));
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        if crate::filelink::is_security_task(segment) {
+            out.push_str("security=<redacted>");
+        } else {
+            out.push_str(segment);
+        }
+        if out.len() > 512 {
+            let mut end = 512;
+            while !out.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.truncate(end);
+            out.push('…');
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_paths_carry_no_credentials() {
+        assert_eq!(
+            redact_path("/img/security=p:abc,s:def/KW9EJhYtS6y48Whm2S6D"),
+            "/img/security=<redacted>/KW9EJhYtS6y48Whm2S6D"
+        );
+        assert!(redact_path(&"/a".repeat(1000)).len() < 520);
+    }
+}

@@ -1,0 +1,307 @@
+//! `gateway.toml`: a raw serde layer mirroring the file, turned into typed, validated [`Config`].
+//!
+//! Every default lives here, documented on its constant and on the field it fills. Messages name
+//! the route and the key, and say what is expected instead.
+//!
+//! - [`raw`]: the serde structs, unknown keys refused, and the table of which key belongs to
+//!   which mode;
+//! - [`units`]: durations and sizes;
+//! - [`secret_source`]: `secret_env` / `secret_file`, and refusing a secret in the file;
+//! - [`signing`]: `[signing]` and its per-route overrides;
+//! - [`route`]: a type per route kind, built and validated.
+
+mod raw;
+pub mod route;
+pub mod secret_source;
+pub mod signing;
+pub mod units;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use route::{
+    Fetch, Mode, RewriteRules, Route, RouteKind, SiteRoute, Timeouts, UploadPolicyRoute, Upstream,
+};
+pub use secret_source::SecretsNeeded;
+pub use signing::Signing;
+
+use raw::RawConfig;
+use secret_source::{refuse_inline_secrets, world_readable_mode};
+use units::{parse_size, parse_duration};
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default time a handed-out URL stays valid at least.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+/// Default expiry rounding.
+pub const DEFAULT_BUCKET: Duration = Duration::from_secs(300);
+/// Default credential cache entries per route.
+pub const DEFAULT_CACHE_SIZE: usize = 100_000;
+/// Default most client connections served at once; further ones wait in the kernel's backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default time a client has to send a request's headers.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default largest request head (request line and headers) a client may send.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
+/// Default time in-flight requests get to finish after SIGINT/SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default time to open a connection to an upstream.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default longest stall of a write to a client before it is disconnected (nginx's default).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time from sending a request upstream to its response headers.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default longest pause between two pieces of an upstream body.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `max_upstream_connections`: requests in flight to one route's upstream, per worker.
+pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 1024;
+/// Default largest JSON answer a site route holds to rewrite; larger ones pass untouched.
+pub const DEFAULT_JSON_REWRITE_LIMIT: u64 = 1024 * 1024;
+/// Default largest request body a site route forwards.
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 10 * 1024 * 1024;
+/// Default host whose URLs site routes sign.
+pub const DEFAULT_REWRITE_HOST: &str = "cdn.filestackcontent.com";
+
+/// Why a configuration cannot be used. The message names the key and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not TOML, an unknown key, or a value of the wrong type (the message points at the key).
+    #[error("{0}")]
+    Syntax(String),
+    /// A key whose value is not acceptable.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// Where: `` `signing.ttl` `` or ``route `images`: `upstream` ``.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// The same error, in a named file.
+    #[error("{path}: {inner}")]
+    InFile {
+        /// The config file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        inner: Box<ConfigError>,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The whole gateway configuration, valid by construction.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listener settings.
+    pub server: ServerConfig,
+    /// Routes in file order (the router picks by longest prefix).
+    pub routes: Vec<Route>,
+    /// Things that work but should not be so (a world-readable `secret_file`, a secret not
+    /// available to `signgate check`): logged at start and printed by `signgate check`.
+    pub warnings: Vec<String>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `listen`: address to bind. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// `max_connections`: client connections each worker serves at once; more wait in the
+    /// kernel backlog. Default 10000.
+    pub max_connections: NonZeroUsize,
+    /// `header_read_timeout`: time a client has to send request headers. Default 10s.
+    pub header_read_timeout: Duration,
+    /// `shutdown_grace`: time in-flight requests get after SIGINT/SIGTERM. Default 30s.
+    pub shutdown_grace: Duration,
+    /// `send_timeout`: longest a write to a client may stall (a client that stops reading);
+    /// then the connection is closed (over HTTP/2, the unread stream is dropped) and its
+    /// upstream connection freed. Default 60s.
+    pub send_timeout: Duration,
+    /// `max_header_bytes`: largest request head; larger ones get 431. Default 64KiB (at least
+    /// 8KiB).
+    pub max_header_bytes: usize,
+    /// `workers`: single-threaded runtimes, each with its own `SO_REUSEPORT` listener. Default:
+    /// one per core the process may run on.
+    pub workers: NonZeroUsize,
+}
+
+impl Config {
+    /// Reads and validates a config file to serve from: secrets come from the process
+    /// environment or files, and must be there.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, SecretsNeeded::Required)
+    }
+
+    /// [`Config::load`], with a choice of what a secret that is not available here means.
+    pub fn load_with(path: &Path, needed: SecretsNeeded) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &|name| std::env::var(name).ok(), needed).map_err(|inner| {
+            ConfigError::InFile {
+                path: path.to_owned(),
+                inner: Box::new(inner),
+            }
+        })
+    }
+
+    /// Parses and validates TOML text; `env` looks up environment variables (for `secret_env`),
+    /// and every secret must be there.
+    pub fn from_toml_str(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        Self::parse(text, &env, SecretsNeeded::Required)
+    }
+
+    /// Parses and validates TOML text, with a choice of what a missing secret means.
+    pub fn parse(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        needed: SecretsNeeded,
+    ) -> Result<Self, ConfigError> {
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        refuse_inline_secrets(&table)?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        Self::from_raw(raw, env, needed)
+    }
+
+    /// The route called `name`.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+
+    fn from_raw(
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+        needed: SecretsNeeded,
+    ) -> Result<Self, ConfigError> {
+        if raw.routes.is_empty() {
+            return Err(invalid("`route`", "no routes: add at least one [[route]]"));
+        }
+        let mut secret_files: Vec<(String, PathBuf)> = Vec::new();
+        if let Some(path) = &raw.signing.secret_file {
+            secret_files.push(("`signing.secret_file`".to_owned(), path.clone()));
+        }
+        for route in &raw.routes {
+            if let Some(path) = &route.secret_file {
+                secret_files.push((
+                    format!("route `{}`: `secret_file`", route.name),
+                    path.clone(),
+                ));
+            }
+        }
+        let mut warnings: Vec<String> = secret_files
+            .iter()
+            .filter_map(|(key, path)| {
+                let mode = world_readable_mode(path)?;
+                Some(format!(
+                    "{key}: {} is readable by every user (mode {mode:o}); restrict it, e.g. chmod 600",
+                    path.display()
+                ))
+            })
+            .collect();
+        let mut names = HashSet::new();
+        let mut prefixes = HashSet::new();
+        let mut routes = Vec::with_capacity(raw.routes.len());
+        for raw_route in raw.routes {
+            let (route, warning) = route::build_route(raw_route, &raw.signing, env, needed)?;
+            if let Some(warning) = warning
+                && !warnings.contains(&warning)
+            {
+                warnings.push(warning);
+            }
+            if !names.insert(route.name.clone()) {
+                return Err(invalid(
+                    format!("route `{}`: `name`", route.name),
+                    "is used by another route",
+                ));
+            }
+            if !prefixes.insert(route.prefix.clone()) {
+                return Err(invalid(
+                    format!("route `{}`: `prefix`", route.name),
+                    format!("{:?} is used by another route", route.prefix),
+                ));
+            }
+            routes.push(route);
+        }
+        Ok(Self {
+            server: build_server(&raw.server)?,
+            routes,
+            warnings,
+        })
+    }
+}
+
+fn build_server(server: &raw::RawServer) -> Result<ServerConfig, ConfigError> {
+    let listen = server.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = listen.parse().map_err(|_| {
+        invalid(
+            "`server.listen`",
+            format!("must be an address such as \"127.0.0.1:8080\", got {listen:?}"),
+        )
+    })?;
+    let max_connections =
+        NonZeroUsize::new(server.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS))
+            .ok_or_else(|| invalid("`server.max_connections`", "must be at least 1"))?;
+    let max_header_bytes = match &server.max_header_bytes {
+        None => DEFAULT_MAX_HEADER_BYTES,
+        Some(size) => parse_size(size).map_err(|r| invalid("`server.max_header_bytes`", r))?,
+    };
+    if !(8192..=16 * 1024 * 1024).contains(&max_header_bytes) {
+        return Err(invalid(
+            "`server.max_header_bytes`",
+            "must be between 8KiB and 16MiB",
+        ));
+    }
+    let max_header_bytes = usize::try_from(max_header_bytes).unwrap_or(usize::MAX);
+    let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    let workers = NonZeroUsize::new(server.workers.unwrap_or(cores))
+        .ok_or_else(|| invalid("`server.workers`", "must be at least 1"))?;
+    let duration = |text: Option<&str>, default: Duration, key: &str| {
+        text.map_or(Ok(default), |t| {
+            parse_duration(t).map_err(|r| invalid(key, r))
+        })
+    };
+    Ok(ServerConfig {
+        listen,
+        max_connections,
+        header_read_timeout: duration(
+            server.header_read_timeout.as_deref(),
+            DEFAULT_HEADER_READ_TIMEOUT,
+            "`server.header_read_timeout`",
+        )?,
+        shutdown_grace: duration(
+            server.shutdown_grace.as_deref(),
+            DEFAULT_SHUTDOWN_GRACE,
+            "`server.shutdown_grace`",
+        )?,
+        send_timeout: duration(
+            server.send_timeout.as_deref(),
+            DEFAULT_SEND_TIMEOUT,
+            "`server.send_timeout`",
+        )?,
+        workers,
+        max_header_bytes,
+    })
+}

@@ -1,0 +1,131 @@
+//! The raw layer: serde structs that mirror `gateway.toml` key for key, unknown keys refused.
+//! Nothing here is validated; [`super::Config`] is built from it.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::units::RawSize;
+use super::Mode;
+use crate::filelink::UrlStyle;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub signing: RawSigning,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RawRoute>,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub listen: Option<String>,
+    pub max_connections: Option<usize>,
+    pub header_read_timeout: Option<String>,
+    pub shutdown_grace: Option<String>,
+    pub send_timeout: Option<String>,
+    pub workers: Option<usize>,
+    pub max_header_bytes: Option<RawSize>,
+}
+
+/// `[signing]`, and the same keys on a route.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSigning {
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    pub ttl: Option<String>,
+    pub bucket: Option<String>,
+    pub cache_size: Option<usize>,
+    pub url_style: Option<UrlStyle>,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub name: String,
+    pub prefix: String,
+    pub mode: String,
+    pub upstream: Option<String>,
+    pub calls: Option<Vec<String>>,
+    pub max_size: Option<RawSize>,
+    pub min_size: Option<RawSize>,
+    pub path: Option<String>,
+    pub container: Option<String>,
+    pub url: Option<String>,
+    pub rewrite_hosts: Option<Vec<String>>,
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    pub body_idle_timeout: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub json_rewrite_limit: Option<RawSize>,
+    pub cors_origins: Option<Vec<String>>,
+    pub max_request_body: Option<RawSize>,
+    pub max_upstream_connections: Option<usize>,
+    // The [signing] keys, each overridable per route (serde's flatten cannot deny unknown keys).
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    pub ttl: Option<String>,
+    pub bucket: Option<String>,
+    pub cache_size: Option<usize>,
+    pub url_style: Option<UrlStyle>,
+}
+
+/// Routes that fetch from their upstream.
+const FETCHING: &[Mode] = &[Mode::Proxy, Mode::Site];
+/// Routes with an upstream.
+const WITH_UPSTREAM: &[Mode] = &[Mode::Proxy, Mode::Redirect, Mode::Site];
+/// Site routes.
+const SITE: &[Mode] = &[Mode::Site];
+/// Upload-policy routes.
+const UPLOAD: &[Mode] = &[Mode::UploadPolicy];
+
+impl RawRoute {
+    /// The keys this route sets that only some modes take, each with those modes: the one table
+    /// of which key belongs to which mode. Keys every mode takes are not listed.
+    pub fn mode_specific_keys(&self) -> Vec<(&'static str, &'static [Mode])> {
+        [
+            ("upstream", self.upstream.is_some(), WITH_UPSTREAM),
+            ("connect_timeout", self.connect_timeout.is_some(), FETCHING),
+            ("response_timeout", self.response_timeout.is_some(), FETCHING),
+            ("body_idle_timeout", self.body_idle_timeout.is_some(), FETCHING),
+            ("ca_file", self.ca_file.is_some(), FETCHING),
+            (
+                "max_upstream_connections",
+                self.max_upstream_connections.is_some(),
+                FETCHING,
+            ),
+            ("rewrite_hosts", self.rewrite_hosts.is_some(), SITE),
+            ("json_rewrite_limit", self.json_rewrite_limit.is_some(), SITE),
+            ("max_request_body", self.max_request_body.is_some(), SITE),
+            ("cors_origins", self.cors_origins.is_some(), UPLOAD),
+            ("max_size", self.max_size.is_some(), UPLOAD),
+            ("min_size", self.min_size.is_some(), UPLOAD),
+            ("path", self.path.is_some(), UPLOAD),
+            ("container", self.container.is_some(), UPLOAD),
+        ]
+        .into_iter()
+        .filter(|(_, set, _)| *set)
+        .map(|(key, _, modes)| (key, modes))
+        .collect()
+    }
+
+    /// The route's own `[signing]` keys.
+    pub fn signing_overrides(&self) -> RawSigning {
+        RawSigning {
+            secret_env: self.secret_env.clone(),
+            secret_file: self.secret_file.clone(),
+            ttl: self.ttl.clone(),
+            bucket: self.bucket.clone(),
+            cache_size: self.cache_size,
+            url_style: self.url_style,
+        }
+    }
+}

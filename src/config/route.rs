@@ -1,0 +1,576 @@
+//! One `[[route]]`: a type per route kind, each holding only what its mode uses, built and
+//! validated from the raw layer.
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Uri};
+
+use super::raw::{RawRoute, RawSigning};
+use super::secret_source::SecretsNeeded;
+use super::signing::{Signing, build_signing};
+use super::units::{parse_duration, parse_size};
+use super::{
+    ConfigError, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_JSON_REWRITE_LIMIT,
+    DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_UPSTREAM_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT,
+    DEFAULT_REWRITE_HOST, invalid,
+};
+use crate::policy::{Call, PolicyLimits, PolicyTemplate};
+
+/// What a route does with a request: its `mode` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward to the CDN with fresh credentials and stream the body back.
+    Proxy,
+    /// Answer 307 to the signed CDN URL.
+    Redirect,
+    /// Front a site, signing CDN URLs in its answers.
+    Site,
+    /// Hand out an upload policy with the route's limits.
+    UploadPolicy,
+}
+
+impl Mode {
+    /// Every mode, in the documentation's order.
+    pub const ALL: [Mode; 4] = [Mode::Proxy, Mode::Redirect, Mode::Site, Mode::UploadPolicy];
+
+    /// The spelling used in `gateway.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Proxy => "proxy",
+            Mode::Redirect => "redirect",
+            Mode::Site => "site",
+            Mode::UploadPolicy => "upload-policy",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        Mode::ALL.into_iter().find(|m| m.as_str() == text)
+    }
+
+    /// `calls` when the route sets none.
+    pub fn default_calls(self) -> Vec<Call> {
+        match self {
+            Mode::Proxy | Mode::Redirect => vec![Call::Read],
+            Mode::Site => vec![Call::Read, Call::Convert],
+            Mode::UploadPolicy => vec![Call::Pick, Call::Store],
+        }
+    }
+}
+
+/// One `[[route]]`, valid by construction.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// `name`: unique, used in logs and by `signgate sign --route`.
+    pub name: String,
+    /// `prefix`: request paths this route serves (longest prefix wins, on segment boundaries).
+    pub prefix: String,
+    /// Signing settings (from `[signing]`, overridden per route).
+    pub signing: Signing,
+    /// What its policies carry: `calls` (default per mode) and the limits.
+    pub policy: PolicyTemplate,
+    /// The mode and what only that mode uses.
+    pub kind: RouteKind,
+}
+
+impl Route {
+    /// The route's mode.
+    pub fn mode(&self) -> Mode {
+        self.kind.mode()
+    }
+
+    /// The upstream, for every mode but upload-policy.
+    pub fn upstream(&self) -> Option<&Upstream> {
+        match &self.kind {
+            RouteKind::Proxy(fetch) => Some(&fetch.upstream),
+            RouteKind::Redirect { upstream } => Some(upstream),
+            RouteKind::Site(site) => Some(&site.fetch.upstream),
+            RouteKind::UploadPolicy(_) => None,
+        }
+    }
+
+    /// How the route fetches, for proxy and site routes.
+    pub fn fetch(&self) -> Option<&Fetch> {
+        match &self.kind {
+            RouteKind::Proxy(fetch) => Some(fetch),
+            RouteKind::Site(site) => Some(&site.fetch),
+            RouteKind::Redirect { .. } | RouteKind::UploadPolicy(_) => None,
+        }
+    }
+}
+
+/// A route's mode with the settings only that mode has.
+#[derive(Debug, Clone)]
+pub enum RouteKind {
+    /// `proxy`: signs a file reference and streams the file from the upstream.
+    Proxy(Fetch),
+    /// `redirect`: signs a file reference and answers 307 to it on `upstream`.
+    Redirect {
+        /// `upstream`: the CDN the `Location` points at.
+        upstream: Upstream,
+    },
+    /// `site`: fronts a site and signs the CDN URLs in its answers.
+    Site(SiteRoute),
+    /// `upload-policy`: hands out the route's upload policy.
+    UploadPolicy(UploadPolicyRoute),
+}
+
+impl RouteKind {
+    /// The mode this kind is.
+    pub fn mode(&self) -> Mode {
+        match self {
+            RouteKind::Proxy(_) => Mode::Proxy,
+            RouteKind::Redirect { .. } => Mode::Redirect,
+            RouteKind::Site(_) => Mode::Site,
+            RouteKind::UploadPolicy(_) => Mode::UploadPolicy,
+        }
+    }
+}
+
+/// How a proxy or site route reaches its upstream.
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    /// `upstream`.
+    pub upstream: Upstream,
+    /// Upstream timeouts.
+    pub timeouts: Timeouts,
+    /// `ca_file`: extra PEM root certificates trusted for an https upstream.
+    pub ca_file: Option<PathBuf>,
+    /// `max_upstream_connections`: requests in flight to the upstream at once, per worker (over
+    /// HTTP/1.1 each holds its own connection; over HTTP/2 they share one); more wait up to
+    /// `response_timeout`, then get 503. Idle pooled connections are capped at the same number.
+    /// Default 1024.
+    pub max_connections: NonZeroUsize,
+}
+
+/// What only a site route has.
+#[derive(Debug, Clone)]
+pub struct SiteRoute {
+    /// How the site is reached.
+    pub fetch: Fetch,
+    /// Which URLs in its answers are signed.
+    pub rewrite: RewriteRules,
+    /// `max_request_body`: largest request body forwarded; larger get 413. Default 10MiB.
+    pub max_request_body: u64,
+}
+
+/// Which URLs a site route signs in its answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewriteRules {
+    /// `rewrite_hosts`: hosts whose URLs are signed, lowercase. Default the Filestack CDN.
+    pub hosts: Vec<String>,
+    /// `json_rewrite_limit`: largest JSON answer held to sign its URLs. Default 1MiB.
+    pub json_limit: u64,
+}
+
+impl Default for RewriteRules {
+    fn default() -> Self {
+        Self {
+            hosts: vec![DEFAULT_REWRITE_HOST.to_owned()],
+            json_limit: DEFAULT_JSON_REWRITE_LIMIT,
+        }
+    }
+}
+
+impl RewriteRules {
+    /// Whether `host` is one whose URLs are signed.
+    pub fn is_rewrite_host(&self, host: &str) -> bool {
+        self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+    }
+}
+
+/// What only an upload-policy route has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadPolicyRoute {
+    /// `cors_origins`: origins whose pages may fetch the policy (`"*"` for any). Default none:
+    /// same-origin pages only.
+    pub cors_origins: Vec<String>,
+}
+
+/// Upstream timeouts of one route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `connect_timeout`: opening a connection (TCP and TLS). Default 5s.
+    pub connect: Duration,
+    /// `response_timeout`: from sending the request to the response headers. Default 30s.
+    pub response: Duration,
+    /// `body_idle_timeout`: longest pause between two pieces of a body. Default 30s.
+    pub body_idle: Duration,
+}
+
+/// An upstream origin, absolute http(s) with no query, taken apart once so the request path
+/// assembles URIs from parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    scheme: Scheme,
+    authority: Authority,
+    /// The base path without a trailing slash (empty for none).
+    base_path: String,
+    /// `scheme://authority` and the base path: what paths are appended to in URL strings.
+    base: String,
+    /// The `Host` value for requests to it.
+    host: HeaderValue,
+}
+
+impl Upstream {
+    /// Parses `text`, an absolute http(s) URL without a query.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("must be an absolute http(s) URL, got {text:?}");
+        let uri: Uri = text.parse().map_err(|_| bad())?;
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::HTTP,
+            Some("https") => Scheme::HTTPS,
+            _ => return Err(bad()),
+        };
+        let authority = uri.authority().cloned().ok_or_else(bad)?;
+        if authority.host().is_empty() {
+            return Err(bad());
+        }
+        if authority.as_str().contains('@') {
+            return Err(format!(
+                "must not carry credentials (user@host), got {text:?}"
+            ));
+        }
+        if uri.query().is_some() {
+            return Err(format!("must not have a query, got {text:?}"));
+        }
+        let base_path = uri.path().trim_end_matches('/').to_owned();
+        let base = format!("{scheme}://{authority}{base_path}");
+        let host = HeaderValue::try_from(authority.as_str()).map_err(|_| bad())?;
+        Ok(Self {
+            scheme,
+            authority,
+            base_path,
+            base,
+            host,
+        })
+    }
+
+    /// `scheme://authority/base`, no trailing slash: what paths are appended to.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The base path without a trailing slash, empty for none.
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+
+    /// The `host[:port]` of the upstream.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The `Host` header value for requests to it.
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.host
+    }
+
+    /// Whether it is reached over TLS.
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+
+    /// The absolute URI of `path_and_query` (which already includes the base path) on it.
+    pub fn uri(&self, path_and_query: PathAndQuery) -> Uri {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        // Scheme, authority and path are all set, the one combination from_parts always takes.
+        Uri::from_parts(parts).expect("a URI with scheme, authority and path is valid")
+    }
+}
+
+/// Builds a route from its raw keys and the `[signing]` defaults. Returns the route and any
+/// warnings (a placeholder secret).
+pub(super) fn build_route(
+    raw: RawRoute,
+    defaults: &RawSigning,
+    env: &dyn Fn(&str) -> Option<String>,
+    needed: SecretsNeeded,
+) -> Result<(Route, Option<String>), ConfigError> {
+    let name = raw.name.clone();
+    if name.trim().is_empty() {
+        return Err(invalid("route: `name`", "must not be empty"));
+    }
+    let key = |k: &str| format!("route `{name}`: `{k}`");
+    let mode = Mode::parse(&raw.mode).ok_or_else(|| {
+        invalid(
+            key("mode"),
+            format!(
+                "must be one of proxy, redirect, site, upload-policy, got {:?}",
+                raw.mode
+            ),
+        )
+    })?;
+    for (k, modes) in raw.mode_specific_keys() {
+        if !modes.contains(&mode) {
+            let names: Vec<&str> = modes.iter().map(|m| m.as_str()).collect();
+            return Err(invalid(
+                key(k),
+                format!(
+                    "does not apply to {} routes; it is for {} routes: remove it",
+                    mode.as_str(),
+                    names.join(" and ")
+                ),
+            ));
+        }
+    }
+    let prefix = check_prefix(&raw.prefix).map_err(|reason| invalid(key("prefix"), reason))?;
+    let policy = PolicyTemplate {
+        calls: parse_calls(raw.calls.as_deref(), mode).map_err(|r| invalid(key("calls"), r))?,
+        limits: build_limits(&raw, &key)?,
+    };
+    let kind = match mode {
+        Mode::Proxy => RouteKind::Proxy(build_fetch(&raw, &key)?),
+        Mode::Redirect => RouteKind::Redirect {
+            upstream: required_upstream(&raw, mode, &key)?,
+        },
+        Mode::Site => RouteKind::Site(SiteRoute {
+            fetch: build_fetch(&raw, &key)?,
+            rewrite: RewriteRules {
+                hosts: match &raw.rewrite_hosts {
+                    None => RewriteRules::default().hosts,
+                    Some(hosts) => {
+                        check_hosts(hosts).map_err(|r| invalid(key("rewrite_hosts"), r))?
+                    }
+                },
+                json_limit: size_or(raw.json_rewrite_limit.as_ref(), DEFAULT_JSON_REWRITE_LIMIT)
+                    .map_err(|r| invalid(key("json_rewrite_limit"), r))?,
+            },
+            max_request_body: size_or(raw.max_request_body.as_ref(), DEFAULT_MAX_REQUEST_BODY)
+                .map_err(|r| invalid(key("max_request_body"), r))?,
+        }),
+        Mode::UploadPolicy => RouteKind::UploadPolicy(UploadPolicyRoute {
+            cors_origins: check_origins(raw.cors_origins.clone().unwrap_or_default())
+                .map_err(|r| invalid(key("cors_origins"), r))?,
+        }),
+    };
+    let (signing, warning) = build_signing(
+        &raw.signing_overrides(),
+        defaults,
+        env,
+        &name,
+        needed,
+    )?;
+    let route = Route {
+        name,
+        prefix,
+        signing,
+        policy,
+        kind,
+    };
+    Ok((route, warning))
+}
+
+fn parse_calls(names: Option<&[String]>, mode: Mode) -> Result<Vec<Call>, String> {
+    let Some(names) = names else {
+        return Ok(mode.default_calls());
+    };
+    let mut calls = Vec::with_capacity(names.len());
+    for name in names {
+        let call: Call = name.parse().map_err(|e| format!("{e}"))?;
+        if !calls.contains(&call) {
+            calls.push(call);
+        }
+    }
+    if calls.is_empty() {
+        return Err("must name at least one call".into());
+    }
+    Ok(calls)
+}
+
+fn build_limits(raw: &RawRoute, key: &dyn Fn(&str) -> String) -> Result<PolicyLimits, ConfigError> {
+    let size = |value: Option<&super::units::RawSize>, k: &str| {
+        value
+            .map(|s| parse_size(s).map_err(|r| invalid(key(k), r)))
+            .transpose()
+    };
+    let max_size = size(raw.max_size.as_ref(), "max_size")?;
+    let min_size = size(raw.min_size.as_ref(), "min_size")?;
+    if let (Some(min), Some(max)) = (min_size, max_size)
+        && min > max
+    {
+        return Err(invalid(
+            key("min_size"),
+            format!("{min} bytes is larger than `max_size` ({max} bytes)"),
+        ));
+    }
+    Ok(PolicyLimits {
+        url: raw.url.clone(),
+        max_size,
+        min_size,
+        path: raw.path.clone(),
+        container: raw.container.clone(),
+    })
+}
+
+fn required_upstream(
+    raw: &RawRoute,
+    mode: Mode,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Upstream, ConfigError> {
+    let text = raw.upstream.as_deref().ok_or_else(|| {
+        invalid(
+            key("upstream"),
+            format!(
+                "is required for {} routes, e.g. \"https://cdn.filestackcontent.com\"",
+                mode.as_str()
+            ),
+        )
+    })?;
+    Upstream::parse(text).map_err(|r| invalid(key("upstream"), r))
+}
+
+fn build_fetch(raw: &RawRoute, key: &dyn Fn(&str) -> String) -> Result<Fetch, ConfigError> {
+    let upstream = required_upstream(raw, Mode::Proxy, key)?;
+    let duration = |text: Option<&str>, default: Duration, k: &str| {
+        text.map_or(Ok(default), |t| {
+            parse_duration(t).map_err(|r| invalid(key(k), r))
+        })
+    };
+    let timeouts = Timeouts {
+        connect: duration(
+            raw.connect_timeout.as_deref(),
+            DEFAULT_CONNECT_TIMEOUT,
+            "connect_timeout",
+        )?,
+        response: duration(
+            raw.response_timeout.as_deref(),
+            DEFAULT_RESPONSE_TIMEOUT,
+            "response_timeout",
+        )?,
+        body_idle: duration(
+            raw.body_idle_timeout.as_deref(),
+            DEFAULT_BODY_IDLE_TIMEOUT,
+            "body_idle_timeout",
+        )?,
+    };
+    if raw.ca_file.is_some() && !upstream.is_https() {
+        return Err(invalid(
+            key("ca_file"),
+            "only applies to an https upstream; remove it or make `upstream` https://",
+        ));
+    }
+    let max_connections = NonZeroUsize::new(
+        raw.max_upstream_connections
+            .unwrap_or(DEFAULT_MAX_UPSTREAM_CONNECTIONS),
+    )
+    .ok_or_else(|| invalid(key("max_upstream_connections"), "must be at least 1"))?;
+    Ok(Fetch {
+        upstream,
+        timeouts,
+        ca_file: raw.ca_file.clone(),
+        max_connections,
+    })
+}
+
+fn size_or(raw: Option<&super::units::RawSize>, default: u64) -> Result<u64, String> {
+    raw.map_or(Ok(default), parse_size)
+}
+
+fn check_prefix(prefix: &str) -> Result<String, String> {
+    if !prefix.starts_with('/') {
+        return Err(format!("must start with '/', got {prefix:?}"));
+    }
+    if prefix.contains(['?', '#', ' ', '\\', '%'])
+        || prefix.contains("//")
+        || prefix.contains("/../")
+        || prefix.ends_with("/..")
+    {
+        return Err(format!("must be a plain path such as \"/img/\", got {prefix:?}"));
+    }
+    Ok(prefix.to_owned())
+}
+
+fn check_hosts(hosts: &[String]) -> Result<Vec<String>, String> {
+    for host in hosts {
+        if host.is_empty() || host.contains(['/', ' ', '?', '#', '@']) {
+            return Err(format!(
+                "must hold host names such as \"cdn.filestackcontent.com\", got {host:?}"
+            ));
+        }
+    }
+    Ok(hosts.iter().map(|h| h.to_ascii_lowercase()).collect())
+}
+
+fn check_origins(origins: Vec<String>) -> Result<Vec<String>, String> {
+    for origin in &origins {
+        let valid = origin == "*"
+            || ((origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.trim_end_matches('/').contains(['?', '#', ' '])
+                && origin
+                    .split("://")
+                    .nth(1)
+                    .is_some_and(|rest| !rest.is_empty() && !rest.contains('/')));
+        if !valid {
+            return Err(format!(
+                "must hold origins such as \"https://app.example.com\" or \"*\", got {origin:?}"
+            ));
+        }
+    }
+    Ok(origins)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_is_taken_apart_once() {
+        let upstream = Upstream::parse("https://cdn.example.com:8443/base/").expect("valid");
+        assert_eq!(upstream.base(), "https://cdn.example.com:8443/base");
+        assert_eq!(upstream.base_path(), "/base");
+        assert_eq!(upstream.host_header(), "cdn.example.com:8443");
+        assert!(upstream.is_https());
+        let uri = upstream.uri(PathAndQuery::from_static("/base/x?y=1"));
+        assert_eq!(uri.to_string(), "https://cdn.example.com:8443/base/x?y=1");
+        let bare = Upstream::parse("http://127.0.0.1:3000").expect("valid");
+        assert_eq!(bare.base_path(), "");
+        assert_eq!(bare.base(), "http://127.0.0.1:3000");
+    }
+
+    #[test]
+    fn upstreams_that_cannot_be_fetched_are_refused() {
+        for text in [
+            "cdn.example.com",
+            "ftp://cdn.example.com",
+            "https://cdn.example.com/?a=1",
+            "https://user:pw@cdn.example.com",
+            "/relative",
+        ] {
+            assert!(Upstream::parse(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn prefixes_must_be_plain_paths() {
+        assert!(check_prefix("/img/").is_ok());
+        for bad in ["img/", "/a/../b", "/a//b", "/a?b", "/%2e"] {
+            assert!(check_prefix(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn calls_default_per_mode_and_repeat_once() {
+        assert_eq!(parse_calls(None, Mode::Site), Ok(vec![Call::Read, Call::Convert]));
+        let names = ["read".to_owned(), "read".to_owned()];
+        assert_eq!(parse_calls(Some(&names), Mode::Proxy), Ok(vec![Call::Read]));
+        assert!(parse_calls(Some(&[]), Mode::Proxy).is_err());
+        assert!(parse_calls(Some(&["delete".to_owned()]), Mode::Proxy).is_err());
+    }
+
+    #[test]
+    fn origins_and_hosts_are_checked() {
+        assert!(check_origins(vec!["https://a.example".into(), "*".into()]).is_ok());
+        assert!(check_origins(vec!["https://a.example/path".into()]).is_err());
+        assert_eq!(
+            check_hosts(&["CDN.Example.com".into()]),
+            Ok(vec!["cdn.example.com".to_owned()])
+        );
+        assert!(check_hosts(&["cdn.example.com/x".into()]).is_err());
+    }
+}

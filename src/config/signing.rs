@@ -1,0 +1,157 @@
+//! `[signing]` and its per-route overrides: the secret, expiry and cache settings of a route.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use super::raw::RawSigning;
+use super::secret_source::{SecretsNeeded, load_secret};
+use super::units::parse_duration;
+use super::{ConfigError, DEFAULT_BUCKET, DEFAULT_CACHE_SIZE, DEFAULT_TTL, invalid};
+use crate::filelink::UrlStyle;
+use crate::secret::Secret;
+
+/// How a route signs.
+#[derive(Debug, Clone)]
+pub struct Signing {
+    /// The app secret (from `secret_env` or `secret_file`).
+    pub secret: Secret,
+    /// `ttl`: every URL handed out is valid at least this long. Default 1h.
+    pub ttl: Duration,
+    /// `bucket`: expiries are rounded up to a multiple of this, a whole number of seconds.
+    /// Default 5m.
+    pub bucket: Duration,
+    /// `cache_size`: signed credentials kept per route, in each worker (every worker builds its
+    /// own routes, so the process holds up to `workers` times this). Default 100000.
+    pub cache_size: NonZeroUsize,
+    /// `url_style`: query or task form. Default query.
+    pub url_style: UrlStyle,
+}
+
+/// Builds a route's signing from its own keys, falling back to `[signing]` key by key; errors
+/// name whichever of the two the value came from. Returns a warning with a placeholder secret.
+pub(super) fn build_signing(
+    route: &RawSigning,
+    defaults: &RawSigning,
+    env: &dyn Fn(&str) -> Option<String>,
+    route_name: &str,
+    needed: SecretsNeeded,
+) -> Result<(Signing, Option<String>), ConfigError> {
+    let pick = |route_value: bool, k: &str| {
+        if route_value {
+            format!("route `{route_name}`: `{k}`")
+        } else {
+            format!("`signing.{k}`")
+        }
+    };
+    let (secret, warning) = if route.secret_env.is_some() || route.secret_file.is_some() {
+        load_secret(route, env, &format!("route `{route_name}`: "), needed)?
+    } else if defaults.secret_env.is_some() || defaults.secret_file.is_some() {
+        load_secret(defaults, env, "signing.", needed)?
+    } else {
+        return Err(invalid(
+            format!("route `{route_name}`"),
+            "no secret: set `secret_env` or `secret_file` in [signing] or in the route",
+        ));
+    };
+    let duration = |own: &Option<String>, default_text: &Option<String>, k: &str, default| {
+        match own.as_deref().or(default_text.as_deref()) {
+            None => Ok(default),
+            Some(text) => parse_duration(text).map_err(|r| invalid(pick(own.is_some(), k), r)),
+        }
+    };
+    let ttl = duration(&route.ttl, &defaults.ttl, "ttl", DEFAULT_TTL)?;
+    let bucket = duration(&route.bucket, &defaults.bucket, "bucket", DEFAULT_BUCKET)?;
+    if bucket.as_secs() == 0 || bucket.subsec_nanos() != 0 {
+        return Err(invalid(
+            pick(route.bucket.is_some(), "bucket"),
+            "must be a whole number of seconds, at least 1s",
+        ));
+    }
+    let cache_size = route
+        .cache_size
+        .or(defaults.cache_size)
+        .unwrap_or(DEFAULT_CACHE_SIZE);
+    let cache_size = NonZeroUsize::new(cache_size).ok_or_else(|| {
+        invalid(
+            pick(route.cache_size.is_some(), "cache_size"),
+            "must be at least 1",
+        )
+    })?;
+    let signing = Signing {
+        secret,
+        ttl,
+        bucket,
+        cache_size,
+        url_style: route
+            .url_style
+            .or(defaults.url_style)
+            .unwrap_or(UrlStyle::Query),
+    };
+    Ok((signing, warning))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(_: &str) -> Option<String> {
+        Some("s3cret".into())
+    }
+
+    fn with_env() -> RawSigning {
+        RawSigning {
+            secret_env: Some("S".into()),
+            ..RawSigning::default()
+        }
+    }
+
+    #[test]
+    fn a_route_key_wins_over_signing_and_defaults_fill_the_rest() {
+        let defaults = RawSigning {
+            ttl: Some("2h".into()),
+            bucket: Some("10m".into()),
+            ..with_env()
+        };
+        let route = RawSigning {
+            ttl: Some("90s".into()),
+            ..RawSigning::default()
+        };
+        let (signing, warning) =
+            build_signing(&route, &defaults, &env, "r", SecretsNeeded::Required).expect("valid");
+        assert_eq!(signing.ttl, Duration::from_secs(90));
+        assert_eq!(signing.bucket, Duration::from_secs(600));
+        assert_eq!(signing.cache_size.get(), DEFAULT_CACHE_SIZE);
+        assert_eq!(signing.url_style, UrlStyle::Query);
+        assert!(warning.is_none());
+    }
+
+    #[test]
+    fn errors_name_where_the_value_came_from() {
+        let bad_bucket = RawSigning {
+            bucket: Some("1500ms".into()),
+            ..RawSigning::default()
+        };
+        let error = build_signing(&bad_bucket, &with_env(), &env, "r", SecretsNeeded::Required)
+            .expect_err("fractional bucket")
+            .to_string();
+        assert!(error.starts_with("route `r`: `bucket`: must be a whole number"), "{error}");
+        let defaults = RawSigning {
+            cache_size: Some(0),
+            ..with_env()
+        };
+        let error = build_signing(&RawSigning::default(), &defaults, &env, "r", SecretsNeeded::Required)
+            .expect_err("empty cache")
+            .to_string();
+        assert!(error.starts_with("`signing.cache_size`: must be at least 1"), "{error}");
+        let error = build_signing(
+            &RawSigning::default(),
+            &RawSigning::default(),
+            &env,
+            "r",
+            SecretsNeeded::Required,
+        )
+        .expect_err("no secret")
+        .to_string();
+        assert!(error.contains("no secret"), "{error}");
+    }
+}
