@@ -98,7 +98,12 @@ impl<K: Hash + Eq, V> BucketCache<K, V> {
     }
 
     /// [`BucketCache::get_or_make`] with a maker that always makes a value.
-    pub fn get_or_sign<Q>(&self, key: &Q, expiry: u64, make: impl FnOnce() -> V) -> (Arc<V>, CacheOutcome)
+    pub fn get_or_sign<Q>(
+        &self,
+        key: &Q,
+        expiry: u64,
+        make: impl FnOnce() -> V,
+    ) -> (Arc<V>, CacheOutcome)
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,

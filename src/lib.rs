@@ -17,7 +17,7 @@
 //! - [`upstream`]: the pooled upstream client, TLS, timeouts, hop-by-hop stripping.
 //! - [`rewrite`]: signing CDN URLs in site answers (streaming HTML, JSON, headers).
 //! - [`body`]: the response body type and its wrappers (idle timeout, held permit, pumping).
-//! - [`access_log`]: the access-log line per request, path redaction, error logging.
+//! - [`request_log`]: the access-log line per request, path redaction, error logging.
 //! - [`fdlimit`]: the open-file limit, raised at start to what the client and upstream
 //!   connection limits can need.
 //! - [`workers`]: one single-threaded runtime per core on `SO_REUSEPORT` listeners.
@@ -27,7 +27,6 @@
 //! - [`cli`]: the `signgate` command line.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-pub mod access_log;
 pub mod body;
 pub mod cache;
 pub mod cli;
@@ -40,6 +39,7 @@ pub mod fdlimit;
 pub mod filelink;
 pub mod mode;
 pub mod policy;
+pub mod request_log;
 pub mod rewrite;
 pub mod router;
 pub mod secret;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{Config, Mode, Route, RouteKind, SiteRoute, Upstream, UploadPolicyRoute};
+use crate::config::{Config, Mode, Route, RouteKind, SiteRoute, UploadPolicyRoute, Upstream};
 use crate::error::StartupError;
 use crate::rewrite::SiteUrls;
 use crate::signer::RouteSigner;
@@ -154,11 +154,7 @@ mod tests {
     #[test]
     fn longest_prefix_on_segment_boundaries_wins() {
         let router = router();
-        let find = |p| {
-            router
-                .find(p)
-                .map(|(r, rest)| (r.name.as_str(), rest))
-        };
+        let find = |p| router.find(p).map(|(r, rest)| (r.name.as_str(), rest));
         assert_eq!(find("/img/abc"), Some(("images", "abc")));
         assert_eq!(find("/img/thumbs/abc"), Some(("thumbs", "abc")));
         assert_eq!(find("/upload-policy"), Some(("upload", "")));

@@ -17,12 +17,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_io_timeout::TimeoutWriter;
 
-use crate::access_log::{AccessLog, Metered, log_error, redact_path};
 use crate::body::pumped;
 use crate::clock::Clock;
 use crate::config::{Config, ServerConfig};
 use crate::error::{ProxyError, StartupError};
 use crate::mode::{self, RequestContext};
+use crate::request_log::{AccessLog, Metered, log_error, redact_path};
 use crate::router::Router;
 
 /// Everything a request needs, built once at start and shared by `Arc`.

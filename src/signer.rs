@@ -43,8 +43,9 @@ impl RouteSigner {
         handle: Option<Handle>,
     ) -> (Arc<Credentials>, CacheOutcome) {
         let expiry = self.expiry_at(now);
-        self.cache
-            .get_or_sign(&CacheKey(handle), expiry, || self.sign_uncached(expiry, handle))
+        self.cache.get_or_sign(&CacheKey(handle), expiry, || {
+            self.sign_uncached(expiry, handle)
+        })
     }
 
     /// Signs with an explicit expiry, bypassing the cache (for `signgate sign --expiry`).
@@ -54,7 +55,8 @@ impl RouteSigner {
 
     /// The policy this route signs for `handle` at `expiry`.
     pub fn policy(&self, expiry: u64, handle: Option<Handle>) -> Policy {
-        self.template.policy(expiry, handle.as_ref().map(Handle::as_str))
+        self.template
+            .policy(expiry, handle.as_ref().map(Handle::as_str))
     }
 
     /// What the route's policies carry.

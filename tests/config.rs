@@ -169,7 +169,11 @@ fn every_bad_config_names_the_key_and_the_reason() {
         ),
         (
             format!("{SIGNING}{UPLOAD}max_size = -5\n"),
-            &["max_size", "must not be negative", "bytes as a whole number"],
+            &[
+                "max_size",
+                "must not be negative",
+                "bytes as a whole number",
+            ],
         ),
         (
             format!("{SIGNING}{PROXY}max_size = \"1MB\"\n"),
@@ -238,7 +242,11 @@ fn every_bad_config_names_the_key_and_the_reason() {
         ),
         (
             format!("{SIGNING}{PROXY}rewrite_hosts = [\"a.com\"]\n"),
-            &["`rewrite_hosts`", "does not apply to proxy routes", "it is for site routes"],
+            &[
+                "`rewrite_hosts`",
+                "does not apply to proxy routes",
+                "it is for site routes",
+            ],
         ),
         (
             format!("{SIGNING}{PROXY}url_style = \"fragment\"\n"),
@@ -289,14 +297,20 @@ fn every_bad_config_names_the_key_and_the_reason() {
                 "{SIGNING}[[route]]\nname = \"go\"\nprefix = \"/go/\"\nmode = \"redirect\"\n\
                  upstream = \"https://cdn.filestackcontent.com\"\nresponse_timeout = \"5s\"\n"
             ),
-            &["route `go`: `response_timeout`", "does not apply to redirect routes"],
+            &[
+                "route `go`: `response_timeout`",
+                "does not apply to redirect routes",
+            ],
         ),
         (
             format!(
                 "{SIGNING}[[route]]\nname = \"u\"\nprefix = \"/u\"\nmode = \"upload-policy\"\n\
                  connect_timeout = \"5s\"\n"
             ),
-            &["route `u`: `connect_timeout`", "does not apply to upload-policy routes"],
+            &[
+                "route `u`: `connect_timeout`",
+                "does not apply to upload-policy routes",
+            ],
         ),
         (
             format!("{SIGNING}{PROXY}json_rewrite_limit = 5\n"),
@@ -400,11 +414,19 @@ fn the_unknown_key_list_never_offers_secret() {
 
 /// Each key that belongs to some modes only, with a valid value, and the modes that take it.
 const MODE_KEYS: [(&str, &str, &[&str]); 14] = [
-    ("upstream", "\"https://cdn.example.com\"", &["proxy", "redirect", "site"]),
+    (
+        "upstream",
+        "\"https://cdn.example.com\"",
+        &["proxy", "redirect", "site"],
+    ),
     ("connect_timeout", "\"5s\"", &["proxy", "site"]),
     ("response_timeout", "\"5s\"", &["proxy", "site"]),
     ("body_idle_timeout", "\"5s\"", &["proxy", "site"]),
-    ("ca_file", "\"/etc/ssl/certs/ca-certificates.crt\"", &["proxy", "site"]),
+    (
+        "ca_file",
+        "\"/etc/ssl/certs/ca-certificates.crt\"",
+        &["proxy", "site"],
+    ),
     ("max_upstream_connections", "8", &["proxy", "site"]),
     ("rewrite_hosts", "[\"cdn.example.com\"]", &["site"]),
     ("json_rewrite_limit", "\"1MB\"", &["site"]),
@@ -446,10 +468,16 @@ fn a_secret_not_available_here_is_a_warning_when_only_checking() {
     use signgate::config::SecretsNeeded;
     let toml = format!("[signing]\nsecret_env = \"NOT_SET_HERE\"\n{PROXY}");
     let strict = Config::parse(&toml, &env, SecretsNeeded::Required).expect_err("refused");
-    assert!(strict.to_string().contains("NOT_SET_HERE is not set"), "{strict}");
+    assert!(
+        strict.to_string().contains("NOT_SET_HERE is not set"),
+        "{strict}"
+    );
     let checked = Config::parse(&toml, &env, SecretsNeeded::Optional).expect("checked");
     assert_eq!(checked.warnings.len(), 1, "{:?}", checked.warnings);
-    assert!(checked.warnings[0].contains("`signing.secret_env`: environment variable NOT_SET_HERE is not set"));
+    assert!(
+        checked.warnings[0]
+            .contains("`signing.secret_env`: environment variable NOT_SET_HERE is not set")
+    );
     assert!(checked.routes[0].signing.secret.is_placeholder());
     // An empty secret, or a mistake elsewhere, is still an error.
     let empty = format!("[signing]\nsecret_env = \"EMPTY_SECRET\"\n{PROXY}");
@@ -468,5 +496,8 @@ fn the_readme_shows_the_repository_gateway_toml_as_it_is() {
         .nth(1)
         .and_then(|rest| rest.split("```").next())
         .expect("README has a toml block");
-    assert_eq!(shown, gateway, "README's first toml block and gateway.toml differ");
+    assert_eq!(
+        shown, gateway,
+        "README's first toml block and gateway.toml differ"
+    );
 }

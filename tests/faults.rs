@@ -203,7 +203,8 @@ async fn ten_thousand_faulted_requests_leak_nothing() {
                 let (status, _) = outcome(&gateway.url(&format!("/img/{H}"))).await;
                 assert!(
                     status == StatusCode::BAD_GATEWAY || status == StatusCode::OK,
-                    "{status}"
+                    "{status} from fault {}",
+                    (worker + i) % gateways.len()
                 );
             }
         }));

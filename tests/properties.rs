@@ -90,7 +90,7 @@ proptest! {
         let call = calls.first().copied().unwrap_or(Call::Read);
         let decoded = verify_at(&url, &secret, expiry - 1, call).expect("verifies");
         prop_assert_eq!(decoded.handle.as_deref(), Some(handle.as_str()));
-        prop_assert_eq!(decoded.path, path);
+        prop_assert_eq!(decoded.limits.path, path);
         prop_assert_eq!(decoded.limits.max_size, max_size);
         prop_assert!(verify_at(&url, &secret, expiry, call).is_err());
         let other = Secret::new("another".into()).expect("not empty");

@@ -63,7 +63,13 @@ fn every_url_is_valid_for_at_least_ttl_and_bound_to_its_handle() {
             tasks: vec!["resize=width:300"],
             handle: handle(2),
         };
-        let url = signed_url(upstream.base(), &file, None, &creds, route.signing.url_style);
+        let url = signed_url(
+            upstream.base(),
+            &file,
+            None,
+            &creds,
+            route.signing.url_style,
+        );
         let secret = &route.signing.secret;
         assert!(
             verify_at(&url, secret, now + 3599, Call::Read).is_ok(),

@@ -26,7 +26,11 @@ fn cdn_base(route: &Route) -> Option<String> {
     match &route.kind {
         RouteKind::Proxy(fetch) => Some(fetch.upstream.base().to_owned()),
         RouteKind::Redirect { upstream } => Some(upstream.base().to_owned()),
-        RouteKind::Site(site) => site.rewrite.hosts.first().map(|host| format!("https://{host}")),
+        RouteKind::Site(site) => site
+            .rewrite
+            .hosts
+            .first()
+            .map(|host| format!("https://{host}")),
         RouteKind::UploadPolicy(_) => None,
     }
 }

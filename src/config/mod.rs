@@ -30,7 +30,7 @@ pub use signing::Signing;
 
 use raw::RawConfig;
 use secret_source::{refuse_inline_secrets, world_readable_mode};
-use units::{parse_size, parse_duration};
+use units::{parse_duration, parse_size};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

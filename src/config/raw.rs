@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::units::RawSize;
 use super::Mode;
+use super::units::RawSize;
 use crate::filelink::UrlStyle;
 
 /// The whole file.
@@ -94,8 +94,16 @@ impl RawRoute {
         [
             ("upstream", self.upstream.is_some(), WITH_UPSTREAM),
             ("connect_timeout", self.connect_timeout.is_some(), FETCHING),
-            ("response_timeout", self.response_timeout.is_some(), FETCHING),
-            ("body_idle_timeout", self.body_idle_timeout.is_some(), FETCHING),
+            (
+                "response_timeout",
+                self.response_timeout.is_some(),
+                FETCHING,
+            ),
+            (
+                "body_idle_timeout",
+                self.body_idle_timeout.is_some(),
+                FETCHING,
+            ),
             ("ca_file", self.ca_file.is_some(), FETCHING),
             (
                 "max_upstream_connections",
@@ -103,7 +111,11 @@ impl RawRoute {
                 FETCHING,
             ),
             ("rewrite_hosts", self.rewrite_hosts.is_some(), SITE),
-            ("json_rewrite_limit", self.json_rewrite_limit.is_some(), SITE),
+            (
+                "json_rewrite_limit",
+                self.json_rewrite_limit.is_some(),
+                SITE,
+            ),
             ("max_request_body", self.max_request_body.is_some(), SITE),
             ("cors_origins", self.cors_origins.is_some(), UPLOAD),
             ("max_size", self.max_size.is_some(), UPLOAD),

@@ -349,13 +349,7 @@ pub(super) fn build_route(
                 .map_err(|r| invalid(key("cors_origins"), r))?,
         }),
     };
-    let (signing, warning) = build_signing(
-        &raw.signing_overrides(),
-        defaults,
-        env,
-        &name,
-        needed,
-    )?;
+    let (signing, warning) = build_signing(&raw.signing_overrides(), defaults, env, &name, needed)?;
     let route = Route {
         name,
         prefix,
@@ -481,7 +475,9 @@ fn check_prefix(prefix: &str) -> Result<String, String> {
         || prefix.contains("/../")
         || prefix.ends_with("/..")
     {
-        return Err(format!("must be a plain path such as \"/img/\", got {prefix:?}"));
+        return Err(format!(
+            "must be a plain path such as \"/img/\", got {prefix:?}"
+        ));
     }
     Ok(prefix.to_owned())
 }
@@ -556,7 +552,10 @@ mod tests {
 
     #[test]
     fn calls_default_per_mode_and_repeat_once() {
-        assert_eq!(parse_calls(None, Mode::Site), Ok(vec![Call::Read, Call::Convert]));
+        assert_eq!(
+            parse_calls(None, Mode::Site),
+            Ok(vec![Call::Read, Call::Convert])
+        );
         let names = ["read".to_owned(), "read".to_owned()];
         assert_eq!(parse_calls(Some(&names), Mode::Proxy), Ok(vec![Call::Read]));
         assert!(parse_calls(Some(&[]), Mode::Proxy).is_err());

@@ -101,9 +101,16 @@ pub(super) fn refuse_inline_secrets(table: &toml::Table) -> Result<(), ConfigErr
         return Err(secret_in_toml("`signing.secret`"));
     }
     let routes = table.get("route").and_then(toml::Value::as_array);
-    for route in routes.into_iter().flatten().filter_map(toml::Value::as_table) {
+    for route in routes
+        .into_iter()
+        .flatten()
+        .filter_map(toml::Value::as_table)
+    {
         if route.contains_key("secret") {
-            let name = route.get("name").and_then(toml::Value::as_str).unwrap_or("?");
+            let name = route
+                .get("name")
+                .and_then(toml::Value::as_str)
+                .unwrap_or("?");
             return Err(secret_in_toml(&format!("route `{name}`: `secret`")));
         }
     }
@@ -165,7 +172,8 @@ mod tests {
             secret_file: Some(file.path().to_owned()),
             ..RawSigning::default()
         };
-        let (secret, _) = load_secret(&raw, &env, "signing.", SecretsNeeded::Required).expect("read");
+        let (secret, _) =
+            load_secret(&raw, &env, "signing.", SecretsNeeded::Required).expect("read");
         let expected = Secret::new("s3cret".into()).expect("not empty");
         assert_eq!(secret.sign_hex(b"x"), expected.sign_hex(b"x"));
         let empty = tempfile::NamedTempFile::new().expect("temp file");
@@ -187,16 +195,31 @@ mod tests {
         let error = load_secret(&raw, &env, "route `r`: ", SecretsNeeded::Required)
             .expect_err("both")
             .to_string();
-        assert!(error.starts_with("route `r`: `secret_env`: set `secret_env` or `secret_file`, not both"), "{error}");
+        assert!(
+            error.starts_with(
+                "route `r`: `secret_env`: set `secret_env` or `secret_file`, not both"
+            ),
+            "{error}"
+        );
     }
 
     #[test]
     fn a_secret_in_the_file_is_refused_wherever_it_is() {
         let table = |text: &str| toml::from_str::<toml::Table>(text).expect("toml");
         let signing = refuse_inline_secrets(&table("[signing]\nsecret = \"x\"\n"));
-        assert!(signing.expect_err("refused").to_string().contains("`signing.secret`"));
+        assert!(
+            signing
+                .expect_err("refused")
+                .to_string()
+                .contains("`signing.secret`")
+        );
         let route = refuse_inline_secrets(&table("[[route]]\nname = \"r\"\nsecret = 1\n"));
-        assert!(route.expect_err("refused").to_string().contains("route `r`: `secret`"));
+        assert!(
+            route
+                .expect_err("refused")
+                .to_string()
+                .contains("route `r`: `secret`")
+        );
         assert!(refuse_inline_secrets(&table("[signing]\nsecret_env = \"X\"\n")).is_ok());
     }
 }

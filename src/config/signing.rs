@@ -53,11 +53,12 @@ pub(super) fn build_signing(
             "no secret: set `secret_env` or `secret_file` in [signing] or in the route",
         ));
     };
-    let duration = |own: &Option<String>, default_text: &Option<String>, k: &str, default| {
-        match own.as_deref().or(default_text.as_deref()) {
-            None => Ok(default),
-            Some(text) => parse_duration(text).map_err(|r| invalid(pick(own.is_some(), k), r)),
-        }
+    let duration = |own: &Option<String>, default_text: &Option<String>, k: &str, default| match own
+        .as_deref()
+        .or(default_text.as_deref())
+    {
+        None => Ok(default),
+        Some(text) => parse_duration(text).map_err(|r| invalid(pick(own.is_some(), k), r)),
     };
     let ttl = duration(&route.ttl, &defaults.ttl, "ttl", DEFAULT_TTL)?;
     let bucket = duration(&route.bucket, &defaults.bucket, "bucket", DEFAULT_BUCKET)?;
@@ -134,15 +135,27 @@ mod tests {
         let error = build_signing(&bad_bucket, &with_env(), &env, "r", SecretsNeeded::Required)
             .expect_err("fractional bucket")
             .to_string();
-        assert!(error.starts_with("route `r`: `bucket`: must be a whole number"), "{error}");
+        assert!(
+            error.starts_with("route `r`: `bucket`: must be a whole number"),
+            "{error}"
+        );
         let defaults = RawSigning {
             cache_size: Some(0),
             ..with_env()
         };
-        let error = build_signing(&RawSigning::default(), &defaults, &env, "r", SecretsNeeded::Required)
-            .expect_err("empty cache")
-            .to_string();
-        assert!(error.starts_with("`signing.cache_size`: must be at least 1"), "{error}");
+        let error = build_signing(
+            &RawSigning::default(),
+            &defaults,
+            &env,
+            "r",
+            SecretsNeeded::Required,
+        )
+        .expect_err("empty cache")
+        .to_string();
+        assert!(
+            error.starts_with("`signing.cache_size`: must be at least 1"),
+            "{error}"
+        );
         let error = build_signing(
             &RawSigning::default(),
             &RawSigning::default(),

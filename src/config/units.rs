@@ -4,11 +4,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 /// What a size key expects, in every message about one.
-const SIZE_EXPECTED: &str = "bytes as a whole number, or a size such as \"512KB\", \"1MB\", \"10MiB\"";
+const SIZE_EXPECTED: &str =
+    "bytes as a whole number, or a size such as \"512KB\", \"1MB\", \"10MiB\"";
 
 /// A size as written in the TOML: a whole number of bytes or a string with a unit. Read with
 /// [`parse_size`].
@@ -36,9 +37,11 @@ impl<'de> Deserialize<'de> for RawSize {
             }
 
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawSize, E> {
-                u64::try_from(v)
-                    .map(RawSize::Bytes)
-                    .map_err(|_| E::custom(format!("must not be negative: expected {SIZE_EXPECTED}, got {v}")))
+                u64::try_from(v).map(RawSize::Bytes).map_err(|_| {
+                    E::custom(format!(
+                        "must not be negative: expected {SIZE_EXPECTED}, got {v}"
+                    ))
+                })
             }
 
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSize, E> {

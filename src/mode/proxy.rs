@@ -1,8 +1,8 @@
 //! proxy mode: fetch the file from the CDN with fresh credentials and stream it back.
 
+use http::Request;
 use http::header::{self, HeaderName};
 use http::uri::PathAndQuery;
-use http::Request;
 use hyper::body::Incoming;
 
 use super::{Handled, RequestContext, require_get_or_head, sign_file_ref};

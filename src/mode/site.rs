@@ -249,7 +249,10 @@ mod tests {
             Kind::Html { charset: Some(c) } if c == "ISO-8859-1"
         ));
         assert!(matches!(kind("application/xhtml+xml"), Kind::Html { .. }));
-        assert!(matches!(kind("application/json; charset=utf-8"), Kind::Json));
+        assert!(matches!(
+            kind("application/json; charset=utf-8"),
+            Kind::Json
+        ));
         assert!(matches!(kind("application/ld+json"), Kind::Json));
         assert!(matches!(kind("image/png"), Kind::Other));
         assert!(matches!(kind("text/htmlx"), Kind::Other));
@@ -258,7 +261,10 @@ mod tests {
 
     #[test]
     fn only_encodings_signgate_can_undo_are_asked_for() {
-        let mut map = headers(&[("accept-encoding", "zstd, br;q=0.9, gzip, compress, identity")]);
+        let mut map = headers(&[(
+            "accept-encoding",
+            "zstd, br;q=0.9, gzip, compress, identity",
+        )]);
         restrict_accept_encoding(&mut map);
         assert_eq!(map["accept-encoding"], "br;q=0.9, gzip, identity");
         let mut map = headers(&[("accept-encoding", "zstd")]);
@@ -272,17 +278,32 @@ mod tests {
     #[test]
     fn pages_and_api_calls_are_rewritable_assets_are_not() {
         assert!(wants_rewritable(&headers(&[("accept", "text/html,*/*")])));
-        assert!(wants_rewritable(&headers(&[("accept", "application/json")])));
-        assert!(wants_rewritable(&headers(&[("sec-fetch-dest", "document")])));
-        assert!(!wants_rewritable(&headers(&[("accept", "image/avif,image/*")])));
+        assert!(wants_rewritable(&headers(&[(
+            "accept",
+            "application/json"
+        )])));
+        assert!(wants_rewritable(&headers(&[(
+            "sec-fetch-dest",
+            "document"
+        )])));
+        assert!(!wants_rewritable(&headers(&[(
+            "accept",
+            "image/avif,image/*"
+        )])));
         assert!(!wants_rewritable(&headers(&[("sec-fetch-dest", "image")])));
     }
 
     #[test]
     fn the_site_path_keeps_the_request_and_adds_the_base() {
         let request = PathAndQuery::from_static("/a/b?c=d%20e");
-        assert_eq!(site_path("", Some(&request)).expect("valid"), "/a/b?c=d%20e");
-        assert_eq!(site_path("/base", Some(&request)).expect("valid"), "/base/a/b?c=d%20e");
+        assert_eq!(
+            site_path("", Some(&request)).expect("valid"),
+            "/a/b?c=d%20e"
+        );
+        assert_eq!(
+            site_path("/base", Some(&request)).expect("valid"),
+            "/base/a/b?c=d%20e"
+        );
         assert_eq!(site_path("", None).expect("valid"), "/");
         assert_eq!(site_path("/base", None).expect("valid"), "/base/");
     }

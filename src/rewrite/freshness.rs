@@ -1,6 +1,5 @@
 //! How long a cache may keep an answer whose URLs the gateway signed.
 
-
 /// `Cache-Control` for a rewritten answer: the site's directives, with every freshness lifetime
 /// capped to `limit` seconds (when the signatures in it expire) and nothing that would let a
 /// cache serve it stale.

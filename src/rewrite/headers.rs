@@ -5,7 +5,6 @@ use http::header::{self, HeaderValue};
 
 use super::CdnUrlSigner;
 
-
 /// Signs CDN URLs in `Location`, `Content-Location` and `Link` (`<url>; rel=…`).
 pub fn rewrite_url_headers(headers: &mut HeaderMap, signer: &CdnUrlSigner) {
     for name in [header::LOCATION, header::CONTENT_LOCATION] {

@@ -11,7 +11,6 @@ use lol_html::{AsciiCompatibleEncoding, MemorySettings, Selector};
 use super::{CdnUrlSigner, Transform};
 use crate::body::BoxError;
 
-
 /// Most memory the HTML parser may hold for one page (a hostile page with a gigantic tag
 /// fails instead of growing without bound).
 const HTML_MEMORY_LIMIT: usize = 8 * 1024 * 1024;

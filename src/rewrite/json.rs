@@ -6,7 +6,6 @@ use std::sync::Arc;
 use super::{CdnUrlSigner, Transform};
 use crate::body::BoxError;
 
-
 /// JSON rewriting: string values that are bare CDN URLs get signed. The body is held up to
 /// `limit` bytes; a larger one passes through untouched.
 pub struct JsonTransform {

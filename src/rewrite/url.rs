@@ -51,7 +51,11 @@ impl SiteUrls {
             unreachable!("the fixture's route is a site route")
         };
         let signer = Arc::new(RouteSigner::for_route(route));
-        Arc::new(Self::new(signer, site.rewrite.clone(), route.signing.cache_size))
+        Arc::new(Self::new(
+            signer,
+            site.rewrite.clone(),
+            route.signing.cache_size,
+        ))
     }
 
     /// What signs the URLs of one answer, at `now`.
@@ -305,9 +309,8 @@ mod tests {
     const NOW: u64 = 1_800_000_000;
 
     fn signer(extra: &str) -> Arc<CdnUrlSigner> {
-        let keys = format!(
-            "rewrite_hosts = [\"cdn.filestackcontent.com\", \"cdn.local:9000\"]\n{extra}"
-        );
+        let keys =
+            format!("rewrite_hosts = [\"cdn.filestackcontent.com\", \"cdn.local:9000\"]\n{extra}");
         SiteUrls::fixture(&keys, "s").at(NOW)
     }
 

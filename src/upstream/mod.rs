@@ -147,4 +147,3 @@ fn caused_by_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {
     }
     false
 }
-
