@@ -10,8 +10,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const H: &str = "KW9EJhYtS6y48Whm2S6D";
-
 /// Sends `bytes` on a fresh connection; returns the status code (0 if the connection closed
 /// without an answer) and the whole answer.
 async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> (u16, String) {
@@ -58,8 +56,7 @@ enum Expect {
 async fn the_hostile_input_catalogue() {
     let cdn = TestCdn::builder().file(H, &b"the file"[..]).start().await;
     let toml = format!(
-        "[signing]\nsecret_env = \"SECRET\"\n\
-         [[route]]\nname = \"img\"\nprefix = \"/img/\"\nmode = \"proxy\"\nupstream = \"{}\"\ncalls = [\"read\", \"convert\"]\n\
+        "{SIGNING}[[route]]\nname = \"img\"\nprefix = \"/img/\"\nmode = \"proxy\"\nupstream = \"{}\"\ncalls = [\"read\", \"convert\"]\n\
          [[route]]\nname = \"go\"\nprefix = \"/go/\"\nmode = \"redirect\"\nupstream = \"{}\"\n",
         cdn.url(),
         cdn.url()
@@ -213,27 +210,21 @@ async fn an_h2_client_resetting_a_stream_mid_body_does_not_hurt_the_connection()
                 len: 8 * 1024 * 1024,
             },
         )
-        .file("CupXxkCQZ22cS5FdMSaB", &b"small"[..])
+        .file(H2, &b"small"[..])
         .start()
         .await;
     let gateway = TestGateway::start(&one_route("proxy", "/img/", &cdn.url(), "")).await;
     let h2 = h2_client();
     tokio::time::timeout(Duration::from_secs(10), async {
         for _ in 0..3 {
-            let request = http::Request::get(gateway.url(&format!("/img/{H}")))
-                .body(
-                    http_body_util::Empty::new()
-                        .map_err(|never| match never {})
-                        .boxed(),
-                )
-                .expect("request");
+            let request = get_request(&gateway.url(&format!("/img/{H}")));
             let mut body = h2.request(request).await.expect("answer").into_body();
             body.frame().await.expect("a frame").expect("data");
             drop(body); // RST_STREAM mid-body
             let small = send_with(
                 &h2,
                 http::Method::GET,
-                &gateway.url("/img/CupXxkCQZ22cS5FdMSaB"),
+                &gateway.url(&format!("/img/{H2}")),
                 &[],
             )
             .await;

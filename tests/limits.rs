@@ -11,12 +11,9 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const H: &str = "KW9EJhYtS6y48Whm2S6D";
-
 fn config(server: &str, cdn: &str) -> String {
     format!(
-        "[server]\n{server}\n[signing]\nsecret_env = \"SECRET\"\n\
-         [[route]]\nname = \"img\"\nprefix = \"/img/\"\nmode = \"proxy\"\nupstream = \"{cdn}\"\n"
+        "[server]\n{server}\n{SIGNING}[[route]]\nname = \"img\"\nprefix = \"/img/\"\nmode = \"proxy\"\nupstream = \"{cdn}\"\n"
     )
 }
 
@@ -39,7 +36,7 @@ async fn a_client_sending_headers_too_slowly_is_cut_off() {
     let cdn = TestCdn::builder().file(H, &b"x"[..]).start().await;
     let gateway = TestGateway::start(&config("header_read_timeout = \"300ms\"", &cdn.url())).await;
     let mut slow = TcpStream::connect(gateway.addr).await.expect("connects");
-    slow.write_all(b"GET /img/KW9EJhYtS6y48Whm2S6D HTTP/1.1\r\nHost: gw\r\nX-Slow: ")
+    slow.write_all(format!("GET /img/{H} HTTP/1.1\r\nHost: gw\r\nX-Slow: ").as_bytes())
         .await
         .expect("partial head");
     let (answer, took) = read_until_closed(&mut slow, Duration::from_secs(5)).await;
@@ -101,7 +98,7 @@ async fn site_request_bodies_past_the_limit_get_413_and_never_reach_the_site() {
     }))
     .await;
     let toml = format!(
-        "[signing]\nsecret_env = \"SECRET\"\n[[route]]\nname = \"site\"\nprefix = \"/\"\nmode = \"site\"\n\
+        "{SIGNING}[[route]]\nname = \"site\"\nprefix = \"/\"\nmode = \"site\"\n\
          upstream = \"http://{origin}\"\nmax_request_body = \"1KiB\"\n"
     );
     let gateway = TestGateway::start(&toml).await;
@@ -220,14 +217,10 @@ async fn an_h2_stream_the_client_never_reads_is_dropped_after_send_timeout() {
     use http_body_util::BodyExt;
     let (_cdn, gateway) = one_slot_gateway_with_a_big_file().await;
     let h2 = h2_client();
-    let request = http::Request::get(gateway.url(&format!("/img/{BIG}")))
-        .body(
-            http_body_util::Empty::new()
-                .map_err(|never| match never {})
-                .boxed(),
-        )
-        .expect("request");
-    let response = h2.request(request).await.expect("answer");
+    let response = h2
+        .request(get_request(&gateway.url(&format!("/img/{BIG}"))))
+        .await
+        .expect("answer");
     assert_eq!(response.status(), StatusCode::OK);
     // The stream's window fills and stays shut: its body is never read, the connection lives on.
     let mut unread = response.into_body();

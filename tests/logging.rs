@@ -3,39 +3,13 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use http::{Method, StatusCode};
 use support::*;
-use tracing_subscriber::fmt::MakeWriter;
-
-const H: &str = "KW9EJhYtS6y48Whm2S6D";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("not poisoned").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 // current_thread: the subscriber set for this thread sees every task of the test.
 #[tokio::test(flavor = "current_thread")]
 async fn the_access_log_has_one_line_per_request_and_no_credentials_at_any_level() {
-    let captured = Captured::default();
+    let captured = CapturedLog::default();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_writer(captured.clone())
@@ -45,8 +19,7 @@ async fn the_access_log_has_one_line_per_request_and_no_credentials_at_any_level
 
     let cdn = TestCdn::builder().file(H, &b"x"[..]).start().await;
     let toml = format!(
-        "[signing]\nsecret_env = \"SECRET\"\n\
-         [[route]]\nname = \"images\"\nprefix = \"/img/\"\nmode = \"proxy\"\nupstream = \"{}\"\ncalls = [\"read\", \"convert\"]\nurl_style = \"task\"\n\
+        "{SIGNING}[[route]]\nname = \"images\"\nprefix = \"/img/\"\nmode = \"proxy\"\nupstream = \"{}\"\ncalls = [\"read\", \"convert\"]\nurl_style = \"task\"\n\
          [[route]]\nname = \"links\"\nprefix = \"/go/\"\nmode = \"redirect\"\nupstream = \"{}\"\n\
          [[route]]\nname = \"upload\"\nprefix = \"/upload-policy\"\nmode = \"upload-policy\"\n",
         cdn.url(),
@@ -79,7 +52,7 @@ async fn the_access_log_has_one_line_per_request_and_no_credentials_at_any_level
     let _ = send(Method::POST, &gateway.url("/nowhere"), &[]).await;
     gateway.shutdown().await.expect("clean shutdown");
 
-    let log = String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("utf-8");
+    let log = captured.text();
     let access: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("signgate::access"))

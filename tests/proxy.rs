@@ -6,9 +6,6 @@ use http::{Method, StatusCode};
 use signgate::policy::Call;
 use support::*;
 
-const H: &str = "KW9EJhYtS6y48Whm2S6D";
-const H2: &str = "CupXxkCQZ22cS5FdMSaB";
-
 async fn cdn() -> TestCdn {
     TestCdn::builder()
         .file(H, &b"0123456789abcdefghij"[..])

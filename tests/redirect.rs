@@ -9,7 +9,12 @@ use signgate::verify::verify_at;
 use std::sync::Arc;
 use support::*;
 
-const H: &str = "KW9EJhYtS6y48Whm2S6D";
+/// A gateway config with one upload-policy route at `/upload-policy`, plus `extra` route keys.
+fn upload_route(extra: &str) -> String {
+    format!(
+        "{SIGNING}[[route]]\nname = \"upload\"\nprefix = \"/upload-policy\"\nmode = \"upload-policy\"\n{extra}\n"
+    )
+}
 
 #[tokio::test]
 async fn redirect_location_verifies_and_is_cached_no_longer_than_it_is_valid() {
@@ -50,10 +55,10 @@ async fn redirect_location_verifies_and_is_cached_no_longer_than_it_is_valid() {
 
 #[tokio::test]
 async fn upload_policy_carries_the_route_limits_and_is_never_cached() {
-    let toml = "[signing]\nsecret_env = \"SECRET\"\n\
-                [[route]]\nname = \"upload\"\nprefix = \"/upload-policy\"\nmode = \"upload-policy\"\n\
-                max_size = \"1MB\"\npath = \"/gallery/\"\ncontainer = \"photos\"\n";
-    let gateway = TestGateway::start(toml).await;
+    let gateway = TestGateway::start(&upload_route(
+        "max_size = \"1MB\"\npath = \"/gallery/\"\ncontainer = \"photos\"",
+    ))
+    .await;
     let answer = get(&gateway.url("/upload-policy?maxSize=999999999&call=remove")).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.headers["cache-control"], "no-store");
@@ -83,10 +88,10 @@ async fn upload_policy_carries_the_route_limits_and_is_never_cached() {
 
 #[tokio::test]
 async fn upload_policy_answers_cors_only_for_listed_origins() {
-    let toml = "[signing]\nsecret_env = \"SECRET\"\n\
-                [[route]]\nname = \"upload\"\nprefix = \"/upload-policy\"\nmode = \"upload-policy\"\n\
-                cors_origins = [\"https://app.example.com\"]\n";
-    let gateway = TestGateway::start(toml).await;
+    let gateway = TestGateway::start(&upload_route(
+        "cors_origins = [\"https://app.example.com\"]",
+    ))
+    .await;
     let url = gateway.url("/upload-policy");
     let listed = send(Method::GET, &url, &[("origin", "https://app.example.com")]).await;
     assert_eq!(listed.status, StatusCode::OK);

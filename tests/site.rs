@@ -8,15 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
 use signgate::policy::Call;
 use signgate::verify::verify_at;
 use support::*;
-use tokio::sync::Notify;
-
-const H: &str = "KW9EJhYtS6y48Whm2S6D";
-const H2: &str = "CupXxkCQZ22cS5FdMSaB";
 
 fn gallery_html() -> String {
     format!(
@@ -245,18 +241,17 @@ async fn other_bodies_methods_and_cookies_pass_as_a_reverse_proxy_should() {
 
 #[tokio::test]
 async fn pages_stream_through_the_rewriter() {
-    let release = Arc::new(Notify::new());
-    let closed = Arc::new(Notify::new());
-    let (r, c) = (Arc::clone(&release), Arc::clone(&closed));
+    let gate = Gate::new();
+    let origin_gate = Arc::clone(&gate);
     let origin = start_origin(Arc::new(move |_, _| {
-        let mut response = hyper::Response::new(gated(
+        let body = gated(
             Bytes::from(format!(
                 "<html><body><img src=\"https://cdn.filestackcontent.com/{H}\"><p>first</p>"
             )),
-            Arc::clone(&r),
             Bytes::from_static(b"<p>second</p></body></html>"),
-            Arc::clone(&c),
-        ));
+            Arc::clone(&origin_gate),
+        );
+        let mut response = hyper::Response::new(body.boxed());
         response
             .headers_mut()
             .insert("content-type", "text/html".parse().expect("value"));
@@ -265,17 +260,18 @@ async fn pages_stream_through_the_rewriter() {
     .await;
     let gateway = site_gateway(origin, "").await;
     tokio::time::timeout(Duration::from_secs(10), async {
-        let request = Request::get(gateway.url("/"))
-            .body(Empty::new().map_err(|never| match never {}).boxed())
-            .expect("request");
-        let mut body = client().request(request).await.expect("answer").into_body();
+        let mut body = client()
+            .request(get_request(&gateway.url("/")))
+            .await
+            .expect("answer")
+            .into_body();
         let mut seen = String::new();
         while !seen.contains("first") {
             let frame = body.frame().await.expect("a frame").expect("ok");
             seen.push_str(&String::from_utf8_lossy(&frame.into_data().expect("data")));
         }
         assert!(seen.contains("signature="), "{seen}");
-        release.notify_one();
+        gate.open();
         let rest = body.collect().await.expect("rest").to_bytes();
         assert!(String::from_utf8_lossy(&rest).contains("second"));
     })

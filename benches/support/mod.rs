@@ -4,6 +4,12 @@
 //! Each bench uses a subset.
 #![allow(dead_code)]
 
+/// The tests' accept loop, shared so that there is one.
+#[path = "../../tests/support/accept.rs"]
+mod accept;
+
+pub use accept::accept_loop;
+
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -102,22 +108,18 @@ pub async fn serve_http1_forever<F>(listener: TcpListener, answer: F)
 where
     F: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Clone + Send + 'static,
 {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+    accept_loop(listener, move |stream| {
         let answer = answer.clone();
-        tokio::spawn(async move {
+        async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 std::future::ready(Ok::<_, Infallible>(answer(&request)))
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
-        });
-    }
+        }
+    })
+    .await;
 }
 
 /// Makes a re-executed role process stop by itself: when the parent closes its stdin (or

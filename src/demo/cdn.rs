@@ -1,13 +1,14 @@
-//! The demo's stand-in CDN: serves files by handle only to valid credentials (answering as the
-//! real one does otherwise), applies `resize=width:N`, and takes uploads checked against their
-//! policy.
+//! The stand-in CDN, shared by the demo and the tests: serves files by handle only to valid
+//! credentials (answering as the real one does otherwise), with `ETag`, `If-None-Match`, `Range`
+//! and `HEAD` as a CDN answers them, applies `resize=width:N`, takes uploads checked against their
+//! policy, and can record every request it receives.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use serde::Serialize;
@@ -16,7 +17,7 @@ use super::images::{pop_art_png, resize_png};
 use super::random_handle;
 use crate::body::{ResponseBody, empty, full};
 use crate::clock::{Clock, SystemClock};
-use crate::policy::Call;
+use crate::policy::{Call, DecodedPolicy};
 use crate::secret::Secret;
 use crate::verify::{Invalid, parse_url, verify_at, verify_parsed};
 
@@ -24,9 +25,54 @@ use crate::verify::{Invalid, parse_url, verify_at, verify_parsed};
 #[derive(Clone)]
 pub struct StoredFile {
     /// Its bytes.
-    pub bytes: Bytes,
+    pub contents: Contents,
     /// Its `Content-Type`.
     pub content_type: String,
+}
+
+impl StoredFile {
+    /// A file of `bytes` held in memory.
+    pub fn bytes(bytes: impl Into<Bytes>, content_type: &str) -> Self {
+        Self {
+            contents: Contents::Bytes(bytes.into()),
+            content_type: content_type.to_owned(),
+        }
+    }
+}
+
+/// Makes a fresh body for each request of a [`Contents::Streamed`] file.
+pub type MakeBody = Arc<dyn Fn() -> ResponseBody + Send + Sync>;
+
+/// Where a file's bytes come from.
+#[derive(Clone)]
+pub enum Contents {
+    /// Held in memory: served whole or by `Range`, resized when a PNG is asked for smaller.
+    Bytes(Bytes),
+    /// Made afresh for each request (a body too large to hold, or one that streams on cue), sent
+    /// whole, with a `Content-Length` when `len` is known.
+    Streamed {
+        /// The body's length, when known.
+        len: Option<u64>,
+        /// Makes the body.
+        body: MakeBody,
+    },
+}
+
+/// One request as the CDN received it, with its verdict on the credentials.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The method.
+    pub method: Method,
+    /// Path and query exactly as received.
+    pub uri: String,
+    /// The request headers.
+    pub headers: HeaderMap,
+    /// The decoded policy, when the credentials verified.
+    pub policy: Option<DecodedPolicy>,
+    /// Why they did not, otherwise (`None` too for a request that needs none, as `OPTIONS`).
+    pub invalid: Option<Invalid>,
+    /// Unix time at arrival.
+    pub at: u64,
 }
 
 /// The stand-in CDN and its files.
@@ -34,6 +80,8 @@ pub struct StandInCdn {
     secret: Secret,
     base: String,
     files: Mutex<HashMap<String, StoredFile>>,
+    /// Every request received, when recording (see [`StandInCdn::recording`]).
+    received: Option<Mutex<Vec<Received>>>,
 }
 
 /// Four RGB colours, one per panel of a picture.
@@ -89,25 +137,40 @@ pub const STARTING_PICTURES: [(&str, Panels, Panels); 6] = [
 ];
 
 impl StandInCdn {
-    /// A CDN with the starting pictures, reachable at `base` (`http://127.0.0.1:PORT`).
+    /// A CDN without files, reachable at `base` (`http://127.0.0.1:PORT`), which it names in its
+    /// answers to uploads.
     pub fn new(secret: Secret, base: String) -> Self {
         Self {
             secret,
             base,
             files: Mutex::new(HashMap::new()),
+            received: None,
         }
+    }
+
+    /// Keeps a record of every request, read with [`StandInCdn::received`]. Off by default: a
+    /// demo left running would grow without bound.
+    pub fn recording(mut self) -> Self {
+        self.received = Some(Mutex::new(Vec::new()));
+        self
+    }
+
+    /// The requests received so far, oldest first; empty unless [`recording`](Self::recording).
+    pub fn received(&self) -> Vec<Received> {
+        self.received
+            .as_ref()
+            .map_or_else(Vec::new, |received| lock(received).clone())
+    }
+
+    /// Stores `file` under `handle`, replacing any file there.
+    pub fn insert(&self, handle: &str, file: StoredFile) {
+        lock(&self.files).insert(handle.to_owned(), file);
     }
 
     /// Stores `bytes` under a new handle; returns the handle.
     pub fn store(&self, bytes: Bytes, content_type: &str) -> String {
         let handle = random_handle();
-        self.files().insert(
-            handle.clone(),
-            StoredFile {
-                bytes,
-                content_type: content_type.to_owned(),
-            },
-        );
+        self.insert(&handle, StoredFile::bytes(bytes, content_type));
         handle
     }
 
@@ -123,17 +186,30 @@ impl StandInCdn {
             .collect()
     }
 
-    fn files(&self) -> std::sync::MutexGuard<'_, HashMap<String, StoredFile>> {
-        self.files.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Answers one request.
+    /// Answers one request: checks its credentials for the call it makes (`read` for `GET` and
+    /// `HEAD`, `store` for an upload), records it, then serves, stores or refuses.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
-        let mut response = match (request.method(), request.uri().path()) {
-            (&Method::OPTIONS, _) => status(StatusCode::NO_CONTENT, ""),
-            (&Method::POST, path) if path.starts_with("/api/store/") => self.upload(request).await,
-            (&Method::GET | &Method::HEAD, _) => self.read(&request),
-            _ => status(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        let now = SystemClock.now_unix();
+        let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let upload =
+            request.method() == Method::POST && request.uri().path().starts_with("/api/store/");
+        let verdict = match *request.method() {
+            _ if upload => Some(
+                parse_url(path_and_query)
+                    .and_then(|parsed| verify_parsed(&parsed, &self.secret, now, &[Call::Store])),
+            ),
+            Method::GET | Method::HEAD => {
+                Some(verify_at(path_and_query, &self.secret, now, Call::Read))
+            }
+            _ => None,
+        };
+        self.record(&request, verdict.as_ref(), now);
+        let mut response = match verdict {
+            Some(verdict) if upload => self.upload(request, verdict).await,
+            Some(Ok(_)) => self.read(&request),
+            Some(Err(reason)) => policy_error(handle_of(&request), &reason),
+            None if request.method() == Method::OPTIONS => status(StatusCode::NO_CONTENT, ""),
+            None => status(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         };
         // The picker uploads straight from the site's pages, another origin.
         let headers = response.headers_mut();
@@ -152,45 +228,81 @@ impl StandInCdn {
         response
     }
 
+    fn record(
+        &self,
+        request: &Request<Incoming>,
+        verdict: Option<&Result<DecodedPolicy, Invalid>>,
+        at: u64,
+    ) {
+        let Some(received) = &self.received else {
+            return;
+        };
+        let entry = Received {
+            method: request.method().clone(),
+            uri: request
+                .uri()
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .to_owned(),
+            headers: request.headers().clone(),
+            policy: verdict.and_then(|v| v.as_ref().ok().cloned()),
+            invalid: verdict.and_then(|v| v.as_ref().err().cloned()),
+            at,
+        };
+        lock(received).push(entry);
+    }
+
+    /// Serves a file to a request whose credentials verified.
     fn read(&self, request: &Request<Incoming>) -> Response<ResponseBody> {
-        let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let handle = request.uri().path().rsplit('/').next().unwrap_or_default();
-        let now = SystemClock.now_unix();
-        if let Err(reason) = verify_at(path_and_query, &self.secret, now, Call::Read) {
-            return policy_error(handle, &reason);
-        }
-        let Some(file) = self.files().get(handle).cloned() else {
+        let handle = handle_of(request);
+        let Some(file) = lock(&self.files).get(handle).cloned() else {
             return status(StatusCode::NOT_FOUND, "file not found");
         };
-        let width = parse_url(path_and_query).ok().and_then(|p| {
-            p.tasks.iter().find_map(|t| {
-                t.strip_prefix("resize=")?
-                    .split(',')
-                    .find_map(|kv| kv.strip_prefix("width:")?.parse::<u32>().ok())
-            })
-        });
-        let bytes = match width {
-            Some(w) if file.content_type == "image/png" => {
-                resize_png(&file.bytes, w).map_or(file.bytes.clone(), Bytes::from)
+        // The handle names the bytes: a file stored under a handle never changes.
+        let etag = HeaderValue::try_from(format!("\"{handle}\"")).ok();
+        if let Some(etag) = &etag
+            && request.headers().get(header::IF_NONE_MATCH) == Some(etag)
+        {
+            let mut response = Response::new(empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            response.headers_mut().insert(header::ETAG, etag.clone());
+            return response;
+        }
+        let head = request.method() == Method::HEAD;
+        let mut response = match file.contents {
+            Contents::Bytes(bytes) => {
+                let bytes = match resize_width(request) {
+                    Some(width) if file.content_type == "image/png" => {
+                        resize_png(&bytes, width).map_or(bytes, Bytes::from)
+                    }
+                    _ => bytes,
+                };
+                ranged(request.headers(), bytes)
             }
-            _ => file.bytes.clone(),
+            Contents::Streamed { len, body } => {
+                let mut response = Response::new(if head { empty() } else { body() });
+                if let Some(len) = len {
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+                }
+                response
+            }
         };
-        let length = bytes.len();
-        let body = if request.method() == Method::HEAD {
-            empty()
-        } else {
-            full(bytes)
-        };
-        let mut response = Response::new(body);
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::try_from(file.content_type.as_str()) {
             headers.insert(header::CONTENT_TYPE, value);
         }
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        if let Some(etag) = etag {
+            headers.insert(header::ETAG, etag);
+        }
         headers.insert(
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=31536000"),
         );
+        if head {
+            *response.body_mut() = empty();
+        }
         response
     }
 
@@ -198,9 +310,16 @@ impl StandInCdn {
     ///
     /// A refused upload's body is still read (up to a bound) before answering, so browsers see
     /// the refusal instead of a connection cut mid-upload.
-    async fn upload(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+    async fn upload(
+        &self,
+        request: Request<Incoming>,
+        verdict: Result<DecodedPolicy, Invalid>,
+    ) -> Response<ResponseBody> {
         let (parts, mut body) = request.into_parts();
-        let response = self.store_upload(&parts, &mut body).await;
+        let response = match verdict {
+            Ok(policy) => self.store_upload(&parts, &policy, &mut body).await,
+            Err(reason) => policy_error("upload", &reason),
+        };
         if response.status() != StatusCode::OK {
             let mut drained = 0usize;
             while drained < UPLOAD_DRAIN_LIMIT {
@@ -216,22 +335,9 @@ impl StandInCdn {
     async fn store_upload(
         &self,
         parts: &http::request::Parts,
+        policy: &DecodedPolicy,
         body: &mut Incoming,
     ) -> Response<ResponseBody> {
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_owned();
-        let parsed = match parse_url(&path_and_query) {
-            Ok(parsed) => parsed,
-            Err(reason) => return policy_error("upload", &reason),
-        };
-        let now = SystemClock.now_unix();
-        let policy = match verify_parsed(&parsed, &self.secret, now, &[Call::Store]) {
-            Ok(policy) => policy,
-            Err(reason) => return policy_error("upload", &reason),
-        };
         let query = parts.uri.query().unwrap_or_default().to_owned();
         let param = |name: &str| {
             query.split('&').find_map(|pair| {
@@ -349,4 +455,66 @@ fn policy_error(handle: &str, reason: &Invalid) -> Response<ResponseBody> {
         StatusCode::FORBIDDEN,
         &format!("file {handle} policy error: {detail}"),
     )
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The last path segment: the handle a read asks for.
+fn handle_of<B>(request: &Request<B>) -> &str {
+    request.uri().path().rsplit('/').next().unwrap_or_default()
+}
+
+/// The width a `resize=width:N` task asks for.
+fn resize_width<B>(request: &Request<B>) -> Option<u32> {
+    let path_and_query = request.uri().path_and_query()?.as_str();
+    parse_url(path_and_query).ok()?.tasks.iter().find_map(|t| {
+        t.strip_prefix("resize=")?
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("width:")?.parse::<u32>().ok())
+    })
+}
+
+/// Serves `bytes`, honouring a single satisfiable `Range: bytes=A-B` or `bytes=A-`.
+fn ranged(headers: &HeaderMap, bytes: Bytes) -> Response<ResponseBody> {
+    let len = bytes.len() as u64;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.split_once('-'))
+        .and_then(|(start, end)| {
+            let start: u64 = start.parse().ok()?;
+            let end: u64 = if end.is_empty() {
+                len.checked_sub(1)?
+            } else {
+                end.parse().ok()?
+            };
+            (start <= end && end < len).then_some((start, end))
+        });
+    let mut response = match range {
+        Some((start, end)) => {
+            let mut response = Response::new(full(bytes.slice(start as usize..=end as usize)));
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            if let Ok(value) = HeaderValue::try_from(format!("bytes {start}-{end}/{len}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+            response
+        }
+        None => {
+            let mut response = Response::new(full(bytes));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            response
+        }
+    };
+    response
+        .headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    response
 }

@@ -1,0 +1,141 @@
+//! Checks that measure the whole process (resident memory, open descriptors), in a binary of
+//! their own and one at a time: anything else running in the process would be counted too.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+use support::faulty::*;
+use support::*;
+
+/// Held by each measuring test for its whole run, so that they never run side by side.
+static MEASURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test]
+async fn a_256_mib_body_streams_through_intact_with_flat_memory() {
+    let _alone = MEASURING.lock().await;
+    const LEN: u64 = 256 * 1024 * 1024;
+    let cdn = TestCdn::builder()
+        .body(H, FileBody::Generated { len: LEN })
+        .start()
+        .await;
+    let gateway = TestGateway::start(&one_route("proxy", "/img/", &cdn.url(), "")).await;
+    let mut expected = Sha256::new();
+    for i in 0..LEN.div_ceil(CHUNK) {
+        expected.update(generated_chunk(i, LEN));
+    }
+    let expected = expected.finalize();
+
+    let rss_before = rss_bytes();
+    let mut peak = rss_before;
+    let started = Instant::now();
+    let response = client()
+        .request(get_request(&gateway.url(&format!("/img/{H}"))))
+        .await
+        .expect("answer");
+    assert_eq!(
+        response.headers()["content-length"],
+        LEN.to_string().as_str()
+    );
+    let mut body = response.into_body();
+    let mut hash = Sha256::new();
+    let mut received = 0u64;
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), body.frame())
+        .await
+        .expect("no stall")
+    {
+        if let Ok(data) = frame.expect("frame").into_data() {
+            received += data.len() as u64;
+            hash.update(&data);
+            if received % (16 * 1024 * 1024) < data.len() as u64 {
+                peak = peak.max(rss_bytes());
+            }
+        }
+    }
+    assert_eq!(received, LEN);
+    assert_eq!(hash.finalize(), expected, "body changed on the way");
+    // The test process holds the stand-in CDN, the gateway and the client: a buffered body
+    // would add 256 MiB. Streaming keeps growth to buffers.
+    let growth = peak.saturating_sub(rss_before);
+    assert!(
+        growth < 48 * 1024 * 1024,
+        "RSS grew by {} MiB",
+        growth >> 20
+    );
+    eprintln!(
+        "256 MiB in {:?}, RSS growth {} MiB",
+        started.elapsed(),
+        growth >> 20
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_faulted_requests_leak_nothing() {
+    let _alone = MEASURING.lock().await;
+    let faults = [
+        UpstreamFault::AcceptThenClose,
+        UpstreamFault::ResetMidHeaders,
+        UpstreamFault::Garbage,
+        UpstreamFault::ResetMidBody,
+    ];
+    let mut gateways = Vec::new();
+    for fault in faults {
+        // Default timeouts: every fault here ends the exchange itself, and a 300 ms limit would
+        // turn a busy machine's slowness into 504s.
+        let upstream = format!("http://{}", faulty_upstream(fault).await);
+        gateways.push(Arc::new(
+            TestGateway::start(&one_route("proxy", "/img/", &upstream, "")).await,
+        ));
+    }
+    // Warm up allocator pools and the client before taking the baseline.
+    for gateway in &gateways {
+        let _ = outcome(&gateway.url(&format!("/img/{H}"))).await;
+    }
+    let (fds_before, rss_before) = (open_fds(), rss_bytes());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..16 {
+        let gateways = gateways.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..625 {
+                let gateway = &gateways[(worker + i) % gateways.len()];
+                let (status, _) = outcome(&gateway.url(&format!("/img/{H}"))).await;
+                assert!(
+                    status == StatusCode::BAD_GATEWAY || status == StatusCode::OK,
+                    "{status} from fault {}",
+                    (worker + i) % gateways.len()
+                );
+            }
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(120), task)
+            .await
+            .expect("in time")
+            .expect("no panic");
+    }
+    let elapsed = started.elapsed();
+    // Connections close asynchronously and nothing announces the last one: poll, with a bound.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open_fds() > fds_before + 16 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (fds_after, rss_after) = (open_fds(), rss_bytes());
+    eprintln!(
+        "10,000 faulted requests in {elapsed:?}; fds {fds_before} -> {fds_after}; RSS {} -> {} MiB",
+        rss_before >> 20,
+        rss_after >> 20
+    );
+    assert!(
+        fds_after <= fds_before + 16,
+        "descriptors leaked: {fds_before} -> {fds_after}"
+    );
+    assert!(
+        rss_after < rss_before + 32 * 1024 * 1024,
+        "memory grew: {rss_before} -> {rss_after}"
+    );
+}
