@@ -67,14 +67,9 @@ pub enum Command {
         #[arg(long, default_value = "gateway.toml")]
         config: PathBuf,
     },
-    /// Decode a signed URL and say whether its credentials are valid, and why not.
-    Explain {
-        /// The signed URL (or path and query).
-        url: String,
-        /// Config file (its secrets are tried in route order).
-        #[arg(long, default_value = "gateway.toml")]
-        config: PathBuf,
-    },
+    /// Decode a CDN URL: what it asks for, what its policy grants, whether it is valid and why.
+    #[command(after_help = explain::EXIT_CODES)]
+    Explain(explain::Args),
 }
 
 /// Parses the process arguments and runs the command; returns the process exit code.
@@ -99,7 +94,7 @@ pub fn main() -> ExitCode {
             );
             ExitCode::from(EXIT_OK)
         }),
-        Some(Command::Explain { url, config }) => with_config(&config, |c| explain::run(c, &url)),
+        Some(Command::Explain(args)) => explain::run(&args),
         Some(Command::Run { config }) => run::run(&config),
         Some(Command::Demo { listen }) => demo::run(listen),
         None => run::run(&cli.config),
