@@ -29,6 +29,59 @@ pub struct ParsedUrl {
     pub target: Option<Target>,
     /// Whether the URL asks for the file's metadata (`HANDLE/metadata`), which is the `stat` call.
     pub metadata: bool,
+    /// An upload through the store API (`/api/store/S3?…`): then `target` is `None`.
+    pub upload: Option<Upload>,
+}
+
+/// An upload URL of the store API: `POST /api/store/LOCATION?key=…&path=…&policy=…&signature=…`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Upload {
+    /// The storage location, as the path names it (`S3`, `azure`, `gcs`, `dropbox`, `rackspace`).
+    pub location: String,
+    /// The `path` query parameter: where in the storage the file goes.
+    pub path: Option<String>,
+    /// The `container` query parameter: the bucket or container.
+    pub container: Option<String>,
+    /// The `filename` query parameter.
+    pub filename: Option<String>,
+    /// The `key` query parameter: the app's public API key.
+    pub api_key: Option<String>,
+}
+
+impl ParsedUrl {
+    /// The calls the CDN requires of the policy for this URL: `store` for an upload, `stat` for
+    /// metadata, `read` for a download, and `convert` as well for transformation tasks or an
+    /// external target.
+    pub fn needed_calls(&self) -> Vec<Call> {
+        if self.upload.is_some() {
+            return vec![Call::Store];
+        }
+        let base = if self.metadata {
+            Call::Stat
+        } else {
+            Call::Read
+        };
+        self.with_convert(base)
+    }
+
+    /// `call`, and `convert` too when the URL transforms.
+    fn with_convert(&self, call: Call) -> Vec<Call> {
+        let mut calls = vec![call];
+        if !self.tasks.is_empty() || matches!(self.target, Some(Target::External(_))) {
+            calls.push(Call::Convert);
+        }
+        calls
+    }
+
+    /// The policy and signature, or which of them is missing.
+    pub fn credentials(&self) -> Result<(&str, &str), Invalid> {
+        let policy = self.policy.as_deref().ok_or(Invalid::Missing("policy"))?;
+        let signature = self
+            .signature
+            .as_deref()
+            .ok_or(Invalid::Missing("signature"))?;
+        Ok((policy, signature))
+    }
 }
 
 /// Why a URL's credentials are not valid. Messages are safe to show: no secret, no signature.
@@ -91,6 +144,8 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, Invalid> {
     let query = query.map(|q| q.split_once('#').map_or(q, |(q, _)| q));
     let path = path.split_once('#').map_or(path, |(p, _)| p);
     let mut parsed = ParsedUrl::default();
+    // Read for every URL, kept only for an upload.
+    let mut upload = Upload::default();
 
     if let Some(query) = query {
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -99,6 +154,10 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, Invalid> {
             match percent_decode_str(name).decode_utf8_lossy().as_ref() {
                 "policy" => set_once(&mut parsed.policy, value, "policy")?,
                 "signature" => set_once(&mut parsed.signature, value, "signature")?,
+                "path" => upload.path = Some(value),
+                "container" => upload.container = Some(value),
+                "filename" => upload.filename = Some(value),
+                "key" => upload.api_key = Some(value),
                 _ => {}
             }
         }
@@ -114,6 +173,11 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, Invalid> {
         }
     }
 
+    if let ["api", "store", location] = segments[..] {
+        upload.location = location.to_owned();
+        parsed.upload = Some(upload);
+        return Ok(parsed);
+    }
     if segments.last() == Some(&"metadata") && segments.len() >= 2 {
         parsed.metadata = true;
         segments.pop();
@@ -139,8 +203,9 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, Invalid> {
 
 /// Checks a URL's credentials for `call` at time `now`, as the CDN would.
 ///
-/// Transformation tasks or an external target also need `convert`; a metadata URL needs `stat`
-/// instead of `read`. On success, returns the decoded policy (for size or path checks).
+/// `Call::Read` stands for "what the URL asks for" ([`ParsedUrl::needed_calls`]): `stat` for a
+/// metadata URL, `store` for an upload. Transformation tasks or an external target also need
+/// `convert`. On success, returns the decoded policy (for size or path checks).
 pub fn verify_at(
     url: &str,
     secret: &Secret,
@@ -148,15 +213,11 @@ pub fn verify_at(
     call: Call,
 ) -> Result<DecodedPolicy, Invalid> {
     let parsed = parse_url(url)?;
-    let call = if parsed.metadata && call == Call::Read {
-        Call::Stat
+    let needed = if call == Call::Read {
+        parsed.needed_calls()
     } else {
-        call
+        parsed.with_convert(call)
     };
-    let mut needed = vec![call];
-    if !parsed.tasks.is_empty() || matches!(parsed.target, Some(Target::External(_))) {
-        needed.push(Call::Convert);
-    }
     verify_parsed(&parsed, secret, now, &needed)
 }
 
@@ -167,14 +228,22 @@ pub fn verify_parsed(
     now: u64,
     needed: &[Call],
 ) -> Result<DecodedPolicy, Invalid> {
-    let policy = parsed.policy.as_deref().ok_or(Invalid::Missing("policy"))?;
-    let signature = parsed
-        .signature
-        .as_deref()
-        .ok_or(Invalid::Missing("signature"))?;
+    let (policy, signature) = parsed.credentials()?;
     if !secret.verify_hex(policy.as_bytes(), signature) {
         return Err(Invalid::BadSignature);
     }
+    check_policy(parsed, now, needed)
+}
+
+/// Everything [`verify_parsed`] checks except the signature: the policy decodes, has not expired,
+/// names the URL's handle (when it names one) and grants every call in `needed`. For looking at
+/// a URL without the secret; a pass here says nothing about who wrote the policy.
+pub fn check_policy(
+    parsed: &ParsedUrl,
+    now: u64,
+    needed: &[Call],
+) -> Result<DecodedPolicy, Invalid> {
+    let policy = parsed.policy.as_deref().ok_or(Invalid::Missing("policy"))?;
     let decoded = DecodedPolicy::decode(policy)?;
     if decoded.expiry <= now {
         return Err(Invalid::Expired {
@@ -378,6 +447,71 @@ mod tests {
         });
         let url = format!("/resize=width:3/{H}?policy={p}&signature={s}");
         assert!(verify_at(&url, &secret(), 0, Call::Read).is_ok());
+    }
+
+    #[test]
+    fn upload_urls_name_their_storage_and_need_store() {
+        let parsed = parse_url(
+            "https://www.filestackapi.com/api/store/S3?key=AhTgLagciQByzXpFGRI0Az&policy=p&signature=s&path=%2Fgallery%2F&filename=a.png",
+        )
+        .expect("parses");
+        assert_eq!(parsed.target, None);
+        assert!(parsed.tasks.is_empty());
+        assert_eq!(
+            parsed.upload,
+            Some(Upload {
+                location: "S3".into(),
+                path: Some("/gallery/".into()),
+                container: None,
+                filename: Some("a.png".into()),
+                api_key: Some("AhTgLagciQByzXpFGRI0Az".into()),
+            })
+        );
+        assert_eq!(parsed.needed_calls(), vec![Call::Store]);
+
+        let (p, s) = signed(&read_policy());
+        let store = format!("/api/store/S3?policy={p}&signature={s}");
+        assert_eq!(
+            verify_at(&store, &secret(), 0, Call::Read),
+            Err(Invalid::CallNotAllowed(Call::Store))
+        );
+        let (p, s) = signed(&Policy {
+            expiry: 10,
+            call: vec![Call::Pick, Call::Store],
+            ..Policy::default()
+        });
+        let store = format!("/api/store/S3?policy={p}&signature={s}");
+        assert!(verify_at(&store, &secret(), 0, Call::Read).is_ok());
+    }
+
+    #[test]
+    fn each_url_needs_the_calls_the_cdn_asks_for() {
+        let needed = |url: &str| parse_url(url).expect("parses").needed_calls();
+        assert_eq!(needed(&format!("/{H}")), vec![Call::Read]);
+        assert_eq!(
+            needed(&format!("/resize=width:3/{H}")),
+            vec![Call::Read, Call::Convert]
+        );
+        assert_eq!(needed(&format!("/{H}/metadata")), vec![Call::Stat]);
+        assert_eq!(needed("/api/store/azure"), vec![Call::Store]);
+    }
+
+    #[test]
+    fn policy_checks_run_without_the_secret() {
+        let (p, _) = signed(&read_policy());
+        let parsed = parse_url(&format!("/resize=width:3/{H}?policy={p}")).expect("parses");
+        assert_eq!(
+            check_policy(&parsed, 0, &parsed.needed_calls()),
+            Err(Invalid::CallNotAllowed(Call::Convert))
+        );
+        assert_eq!(
+            check_policy(&parsed, 0, &[Call::Read]).map(|d| d.expiry),
+            Ok(1000)
+        );
+        assert!(matches!(
+            check_policy(&parsed, 1000, &[Call::Read]),
+            Err(Invalid::Expired { .. })
+        ));
     }
 
     #[test]

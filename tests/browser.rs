@@ -131,6 +131,11 @@ async fn wait_for_text(client: &Client, css: &str, needle: &str) -> String {
     }
 }
 
+async fn text_of(client: &Client, css: &str) -> String {
+    let element = client.find(Locator::Css(css)).await.expect(css);
+    element.text().await.expect("text")
+}
+
 async fn upload(client: &Client, gateway: &str, file: &Path, caption: &str) {
     client
         .goto(&format!("{gateway}/upload"))
@@ -173,13 +178,15 @@ async fn the_demo_works_in_a_real_browser() {
         .expect("demo starts");
     let gateway = format!("http://{}", demo.gateway);
     let cdn = format!("http://{}", demo.cdn);
+    let site = format!("http://{}", demo.site);
     tokio::spawn(demo.serve(std::future::pending()));
     let (_driver, driver_url) = start_driver().await;
     let profile = tempfile::tempdir().expect("profile dir");
     let client = browser(&driver_url, profile.path()).await;
     let shots = screenshot_dir();
 
-    let outcome = tokio::time::timeout(Duration::from_secs(120), async {
+    // A guard against hangs, not a timing check: on two loaded cores the steps take about 100 s.
+    let outcome = tokio::time::timeout(Duration::from_secs(180), async {
         // 1. Every gallery image loads, signed; the same URL bare is refused by the CDN.
         client.goto(&format!("{gateway}/")).await.expect("gallery");
         let images = loaded_images(&client).await;
@@ -194,6 +201,35 @@ async fn the_demo_works_in_a_real_browser() {
         let refused = get(&bare).await;
         assert_eq!(refused.status, http::StatusCode::FORBIDDEN);
         assert!(refused.text().contains("policy error"), "{}", refused.text());
+
+        // 1b. The first picture explained: as the site wrote it, as the browser received it,
+        // and its policy decoded, with a real expiry; then the same page without the gateway.
+        assert_eq!(text_of(&client, "#bare-url").await, bare);
+        assert_eq!(text_of(&client, "#received-url").await, images[0].0);
+        let decoded = text_of(&client, "#decoded-policy").await;
+        let policy: Value = serde_json::from_str(&decoded).expect("the panel shows JSON");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        let expiry = policy["expiry"].as_u64().expect("a numeric expiry");
+        assert!(
+            (now + 3600 - 5..=now + 3600 + 300).contains(&expiry),
+            "expiry {expiry} is not now + ttl rounded to the bucket: {decoded}"
+        );
+        assert_eq!(policy["call"], json!(["read", "convert"]), "{decoded}");
+        assert_eq!(policy["handle"].as_str(), bare.rsplit('/').next(), "{decoded}");
+        assert!(text_of(&client, "#policy-expiry").await.starts_with("Expires 2"));
+
+        let link = client.find(Locator::Css("#without-gateway")).await.expect("the link");
+        assert_eq!(link.attr("href").await.expect("href"), Some(format!("{site}/")));
+        client.goto(&format!("{site}/")).await.expect("the site, without the gateway");
+        let broken = loaded_images(&client).await;
+        assert_eq!(broken.len(), 6, "{broken:?}");
+        assert!(broken.iter().all(|(src, width)| *width == 0 && !src.contains("signature")), "{broken:?}");
+        assert!(text_of(&client, "#decoded-policy").await.starts_with("none"));
+        std::fs::write(shots.join("without-gateway.png"), client.screenshot().await.expect("screenshot"))
+            .expect("saved");
 
         // 2. An upload under the limit appears in the gallery.
         let dir = tempfile::tempdir().expect("temp dir");
@@ -248,5 +284,5 @@ async fn the_demo_works_in_a_real_browser() {
     })
     .await;
     let _ = client.close().await;
-    outcome.expect("the browser test finished within 120 s");
+    outcome.expect("the browser test finished within 180 s");
 }

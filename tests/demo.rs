@@ -39,8 +39,29 @@ async fn the_gallery_is_signed_through_the_gateway_and_bare_urls_are_refused() {
 
     let page = get(&format!("http://{gateway}/")).await;
     assert_eq!(page.status, StatusCode::OK);
-    let urls = image_urls(&page.text());
+    let html = page.text();
+    let urls = image_urls(&html);
     assert_eq!(urls.len(), 6);
+
+    // The first picture is explained: its bare URL stays bare in the page source through the
+    // gateway (element text, which the rewriter leaves alone), the script reads the signed one
+    // from the picture, and a link leads to the same page without the gateway.
+    assert!(
+        html.contains(&format!(r#"<code id="bare-url">{}</code>"#, bare[0])),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!(
+            r#"<a id="without-gateway" href="http://{site}/">"#
+        )),
+        "{html}"
+    );
+    let first_img = html.split("<img ").nth(1).expect("an image");
+    assert!(
+        first_img.contains(r#"id="explained-picture""#) && first_img.contains("signature="),
+        "{first_img}"
+    );
+    assert!(html.contains("getElementById('explained-picture')"));
     for url in &urls {
         assert!(
             url.starts_with(&format!("http://{cdn}/resize=width:300/"))
@@ -147,4 +168,79 @@ async fn uploads_are_held_to_the_policy_the_gateway_signs() {
     let elsewhere = store(policy).replace("%2Fgallery%2F", "%2Fadmin%2F");
     let refused = send_body(Method::POST, &elsewhere, &[], small).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
+}
+
+/// Kills the demo process however the test ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_demo_prints_an_explain_line_that_checks_its_url_with_this_runs_secret() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_signgate"));
+    let mut demo = Running(
+        Command::new(binary)
+            .args(["demo", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the demo starts"),
+    );
+    // Read on a thread, so a demo that never prints the line fails the test instead of hanging it.
+    let stdout = BufReader::new(demo.0.stdout.take().expect("stdout"));
+    let (lines, printed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let line = loop {
+        match printed.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(line) if line.contains("signgate explain") => break line,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no explain line in {seen:#?}"),
+        }
+    };
+    let line = line.trim();
+    assert!(
+        line.starts_with("SIGNGATE_DEMO_SECRET=")
+            && line.contains(" signgate explain --secret-env SIGNGATE_DEMO_SECRET 'http://"),
+        "{line}"
+    );
+
+    // Pasted into a shell as printed, with the binary on the PATH.
+    let path = format!(
+        "{}:{}",
+        binary.parent().expect("bin dir").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("sh")
+        .args(["-c", line])
+        .env("PATH", path)
+        .output()
+        .expect("sh runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("valid:         yes, for the secret in SIGNGATE_DEMO_SECRET"),
+        "{text}"
+    );
+    assert!(text.contains("calls needed:  read, convert"), "{text}");
+
+    // And the URL is one the running demo's CDN serves.
+    let url = line.split('\'').nth(1).expect("a quoted URL");
+    let image = get(url).await;
+    assert_eq!(image.status, StatusCode::OK, "{url}: {}", image.text());
+    assert_eq!(png_size(&image.body), Some((300, 300)));
 }

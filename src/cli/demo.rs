@@ -46,6 +46,11 @@ pub fn run(listen: SocketAddr) -> ExitCode {
             demo.cdn
         );
         println!("  a secret was generated for this run only; Ctrl-C to stop");
+        if let Some(command) = demo.explain_command() {
+            // The secret is random per run and signs for nothing but this demo: safe to show.
+            println!("  to decode and check a signed URL (paste any from the gallery in place of this one):");
+            println!("    {command}");
+        }
         match demo.serve(signals.recv()).await {
             Ok(()) => ExitCode::from(EXIT_OK),
             Err(e) => {

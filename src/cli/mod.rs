@@ -16,6 +16,9 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 
+/// The config file when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "gateway.toml";
+
 /// Exit code for success (and, for `explain`, a valid URL).
 pub const EXIT_OK: u8 = 0;
 /// Exit code of `explain` for a URL whose credentials are not valid.
@@ -30,9 +33,9 @@ pub struct Cli {
     /// What to do (default: run the gateway).
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Config file; may stand before or after the subcommand.
-    #[arg(long, default_value = "gateway.toml", global = true)]
-    pub config: PathBuf,
+    /// Config file; may stand before or after the subcommand [default: gateway.toml].
+    #[arg(long, value_name = "F", global = true)]
+    pub config: Option<PathBuf>,
 }
 
 /// The subcommands.
@@ -66,28 +69,29 @@ pub enum Command {
         #[arg(long)]
         strict: bool,
     },
-    /// Decode a signed URL and say whether its credentials are valid, and why not.
-    Explain {
-        /// The signed URL (or path and query).
-        url: String,
-    },
+    /// Decode a CDN URL: what it asks for, what its policy grants, whether it is valid and why.
+    #[command(after_help = explain::EXIT_CODES)]
+    Explain(explain::Args),
 }
 
 /// Parses the process arguments and runs the command; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = cli.config;
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     match cli.command {
         Some(Command::Sign {
             route,
             handle,
             expiry,
-        }) => with_config(&config, |c| sign::run(c, &route, handle.as_deref(), expiry)),
-        Some(Command::Check { strict }) => check::run(&config, strict),
-        Some(Command::Explain { url }) => with_config(&config, |c| explain::run(c, &url)),
+        }) => with_config(&config_path, |c| sign::run(c, &route, handle.as_deref(), expiry)),
+        Some(Command::Check { strict }) => check::run(&config_path, strict),
+        Some(Command::Explain(args)) => explain::run(&args, cli.config.as_deref()),
         #[cfg(feature = "demo")]
         Some(Command::Demo { listen }) => demo::run(listen),
-        Some(Command::Run) | None => run::run(&config),
+        Some(Command::Run) | None => run::run(&config_path),
     }
 }
 

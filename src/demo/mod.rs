@@ -9,6 +9,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -18,14 +19,22 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::body::ResponseBody;
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::error::StartupError;
+use crate::filelink::{FileRef, UrlStyle, signed_url};
+use crate::policy::{Call, Policy, bucketed_expiry};
 use crate::secret::Secret;
 use crate::server::{AppState, serve};
 
 /// Largest upload the demo's upload policy allows.
 pub const DEMO_MAX_SIZE: &str = "1MB";
+/// The variable the demo's config names for its secret, and the one its `explain` hint sets.
+pub const DEMO_SECRET_ENV: &str = "SIGNGATE_DEMO_SECRET";
+/// How long the demo's URLs are valid, at least.
+const DEMO_TTL: Duration = Duration::from_secs(3600);
+/// Expiries are rounded up to a multiple of this.
+const DEMO_BUCKET: Duration = Duration::from_secs(300);
 
 /// The three servers of a running demo.
 pub struct Demo {
@@ -37,6 +46,10 @@ pub struct Demo {
     pub site: SocketAddr,
     gateway_listener: TcpListener,
     state: Arc<AppState>,
+    /// Random per run and signs only for this demo's CDN, so printing it is safe.
+    secret_text: String,
+    /// The picture the gallery page explains, as the site writes it (no credentials).
+    explained_picture: Option<String>,
 }
 
 impl Demo {
@@ -60,7 +73,12 @@ impl Demo {
         let secret = Secret::new(secret_text.clone()).map_err(|_| StartupError::NoRandomness)?;
         let cdn_base = format!("http://{cdn_addr}");
         let cdn = Arc::new(cdn::StandInCdn::new(secret, cdn_base.clone()));
-        let site = Arc::new(site::GallerySite::new(cdn_base, &cdn));
+        let site = Arc::new(site::GallerySite::new(
+            cdn_base,
+            &cdn,
+            format!("http://{site_addr}"),
+        ));
+        let explained_picture = site.explained_picture();
         spawn_server(cdn_listener, move |request| {
             let cdn = Arc::clone(&cdn);
             async move { cdn.handle(request).await }
@@ -79,7 +97,36 @@ impl Demo {
             site: site_addr,
             gateway_listener,
             state,
+            secret_text,
+            explained_picture,
         })
+    }
+
+    /// A shell line that runs `signgate explain` on a freshly signed URL of the picture the
+    /// gallery page explains, with this run's secret: ready to paste.
+    pub fn explain_command(&self) -> Option<String> {
+        let cdn_base = format!("http://{}", self.cdn);
+        let bare = self.explained_picture.as_deref()?;
+        let file = FileRef::parse(bare.strip_prefix(&cdn_base)?.strip_prefix('/')?).ok()?;
+        // The policy the gateway's site route writes (its default calls; ttl and bucket above).
+        let policy = Policy {
+            expiry: bucketed_expiry(SystemClock.now_unix(), DEMO_TTL, DEMO_BUCKET),
+            call: vec![Call::Read, Call::Convert],
+            handle: Some(file.handle.as_str().to_owned()),
+            ..Policy::default()
+        };
+        let secret = Secret::new(self.secret_text.clone()).ok()?;
+        let url = signed_url(
+            &cdn_base,
+            &file,
+            None,
+            &policy.sign(&secret),
+            UrlStyle::Query,
+        );
+        Some(format!(
+            "{DEMO_SECRET_ENV}={} signgate explain --secret-env {DEMO_SECRET_ENV} '{url}'",
+            self.secret_text
+        ))
     }
 
     /// Serves the gateway until `shutdown` resolves.
@@ -101,9 +148,9 @@ fn demo_config(gateway: SocketAddr, cdn: SocketAddr, site: SocketAddr) -> String
 listen = "{gateway}"
 
 [signing]
-secret_env = "SIGNGATE_DEMO_SECRET"
-ttl = "1h"
-bucket = "5m"
+secret_env = "{DEMO_SECRET_ENV}"
+ttl = "{ttl}s"
+bucket = "{bucket}s"
 
 [[route]]
 name = "images"
@@ -126,7 +173,9 @@ prefix = "/"
 mode = "site"
 upstream = "http://{site}"
 rewrite_hosts = ["{cdn}"]
-"#
+"#,
+        ttl = DEMO_TTL.as_secs(),
+        bucket = DEMO_BUCKET.as_secs(),
     )
 }
 

@@ -24,15 +24,20 @@ pub struct Photo {
     pub caption: String,
 }
 
+/// The task the gallery's thumbnails carry (transformations need the `convert` call).
+const THUMBNAIL_TASK: &str = "resize=width:300";
+
 /// The gallery and its pictures.
 pub struct GallerySite {
     cdn_base: String,
+    /// This site's own address: the gallery links to itself fetched without the gateway.
+    own_url: String,
     photos: Mutex<Vec<Photo>>,
 }
 
 impl GallerySite {
-    /// A gallery showing the CDN's starting pictures.
-    pub fn new(cdn_base: String, cdn: &StandInCdn) -> Self {
+    /// A gallery showing the CDN's starting pictures, served at `own_url`.
+    pub fn new(cdn_base: String, cdn: &StandInCdn, own_url: String) -> Self {
         let photos = cdn
             .store_starting_pictures()
             .into_iter()
@@ -43,8 +48,22 @@ impl GallerySite {
             .collect();
         Self {
             cdn_base,
+            own_url,
             photos: Mutex::new(photos),
         }
+    }
+
+    /// The bare thumbnail URL of the picture the gallery page explains (the first one).
+    pub fn explained_picture(&self) -> Option<String> {
+        self.photos().first().map(|photo| self.thumbnail(photo))
+    }
+
+    fn thumbnail(&self, photo: &Photo) -> String {
+        photo.url.replacen(
+            &format!("{}/", self.cdn_base),
+            &format!("{}/{THUMBNAIL_TASK}/", self.cdn_base),
+            1,
+        )
     }
 
     fn photos(&self) -> Vec<Photo> {
@@ -106,28 +125,61 @@ impl GallerySite {
 
     fn gallery_page(&self) -> String {
         let mut figures = String::new();
-        for photo in self.photos() {
-            let thumbnail = photo.url.replacen(
-                &format!("{}/", self.cdn_base),
-                &format!("{}/resize=width:300/", self.cdn_base),
-                1,
-            );
+        let photos = self.photos();
+        for (i, photo) in photos.iter().enumerate() {
+            // The first picture is the one the explainer reads its `src` from.
+            let id = if i == 0 {
+                r#" id="explained-picture""#
+            } else {
+                ""
+            };
             figures.push_str(&format!(
-                r#"<figure><a href="{url}"><img src="{thumbnail}" alt="{caption}" width="300"></a><figcaption>{caption}</figcaption></figure>
+                r#"<figure><a href="{url}"><img src="{thumbnail}"{id} alt="{caption}" width="300"></a><figcaption>{caption}</figcaption></figure>
 "#,
                 url = escape_html(&photo.url),
-                thumbnail = escape_html(&thumbnail),
+                thumbnail = escape_html(&self.thumbnail(photo)),
                 caption = escape_html(&photo.caption),
             ));
         }
+        let (explainer, script) = match photos.first() {
+            Some(first) => (self.explainer(&self.thumbnail(first)), EXPLAINER_SCRIPT),
+            None => (String::new(), ""),
+        };
         page(
             "Pop Art Gallery",
             &format!(
                 r#"<p class="lede">Every picture below is written in this page as a bare CDN URL. signgate signs them as the page streams through it; this site holds no secret.</p>
 <p><a class="button" href="/upload">Upload a picture</a></p>
-<main class="grid">
-{figures}</main>"#
+{explainer}<main class="grid">
+{figures}</main>
+{script}"#
             ),
+        )
+    }
+
+    /// The first picture, explained: its URL as written here, as the browser received it, and
+    /// its decoded policy. The bare URL is element text, which the gateway's rewriter leaves
+    /// alone (it signs attributes and CSS only); the received one is read by a script from the
+    /// picture's `src` once the page has arrived.
+    fn explainer(&self, bare: &str) -> String {
+        format!(
+            r#"<section class="explainer" aria-labelledby="explainer-title">
+<h2 id="explainer-title">The first picture, explained</h2>
+<dl>
+<dt>In this page's source, as the site wrote it: no credentials</dt>
+<dd><code id="bare-url">{bare}</code></dd>
+<dt>What your browser received (the picture's <code>src</code> as it arrived)</dt>
+<dd><code id="received-url">(needs JavaScript)</code></dd>
+<dt>Its policy, decoded</dt>
+<dd><pre id="decoded-policy">(needs JavaScript)</pre><p id="policy-expiry"></p></dd>
+</dl>
+<p>Compare <a id="without-gateway" href="{own}/">this page fetched without the gateway</a>, straight from the site: the CDN refuses every picture, for want of a signature.
+From a terminal, <code>signgate explain --secret-env {env} 'URL'</code> decodes and checks any of these URLs; <code>signgate demo</code> printed the secret to set.</p>
+</section>
+"#,
+            bare = escape_html(bare),
+            own = escape_html(&self.own_url),
+            env = super::DEMO_SECRET_ENV,
         )
     }
 
@@ -186,6 +238,33 @@ form.addEventListener('submit', async (event) => {{
     }
 }
 
+/// Fills the explainer from the picture's `src` as it arrived: query or task form, url-safe base64.
+/// It stands after the pictures, which must be parsed before it runs.
+const EXPLAINER_SCRIPT: &str = r#"<script>
+(() => {
+  const picture = document.getElementById('explained-picture');
+  const show = (id, text) => { document.getElementById(id).textContent = text; };
+  const received = picture.getAttribute('src');
+  show('received-url', received);
+  const url = new URL(received, location.href);
+  const task = url.pathname.match(/security=(?:p|policy):"?([^,"\/]+)/);
+  const policy = url.searchParams.get('policy') || (task && decodeURIComponent(task[1]));
+  if (!policy) {
+    show('decoded-policy', 'none: this page did not come through signgate, so the CDN refuses this picture');
+    return;
+  }
+  try {
+    const fields = JSON.parse(atob(policy.replace(/-/g, '+').replace(/_/g, '/')));
+    show('decoded-policy', JSON.stringify(fields, null, 2));
+    const minutes = Math.round((fields.expiry - Date.now() / 1000) / 60);
+    show('policy-expiry', 'Expires ' + new Date(fields.expiry * 1000).toISOString() +
+      ', in ' + minutes + ' minutes: at least the ttl, rounded up to the bucket.');
+  } catch (e) {
+    show('decoded-policy', 'cannot decode: ' + e);
+  }
+})();
+</script>"#;
+
 fn page(title: &str, body: &str) -> String {
     format!(
         r#"<!doctype html>
@@ -203,6 +282,9 @@ figcaption {{ color: #ffe600; font-weight: bold; padding: .4rem 0 0; }}
 form label {{ display: block; margin: .8rem 0; }}
 progress {{ width: 100%; height: 1.2rem; }}
 .refused {{ color: #c00; font-weight: bold; }}
+.explainer {{ background: #fff; border: 3px solid #111; padding: .2rem 1rem 1rem; margin: 1rem 0 1.5rem; }}
+.explainer code, .explainer pre {{ word-break: break-all; white-space: pre-wrap; background: #f3f3f3; }}
+.explainer dt {{ font-weight: bold; margin-top: .6rem; }}
 </style></head>
 <body><h1>{title}</h1>
 {body}
