@@ -177,14 +177,12 @@ impl Keys {
         let path = config.unwrap_or(Path::new(DEFAULT_CONFIG));
         match std::fs::read_to_string(path) {
             Ok(text) => Self::from_config(&text).map_err(|e| format!("{}: {e}", path.display())),
-            Err(e) if config.is_none() && e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(Self {
-                    secrets: Vec::new(),
-                    unavailable: vec![format!(
-                        "no secret: no --secret-env or --secret-file, and no {DEFAULT_CONFIG} here"
-                    )],
-                })
-            }
+            Err(e) if config.is_none() && e.kind() == std::io::ErrorKind::NotFound => Ok(Self {
+                secrets: Vec::new(),
+                unavailable: vec![format!(
+                    "no secret: no --secret-env or --secret-file, and no {DEFAULT_CONFIG} here"
+                )],
+            }),
             Err(e) => Err(format!("cannot read {}: {e}", path.display())),
         }
     }

@@ -86,7 +86,9 @@ pub fn main() -> ExitCode {
             route,
             handle,
             expiry,
-        }) => with_config(&config_path, |c| sign::run(c, &route, handle.as_deref(), expiry)),
+        }) => with_config(&config_path, |c| {
+            sign::run(c, &route, handle.as_deref(), expiry)
+        }),
         Some(Command::Check { strict }) => check::run(&config_path, strict),
         Some(Command::Explain(args)) => explain::run(&args, cli.config.as_deref()),
         #[cfg(feature = "demo")]
