@@ -31,8 +31,6 @@ use crate::verify::{Invalid, ParsedUrl, Target, check_policy, parse_url};
 pub const EXIT_CODES: &str = "Exit codes: 0 valid (signature checked); 1 credentials missing or \
 invalid, or the signature not checked for want of a secret; 2 not a URL, or a usage or config error.";
 
-/// The config read when `--config` is not given, if it exists.
-
 /// `signgate explain` arguments.
 #[derive(Debug, clap::Args)]
 pub struct Args {
