@@ -157,6 +157,50 @@ pub fn strip_client_credentials(query: &str) -> String {
         .join("&")
 }
 
+/// `url` without any credentials it carries: credential query parameters (as
+/// [`strip_client_credentials`]) and `security=`-like path segments. `None` when it carries none.
+///
+/// For URLs going back to a client from an upstream (`Location`, `Content-Location`): what the
+/// gateway signed to fetch a file is never handed to whoever asked for it.
+pub fn strip_url_credentials(url: &str) -> Option<String> {
+    let (rest, fragment) = match url.split_once('#') {
+        Some((rest, fragment)) => (rest, Some(fragment)),
+        None => (url, None),
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    };
+    let kept_query = query.map(strip_client_credentials);
+    let mut segments = path.split('/');
+    // The scheme and authority of an absolute URL are kept as they are.
+    let mut out = String::with_capacity(url.len());
+    let mut changed = kept_query.as_deref() != query;
+    if let Some(first) = segments.next() {
+        out.push_str(first);
+    }
+    for segment in segments {
+        if segment.contains('=') && is_credential_task(segment) {
+            changed = true;
+            continue;
+        }
+        out.push('/');
+        out.push_str(segment);
+    }
+    if !changed {
+        return None;
+    }
+    if let Some(query) = kept_query.filter(|q| !q.is_empty()) {
+        out.push('?');
+        out.push_str(&query);
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    Some(out)
+}
+
 /// Where a signed URL carries its credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -313,5 +357,22 @@ mod tests {
             ),
             format!("https://cdn/resize=width:300/security=p:eyJ9=,s:ab12/{H}?dl=true")
         );
+    }
+
+    #[test]
+    fn credentials_are_stripped_from_urls_going_back_to_clients() {
+        assert_eq!(
+            strip_url_credentials("https://cdn.x/H?dl=1&policy=P&signature=S#f").as_deref(),
+            Some("https://cdn.x/H?dl=1#f")
+        );
+        assert_eq!(
+            strip_url_credentials("/resize=w:3/security=p:P,s:S/H?signature=S").as_deref(),
+            Some("/resize=w:3/H")
+        );
+        assert_eq!(
+            strip_url_credentials("https://cdn.x/resize=w:3/H?dl=1"),
+            None
+        );
+        assert_eq!(strip_url_credentials("/plain"), None);
     }
 }

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::config::{Config, Mode, Route, RouteKind, SiteRoute, UploadPolicyRoute, Upstream};
+use crate::config::{
+    Config, FileServing, Mode, ProxyRoute, Route, RouteKind, SiteRoute, UploadPolicyRoute, Upstream,
+};
 use crate::error::StartupError;
 use crate::rewrite::SiteUrls;
 use crate::signer::RouteSigner;
@@ -22,14 +24,22 @@ pub struct ActiveRoute {
 
 /// What each mode needs at request time; built once from the route's [`RouteKind`].
 pub enum ActiveKind {
-    /// `proxy`: the pooled client to the CDN.
-    Proxy(UpstreamClient),
+    /// `proxy`: the pooled client to the CDN, and how files are served.
+    Proxy(ActiveProxy),
     /// `redirect`: the CDN the `Location` points at.
     Redirect(Upstream),
     /// `site`: the pooled client to the site and the signing of the URLs in its answers.
     Site(ActiveSite),
     /// `upload-policy`.
     UploadPolicy(UploadPolicyRoute),
+}
+
+/// A proxy route ready to serve.
+pub struct ActiveProxy {
+    /// The pooled client to the CDN.
+    pub client: UpstreamClient,
+    /// `inline_types` and `cors_origins`.
+    pub serving: FileServing,
 }
 
 /// A site route ready to serve.
@@ -47,7 +57,10 @@ impl ActiveRoute {
     pub fn new(route: &Route) -> Result<Self, StartupError> {
         let signer = Arc::new(RouteSigner::for_route(route));
         let kind = match &route.kind {
-            RouteKind::Proxy(fetch) => ActiveKind::Proxy(UpstreamClient::new(&route.name, fetch)?),
+            RouteKind::Proxy(ProxyRoute { fetch, serving }) => ActiveKind::Proxy(ActiveProxy {
+                client: UpstreamClient::new(&route.name, fetch)?,
+                serving: serving.clone(),
+            }),
             RouteKind::Redirect { upstream } => ActiveKind::Redirect(upstream.clone()),
             RouteKind::Site(SiteRoute {
                 fetch,

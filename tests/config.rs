@@ -274,8 +274,28 @@ fn every_bad_config_names_the_key_and_the_reason() {
             &["`max_request_body`", "it is for site routes"],
         ),
         (
-            format!("{SIGNING}{PROXY}cors_origins = [\"*\"]\n"),
-            &["`cors_origins`", "it is for upload-policy routes"],
+            format!("{SIGNING}{PROXY}reflection_guard = false\n"),
+            &["`reflection_guard`", "it is for site routes"],
+        ),
+        (
+            format!("{SIGNING}{PROXY}inline_types = [\"image/*\"]\n"),
+            &["`inline_types`", "image/png", "no wildcards"],
+        ),
+        (
+            format!(
+                "[signing]\nsecret_env = \"FILESTACK_SECRET\"\nttl = \"1s\"\nbucket = \"10y\"\n{PROXY}"
+            ),
+            &["`signing.bucket`", "at most 86400s"],
+        ),
+        (
+            format!(
+                "[signing]\nsecret_env = \"FILESTACK_SECRET\"\nttl = \"500000000000y\"\n{PROXY}"
+            ),
+            &["`signing.ttl`"],
+        ),
+        (
+            format!("{SIGNING}{PROXY}ttl = \"10m\"\nbucket = \"15m\"\n"),
+            &["route `images`: `bucket`", "longer than `ttl`"],
         ),
         (
             format!("{SIGNING}{PROXY}max_upstream_connections = 0\n"),
@@ -413,7 +433,7 @@ fn the_unknown_key_list_never_offers_secret() {
 }
 
 /// Each key that belongs to some modes only, with a valid value, and the modes that take it.
-const MODE_KEYS: [(&str, &str, &[&str]); 14] = [
+const MODE_KEYS: [(&str, &str, &[&str]); 17] = [
     (
         "upstream",
         "\"https://cdn.example.com\"",
@@ -431,7 +451,10 @@ const MODE_KEYS: [(&str, &str, &[&str]); 14] = [
     ("rewrite_hosts", "[\"cdn.example.com\"]", &["site"]),
     ("json_rewrite_limit", "\"1MB\"", &["site"]),
     ("max_request_body", "\"1MB\"", &["site"]),
-    ("cors_origins", "[\"*\"]", &["upload-policy"]),
+    ("cors_origins", "[\"*\"]", &["proxy", "upload-policy"]),
+    ("inline_types", "[\"image/png\"]", &["proxy"]),
+    ("keep_http", "true", &["site"]),
+    ("reflection_guard", "false", &["site"]),
     ("max_size", "\"1MB\"", &["upload-policy"]),
     ("min_size", "10", &["upload-policy"]),
     ("path", "\"^/gallery/\"", &["upload-policy"]),

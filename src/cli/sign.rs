@@ -24,7 +24,7 @@ struct Output {
 /// policy.
 fn cdn_base(route: &Route) -> Option<String> {
     match &route.kind {
-        RouteKind::Proxy(fetch) => Some(fetch.upstream.base().to_owned()),
+        RouteKind::Proxy(proxy) => Some(proxy.fetch.upstream.base().to_owned()),
         RouteKind::Redirect { upstream } => Some(upstream.base().to_owned()),
         RouteKind::Site(site) => site
             .rewrite

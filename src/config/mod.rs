@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use route::{
-    Fetch, Mode, RewriteRules, Route, RouteKind, SiteRoute, Timeouts, UploadPolicyRoute, Upstream,
+    DEFAULT_INLINE_TYPES, Fetch, FileServing, Mode, ProxyRoute, RewriteRules, Route, RouteKind,
+    SiteRoute, Timeouts, UploadPolicyRoute, Upstream,
 };
 pub use secret_source::SecretsNeeded;
 pub use signing::Signing;
@@ -38,6 +39,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 /// Default expiry rounding.
 pub const DEFAULT_BUCKET: Duration = Duration::from_secs(300);
+/// Longest `ttl`: URLs valid for longer than this are refused by `check`.
+pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Longest `bucket` (and never longer than `ttl`).
+pub const MAX_BUCKET: Duration = Duration::from_secs(24 * 3600);
 /// Default credential cache entries per route.
 pub const DEFAULT_CACHE_SIZE: usize = 100_000;
 /// Default most client connections served at once; further ones wait in the kernel's backlog.

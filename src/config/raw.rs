@@ -42,6 +42,7 @@ pub(super) struct RawSigning {
     pub secret_file: Option<PathBuf>,
     pub ttl: Option<String>,
     pub bucket: Option<String>,
+    pub min_validity: Option<String>,
     pub cache_size: Option<usize>,
     pub url_style: Option<UrlStyle>,
 }
@@ -67,6 +68,9 @@ pub(super) struct RawRoute {
     pub ca_file: Option<PathBuf>,
     pub json_rewrite_limit: Option<RawSize>,
     pub cors_origins: Option<Vec<String>>,
+    pub inline_types: Option<Vec<String>>,
+    pub keep_http: Option<bool>,
+    pub reflection_guard: Option<bool>,
     pub max_request_body: Option<RawSize>,
     pub max_upstream_connections: Option<usize>,
     // The [signing] keys, each overridable per route (serde's flatten cannot deny unknown keys).
@@ -74,6 +78,7 @@ pub(super) struct RawRoute {
     pub secret_file: Option<PathBuf>,
     pub ttl: Option<String>,
     pub bucket: Option<String>,
+    pub min_validity: Option<String>,
     pub cache_size: Option<usize>,
     pub url_style: Option<UrlStyle>,
 }
@@ -86,6 +91,10 @@ const WITH_UPSTREAM: &[Mode] = &[Mode::Proxy, Mode::Redirect, Mode::Site];
 const SITE: &[Mode] = &[Mode::Site];
 /// Upload-policy routes.
 const UPLOAD: &[Mode] = &[Mode::UploadPolicy];
+/// Proxy routes.
+const PROXY: &[Mode] = &[Mode::Proxy];
+/// Routes whose answers a browser may read across origins.
+const CORS: &[Mode] = &[Mode::Proxy, Mode::UploadPolicy];
 
 impl RawRoute {
     /// The keys this route sets that only some modes take, each with those modes: the one table
@@ -117,7 +126,10 @@ impl RawRoute {
                 SITE,
             ),
             ("max_request_body", self.max_request_body.is_some(), SITE),
-            ("cors_origins", self.cors_origins.is_some(), UPLOAD),
+            ("keep_http", self.keep_http.is_some(), SITE),
+            ("reflection_guard", self.reflection_guard.is_some(), SITE),
+            ("cors_origins", self.cors_origins.is_some(), CORS),
+            ("inline_types", self.inline_types.is_some(), PROXY),
             ("max_size", self.max_size.is_some(), UPLOAD),
             ("min_size", self.min_size.is_some(), UPLOAD),
             ("path", self.path.is_some(), UPLOAD),
@@ -136,6 +148,7 @@ impl RawRoute {
             secret_file: self.secret_file.clone(),
             ttl: self.ttl.clone(),
             bucket: self.bucket.clone(),
+            min_validity: self.min_validity.clone(),
             cache_size: self.cache_size,
             url_style: self.url_style,
         }

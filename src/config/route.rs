@@ -84,7 +84,7 @@ impl Route {
     /// The upstream, for every mode but upload-policy.
     pub fn upstream(&self) -> Option<&Upstream> {
         match &self.kind {
-            RouteKind::Proxy(fetch) => Some(&fetch.upstream),
+            RouteKind::Proxy(proxy) => Some(&proxy.fetch.upstream),
             RouteKind::Redirect { upstream } => Some(upstream),
             RouteKind::Site(site) => Some(&site.fetch.upstream),
             RouteKind::UploadPolicy(_) => None,
@@ -94,7 +94,7 @@ impl Route {
     /// How the route fetches, for proxy and site routes.
     pub fn fetch(&self) -> Option<&Fetch> {
         match &self.kind {
-            RouteKind::Proxy(fetch) => Some(fetch),
+            RouteKind::Proxy(proxy) => Some(&proxy.fetch),
             RouteKind::Site(site) => Some(&site.fetch),
             RouteKind::Redirect { .. } | RouteKind::UploadPolicy(_) => None,
         }
@@ -105,7 +105,7 @@ impl Route {
 #[derive(Debug, Clone)]
 pub enum RouteKind {
     /// `proxy`: signs a file reference and streams the file from the upstream.
-    Proxy(Fetch),
+    Proxy(ProxyRoute),
     /// `redirect`: signs a file reference and answers 307 to it on `upstream`.
     Redirect {
         /// `upstream`: the CDN the `Location` points at.
@@ -145,6 +145,45 @@ pub struct Fetch {
     pub max_connections: NonZeroUsize,
 }
 
+/// What only a proxy route has.
+#[derive(Debug, Clone)]
+pub struct ProxyRoute {
+    /// How the CDN is reached.
+    pub fetch: Fetch,
+    /// How the files it fetches are served.
+    pub serving: FileServing,
+}
+
+/// How a proxy route serves files it fetched: the files are uploads, written by anyone the
+/// upload route lets in, so they are never served as the site's own pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileServing {
+    /// `inline_types`: media types (lowercase, no parameters) shown in the browser; every other
+    /// type is served with `Content-Disposition: attachment`. Default png, jpeg, gif, webp, avif.
+    pub inline_types: Vec<String>,
+    /// `cors_origins`: origins whose pages may read the files with `fetch` (`"*"` for any).
+    /// Default none: the CDN's own `Access-Control-*` headers are dropped.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for FileServing {
+    fn default() -> Self {
+        Self {
+            inline_types: DEFAULT_INLINE_TYPES.map(str::to_owned).to_vec(),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// Types a proxy route shows inline by default: raster images, which no browser runs.
+pub const DEFAULT_INLINE_TYPES: [&str; 5] = [
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "image/avif",
+];
+
 /// What only a site route has.
 #[derive(Debug, Clone)]
 pub struct SiteRoute {
@@ -163,6 +202,13 @@ pub struct RewriteRules {
     pub hosts: Vec<String>,
     /// `json_rewrite_limit`: largest JSON answer held to sign its URLs. Default 1MiB.
     pub json_limit: u64,
+    /// `keep_http`: sign `http://` CDN URLs as `http://` (for a CDN without https). Default
+    /// false: they are signed as `https://`, so a signature never travels in the clear.
+    pub keep_http: bool,
+    /// `reflection_guard`: leave unsigned a CDN URL whose handle the request itself names (in
+    /// its path or query), so a page that echoes its input cannot be made to sign a handle of
+    /// the client's choosing. Default true.
+    pub reflection_guard: bool,
 }
 
 impl Default for RewriteRules {
@@ -170,6 +216,8 @@ impl Default for RewriteRules {
         Self {
             hosts: vec![DEFAULT_REWRITE_HOST.to_owned()],
             json_limit: DEFAULT_JSON_REWRITE_LIMIT,
+            keep_http: false,
+            reflection_guard: true,
         }
     }
 }
@@ -325,7 +373,19 @@ pub(super) fn build_route(
         limits: build_limits(&raw, &key)?,
     };
     let kind = match mode {
-        Mode::Proxy => RouteKind::Proxy(build_fetch(&raw, &key)?),
+        Mode::Proxy => RouteKind::Proxy(ProxyRoute {
+            fetch: build_fetch(&raw, &key)?,
+            serving: FileServing {
+                inline_types: match &raw.inline_types {
+                    None => FileServing::default().inline_types,
+                    Some(types) => {
+                        check_media_types(types).map_err(|r| invalid(key("inline_types"), r))?
+                    }
+                },
+                cors_origins: check_origins(raw.cors_origins.clone().unwrap_or_default())
+                    .map_err(|r| invalid(key("cors_origins"), r))?,
+            },
+        }),
         Mode::Redirect => RouteKind::Redirect {
             upstream: required_upstream(&raw, mode, &key)?,
         },
@@ -340,6 +400,8 @@ pub(super) fn build_route(
                 },
                 json_limit: size_or(raw.json_rewrite_limit.as_ref(), DEFAULT_JSON_REWRITE_LIMIT)
                     .map_err(|r| invalid(key("json_rewrite_limit"), r))?,
+                keep_http: raw.keep_http.unwrap_or(false),
+                reflection_guard: raw.reflection_guard.unwrap_or(true),
             },
             max_request_body: size_or(raw.max_request_body.as_ref(), DEFAULT_MAX_REQUEST_BODY)
                 .map_err(|r| invalid(key("max_request_body"), r))?,
@@ -491,6 +553,28 @@ fn check_hosts(hosts: &[String]) -> Result<Vec<String>, String> {
         }
     }
     Ok(hosts.iter().map(|h| h.to_ascii_lowercase()).collect())
+}
+
+/// Media types as `type/subtype`, lowercased; parameters and wildcards are refused.
+fn check_media_types(types: &[String]) -> Result<Vec<String>, String> {
+    types
+        .iter()
+        .map(|t| {
+            let token = |part: &str| {
+                !part.is_empty()
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+            };
+            match t.split_once('/') {
+                Some((kind, sub)) if token(kind) && token(sub) => Ok(t.to_ascii_lowercase()),
+                _ => Err(format!(
+                    "must hold media types such as \"image/png\" (no parameters, no wildcards), \
+                     got {t:?}"
+                )),
+            }
+        })
+        .collect()
 }
 
 fn check_origins(origins: Vec<String>) -> Result<Vec<String>, String> {

@@ -6,7 +6,9 @@ use std::time::Duration;
 use super::raw::RawSigning;
 use super::secret_source::{SecretsNeeded, load_secret};
 use super::units::parse_duration;
-use super::{ConfigError, DEFAULT_BUCKET, DEFAULT_CACHE_SIZE, DEFAULT_TTL, invalid};
+use super::{
+    ConfigError, DEFAULT_BUCKET, DEFAULT_CACHE_SIZE, DEFAULT_TTL, MAX_BUCKET, MAX_TTL, invalid,
+};
 use crate::filelink::UrlStyle;
 use crate::secret::Secret;
 
@@ -20,6 +22,9 @@ pub struct Signing {
     /// `bucket`: expiries are rounded up to a multiple of this, a whole number of seconds.
     /// Default 5m.
     pub bucket: Duration,
+    /// `min_validity`: the least life a signed URL keeps in any cached copy of an answer that
+    /// carries it; cache lifetimes are capped to `expiry - now - min_validity`. Default `ttl / 4`.
+    pub min_validity: Duration,
     /// `cache_size`: signed credentials kept per route, in each worker (every worker builds its
     /// own routes, so the process holds up to `workers` times this). Default 100000.
     pub cache_size: NonZeroUsize,
@@ -62,10 +67,51 @@ pub(super) fn build_signing(
     };
     let ttl = duration(&route.ttl, &defaults.ttl, "ttl", DEFAULT_TTL)?;
     let bucket = duration(&route.bucket, &defaults.bucket, "bucket", DEFAULT_BUCKET)?;
-    if bucket.as_secs() == 0 || bucket.subsec_nanos() != 0 {
+    if ttl.as_secs() == 0 || ttl > MAX_TTL {
+        return Err(invalid(
+            pick(route.ttl.is_some(), "ttl"),
+            format!(
+                "{} is out of range: expected at least 1s and at most {}",
+                as_seconds(ttl),
+                as_seconds(MAX_TTL)
+            ),
+        ));
+    }
+    if bucket.as_secs() == 0 || bucket.subsec_nanos() != 0 || bucket > MAX_BUCKET {
         return Err(invalid(
             pick(route.bucket.is_some(), "bucket"),
-            "must be a whole number of seconds, at least 1s",
+            format!(
+                "must be a whole number of seconds, at least 1s and at most {}",
+                as_seconds(MAX_BUCKET)
+            ),
+        ));
+    }
+    if bucket > ttl {
+        return Err(invalid(
+            pick(route.bucket.is_some(), "bucket"),
+            format!(
+                "{} is longer than `ttl` ({}): rounding would stretch every URL's life by up to \
+                 the bucket; expected a bucket no longer than ttl (a tenth of it is usual)",
+                as_seconds(bucket),
+                as_seconds(ttl)
+            ),
+        ));
+    }
+    let min_validity = duration(
+        &route.min_validity,
+        &defaults.min_validity,
+        "min_validity",
+        ttl / 4,
+    )?;
+    if min_validity >= ttl {
+        return Err(invalid(
+            pick(route.min_validity.is_some(), "min_validity"),
+            format!(
+                "{} is not shorter than `ttl` ({}): cached answers could not be kept at all; \
+                 expected less than ttl (default ttl / 4)",
+                as_seconds(min_validity),
+                as_seconds(ttl)
+            ),
         ));
     }
     let cache_size = route
@@ -82,6 +128,7 @@ pub(super) fn build_signing(
         secret,
         ttl,
         bucket,
+        min_validity,
         cache_size,
         url_style: route
             .url_style
@@ -89,6 +136,11 @@ pub(super) fn build_signing(
             .unwrap_or(UrlStyle::Query),
     };
     Ok((signing, warning))
+}
+
+/// A duration as whole seconds, for messages (`3600s`).
+fn as_seconds(duration: Duration) -> String {
+    format!("{}s", duration.as_secs())
 }
 
 #[cfg(test)]
@@ -114,13 +166,14 @@ mod tests {
             ..with_env()
         };
         let route = RawSigning {
-            ttl: Some("90s".into()),
+            ttl: Some("900s".into()),
             ..RawSigning::default()
         };
         let (signing, warning) =
             build_signing(&route, &defaults, &env, "r", SecretsNeeded::Required).expect("valid");
-        assert_eq!(signing.ttl, Duration::from_secs(90));
+        assert_eq!(signing.ttl, Duration::from_secs(900));
         assert_eq!(signing.bucket, Duration::from_secs(600));
+        assert_eq!(signing.min_validity, Duration::from_secs(225));
         assert_eq!(signing.cache_size.get(), DEFAULT_CACHE_SIZE);
         assert_eq!(signing.url_style, UrlStyle::Query);
         assert!(warning.is_none());
@@ -166,5 +219,38 @@ mod tests {
         .expect_err("no secret")
         .to_string();
         assert!(error.contains("no secret"), "{error}");
+    }
+
+    #[test]
+    fn ttl_and_bucket_are_bounded() {
+        let check = |ttl: &str, bucket: &str, min_validity: Option<&str>| {
+            let route = RawSigning {
+                ttl: Some(ttl.into()),
+                bucket: Some(bucket.into()),
+                min_validity: min_validity.map(Into::into),
+                ..with_env()
+            };
+            build_signing(
+                &route,
+                &RawSigning::default(),
+                &env,
+                "r",
+                SecretsNeeded::Required,
+            )
+            .map(|(signing, _)| signing)
+            .map_err(|e| e.to_string())
+        };
+        let error = check("1s", "10y", None).expect_err("bucket > ttl");
+        assert!(error.starts_with("route `r`: `bucket`:"), "{error}");
+        let error = check("10m", "15m", None).expect_err("bucket > ttl");
+        assert!(error.contains("longer than `ttl`"), "{error}");
+        let error = check("500000000000y", "5m", None).expect_err("huge ttl");
+        assert!(error.starts_with("route `r`: `ttl`:"), "{error}");
+        let error = check("31d", "5m", None).expect_err("ttl over the maximum");
+        assert!(error.contains("at most 2592000s"), "{error}");
+        let error = check("1h", "5m", Some("1h")).expect_err("min_validity = ttl");
+        assert!(error.starts_with("route `r`: `min_validity`:"), "{error}");
+        let signing = check("30d", "1d", Some("1m")).expect("the maxima are allowed");
+        assert_eq!(signing.min_validity, Duration::from_secs(60));
     }
 }

@@ -1,5 +1,7 @@
 //! One handler per route mode, and what they share: signing a file reference.
 
+pub mod cors;
+pub mod file_answer;
 pub mod proxy;
 pub mod redirect;
 pub mod site;
@@ -46,7 +48,7 @@ pub async fn handle(
 ) -> Result<Handled, ProxyError> {
     let signer = &active.signer;
     match &active.kind {
-        ActiveKind::Proxy(client) => proxy::handle(signer, client, rest, request, ctx).await,
+        ActiveKind::Proxy(proxy) => proxy::handle(signer, proxy, rest, request, ctx).await,
         ActiveKind::Redirect(upstream) => {
             redirect::handle(signer, upstream, rest, request.into_parts().0, ctx)
         }

@@ -1,15 +1,17 @@
 //! proxy mode: fetch the file from the CDN with fresh credentials and stream it back.
 
-use http::Request;
 use http::header::{self, HeaderName};
 use http::uri::PathAndQuery;
+use http::{Method, Request};
 use hyper::body::Incoming;
 
+use super::cors::preflight;
+use super::file_answer::serve_file_answer;
 use super::{Handled, RequestContext, require_get_or_head, sign_file_ref};
 use crate::body::empty;
 use crate::error::ProxyError;
+use crate::router::ActiveProxy;
 use crate::signer::RouteSigner;
-use crate::upstream::UpstreamClient;
 use crate::upstream::headers::{add_forwarding_headers, add_via};
 
 /// Client headers that go up to the CDN; nothing else does (no cookies, no authorization).
@@ -25,16 +27,25 @@ const FORWARDED_REQUEST_HEADERS: [HeaderName; 9] = [
     header::USER_AGENT,
 ];
 
-/// Forwards `GET`/`HEAD PREFIX[TASKS/]HANDLE[?query]` with fresh credentials.
+/// Forwards `GET`/`HEAD PREFIX[TASKS/]HANDLE[?query]` with fresh credentials, and serves the
+/// answer as a file (see [`serve_file_answer`]).
 pub async fn handle(
     signer: &RouteSigner,
-    upstream: &UpstreamClient,
+    proxy: &ActiveProxy,
     rest: &str,
     request: Request<Incoming>,
     ctx: RequestContext,
 ) -> Result<Handled, ProxyError> {
     let (parts, _body) = request.into_parts();
+    let cors_origins = &proxy.serving.cors_origins;
+    if parts.method == Method::OPTIONS && !cors_origins.is_empty() {
+        return Ok(Handled {
+            response: preflight(cors_origins, &parts.headers, "GET, HEAD"),
+            cache: None,
+        });
+    }
     require_get_or_head(&parts)?;
+    let upstream = &proxy.client;
     let target = sign_file_ref(
         signer,
         upstream.upstream().base_path(),
@@ -60,9 +71,8 @@ pub async fn handle(
     }
     add_forwarding_headers(headers, &parts, &ctx);
 
-    let mut response = upstream.send(upstream_request).await?;
-    // Cookies set by the CDN's domain must not land on the site's.
-    response.headers_mut().remove(header::SET_COOKIE);
+    let response = upstream.send(upstream_request).await?;
+    let mut response = serve_file_answer(response, &proxy.serving, &parts.method, &parts.headers);
     add_via(response.headers_mut());
     Ok(Handled {
         response,

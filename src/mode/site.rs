@@ -14,7 +14,7 @@ use crate::body::{BoxError, ResponseBody};
 use crate::error::ProxyError;
 use crate::rewrite::decompress::{Decompressor, Encoding};
 use crate::rewrite::{
-    CdnUrlSigner, Chain, HtmlTransform, JsonTransform, TransformBody, cap_cache_control,
+    CdnUrlSigner, Chain, HtmlTransform, JsonTransform, TransformBody, cap_freshness,
     rewrite_url_headers,
 };
 use crate::router::ActiveSite;
@@ -47,10 +47,17 @@ pub async fn handle(
     strip_hop_by_hop(&mut headers);
     headers.insert(header::HOST, upstream.host_header().clone());
     restrict_accept_encoding(&mut headers);
-    if wants_rewritable(&headers) {
-        // Rewritten answers carry no validators; a 304 would keep a page whose URLs expired.
-        headers.remove(header::IF_NONE_MATCH);
-        headers.remove(header::IF_MODIFIED_SINCE);
+    if may_be_rewritten(&headers) {
+        // A rewritten answer's bytes are not the site's: a byte range of the site's page would
+        // not match it, and a 304 would keep a copy whose URLs expired.
+        for name in [
+            header::RANGE,
+            header::IF_RANGE,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+        ] {
+            headers.remove(name);
+        }
     }
     add_forwarding_headers(&mut headers, &parts, &ctx);
 
@@ -60,7 +67,8 @@ pub async fn handle(
     *upstream_request.headers_mut() = headers;
 
     let response = client.send(upstream_request).await?;
-    let signer = site.urls.at(ctx.now);
+    let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let signer = site.urls.for_request(ctx.now, target);
     let mut response = rewrite_response(
         response,
         &signer,
@@ -131,8 +139,16 @@ fn rewrite_response(
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
     rewrite_url_headers(&mut parts.headers, signer);
+    let cap = |parts: &mut http::response::Parts| {
+        cap_freshness(&mut parts.headers, parts.status, signer.cache_limit(), now);
+    };
     let kind = kind_of(&parts.headers);
-    if matches!(kind, Kind::Other) {
+    // A byte range of a page cannot be rewritten and keep its Content-Range true: it passes as
+    // the site sent it (its URLs unsigned).
+    if matches!(kind, Kind::Other) || parts.status == StatusCode::PARTIAL_CONTENT {
+        if signer.signed_any() {
+            cap(&mut parts);
+        }
         return Response::from_parts(parts, body);
     }
     let encoding_header = parts
@@ -141,21 +157,16 @@ fn rewrite_response(
         .and_then(|v| v.to_str().ok());
     let Some(encoding) = Encoding::from_header(encoding_header) else {
         tracing::warn!(encoding = ?encoding_header, "site answer in an encoding signgate cannot read: passed on unsigned");
+        if signer.signed_any() {
+            cap(&mut parts);
+        }
         return Response::from_parts(parts, body);
     };
 
-    let headers = &mut parts.headers;
-    headers.remove(header::CONTENT_LENGTH);
-    headers.remove(header::CONTENT_ENCODING);
-    headers.remove(header::ETAG);
-    headers.remove(header::LAST_MODIFIED);
-    let limit = signer.expiry().saturating_sub(now);
-    let upstream_cache_control = headers
-        .get(header::CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok());
-    if let Ok(value) = HeaderValue::try_from(cap_cache_control(upstream_cache_control, limit)) {
-        headers.insert(header::CACHE_CONTROL, value);
-    }
+    // The body is signed as it streams, after the headers are sent: cap as if it carries URLs.
+    cap(&mut parts);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_ENCODING);
 
     let has_body = *method != Method::HEAD
         && parts.status != StatusCode::NO_CONTENT
@@ -215,17 +226,46 @@ fn restrict_accept_encoding(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether the client is asking for something signgate will rewrite (a page or JSON).
-fn wants_rewritable(headers: &HeaderMap) -> bool {
-    // Images, scripts and styles keep their revalidation; pages and API calls lose it.
+/// Whether the answer to a request with `headers` may be one signgate rewrites (a page or
+/// JSON): anything but a request that says it is for an image, a script, a style, a font or
+/// media. Those keep `Range` and revalidation; everything else loses them.
+fn may_be_rewritten(headers: &HeaderMap) -> bool {
+    const ASSET_DESTINATIONS: [&str; 12] = [
+        "image",
+        "audio",
+        "video",
+        "track",
+        "font",
+        "script",
+        "style",
+        "worker",
+        "sharedworker",
+        "serviceworker",
+        "audioworklet",
+        "paintworklet",
+    ];
+    if let Some(destination) = headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok()) {
+        return !ASSET_DESTINATIONS.contains(&destination);
+    }
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let destination = headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok());
-    accept.contains("text/html")
-        || accept.contains("json")
-        || matches!(destination, Some("document" | "iframe" | "empty"))
+    // Only a request whose every accepted type is an asset type is sure to get no page.
+    let mut types = accept
+        .split(',')
+        .map(|t| t.split(';').next().unwrap_or_default().trim())
+        .filter(|t| !t.is_empty())
+        .peekable();
+    types.peek().is_none()
+        || !types.all(|t| {
+            let t = t.to_ascii_lowercase();
+            ["image/", "audio/", "video/", "font/"]
+                .iter()
+                .any(|prefix| t.starts_with(prefix))
+                || t == "text/css"
+                || t.ends_with("/javascript")
+        })
 }
 
 #[cfg(test)]
@@ -276,21 +316,29 @@ mod tests {
     }
 
     #[test]
-    fn pages_and_api_calls_are_rewritable_assets_are_not() {
-        assert!(wants_rewritable(&headers(&[("accept", "text/html,*/*")])));
-        assert!(wants_rewritable(&headers(&[(
-            "accept",
-            "application/json"
-        )])));
-        assert!(wants_rewritable(&headers(&[(
-            "sec-fetch-dest",
-            "document"
-        )])));
-        assert!(!wants_rewritable(&headers(&[(
-            "accept",
-            "image/avif,image/*"
-        )])));
-        assert!(!wants_rewritable(&headers(&[("sec-fetch-dest", "image")])));
+    fn pages_api_calls_and_unknowns_may_be_rewritten_assets_are_not() {
+        for rewritable in [
+            &[("accept", "text/html,*/*")][..],
+            &[("accept", "application/json")],
+            &[("accept", "*/*")],
+            &[("accept", "image/png, */*;q=0.1")],
+            &[],
+            &[("sec-fetch-dest", "document")],
+            &[("sec-fetch-dest", "empty"), ("accept", "image/png")],
+        ] {
+            assert!(may_be_rewritten(&headers(rewritable)), "{rewritable:?}");
+        }
+        for asset in [
+            &[("accept", "image/avif,image/*")][..],
+            &[
+                ("accept", "text/css,*/*;q=0.1"),
+                ("sec-fetch-dest", "style"),
+            ],
+            &[("sec-fetch-dest", "video"), ("accept", "*/*")],
+            &[("accept", "text/css")],
+        ] {
+            assert!(!may_be_rewritten(&headers(asset)), "{asset:?}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use http::request::Parts;
 use http::{Method, Response};
 use serde::Serialize;
 
+use super::cors::{add_cors_headers, preflight};
 use super::{Handled, RequestContext, require_get_or_head};
 use crate::body::{empty, full};
 use crate::config::UploadPolicyRoute;
@@ -32,10 +33,9 @@ pub fn handle(
     if !rest.is_empty() && rest != "/" {
         return Err(ProxyError::NoRoute);
     }
-    let allowed_origin = cors_origin(&route.cors_origins, &parts);
     if parts.method == Method::OPTIONS && !route.cors_origins.is_empty() {
         return Ok(Handled {
-            response: preflight(allowed_origin),
+            response: preflight(&route.cors_origins, &parts.headers, "GET"),
             cache: None,
         });
     }
@@ -61,43 +61,9 @@ pub fn handle(
     );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(origin) = allowed_origin {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(header::VARY, HeaderValue::from_static("origin"));
-    }
+    add_cors_headers(&route.cors_origins, &parts.headers, headers);
     Ok(Handled {
         response,
         cache: Some(cache),
     })
-}
-
-/// The `Access-Control-Allow-Origin` value for this request: its `Origin` when listed in
-/// `cors_origins` (or when `"*"` is), else none, and the browser keeps the policy from the page.
-fn cors_origin(allowed: &[String], parts: &Parts) -> Option<HeaderValue> {
-    let origin = parts.headers.get(header::ORIGIN)?;
-    let text = origin.to_str().ok()?;
-    allowed
-        .iter()
-        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(text))
-        .then(|| origin.clone())
-}
-
-/// The answer to a CORS preflight: `GET` only, cached by the browser for ten minutes.
-fn preflight(origin: Option<HeaderValue>) -> Response<crate::body::ResponseBody> {
-    let mut response = Response::new(empty());
-    *response.status_mut() = http::StatusCode::NO_CONTENT;
-    let headers = response.headers_mut();
-    if let Some(origin) = origin {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET"),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("600"),
-        );
-    }
-    headers.insert(header::VARY, HeaderValue::from_static("origin"));
-    response
 }

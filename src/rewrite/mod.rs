@@ -18,7 +18,7 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use crate::body::{BoxError, ResponseBody};
 use decompress::Decompressor;
-pub use freshness::cap_cache_control;
+pub use freshness::cap_freshness;
 pub use headers::rewrite_url_headers;
 pub use html::HtmlTransform;
 pub use json::JsonTransform;

@@ -1,11 +1,13 @@
 //! Recognising bare CDN URLs and signing them: single URLs, `srcset` lists and CSS `url(...)`.
 
+use std::borrow::Cow;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cache::BucketCache;
 use crate::config::{Config, RewriteRules, RouteKind};
-use crate::filelink::{FileRef, signed_url, strip_client_credentials};
+use crate::filelink::{FileRef, HANDLE_LEN, Handle, signed_url, strip_client_credentials};
 use crate::policy::Call;
 use crate::signer::RouteSigner;
 
@@ -58,11 +60,30 @@ impl SiteUrls {
         ))
     }
 
-    /// What signs the URLs of one answer, at `now`.
+    /// What signs the URLs of one answer, at `now`, with no request to guard against.
     pub fn at(self: &Arc<Self>, now: u64) -> Arc<CdnUrlSigner> {
         Arc::new(CdnUrlSigner {
             urls: Arc::clone(self),
             now,
+            reflected: None,
+            signed_any: AtomicBool::new(false),
+        })
+    }
+
+    /// What signs the URLs of the answer to a request for `target` (its path and query), at
+    /// `now`. With the route's `reflection_guard` on, a URL whose handle `target` names is left
+    /// unsigned: the page may only be echoing what the client wrote.
+    pub fn for_request(self: &Arc<Self>, now: u64, target: &str) -> Arc<CdnUrlSigner> {
+        let reflected = if self.rules.reflection_guard {
+            reflection_text(target)
+        } else {
+            None
+        };
+        Arc::new(CdnUrlSigner {
+            urls: Arc::clone(self),
+            now,
+            reflected,
+            signed_any: AtomicBool::new(false),
         })
     }
 
@@ -77,12 +98,43 @@ impl SiteUrls {
 pub struct CdnUrlSigner {
     urls: Arc<SiteUrls>,
     now: u64,
+    /// The request's path and query, percent-decoded, when it could name a handle and the
+    /// route guards against reflection.
+    reflected: Option<String>,
+    /// Whether any URL was signed (for the headers: the body is streamed after them).
+    signed_any: AtomicBool,
 }
 
 impl CdnUrlSigner {
     /// The expiry every URL signed by this signer carries.
     pub fn expiry(&self) -> u64 {
         self.urls.signer.expiry_at(self.now)
+    }
+
+    /// How long, in seconds from now, a cache may keep an answer carrying URLs signed here and
+    /// still find them valid for the route's `min_validity`.
+    pub fn cache_limit(&self) -> u64 {
+        let min_validity = self.urls.signer.signing().min_validity.as_secs();
+        self.expiry()
+            .saturating_sub(self.now)
+            .saturating_sub(min_validity)
+    }
+
+    /// Whether this signer has signed any URL so far.
+    pub fn signed_any(&self) -> bool {
+        self.signed_any.load(Ordering::Relaxed)
+    }
+
+    /// The current unix time this signer signs at.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// Whether the request named `handle` itself.
+    fn is_reflected(&self, handle: &Handle) -> bool {
+        self.reflected
+            .as_deref()
+            .is_some_and(|target| target.contains(handle.as_str()))
     }
 
     /// The signed form of `url` if it is a file URL on one of the route's hosts, else `None`.
@@ -99,10 +151,24 @@ impl CdnUrlSigner {
         if file.has_tasks() && !signer.template().allows(Call::Convert) {
             return None;
         }
+        if self.is_reflected(&file.handle) {
+            return None;
+        }
         let (credentials, _outcome) = signer.credentials(self.now, Some(file.handle));
         let query = parts.query.map(strip_client_credentials);
+        // A signature is a bearer credential: it does not travel in the clear unless the route
+        // says its CDN has no https.
+        let origin = match parts.origin.get(..7) {
+            Some(scheme)
+                if !self.urls.rules.keep_http && scheme.eq_ignore_ascii_case("http://") =>
+            {
+                Cow::Owned(format!("https://{}", &parts.origin[7..]))
+            }
+            _ => Cow::Borrowed(parts.origin),
+        };
+        self.signed_any.store(true, Ordering::Relaxed);
         let mut signed = signed_url(
-            parts.origin,
+            &origin,
             &file,
             query.as_deref(),
             &credentials,
@@ -126,15 +192,26 @@ impl CdnUrlSigner {
     /// [`CdnUrlSigner::sign`] for an HTML attribute value as written (`&amp;` and all): the new
     /// value to write, escaped for HTML. Cached per route for the expiry bucket, so a page
     /// served again is rewritten from cache.
+    ///
+    /// While guarding a request that could name a handle, the cache is bypassed: whether a
+    /// value may be signed then depends on the request, not on the value alone.
     pub fn sign_html_attribute(&self, raw: &str) -> Option<Arc<String>> {
         let make = || {
             let value = raw.replace("&amp;", "&");
             self.sign(&value).map(|signed| signed.replace('&', "&amp;"))
         };
-        self.urls
+        if self.reflected.is_some() {
+            return make().map(Arc::new);
+        }
+        let signed = self
+            .urls
             .signed_attributes
             .get_or_make(raw, self.expiry(), make)
-            .map(|(signed, _)| signed)
+            .map(|(signed, _)| signed);
+        if signed.is_some() {
+            self.signed_any.store(true, Ordering::Relaxed);
+        }
+        signed
     }
 
     /// Signs every candidate URL of a `srcset` value; `None` if none changed.
@@ -193,6 +270,29 @@ impl CdnUrlSigner {
         out.push_str(rest);
         changed.then_some(out)
     }
+}
+
+/// `target` percent-decoded (twice, for a doubly encoded handle), if it holds a run of handle
+/// characters long enough to be one; else `None`, and nothing needs guarding.
+fn reflection_text(target: &str) -> Option<String> {
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let once = decode(target);
+    let twice = decode(&once);
+    let mut text = once;
+    if twice != text {
+        text.push(' ');
+        text.push_str(&twice);
+    }
+    let longest_run = text
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    (longest_run >= HANDLE_LEN).then_some(text)
 }
 
 /// The pieces of an absolute or protocol-relative URL signgate cares about.

@@ -129,6 +129,11 @@ impl UpstreamClient {
                 }
             })?;
         let (mut parts, body) = response.into_parts();
+        // A message with both is framed by its transfer coding (RFC 9112 section 6.3): the
+        // length is a lie that would make a cut-short body look complete to the client.
+        if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+        }
         strip_hop_by_hop(&mut parts.headers);
         let body = Holding::new(body.map_err(BoxError::from), permit);
         let body = IdleTimeout::new(body, self.timeouts.body_idle);
