@@ -17,7 +17,7 @@ fn upload_route(extra: &str) -> String {
 }
 
 #[tokio::test]
-async fn redirect_location_verifies_and_is_cached_no_longer_than_it_is_valid() {
+async fn redirect_location_verifies_and_is_cached_no_longer_than_min_validity_allows() {
     let clock = Arc::new(ManualClock::new(1_800_000_100));
     let gateway = TestGateway::start_with_clock(
         &one_route(
@@ -38,14 +38,15 @@ async fn redirect_location_verifies_and_is_cached_no_longer_than_it_is_valid() {
     );
     let policy = verify_at(location, &secret(), 1_800_000_100, Call::Read).expect("valid");
     assert_eq!(policy.expiry, 1_800_003_900);
-    assert_eq!(answer.headers["cache-control"], "private, max-age=3800");
+    // 3800 s left on the URL, less min_validity (ttl / 4 = 900 s).
+    assert_eq!(answer.headers["cache-control"], "private, max-age=2900");
     assert!(answer.body.is_empty());
 
     // Later in the same bucket: the same URL, and a shorter max-age.
     clock.advance(100);
     let again = get(&gateway.url(&format!("/go/{H}?dl=true"))).await;
     assert_eq!(again.headers["location"], location);
-    assert_eq!(again.headers["cache-control"], "private, max-age=3700");
+    assert_eq!(again.headers["cache-control"], "private, max-age=2800");
 
     let head = send(Method::HEAD, &gateway.url(&format!("/go/{H}")), &[]).await;
     assert_eq!(head.status, StatusCode::TEMPORARY_REDIRECT);

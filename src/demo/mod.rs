@@ -173,6 +173,7 @@ prefix = "/"
 mode = "site"
 upstream = "http://{site}"
 rewrite_hosts = ["{cdn}"]
+keep_http = true                # the stand-in CDN speaks plain http, on loopback only
 "#,
         ttl = DEMO_TTL.as_secs(),
         bucket = DEMO_BUCKET.as_secs(),

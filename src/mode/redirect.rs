@@ -11,7 +11,7 @@ use crate::error::ProxyError;
 use crate::signer::RouteSigner;
 
 /// Answers `GET`/`HEAD PREFIX[TASKS/]HANDLE` with `307` to the signed URL, cacheable privately for
-/// no longer than the credentials stay valid.
+/// no longer than the credentials stay valid less the route's `min_validity`.
 pub fn handle(
     signer: &RouteSigner,
     upstream: &Upstream,
@@ -22,7 +22,12 @@ pub fn handle(
     require_get_or_head(&parts)?;
     let target = sign_file_ref(signer, upstream.base(), rest, parts.uri.query(), ctx.now)?;
     let location = HeaderValue::try_from(target.url).map_err(|e| ProxyError::Internal(e.into()))?;
-    let remaining = target.credentials.expiry.saturating_sub(ctx.now);
+    // A browser that keeps the redirect still finds `min_validity` left on the URL it follows.
+    let remaining = target
+        .credentials
+        .expiry
+        .saturating_sub(ctx.now)
+        .saturating_sub(signer.signing().min_validity.as_secs());
     let cache_control = HeaderValue::try_from(format!("private, max-age={remaining}"))
         .map_err(|e| ProxyError::Internal(e.into()))?;
     let mut response = Response::new(empty());
