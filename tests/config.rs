@@ -433,7 +433,7 @@ fn the_unknown_key_list_never_offers_secret() {
 }
 
 /// Each key that belongs to some modes only, with a valid value, and the modes that take it.
-const MODE_KEYS: [(&str, &str, &[&str]); 17] = [
+const MODE_KEYS: [(&str, &str, &[&str]); 18] = [
     (
         "upstream",
         "\"https://cdn.example.com\"",
@@ -454,6 +454,7 @@ const MODE_KEYS: [(&str, &str, &[&str]); 17] = [
     ("cors_origins", "[\"*\"]", &["proxy", "upload-policy"]),
     ("inline_types", "[\"image/png\"]", &["proxy"]),
     ("keep_http", "true", &["site"]),
+    ("rewrite_limit", "\"8MiB\"", &["site"]),
     ("reflection_guard", "false", &["site"]),
     ("max_size", "\"1MB\"", &["upload-policy"]),
     ("min_size", "10", &["upload-policy"]),

@@ -139,3 +139,96 @@ async fn ten_thousand_faulted_requests_leak_nothing() {
         "memory grew: {rss_before} -> {rss_after}"
     );
 }
+
+/// 256 MiB of zeros in a few hundred bytes of brotli (see `src/rewrite/decompress.rs`).
+const BROTLI_BOMB: &[u8] = include_bytes!("data/zeros-256MiB.br");
+/// A page with one 64 MiB `<style>` block, then a CDN picture, in 65 KB of gzip (Python's
+/// `gzip.compress(page, 9, mtime=0)`, the page being `<html><head><style>` + `a{}` repeated to
+/// 64 MiB + `</style></head><body><img src="https://cdn.filestackcontent.com/H"></body></html>`).
+const STYLE_BOMB: &[u8] = include_bytes!("data/style-64MiB.html.gz");
+
+/// Reads a whole answer, returning its length, its last 200 bytes and the peak RSS seen.
+async fn read_measuring(url: &str, mut peak: u64) -> (u64, Vec<u8>, u64) {
+    let response = client().request(get_request(url)).await.expect("answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut received = 0u64;
+    let mut tail = Vec::new();
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), body.frame())
+        .await
+        .expect("no stall")
+    {
+        if let Ok(data) = frame.expect("frame").into_data() {
+            received += data.len() as u64;
+            tail.extend_from_slice(&data);
+            let keep = tail.len().saturating_sub(200);
+            tail.drain(..keep);
+            if received % (8 * 1024 * 1024) < data.len() as u64 {
+                peak = peak.max(rss_bytes());
+            }
+        }
+    }
+    (received, tail, peak)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decompression_and_style_bombs_stream_with_flat_memory() {
+    let _alone = MEASURING.lock().await;
+    let origin = start_origin(Arc::new(|parts, _| match parts.uri.path() {
+        "/bomb" => respond(
+            200,
+            &[("content-type", "text/html"), ("content-encoding", "br")],
+            BROTLI_BOMB,
+        ),
+        "/style" => respond(
+            200,
+            &[("content-type", "text/html"), ("content-encoding", "gzip")],
+            STYLE_BOMB,
+        ),
+        _ => respond(200, &[("content-type", "text/html")], "<p>ordinary</p>"),
+    }))
+    .await;
+    let gateway = TestGateway::start(&one_route(
+        "site",
+        "/",
+        &format!("http://{origin}"),
+        "rewrite_limit = \"8MiB\"",
+    ))
+    .await;
+    let rss_before = rss_bytes();
+
+    // An ordinary client is served while the bomb streams.
+    let bomb_url = gateway.url("/bomb");
+    let bomb = tokio::spawn(async move { read_measuring(&bomb_url, 0).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let ordinary = get(&gateway.url("/")).await;
+    assert_eq!(ordinary.text(), "<p>ordinary</p>");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let (received, _, peak) = bomb.await.expect("bomb read");
+    assert_eq!(received, 256 << 20, "every decoded byte arrives");
+
+    // The whole style page is rewritten (the limit is above it), its block held no further
+    // than the <style> cap.
+    let whole = TestGateway::start(&one_route(
+        "site",
+        "/",
+        &format!("http://{origin}"),
+        "rewrite_limit = \"100MiB\"",
+    ))
+    .await;
+    let (received, tail, peak) = read_measuring(&whole.url("/style"), peak).await;
+    assert!(received > 67_108_982, "{received}");
+    let tail = String::from_utf8_lossy(&tail);
+    assert!(
+        tail.contains("&amp;signature="),
+        "the picture after the block is signed: {tail}"
+    );
+
+    let grown = peak.saturating_sub(rss_before) / (1024 * 1024);
+    assert!(grown < 128, "RSS grew {grown} MiB while decoding bombs");
+}

@@ -65,6 +65,8 @@ pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 1024;
 /// Default largest JSON answer a site route holds to rewrite; larger ones pass untouched.
 pub const DEFAULT_JSON_REWRITE_LIMIT: u64 = 1024 * 1024;
+/// Default decoded bytes of one site answer that are rewritten.
+pub const DEFAULT_REWRITE_LIMIT: u64 = 64 * 1024 * 1024;
 /// Default largest request body a site route forwards.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 10 * 1024 * 1024;
 /// Default host whose URLs site routes sign.

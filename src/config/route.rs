@@ -15,7 +15,7 @@ use super::units::{parse_duration, parse_size};
 use super::{
     ConfigError, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_JSON_REWRITE_LIMIT,
     DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_UPSTREAM_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT,
-    DEFAULT_REWRITE_HOST, invalid,
+    DEFAULT_REWRITE_HOST, DEFAULT_REWRITE_LIMIT, invalid,
 };
 use crate::policy::{Call, PolicyLimits, PolicyTemplate};
 
@@ -202,6 +202,9 @@ pub struct RewriteRules {
     pub hosts: Vec<String>,
     /// `json_rewrite_limit`: largest JSON answer held to sign its URLs. Default 1MiB.
     pub json_limit: u64,
+    /// `rewrite_limit`: decoded bytes of one answer that are rewritten; past them the rest
+    /// passes unmodified (its URLs unsigned). Default 64MiB.
+    pub rewrite_limit: u64,
     /// `keep_http`: sign `http://` CDN URLs as `http://` (for a CDN without https). Default
     /// false: they are signed as `https://`, so a signature never travels in the clear.
     pub keep_http: bool,
@@ -216,6 +219,7 @@ impl Default for RewriteRules {
         Self {
             hosts: vec![DEFAULT_REWRITE_HOST.to_owned()],
             json_limit: DEFAULT_JSON_REWRITE_LIMIT,
+            rewrite_limit: DEFAULT_REWRITE_LIMIT,
             keep_http: false,
             reflection_guard: true,
         }
@@ -400,6 +404,8 @@ pub(super) fn build_route(
                 },
                 json_limit: size_or(raw.json_rewrite_limit.as_ref(), DEFAULT_JSON_REWRITE_LIMIT)
                     .map_err(|r| invalid(key("json_rewrite_limit"), r))?,
+                rewrite_limit: size_or(raw.rewrite_limit.as_ref(), DEFAULT_REWRITE_LIMIT)
+                    .map_err(|r| invalid(key("rewrite_limit"), r))?,
                 keep_http: raw.keep_http.unwrap_or(false),
                 reflection_guard: raw.reflection_guard.unwrap_or(true),
             },

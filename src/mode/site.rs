@@ -11,11 +11,11 @@ use hyper::body::Incoming;
 
 use super::{Handled, RequestContext};
 use crate::body::{BoxError, ResponseBody};
+use crate::config::RewriteRules;
 use crate::error::ProxyError;
 use crate::rewrite::decompress::{Decompressor, Encoding};
 use crate::rewrite::{
-    CdnUrlSigner, Chain, HtmlTransform, JsonTransform, TransformBody, cap_freshness,
-    rewrite_url_headers,
+    CdnUrlSigner, HtmlTransform, JsonTransform, TransformBody, cap_freshness, rewrite_url_headers,
 };
 use crate::router::ActiveSite;
 use crate::upstream::headers::{add_forwarding_headers, add_via, strip_hop_by_hop};
@@ -69,13 +69,8 @@ pub async fn handle(
     let response = client.send(upstream_request).await?;
     let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
     let signer = site.urls.for_request(ctx.now, target);
-    let mut response = rewrite_response(
-        response,
-        &signer,
-        &parts.method,
-        site.urls.rules().json_limit,
-        ctx.now,
-    );
+    let mut response =
+        rewrite_response(response, &signer, &parts.method, site.urls.rules(), ctx.now);
     add_via(response.headers_mut());
     Ok(Handled {
         response,
@@ -134,7 +129,7 @@ fn rewrite_response(
     response: Response<ResponseBody>,
     signer: &Arc<CdnUrlSigner>,
     method: &Method,
-    json_limit: u64,
+    rules: &RewriteRules,
     now: u64,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
@@ -178,7 +173,8 @@ fn rewrite_response(
     let body = match kind {
         Kind::Html { charset } => {
             match HtmlTransform::new(Arc::clone(signer), charset.as_deref()) {
-                Ok(html) => TransformBody::new(body, Chain(decompressor, html)).boxed_unsync(),
+                Ok(html) => TransformBody::decoding(body, decompressor, html, rules.rewrite_limit)
+                    .boxed_unsync(),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot build the HTML rewriter");
                     return Response::from_parts(parts, body);
@@ -186,10 +182,12 @@ fn rewrite_response(
             }
         }
         Kind::Json => {
-            let limit = usize::try_from(json_limit).unwrap_or(usize::MAX);
-            TransformBody::new(
+            let limit = usize::try_from(rules.json_limit).unwrap_or(usize::MAX);
+            TransformBody::decoding(
                 body,
-                Chain(decompressor, JsonTransform::new(Arc::clone(signer), limit)),
+                decompressor,
+                JsonTransform::new(Arc::clone(signer), limit),
+                rules.rewrite_limit,
             )
             .boxed_unsync()
         }

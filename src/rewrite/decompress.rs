@@ -1,8 +1,15 @@
-//! Streaming decompression of upstream bodies so they can be rewritten.
+//! Streaming decompression of upstream bodies so they can be rewritten, in bounded slices: one
+//! small compressed chunk may decode to gigabytes (a decompression bomb), so output comes out
+//! at most [`SLICE`] bytes at a time and the caller sends each slice on before asking for the
+//! next.
 
 use std::io::Write;
 
+use brotli_decompressor::{BrotliDecompressStream, BrotliResult, BrotliState, StandardAlloc};
 use flate2::write::{GzDecoder, ZlibDecoder};
+
+/// Most decoded bytes one step produces.
+pub const SLICE: usize = 64 * 1024;
 
 /// The `Content-Encoding`s signgate can undo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,80 +38,224 @@ impl Encoding {
     }
 }
 
-/// Decodes chunk by chunk; output comes out as soon as the decoder has it.
-pub enum Decompressor {
-    /// Passes bytes through.
+type Brotli = BrotliState<StandardAlloc, StandardAlloc, StandardAlloc>;
+
+enum Codec {
     Identity,
-    /// gzip.
     Gzip(GzDecoder<Vec<u8>>),
-    /// zlib.
     Deflate(ZlibDecoder<Vec<u8>>),
-    /// brotli.
-    Brotli(Box<brotli_decompressor::DecompressorWriter<Vec<u8>>>),
+    Brotli { state: Box<Brotli>, ended: bool },
+}
+
+/// Decodes a body fed chunk by chunk, handing out the decoded bytes in slices of at most
+/// [`SLICE`] bytes: memory stays bounded whatever the compression ratio.
+pub struct Decompressor {
+    codec: Codec,
+    /// Compressed bytes fed but not yet decoded.
+    input: Vec<u8>,
+    /// How much of `input` the codec has taken.
+    taken: usize,
 }
 
 impl Decompressor {
     /// A decompressor for `encoding`.
     pub fn new(encoding: Encoding) -> Self {
-        match encoding {
-            Encoding::Identity => Decompressor::Identity,
-            Encoding::Gzip => Decompressor::Gzip(GzDecoder::new(Vec::new())),
-            Encoding::Deflate => Decompressor::Deflate(ZlibDecoder::new(Vec::new())),
-            Encoding::Brotli => Decompressor::Brotli(Box::new(
-                brotli_decompressor::DecompressorWriter::new(Vec::new(), 16 * 1024),
-            )),
+        let codec = match encoding {
+            Encoding::Identity => Codec::Identity,
+            Encoding::Gzip => Codec::Gzip(GzDecoder::new(Vec::new())),
+            Encoding::Deflate => Codec::Deflate(ZlibDecoder::new(Vec::new())),
+            Encoding::Brotli => Codec::Brotli {
+                state: Box::new(BrotliState::new(
+                    StandardAlloc::default(),
+                    StandardAlloc::default(),
+                    StandardAlloc::default(),
+                )),
+                ended: false,
+            },
+        };
+        Self {
+            codec,
+            input: Vec::new(),
+            taken: 0,
         }
     }
 
-    /// Feeds compressed bytes; returns what decoded so far.
-    pub fn push(&mut self, chunk: &[u8]) -> std::io::Result<Vec<u8>> {
-        match self {
-            Decompressor::Identity => Ok(chunk.to_vec()),
-            Decompressor::Gzip(d) => {
-                d.write_all(chunk)?;
-                Ok(std::mem::take(d.get_mut()))
+    /// Adds compressed bytes to decode.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.input.drain(..self.taken);
+        self.taken = 0;
+        self.input.extend_from_slice(chunk);
+    }
+
+    /// The next slice of decoded bytes from what was fed, or `None` when it needs more input.
+    pub fn next_slice(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let pending = &self.input[self.taken..];
+        match &mut self.codec {
+            Codec::Identity => {
+                let n = pending.len().min(SLICE);
+                let out = pending[..n].to_vec();
+                self.taken += n;
+                Ok((n > 0).then_some(out))
             }
-            Decompressor::Deflate(d) => {
-                d.write_all(chunk)?;
-                Ok(std::mem::take(d.get_mut()))
+            Codec::Gzip(d) => {
+                let (taken, out) = step_flate(d, pending)?;
+                self.taken += taken;
+                Ok(out)
             }
-            Decompressor::Brotli(d) => {
-                d.write_all(chunk)?;
-                Ok(std::mem::take(d.get_mut()))
+            Codec::Deflate(d) => {
+                let (taken, out) = step_flate(d, pending)?;
+                self.taken += taken;
+                Ok(out)
+            }
+            Codec::Brotli { state, ended } => {
+                let (taken, out) = step_brotli(state, ended, pending)?;
+                self.taken += taken;
+                Ok(out)
             }
         }
     }
 
-    /// Ends the stream; a truncated stream is an error.
+    /// The input has ended: the last decoded bytes (once every slice was taken), or an error
+    /// if the stream was cut short.
     pub fn finish(&mut self) -> std::io::Result<Vec<u8>> {
-        match self {
-            Decompressor::Identity => Ok(Vec::new()),
-            Decompressor::Gzip(d) => {
+        let mut out = Vec::new();
+        while let Some(slice) = self.next_slice()? {
+            out.extend(slice);
+        }
+        match &mut self.codec {
+            Codec::Identity => {}
+            Codec::Gzip(d) => {
                 d.try_finish()?;
-                Ok(std::mem::take(d.get_mut()))
+                out.extend(std::mem::take(d.get_mut()));
             }
-            Decompressor::Deflate(d) => {
+            Codec::Deflate(d) => {
                 d.try_finish()?;
-                Ok(std::mem::take(d.get_mut()))
+                out.extend(std::mem::take(d.get_mut()));
             }
-            Decompressor::Brotli(d) => {
-                d.close()?;
-                Ok(std::mem::take(d.get_mut()))
+            Codec::Brotli { ended, .. } => {
+                if !*ended {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "brotli stream cut short",
+                    ));
+                }
             }
         }
+        Ok(out)
     }
+
+    /// Feeds `chunk` and returns everything it decodes to, however large: for callers that
+    /// hold whole bodies anyway (tests, benches).
+    pub fn push(&mut self, chunk: &[u8]) -> std::io::Result<Vec<u8>> {
+        self.feed(chunk);
+        let mut out = Vec::new();
+        while let Some(slice) = self.next_slice()? {
+            out.extend(slice);
+        }
+        Ok(out)
+    }
+}
+
+/// One bounded step of a flate2 writer: a single `write` decodes into the writer's own 32 KiB
+/// buffer, so one call never produces more than that (plus what the previous call left).
+fn step_flate<W: Write + FlateOutput>(
+    decoder: &mut W,
+    pending: &[u8],
+) -> std::io::Result<(usize, Option<Vec<u8>>)> {
+    let mut taken = 0;
+    loop {
+        let out = std::mem::take(decoder.output());
+        if !out.is_empty() {
+            return Ok((taken, Some(out)));
+        }
+        if taken == pending.len() {
+            return Ok((taken, None));
+        }
+        let n = decoder.write(&pending[taken..])?;
+        if n == 0 {
+            // The stream ended before its input did: what follows is not part of it.
+            let out = std::mem::take(decoder.output());
+            return Ok((pending.len(), (!out.is_empty()).then_some(out)));
+        }
+        taken += n;
+    }
+}
+
+/// Access to the `Vec` a flate2 writer decodes into.
+trait FlateOutput {
+    fn output(&mut self) -> &mut Vec<u8>;
+}
+
+impl FlateOutput for GzDecoder<Vec<u8>> {
+    fn output(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+}
+
+impl FlateOutput for ZlibDecoder<Vec<u8>> {
+    fn output(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+}
+
+/// One bounded step of the brotli decoder: at most [`SLICE`] bytes out.
+fn step_brotli(
+    state: &mut Brotli,
+    ended: &mut bool,
+    pending: &[u8],
+) -> std::io::Result<(usize, Option<Vec<u8>>)> {
+    if *ended {
+        // Bytes after the end of the stream are not part of it.
+        return Ok((pending.len(), None));
+    }
+    let mut out = vec![0u8; SLICE];
+    let mut available_in = pending.len();
+    let mut input_offset = 0;
+    let mut available_out = SLICE;
+    let mut output_offset = 0;
+    let mut total_out = 0;
+    let result = BrotliDecompressStream(
+        &mut available_in,
+        &mut input_offset,
+        pending,
+        &mut available_out,
+        &mut output_offset,
+        &mut out,
+        &mut total_out,
+        state,
+    );
+    match result {
+        BrotliResult::ResultFailure => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "invalid brotli stream",
+            ));
+        }
+        BrotliResult::ResultSuccess => *ended = true,
+        BrotliResult::NeedsMoreInput | BrotliResult::NeedsMoreOutput => {}
+    }
+    out.truncate(output_offset);
+    Ok((input_offset, (!out.is_empty()).then_some(out)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(data).expect("write");
+        gz.finish().expect("finish")
+    }
+
+    /// 256 MiB of zeros in a few hundred bytes, made with Python's `brotli` 1.2.1:
+    /// `brotli.compress(b"\0" * (256 << 20), quality=5, lgwin=22)`.
+    const BROTLI_BOMB: &[u8] = include_bytes!("../../tests/data/zeros-256MiB.br");
+
     #[test]
     fn gzip_and_deflate_decode_in_pieces() {
         let text = b"<html>".repeat(1000);
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(&text).expect("write");
-        let gz = gz.finish().expect("finish");
+        let gz = gzip(&text);
         let mut zl = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         zl.write_all(&text).expect("write");
         let zl = zl.finish().expect("finish");
@@ -117,6 +268,41 @@ mod tests {
             out.extend(d.finish().expect("complete"));
             assert_eq!(out, text);
         }
+    }
+
+    #[test]
+    fn a_bomb_comes_out_in_bounded_slices() {
+        let zeros = 16 * 1024 * 1024;
+        for (encoding, data, expected) in [
+            (Encoding::Gzip, gzip(&vec![0u8; zeros]), zeros),
+            (Encoding::Brotli, BROTLI_BOMB.to_vec(), 256 << 20),
+        ] {
+            assert!(data.len() < 100 * 1024, "{encoding:?}: {}", data.len());
+            let mut d = Decompressor::new(encoding);
+            d.feed(&data);
+            let mut total = 0;
+            let mut largest = 0;
+            while let Some(slice) = d.next_slice().expect("decodes") {
+                largest = largest.max(slice.len());
+                total += slice.len();
+            }
+            total += d.finish().expect("complete").len();
+            assert_eq!(total, expected, "{encoding:?}");
+            assert!(largest <= SLICE, "{encoding:?}: a slice of {largest} bytes");
+        }
+    }
+
+    #[test]
+    fn a_cut_stream_is_an_error() {
+        let data = BROTLI_BOMB;
+        let mut d = Decompressor::new(Encoding::Brotli);
+        d.feed(&data[..data.len() / 2]);
+        while d.next_slice().expect("decodes so far").is_some() {}
+        assert!(d.finish().is_err());
+        let data = gzip(&b"<p>".repeat(10_000));
+        let mut d = Decompressor::new(Encoding::Gzip);
+        d.push(&data[..data.len() / 2]).expect("decodes so far");
+        assert!(d.finish().is_err());
     }
 
     #[test]

@@ -15,6 +15,10 @@ use crate::body::BoxError;
 /// fails instead of growing without bound).
 const HTML_MEMORY_LIMIT: usize = 8 * 1024 * 1024;
 
+/// Most `<style>` text held at once to sign the URLs in it; a longer block passes unmodified
+/// from there on (its URLs unsigned), so a hostile block cannot grow memory.
+pub const STYLE_LIMIT: usize = 1024 * 1024;
+
 /// Attributes that hold one URL.
 const URL_ATTRIBUTES: [&str; 4] = ["src", "href", "poster", "data-src"];
 /// Attributes that hold a `srcset` list.
@@ -58,16 +62,31 @@ impl HtmlTransform {
             )?);
         }
         {
-            // <style> text arrives in arbitrary chunks: hold them until the text node ends.
+            // <style> text arrives in arbitrary chunks: hold them until the text node ends, up
+            // to STYLE_LIMIT; past it, what is held and the rest of the block pass unmodified.
             let mut pending = String::new();
+            let mut overlong = false;
             let selector: Selector = "style".parse()?;
             let handlers =
                 ElementContentHandlers::default().text(move |chunk: &mut TextChunk<'_>| {
+                    let last = chunk.last_in_text_node();
+                    if overlong {
+                        overlong = !last;
+                        return Ok(());
+                    }
                     pending.push_str(chunk.as_str());
-                    if chunk.last_in_text_node() {
+                    if last {
                         let css = std::mem::take(&mut pending);
                         let rewritten = signer.sign_css(&css).unwrap_or(css);
                         chunk.replace(&rewritten, ContentType::Html);
+                    } else if pending.len() > STYLE_LIMIT {
+                        tracing::warn!(
+                            limit = STYLE_LIMIT,
+                            "<style> block too long to rewrite: passed unmodified"
+                        );
+                        chunk.replace(&std::mem::take(&mut pending), ContentType::Html);
+                        pending.shrink_to_fit();
+                        overlong = true;
                     } else {
                         chunk.remove();
                     }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::body::{BoxError, ResponseBody};
-use decompress::Decompressor;
+use decompress::{Decompressor, Encoding};
 pub use freshness::cap_freshness;
 pub use headers::rewrite_url_headers;
 pub use html::HtmlTransform;
@@ -32,21 +32,84 @@ pub trait Transform: Send {
     fn finish(&mut self) -> Result<Vec<u8>, BoxError>;
 }
 
-/// A body whose data passes through a [`Transform`]. Trailers are dropped.
+/// A body whose data is decoded (in bounded slices) and passes through a [`Transform`].
+/// Trailers are dropped.
+///
+/// Each poll sends on at most one slice's output, so a page that decodes to gigabytes streams
+/// with memory flat. Past `limit` decoded bytes the transform is finished and the rest passes
+/// unmodified (its URLs unsigned), so no answer is ever cut short for being large.
 pub struct TransformBody<T> {
     inner: ResponseBody,
+    decoder: Decompressor,
     transform: T,
+    /// Decoded bytes so far, and the most that are transformed.
+    decoded: u64,
+    limit: u64,
+    /// Past the limit: decoded bytes pass as they are.
+    passing: bool,
+    input_ended: bool,
     done: bool,
 }
 
 impl<T: Transform> TransformBody<T> {
-    /// Wraps `inner`.
+    /// Wraps `inner`, already decoded, transforming all of it.
     pub fn new(inner: ResponseBody, transform: T) -> Self {
+        Self::decoding(
+            inner,
+            Decompressor::new(Encoding::Identity),
+            transform,
+            u64::MAX,
+        )
+    }
+
+    /// Wraps `inner`, decoded by `decoder`, transforming its first `limit` decoded bytes.
+    pub fn decoding(inner: ResponseBody, decoder: Decompressor, transform: T, limit: u64) -> Self {
         Self {
             inner,
+            decoder,
             transform,
+            decoded: 0,
+            limit,
+            passing: false,
+            input_ended: false,
             done: false,
         }
+    }
+
+    /// Transforms one decoded slice, or passes it once past the limit.
+    fn transform_slice(&mut self, slice: Vec<u8>) -> Result<Vec<u8>, BoxError> {
+        if self.passing {
+            return Ok(slice);
+        }
+        self.decoded = self
+            .decoded
+            .saturating_add(u64::try_from(slice.len()).unwrap_or(u64::MAX));
+        if self.decoded <= self.limit {
+            return self.transform.push(&slice);
+        }
+        self.passing = true;
+        tracing::warn!(
+            limit = self.limit,
+            "answer larger than rewrite_limit: the rest passes unmodified, its URLs unsigned"
+        );
+        let mut out = self.transform.finish()?;
+        out.extend_from_slice(&slice);
+        Ok(out)
+    }
+
+    /// The output once input and decoder are both drained.
+    fn end(&mut self) -> Result<Vec<u8>, BoxError> {
+        self.done = true;
+        let rest = self.decoder.finish()?;
+        let mut out = if rest.is_empty() {
+            Vec::new()
+        } else {
+            self.transform_slice(rest)?
+        };
+        if !self.passing {
+            out.extend(self.transform.finish()?);
+        }
+        Ok(out)
     }
 }
 
@@ -63,16 +126,23 @@ impl<T: Transform + Unpin> Body for TransformBody<T> {
             if this.done {
                 return Poll::Ready(None);
             }
-            let output = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => this.transform.push(&data),
-                    Err(_trailers) => continue,
+            let output = match this.decoder.next_slice() {
+                Err(e) => Err(e.into()),
+                Ok(Some(slice)) => this.transform_slice(slice),
+                Ok(None) if this.input_ended => this.end(),
+                Ok(None) => match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            this.decoder.feed(&data);
+                        }
+                        continue;
+                    }
+                    Some(Err(e)) => Err(e),
+                    None => {
+                        this.input_ended = true;
+                        continue;
+                    }
                 },
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => {
-                    this.done = true;
-                    this.transform.finish()
-                }
             };
             match output {
                 Ok(bytes) if bytes.is_empty() => continue,
