@@ -86,7 +86,7 @@ impl Drop for Metered {
         let complete = self.finished || self.inner.is_end_stream();
         tracing::info!(
             target: "signgate::access",
-            method = %log.method,
+            method = %printable(log.method.as_str(), METHOD_LOG_MAX),
             route = %log.route,
             path = %log.path,
             status = log.status,
@@ -109,9 +109,15 @@ pub fn log_error(error: &ProxyError, route: &str) {
     }
 }
 
-/// The path as logged: `security=` task contents replaced, the query never logged.
+/// Longest method logged, in characters.
+const METHOD_LOG_MAX: usize = 32;
+/// Longest path logged, in bytes before escaping.
+const PATH_LOG_MAX: usize = 512;
+
+/// The path as logged: `security=` task contents replaced, the query never logged, cut at
+/// 512 bytes and escaped by [`printable`].
 pub fn redact_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len().min(512));
+    let mut out = String::with_capacity(path.len().min(PATH_LOG_MAX));
     for (i, segment) in path.split('/').enumerate() {
         if i > 0 {
             out.push('/');
@@ -121,14 +127,28 @@ pub fn redact_path(path: &str) -> String {
         } else {
             out.push_str(segment);
         }
-        if out.len() > 512 {
-            let mut end = 512;
-            while !out.is_char_boundary(end) {
-                end -= 1;
-            }
-            out.truncate(end);
-            out.push('…');
+        if out.len() > PATH_LOG_MAX {
             break;
+        }
+    }
+    printable(&out, PATH_LOG_MAX)
+}
+
+/// `text` safe to write into one log line: printable ASCII as it is, a backslash doubled,
+/// everything else (controls, line and paragraph separators, bidi controls, any non-ASCII)
+/// as `\u{…}`, so a request can neither forge a line nor hide what it sent; cut after `max`
+/// characters of input with `...` marking the cut (the line stays ASCII).
+pub fn printable(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max) + 8);
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            _ => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
         }
     }
     out
@@ -145,5 +165,18 @@ mod tests {
             "/img/security=<redacted>/KW9EJhYtS6y48Whm2S6D"
         );
         assert!(redact_path(&"/a".repeat(1000)).len() < 520);
+    }
+
+    #[test]
+    fn logged_fields_cannot_forge_lines_or_run_on() {
+        assert_eq!(
+            printable("/a\nb\u{2028}c\u{85}d\u{202e}e\\", 100),
+            "/a\\u{a}b\\u{2028}c\\u{85}d\\u{202e}e\\\\"
+        );
+        assert_eq!(
+            printable(&"M".repeat(60_000), 32),
+            format!("{}...", "M".repeat(32))
+        );
+        assert_eq!(printable("é", 10), "\\u{e9}");
     }
 }

@@ -104,3 +104,47 @@ async fn the_access_log_has_one_line_per_request_and_no_credentials_at_any_level
         "a policy leaked into the log"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_can_neither_flood_the_access_log_nor_forge_a_line() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let captured = CapturedLog::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let gateway =
+        TestGateway::start(&one_route("redirect", "/go/", "https://cdn.example", "")).await;
+
+    let method = "M".repeat(60_000);
+    for request in [
+        format!("{method} /go/{H} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
+        format!(
+            "GET /go/x\u{85}y\u{2028}z\u{202e} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        ),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(gateway.addr)
+            .await
+            .expect("connects");
+        stream.write_all(request.as_bytes()).await.expect("sent");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 4"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    gateway.shutdown().await.expect("clean shutdown");
+
+    let log = captured.text();
+    for line in log.lines() {
+        assert!(line.len() < 2_000, "a {}-byte line", line.len());
+        assert!(line.is_ascii(), "{line}");
+    }
+    assert!(
+        log.contains(&format!("method={}...", "M".repeat(32))),
+        "{log}"
+    );
+}
