@@ -5,10 +5,10 @@ use http::header::{self, HeaderName};
 use http::uri::PathAndQuery;
 use hyper::body::Incoming;
 
-use super::{Handled, RequestContext, require_get_or_head, sign_file_ref};
+use super::{Handled, RequestContext, Signing, require_get_or_head, sign_file_ref};
+use crate::authorize::keep_private;
 use crate::body::empty;
 use crate::error::ProxyError;
-use crate::signer::RouteSigner;
 use crate::upstream::UpstreamClient;
 use crate::upstream::headers::{add_forwarding_headers, add_via};
 
@@ -27,7 +27,7 @@ const FORWARDED_REQUEST_HEADERS: [HeaderName; 9] = [
 
 /// Forwards `GET`/`HEAD PREFIX[TASKS/]HANDLE[?query]` with fresh credentials.
 pub async fn handle(
-    signer: &RouteSigner,
+    signing: Signing<'_>,
     upstream: &UpstreamClient,
     rest: &str,
     request: Request<Incoming>,
@@ -36,12 +36,13 @@ pub async fn handle(
     let (parts, _body) = request.into_parts();
     require_get_or_head(&parts)?;
     let target = sign_file_ref(
-        signer,
+        signing,
         upstream.upstream().base_path(),
         rest,
-        parts.uri.query(),
+        &parts,
         ctx.now,
-    )?;
+    )
+    .await?;
     // The handle and tasks were checked and the query came from a parsed request target, so
     // this only fails for a target no upstream should be sent.
     let path = PathAndQuery::try_from(target.url).map_err(|_| ProxyError::BadTarget)?;
@@ -64,6 +65,9 @@ pub async fn handle(
     // Cookies set by the CDN's domain must not land on the site's.
     response.headers_mut().remove(header::SET_COOKIE);
     add_via(response.headers_mut());
+    if signing.authorizer.is_some() {
+        keep_private(response.headers_mut());
+    }
     Ok(Handled {
         response,
         cache: Some(target.cache),
