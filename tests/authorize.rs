@@ -74,11 +74,12 @@ impl AuthService {
 }
 
 async fn cdn() -> TestCdn {
-    TestCdn::builder()
-        .file(H, &b"0123456789abcdefghij"[..])
-        .file(H2, &b"second file"[..])
-        .start()
-        .await
+    two_file_cdn().await
+}
+
+/// A gateway with one proxy route at `/img/` in front of `cdn`, plus `extra` route keys.
+async fn proxy(cdn: &TestCdn, extra: &str) -> TestGateway {
+    TestGateway::start(&one_route("proxy", "/img/", &cdn.url(), extra)).await
 }
 
 const ALICE: (&str, &str) = ("cookie", "session=alice");
@@ -101,7 +102,7 @@ fn policy_of(url: &str) -> DecodedPolicy {
 async fn a_proxy_route_signs_only_for_the_clients_its_authorize_url_allows() {
     let (cdn, auth) = (cdn().await, AuthService::start().await);
     let extra = format!("authorize_url = \"{}\"", auth.url());
-    let gateway = TestGateway::start(&one_route("proxy", "/img/", &cdn.url(), &extra)).await;
+    let gateway = proxy(&cdn, &extra).await;
     let url = gateway.url(&format!("/img/{H}"));
 
     let alice = send(Method::GET, &url, &[ALICE]).await;
@@ -150,7 +151,7 @@ async fn the_service_is_told_the_file_and_tasks_and_only_the_clients_credentials
         "authorize_url = \"{}?app=gallery\"\ncalls = [\"read\", \"convert\"]",
         auth.url()
     );
-    let gateway = TestGateway::start(&one_route("proxy", "/img/", &cdn.url(), &extra)).await;
+    let gateway = proxy(&cdn, &extra).await;
     let path = format!("/img/resize=width:300/security=p:x,s:y/flip/{H}?dl=true");
     let answer = send(
         Method::GET,
@@ -202,13 +203,7 @@ async fn an_unreachable_or_failing_service_fails_closed_with_502() {
     // A port nothing listens on any more.
     let (listener, closed) = bind().await;
     drop(listener);
-    let down = TestGateway::start(&one_route(
-        "proxy",
-        "/img/",
-        &cdn.url(),
-        &format!("authorize_url = \"http://{closed}/authz\""),
-    ))
-    .await;
+    let down = proxy(&cdn, &format!("authorize_url = \"http://{closed}/authz\"")).await;
     let answer = send(Method::GET, &down.url(&format!("/img/{H}")), &[ALICE]).await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
     assert_eq!(answer.text(), "bad gateway: authorization failed\n");
@@ -219,13 +214,7 @@ async fn an_unreachable_or_failing_service_fails_closed_with_502() {
             respond(status, &[("location", "/login")], "")
         }))
         .await;
-        let gateway = TestGateway::start(&one_route(
-            "proxy",
-            "/img/",
-            &cdn.url(),
-            &format!("authorize_url = \"http://{failing}/authz\""),
-        ))
-        .await;
+        let gateway = proxy(&cdn, &format!("authorize_url = \"http://{failing}/authz\"")).await;
         let answer = send(Method::GET, &gateway.url(&format!("/img/{H}")), &[ALICE]).await;
         assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{status}");
         assert!(answer.headers.get("location").is_none());
@@ -345,7 +334,7 @@ async fn redirect_and_upload_policy_routes_ask_before_handing_anything_out() {
 async fn tasks_that_write_or_name_other_files_get_403_unless_the_route_lists_them() {
     let cdn = cdn().await;
     let calls = "calls = [\"read\", \"convert\"]";
-    let default = TestGateway::start(&one_route("proxy", "/img/", &cdn.url(), calls)).await;
+    let default = proxy(&cdn, calls).await;
     for tasks in [
         "store",
         "store=location:s3",
@@ -366,13 +355,7 @@ async fn tasks_that_write_or_name_other_files_get_403_unless_the_route_lists_the
     let resized = get(&default.url(&format!("/img/resize=width:3/flip/{H}"))).await;
     assert_eq!(resized.status, StatusCode::OK, "{}", resized.text());
 
-    let listed = TestGateway::start(&one_route(
-        "proxy",
-        "/img/",
-        &cdn.url(),
-        &format!("{calls}\ntasks = [\"resize\", \"store\"]"),
-    ))
-    .await;
+    let listed = proxy(&cdn, &format!("{calls}\ntasks = [\"resize\", \"store\"]")).await;
     let stored = get(&listed.url(&format!("/img/store=location:s3/{H}"))).await;
     assert_eq!(stored.status, StatusCode::OK, "{}", stored.text());
     let flipped = get(&listed.url(&format!("/img/flip/{H}"))).await;
@@ -391,7 +374,7 @@ async fn tasks_that_write_or_name_other_files_get_403_unless_the_route_lists_the
 async fn every_url_is_signed_with_only_the_calls_it_needs() {
     let cdn = cdn().await;
     let calls = "calls = [\"read\", \"convert\", \"stat\"]";
-    let gateway = TestGateway::start(&one_route("proxy", "/img/", &cdn.url(), calls)).await;
+    let gateway = proxy(&cdn, calls).await;
     assert_eq!(get(&gateway.url(&format!("/img/{H}"))).await.status, 200);
     let resized = get(&gateway.url(&format!("/img/resize=width:3/{H}"))).await;
     assert_eq!(resized.status, StatusCode::OK, "{}", resized.text());
@@ -402,15 +385,8 @@ async fn every_url_is_signed_with_only_the_calls_it_needs() {
         granted(1),
         Some(vec!["read".to_owned(), "convert".to_owned()])
     );
-    let cache = gateway
-        .state
-        .router
-        .by_name("r")
-        .expect("route")
-        .signer
-        .cache();
     assert_eq!(
-        cache.misses(),
+        gateway.signer("r").cache().misses(),
         2,
         "one handle, two sets of calls, two entries"
     );
