@@ -1,5 +1,5 @@
-//! A sharded LRU of values that hold for one expiry bucket (signed credentials, signed URLs), so
-//! cores do not queue on one lock.
+//! A sharded LRU of values that hold for one expiry bucket (signed credentials, signed URLs,
+//! authorization decisions), so cores do not queue on one lock.
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -9,11 +9,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use lru::LruCache;
 
 use crate::filelink::Handle;
-use crate::policy::Credentials;
+use crate::policy::{Call, Credentials};
 
-/// What credentials are cached under within one route: the handle, or none for upload policies.
+/// What credentials are cached under within one route: the file and the calls they grant, so a
+/// bare URL's `read` credentials and a thumbnail's `read`+`convert` ones are never shared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CacheKey(pub Option<Handle>);
+pub struct CacheKey {
+    /// The file, or none for an upload policy.
+    pub handle: Option<Handle>,
+    /// The calls granted: exactly these, or none for the route's whole `calls` list.
+    pub calls: Option<&'static [Call]>,
+}
 
 /// Whether a lookup found usable credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,10 +96,10 @@ impl<K: Hash + Eq, V> BucketCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        if let Some(found) = self.cached(key, expiry) {
+        if let Some(found) = self.get(key, expiry) {
             return Some((found, CacheOutcome::Hit));
         }
-        let fresh = self.store(key, expiry, make()?);
+        let fresh = self.insert(key, expiry, make()?);
         Some((fresh, CacheOutcome::Miss))
     }
 
@@ -108,14 +114,14 @@ impl<K: Hash + Eq, V> BucketCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        match self.cached(key, expiry) {
+        match self.get(key, expiry) {
             Some(found) => (found, CacheOutcome::Hit),
-            None => (self.store(key, expiry, make()), CacheOutcome::Miss),
+            None => (self.insert(key, expiry, make()), CacheOutcome::Miss),
         }
     }
 
     /// The value cached for `key` if it was made for `expiry`; counts the hit or the miss.
-    fn cached<Q>(&self, key: &Q, expiry: u64) -> Option<Arc<V>>
+    pub fn get<Q>(&self, key: &Q, expiry: u64) -> Option<Arc<V>>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -134,9 +140,10 @@ impl<K: Hash + Eq, V> BucketCache<K, V> {
         found
     }
 
-    /// Caches `value` for `key` and `expiry`. Two requests missing at once both make it and both
-    /// store it; the values are byte-identical.
-    fn store<Q>(&self, key: &Q, expiry: u64, value: V) -> Arc<V>
+    /// Caches `value` for `key` and `expiry`, for a value made where a closure cannot make it
+    /// (after an `.await`). Two requests missing at once both make it and both store it; for
+    /// signed credentials the values are byte-identical.
+    pub fn insert<Q>(&self, key: &Q, expiry: u64, value: V) -> Arc<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
@@ -194,9 +201,10 @@ mod tests {
     }
 
     fn key(i: usize) -> CacheKey {
-        CacheKey(Some(
-            Handle::parse(&format!("{i:0>20}")).expect("digits are a valid handle"),
-        ))
+        CacheKey {
+            handle: Some(Handle::parse(&format!("{i:0>20}")).expect("digits are a valid handle")),
+            calls: None,
+        }
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Errors: [`ProxyError`] on the request path, mapped to a status in one place, and
 //! [`StartupError`] before serving.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::authorize::Denial;
 use crate::body::{BoxError, ResponseBody, full};
 use crate::config::ConfigError;
 
@@ -44,6 +46,21 @@ pub enum ProxyError {
     /// The request needs a call (such as `convert` for tasks) the route does not allow.
     #[error("call not allowed on this route")]
     CallNotAllowed,
+    /// The request carries a transformation task the route's `tasks` do not list.
+    #[error("task not allowed on this route")]
+    TaskNotAllowed,
+    /// The route's `authorize_url` answered 401 or 403: that answer goes back to the client.
+    #[error("refused by the authorization service ({})", .0.status())]
+    Denied(Arc<Denial>),
+    /// The `authorize_url` service could not be reached or its connection broke.
+    #[error("authorization service unreachable")]
+    AuthorizeUnreachable(#[source] BoxError),
+    /// The `authorize_url` service answered neither 2xx nor 401 nor 403.
+    #[error("authorization service answered {0}")]
+    AuthorizeFailed(StatusCode),
+    /// The `authorize_url` service did not answer within `authorize_timeout`.
+    #[error("authorization service timed out after {0:?}")]
+    AuthorizeTimeout(Duration),
     /// The request body is larger than the route accepts.
     #[error("request body too large")]
     BodyTooLarge,
@@ -73,12 +90,18 @@ impl ProxyError {
             ProxyError::NotAHandle | ProxyError::BadHost | ProxyError::BadTarget => {
                 StatusCode::BAD_REQUEST
             }
-            ProxyError::CallNotAllowed => StatusCode::FORBIDDEN,
+            ProxyError::CallNotAllowed | ProxyError::TaskNotAllowed => StatusCode::FORBIDDEN,
+            ProxyError::Denied(denial) => denial.status(),
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UpstreamUnreachable(_) | ProxyError::UpstreamBroken(_) => {
                 StatusCode::BAD_GATEWAY
             }
-            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::AuthorizeUnreachable(_) | ProxyError::AuthorizeFailed(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamTimeout(_) | ProxyError::AuthorizeTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ProxyError::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -93,11 +116,16 @@ impl ProxyError {
             | ProxyError::BadHost
             | ProxyError::BadTarget
             | ProxyError::CallNotAllowed
+            | ProxyError::TaskNotAllowed
+            | ProxyError::Denied(_)
             | ProxyError::BodyTooLarge => Blame::Client,
             ProxyError::UpstreamUnreachable(_)
             | ProxyError::UpstreamTimeout(_)
             | ProxyError::UpstreamBusy
-            | ProxyError::UpstreamBroken(_) => Blame::Upstream,
+            | ProxyError::UpstreamBroken(_)
+            | ProxyError::AuthorizeUnreachable(_)
+            | ProxyError::AuthorizeFailed(_)
+            | ProxyError::AuthorizeTimeout(_) => Blame::Upstream,
             ProxyError::Internal(_) => Blame::Internal,
         }
     }
@@ -111,6 +139,12 @@ impl ProxyError {
             ProxyError::BadHost => "bad request: one Host header required\n",
             ProxyError::BadTarget => "bad request: bad request target\n",
             ProxyError::CallNotAllowed => "forbidden: this route does not allow that call\n",
+            ProxyError::TaskNotAllowed => "forbidden: this route does not allow that task\n",
+            ProxyError::Denied(_) => "forbidden\n",
+            ProxyError::AuthorizeUnreachable(_) | ProxyError::AuthorizeFailed(_) => {
+                "bad gateway: authorization failed\n"
+            }
+            ProxyError::AuthorizeTimeout(_) => "gateway timeout: authorization\n",
             ProxyError::BodyTooLarge => "request body too large\n",
             ProxyError::UpstreamUnreachable(_) => "bad gateway: upstream unreachable\n",
             ProxyError::UpstreamBroken(_) => "bad gateway: bad upstream response\n",
@@ -120,8 +154,12 @@ impl ProxyError {
         }
     }
 
-    /// The response for this error: its status and a short `text/plain` body.
+    /// The response for this error: its status and a short `text/plain` body (for a denial,
+    /// what the authorization service answered, as [`Denial::response`] trims it).
     pub fn into_response(self) -> Response<ResponseBody> {
+        if let ProxyError::Denied(denial) = &self {
+            return denial.response();
+        }
         let message = self.public_message();
         let mut response = Response::new(full(Bytes::from_static(message.as_bytes())));
         *response.status_mut() = self.status();
@@ -196,6 +234,18 @@ mod tests {
             (ProxyError::BadHost, 400, Blame::Client),
             (ProxyError::BadTarget, 400, Blame::Client),
             (ProxyError::CallNotAllowed, 403, Blame::Client),
+            (ProxyError::TaskNotAllowed, 403, Blame::Client),
+            (ProxyError::AuthorizeUnreachable(io()), 502, Blame::Upstream),
+            (
+                ProxyError::AuthorizeFailed(StatusCode::FOUND),
+                502,
+                Blame::Upstream,
+            ),
+            (
+                ProxyError::AuthorizeTimeout(Duration::from_secs(2)),
+                504,
+                Blame::Upstream,
+            ),
             (ProxyError::BodyTooLarge, 413, Blame::Client),
             (ProxyError::UpstreamUnreachable(io()), 502, Blame::Upstream),
             (ProxyError::UpstreamBroken(io()), 502, Blame::Upstream),

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::policy::Credentials;
+use crate::policy::{Call, Credentials};
 
 /// Length of every CDN file handle.
 pub const HANDLE_LEN: usize = 20;
@@ -96,6 +96,18 @@ impl<'a> FileRef<'a> {
     /// Whether the reference carries transformation tasks (which need the `convert` call).
     pub fn has_tasks(&self) -> bool {
         !self.tasks.is_empty()
+    }
+
+    /// The calls the CDN checks for this URL, and so all its policy grants: `read` for the file
+    /// as stored, `read` and `convert` with transformation tasks (what
+    /// [`crate::verify::ParsedUrl::needed_calls`] asks of a URL). A signature lifted from a
+    /// bare URL then cannot run transformations.
+    pub fn needed_calls(&self) -> &'static [Call] {
+        if self.has_tasks() {
+            &[Call::Read, Call::Convert]
+        } else {
+            &[Call::Read]
+        }
     }
 }
 
@@ -294,6 +306,19 @@ mod tests {
         assert_eq!(file.handle.as_str(), H);
         assert!(file.has_tasks());
         assert!(!FileRef::parse(H).expect("bare handle").has_tasks());
+    }
+
+    #[test]
+    fn a_url_needs_the_calls_the_cdn_checks_for_it_and_no_more() {
+        for path in [H.to_owned(), format!("resize=width:300/flip/{H}")] {
+            let file = FileRef::parse(&path).expect("parses");
+            let parsed = crate::verify::parse_url(&format!("https://cdn/{path}")).expect("a URL");
+            assert_eq!(file.needed_calls(), parsed.needed_calls(), "{path}");
+        }
+        assert_eq!(
+            FileRef::parse(H).expect("bare").needed_calls(),
+            [Call::Read]
+        );
     }
 
     #[test]

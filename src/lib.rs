@@ -9,7 +9,9 @@
 //! - [`filelink`]: `[TASKS/]HANDLE` references and the signed URLs built from them.
 //! - [`verify`]: checks signed URLs in every SDK spelling, as the CDN does.
 //! - [`cache`]: the sharded LRU of signed credentials.
-//! - [`signer`]: one route's signing: limits, expiry bucket, cache.
+//! - [`signer`]: one route's signing: limits, which URLs it signs, expiry bucket, cache.
+//! - [`tasks`]: transformation task names, the read-only default, a route's allowlist.
+//! - [`authorize`]: asking a route's `authorize_url` before signing, and caching the answers.
 //! - [`clock`]: injectable wall clock.
 //! - [`config`]: `gateway.toml` into typed, validated [`config::Config`].
 //! - [`router`]: routes compiled once, longest prefix.
@@ -27,6 +29,7 @@
 //! - [`cli`]: the `signgate` command line.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod authorize;
 pub mod body;
 pub mod cache;
 pub mod cli;
@@ -45,6 +48,7 @@ pub mod router;
 pub mod secret;
 pub mod server;
 pub mod signer;
+pub mod tasks;
 pub mod upstream;
 pub mod verify;
 pub mod workers;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::authorize::Authorizer;
 use crate::config::{
     Config, FileServing, Mode, ProxyRoute, Route, RouteKind, SiteRoute, UploadPolicyRoute, Upstream,
 };
@@ -18,6 +19,8 @@ pub struct ActiveRoute {
     pub prefix: String,
     /// Signs for this route.
     pub signer: Arc<RouteSigner>,
+    /// Asks `authorize_url` before signing, when the route sets it.
+    pub authorizer: Option<Authorizer>,
     /// The mode, with its upstream client or settings.
     pub kind: ActiveKind,
 }
@@ -53,7 +56,7 @@ pub struct ActiveSite {
 }
 
 impl ActiveRoute {
-    /// Builds `route`'s signer, cache and upstream client.
+    /// Builds `route`'s signer, cache, authorizer and upstream client.
     pub fn new(route: &Route) -> Result<Self, StartupError> {
         let signer = Arc::new(RouteSigner::for_route(route));
         let kind = match &route.kind {
@@ -81,6 +84,7 @@ impl ActiveRoute {
             name: route.name.clone(),
             prefix: route.prefix.clone(),
             signer,
+            authorizer: Authorizer::for_route(route)?,
             kind,
         })
     }

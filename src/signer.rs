@@ -1,33 +1,85 @@
-//! Signing for one route: bucketed expiry, the route's policy template, and its credential cache.
+//! Signing for one route: bucketed expiry, the route's policy template, which file references it
+//! signs, and its credential cache.
 
 use std::sync::Arc;
 
 use crate::cache::{CacheKey, CacheOutcome, CredentialCache};
 use crate::config::{Route, Signing};
-use crate::filelink::Handle;
-use crate::policy::{Credentials, Policy, PolicyTemplate, bucketed_expiry};
+use crate::filelink::{FileRef, Handle};
+use crate::policy::{Call, Credentials, Policy, PolicyTemplate, bucketed_expiry};
+use crate::tasks::TaskAllowlist;
+
+/// Why a route does not sign a file reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The URL needs a call the route's `calls` do not hold (`convert`, for tasks).
+    Call(Call),
+    /// The URL carries a task the route's `tasks` do not list.
+    Task,
+}
 
 /// Signs credentials for one route, reusing them while their expiry bucket holds.
 pub struct RouteSigner {
     signing: Signing,
     template: PolicyTemplate,
+    tasks: TaskAllowlist,
     cache: CredentialCache,
 }
 
 impl RouteSigner {
-    /// A signer with an empty cache of `signing.cache_size` entries.
-    pub fn new(signing: Signing, template: PolicyTemplate) -> Self {
+    /// A signer with an empty cache of `signing.cache_size` entries, signing file references
+    /// whose tasks are all in `tasks`.
+    pub fn new(signing: Signing, template: PolicyTemplate, tasks: TaskAllowlist) -> Self {
         let cache = CredentialCache::new(signing.cache_size);
         Self {
             signing,
             template,
+            tasks,
             cache,
         }
     }
 
-    /// A signer for `route`'s signing settings and policy.
+    /// A signer for `route`'s signing settings, policy and tasks.
     pub fn for_route(route: &Route) -> Self {
-        Self::new(route.signing.clone(), route.policy.clone())
+        Self::new(
+            route.signing.clone(),
+            route.policy.clone(),
+            route.tasks.clone(),
+        )
+    }
+
+    /// The calls `file` is signed with, if the route signs it: the route's `calls` must hold
+    /// every call it needs, and its `tasks` every task it carries.
+    pub fn check_file(&self, file: &FileRef<'_>) -> Result<&'static [Call], Refusal> {
+        let calls = file.needed_calls();
+        if let Some(missing) = calls.iter().find(|call| !self.template.allows(**call)) {
+            return Err(Refusal::Call(*missing));
+        }
+        if self.tasks.first_refused(&file.tasks).is_some() {
+            return Err(Refusal::Task);
+        }
+        Ok(calls)
+    }
+
+    /// Credentials for `handle` granting exactly `calls` (what [`RouteSigner::check_file`]
+    /// returned), valid at least `ttl` from `now`: from the cache when this bucket's are there,
+    /// else freshly signed.
+    pub fn file_credentials(
+        &self,
+        now: u64,
+        handle: Handle,
+        calls: &'static [Call],
+    ) -> (Arc<Credentials>, CacheOutcome) {
+        let expiry = self.expiry_at(now);
+        let key = CacheKey {
+            handle: Some(handle),
+            calls: Some(calls),
+        };
+        self.cache.get_or_sign(&key, expiry, || {
+            let mut policy = self.policy(expiry, Some(handle));
+            policy.call = calls.to_vec();
+            policy.sign(&self.signing.secret)
+        })
     }
 
     /// The expiry credentials handed out at `now` carry.
@@ -35,17 +87,21 @@ impl RouteSigner {
         bucketed_expiry(now, self.signing.ttl, self.signing.bucket)
     }
 
-    /// Credentials for `handle` (or the route alone, for upload policies) valid at least `ttl`
-    /// from `now`: from the cache when this bucket's are there, else freshly signed.
+    /// Credentials granting the route's whole `calls` list for `handle` (or the route alone,
+    /// for upload policies) valid at least `ttl` from `now`: from the cache when this bucket's
+    /// are there, else freshly signed.
     pub fn credentials(
         &self,
         now: u64,
         handle: Option<Handle>,
     ) -> (Arc<Credentials>, CacheOutcome) {
         let expiry = self.expiry_at(now);
-        self.cache.get_or_sign(&CacheKey(handle), expiry, || {
-            self.sign_uncached(expiry, handle)
-        })
+        let key = CacheKey {
+            handle,
+            calls: None,
+        };
+        self.cache
+            .get_or_sign(&key, expiry, || self.sign_uncached(expiry, handle))
     }
 
     /// Signs with an explicit expiry, bypassing the cache (for `signgate sign --expiry`).
@@ -62,6 +118,11 @@ impl RouteSigner {
     /// What the route's policies carry.
     pub fn template(&self) -> &PolicyTemplate {
         &self.template
+    }
+
+    /// The transformation tasks the route signs.
+    pub fn tasks(&self) -> &TaskAllowlist {
+        &self.tasks
     }
 
     /// The route's signing settings.

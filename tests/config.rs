@@ -7,6 +7,7 @@ use std::time::Duration;
 use signgate::config::{Config, ConfigError, Mode, RouteKind};
 use signgate::filelink::UrlStyle;
 use signgate::policy::Call;
+use signgate::tasks::TaskAllowlist;
 
 fn env(name: &str) -> Option<String> {
     match name {
@@ -360,6 +361,28 @@ fn every_bad_config_names_the_key_and_the_reason() {
             &["upstream", "duplicate"],
         ),
         ("not toml [".to_owned(), &["TOML parse error"]),
+        (
+            format!("{SIGNING}{PROXY}tasks = [\"resize\", \"resise\"]\n"),
+            &[
+                "route `images`: `tasks`",
+                "unknown task \"resise\"",
+                "\"resize\"",
+            ],
+        ),
+        (
+            format!("{SIGNING}{PROXY}authorize_url = \"/authz\"\n"),
+            &["`authorize_url`", "absolute http(s) URL", "\"/authz\""],
+        ),
+        (
+            format!("{SIGNING}{PROXY}authorize_cache = \"30s\"\n"),
+            &["`authorize_cache`", "only applies with `authorize_url`"],
+        ),
+        (
+            format!(
+                "{SIGNING}{PROXY}authorize_url = \"http://a.example/\"\nauthorize_timeout = \"0s\"\n"
+            ),
+            &["`authorize_timeout`", "longer than zero"],
+        ),
     ];
     for (toml, words) in cases {
         let message = error_of(&toml);
@@ -433,7 +456,7 @@ fn the_unknown_key_list_never_offers_secret() {
 }
 
 /// Each key that belongs to some modes only, with a valid value, and the modes that take it.
-const MODE_KEYS: [(&str, &str, &[&str]); 18] = [
+const MODE_KEYS: [(&str, &str, &[&str]); 20] = [
     (
         "upstream",
         "\"https://cdn.example.com\"",
@@ -460,6 +483,12 @@ const MODE_KEYS: [(&str, &str, &[&str]); 18] = [
     ("min_size", "10", &["upload-policy"]),
     ("path", "\"^/gallery/\"", &["upload-policy"]),
     ("container", "\"photos\"", &["upload-policy"]),
+    ("tasks", "[\"resize\"]", &["proxy", "redirect", "site"]),
+    (
+        "authorize_url",
+        "\"http://127.0.0.1:3000/authz\"",
+        &["proxy", "redirect", "upload-policy"],
+    ),
 ];
 
 #[test]
@@ -524,4 +553,35 @@ fn the_readme_shows_the_repository_gateway_toml_as_it_is() {
         shown, gateway,
         "README's first toml block and gateway.toml differ"
     );
+}
+
+#[test]
+fn who_may_get_a_signature_defaults_to_anyone_and_read_only_tasks() {
+    let config = parse(&format!("{SIGNING}{PROXY}")).expect("valid");
+    let route = &config.routes[0];
+    assert!(route.authorize.is_none());
+    assert_eq!(route.tasks, TaskAllowlist::default());
+    assert!(route.tasks.allows("resize=width:300") && !route.tasks.allows("store"));
+
+    let asked = parse(&format!(
+        "{SIGNING}{PROXY}authorize_url = \"http://127.0.0.1:3000/authz?app=1\"\ntasks = [\"store\"]\n"
+    ))
+    .expect("valid");
+    let route = &asked.routes[0];
+    let authorize = route.authorize.as_ref().expect("authorize_url set");
+    assert_eq!(authorize.url, "http://127.0.0.1:3000/authz?app=1");
+    assert_eq!(authorize.timeout, Duration::from_secs(2));
+    assert_eq!(authorize.cache, Duration::ZERO);
+    assert_eq!(route.tasks.names(), ["store"]);
+
+    let tuned = parse(&format!(
+        "{SIGNING}{UPLOAD}authorize_url = \"https://auth.example/\"\nauthorize_timeout = \"500ms\"\nauthorize_cache = \"30s\"\n"
+    ))
+    .expect("valid");
+    let authorize = tuned.routes[0]
+        .authorize
+        .as_ref()
+        .expect("authorize_url set");
+    assert_eq!(authorize.timeout, Duration::from_millis(500));
+    assert_eq!(authorize.cache, Duration::from_secs(30));
 }

@@ -7,11 +7,7 @@ use signgate::policy::Call;
 use support::*;
 
 async fn cdn() -> TestCdn {
-    TestCdn::builder()
-        .file(H, &b"0123456789abcdefghij"[..])
-        .file(H2, &b"second file"[..])
-        .start()
-        .await
+    two_file_cdn().await
 }
 
 #[tokio::test]

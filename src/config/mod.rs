@@ -8,8 +8,10 @@
 //! - [`units`]: durations and sizes;
 //! - [`secret_source`]: `secret_env` / `secret_file`, and refusing a secret in the file;
 //! - [`signing`]: `[signing]` and its per-route overrides;
-//! - [`route`]: a type per route kind, built and validated.
+//! - [`route`]: a type per route kind, built and validated;
+//! - [`access`]: who may get a signature: `tasks`, `authorize_url` and its settings.
 
+pub mod access;
 mod raw;
 pub mod route;
 pub mod secret_source;
@@ -22,6 +24,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use access::Authorize;
 pub use route::{
     DEFAULT_INLINE_TYPES, Fetch, FileServing, Mode, ProxyRoute, RewriteRules, Route, RouteKind,
     SiteRoute, Timeouts, UploadPolicyRoute, Upstream,
@@ -69,6 +72,8 @@ pub const DEFAULT_JSON_REWRITE_LIMIT: u64 = 1024 * 1024;
 pub const DEFAULT_REWRITE_LIMIT: u64 = 64 * 1024 * 1024;
 /// Default largest request body a site route forwards.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 10 * 1024 * 1024;
+/// Default time the `authorize_url` service has to answer.
+pub const DEFAULT_AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default host whose URLs site routes sign.
 pub const DEFAULT_REWRITE_HOST: &str = "cdn.filestackcontent.com";
 

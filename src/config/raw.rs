@@ -74,6 +74,10 @@ pub(super) struct RawRoute {
     pub reflection_guard: Option<bool>,
     pub max_request_body: Option<RawSize>,
     pub max_upstream_connections: Option<usize>,
+    pub tasks: Option<Vec<String>>,
+    pub authorize_url: Option<String>,
+    pub authorize_timeout: Option<String>,
+    pub authorize_cache: Option<String>,
     // The [signing] keys, each overridable per route (serde's flatten cannot deny unknown keys).
     pub secret_env: Option<String>,
     pub secret_file: Option<PathBuf>,
@@ -96,6 +100,10 @@ const UPLOAD: &[Mode] = &[Mode::UploadPolicy];
 const PROXY: &[Mode] = &[Mode::Proxy];
 /// Routes whose answers a browser may read across origins.
 const CORS: &[Mode] = &[Mode::Proxy, Mode::UploadPolicy];
+/// Routes that sign file references a client names.
+const SIGNING_FILES: &[Mode] = &[Mode::Proxy, Mode::Redirect, Mode::Site];
+/// Routes that hand a signature to the client who asks (site routes sign what the site wrote).
+const ASKING: &[Mode] = &[Mode::Proxy, Mode::Redirect, Mode::UploadPolicy];
 
 impl RawRoute {
     /// The keys this route sets that only some modes take, each with those modes: the one table
@@ -136,6 +144,14 @@ impl RawRoute {
             ("min_size", self.min_size.is_some(), UPLOAD),
             ("path", self.path.is_some(), UPLOAD),
             ("container", self.container.is_some(), UPLOAD),
+            ("tasks", self.tasks.is_some(), SIGNING_FILES),
+            ("authorize_url", self.authorize_url.is_some(), ASKING),
+            (
+                "authorize_timeout",
+                self.authorize_timeout.is_some(),
+                ASKING,
+            ),
+            ("authorize_cache", self.authorize_cache.is_some(), ASKING),
         ]
         .into_iter()
         .filter(|(_, set, _)| *set)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Uri};
 
+use super::access::{Authorize, build_authorize, build_tasks};
 use super::raw::{RawRoute, RawSigning};
 use super::secret_source::SecretsNeeded;
 use super::signing::{Signing, build_signing};
@@ -18,6 +19,7 @@ use super::{
     DEFAULT_REWRITE_HOST, DEFAULT_REWRITE_LIMIT, invalid,
 };
 use crate::policy::{Call, PolicyLimits, PolicyTemplate};
+use crate::tasks::TaskAllowlist;
 
 /// What a route does with a request: its `mode` key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +73,13 @@ pub struct Route {
     pub signing: Signing,
     /// What its policies carry: `calls` (default per mode) and the limits.
     pub policy: PolicyTemplate,
+    /// `tasks`: the transformation tasks a file URL may carry to be signed (proxy, redirect and
+    /// site routes). Default [`crate::tasks::DEFAULT_TASKS`], read-only ones.
+    pub tasks: TaskAllowlist,
+    /// `authorize_url` and its settings: asked before signing (proxy, redirect and
+    /// upload-policy routes; the config refuses it on a site route). Default none: anyone who
+    /// reaches the route gets signatures.
+    pub authorize: Option<Authorize>,
     /// The mode and what only that mode uses.
     pub kind: RouteKind,
 }
@@ -376,6 +385,8 @@ pub(super) fn build_route(
         calls: parse_calls(raw.calls.as_deref(), mode).map_err(|r| invalid(key("calls"), r))?,
         limits: build_limits(&raw, &key)?,
     };
+    let tasks = build_tasks(&raw, &key)?;
+    let authorize = build_authorize(&raw, &key)?;
     let kind = match mode {
         Mode::Proxy => RouteKind::Proxy(ProxyRoute {
             fetch: build_fetch(&raw, &key)?,
@@ -423,6 +434,8 @@ pub(super) fn build_route(
         prefix,
         signing,
         policy,
+        tasks,
+        authorize,
         kind,
     };
     Ok((route, warning))

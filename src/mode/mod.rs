@@ -14,13 +14,14 @@ use http::request::Parts;
 use http::{Method, Response};
 use hyper::body::Incoming;
 
+use crate::authorize::{Authorizer, Subject};
 use crate::body::ResponseBody;
 use crate::cache::CacheOutcome;
 use crate::error::ProxyError;
 use crate::filelink::{FileRef, signed_url, strip_client_credentials};
-use crate::policy::{Call, Credentials};
+use crate::policy::Credentials;
 use crate::router::{ActiveKind, ActiveRoute};
-use crate::signer::RouteSigner;
+use crate::signer::{Refusal, RouteSigner};
 
 /// What every handler knows about the request besides the request itself.
 #[derive(Debug, Clone, Copy)]
@@ -46,15 +47,43 @@ pub async fn handle(
     request: http::Request<Incoming>,
     ctx: RequestContext,
 ) -> Result<Handled, ProxyError> {
-    let signer = &active.signer;
+    let signing = Signing {
+        signer: &active.signer,
+        authorizer: active.authorizer.as_ref(),
+    };
     match &active.kind {
-        ActiveKind::Proxy(proxy) => proxy::handle(signer, proxy, rest, request, ctx).await,
+        ActiveKind::Proxy(proxy) => proxy::handle(signing, proxy, rest, request, ctx).await,
         ActiveKind::Redirect(upstream) => {
-            redirect::handle(signer, upstream, rest, request.into_parts().0, ctx)
+            redirect::handle(signing, upstream, rest, request.into_parts().0, ctx).await
         }
         ActiveKind::Site(site) => site::handle(site, request, ctx).await,
         ActiveKind::UploadPolicy(upload) => {
-            upload_policy::handle(signer, upload, rest, request.into_parts().0, ctx)
+            upload_policy::handle(signing, upload, rest, request.into_parts().0, ctx).await
+        }
+    }
+}
+
+/// Who signs for a route and who is asked first.
+#[derive(Clone, Copy)]
+pub struct Signing<'a> {
+    /// The route's signer.
+    pub signer: &'a RouteSigner,
+    /// The route's `authorize_url`, if it sets one.
+    pub authorizer: Option<&'a Authorizer>,
+}
+
+impl Signing<'_> {
+    /// Asks the route's `authorize_url`, if any, whether the client of `parts` may have
+    /// `subject` signed.
+    pub async fn authorize(
+        &self,
+        parts: &Parts,
+        subject: Subject<'_>,
+        now: u64,
+    ) -> Result<(), ProxyError> {
+        match self.authorizer {
+            Some(authorizer) => authorizer.check(parts, subject, now).await,
+            None => Ok(()),
         }
     }
 }
@@ -78,22 +107,30 @@ pub fn require_get_or_head(parts: &Parts) -> Result<(), ProxyError> {
     }
 }
 
-/// Parses `rest` as `[TASKS/]HANDLE`, checks the route allows what it asks, and signs its URL
-/// under `base` (an origin and base path, or only the base path for a URI built from parts),
-/// keeping the client's query minus any credentials it carried.
-pub fn sign_file_ref(
-    signer: &RouteSigner,
+/// Parses `rest` as `[TASKS/]HANDLE`, checks the route allows what it asks (its calls and
+/// tasks) and that the route's `authorize_url`, if any, allows this client, and signs its URL
+/// under `base` (an origin and base path, or only the base path for a URI built from parts) with
+/// only the calls it needs, keeping the client's query minus any credentials it carried.
+pub async fn sign_file_ref(
+    signing: Signing<'_>,
     base: &str,
     rest: &str,
-    query: Option<&str>,
+    parts: &Parts,
     now: u64,
 ) -> Result<SignedTarget, ProxyError> {
     let file = FileRef::parse(rest).map_err(|_| ProxyError::NotAHandle)?;
-    if file.has_tasks() && !signer.template().allows(Call::Convert) {
-        return Err(ProxyError::CallNotAllowed);
-    }
-    let (credentials, cache) = signer.credentials(now, Some(file.handle));
-    let query = query.map(strip_client_credentials);
+    let signer = signing.signer;
+    let calls = signer.check_file(&file).map_err(|refusal| match refusal {
+        Refusal::Call(_) => ProxyError::CallNotAllowed,
+        Refusal::Task => ProxyError::TaskNotAllowed,
+    })?;
+    let subject = Subject {
+        handle: Some(file.handle),
+        tasks: &file.tasks,
+    };
+    signing.authorize(parts, subject, now).await?;
+    let (credentials, cache) = signer.file_credentials(now, file.handle, calls);
+    let query = parts.uri.query().map(strip_client_credentials);
     let url = signed_url(
         base,
         &file,

@@ -7,11 +7,11 @@ use hyper::body::Incoming;
 
 use super::cors::preflight;
 use super::file_answer::serve_file_answer;
-use super::{Handled, RequestContext, require_get_or_head, sign_file_ref};
+use super::{Handled, RequestContext, Signing, require_get_or_head, sign_file_ref};
+use crate::authorize::keep_private;
 use crate::body::empty;
 use crate::error::ProxyError;
 use crate::router::ActiveProxy;
-use crate::signer::RouteSigner;
 use crate::upstream::headers::{add_forwarding_headers, add_via};
 
 /// Client headers that go up to the CDN; nothing else does (no cookies, no authorization).
@@ -30,7 +30,7 @@ const FORWARDED_REQUEST_HEADERS: [HeaderName; 9] = [
 /// Forwards `GET`/`HEAD PREFIX[TASKS/]HANDLE[?query]` with fresh credentials, and serves the
 /// answer as a file (see [`serve_file_answer`]).
 pub async fn handle(
-    signer: &RouteSigner,
+    signing: Signing<'_>,
     proxy: &ActiveProxy,
     rest: &str,
     request: Request<Incoming>,
@@ -47,12 +47,13 @@ pub async fn handle(
     require_get_or_head(&parts)?;
     let upstream = &proxy.client;
     let target = sign_file_ref(
-        signer,
+        signing,
         upstream.upstream().base_path(),
         rest,
-        parts.uri.query(),
+        &parts,
         ctx.now,
-    )?;
+    )
+    .await?;
     // The handle and tasks were checked and the query came from a parsed request target, so
     // this only fails for a target no upstream should be sent.
     let path = PathAndQuery::try_from(target.url).map_err(|_| ProxyError::BadTarget)?;
@@ -74,6 +75,9 @@ pub async fn handle(
     let response = upstream.send(upstream_request).await?;
     let mut response = serve_file_answer(response, &proxy.serving, &parts.method, &parts.headers);
     add_via(response.headers_mut());
+    if signing.authorizer.is_some() {
+        keep_private(response.headers_mut());
+    }
     Ok(Handled {
         response,
         cache: Some(target.cache),

@@ -4,30 +4,29 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Response, StatusCode};
 
-use super::{Handled, RequestContext, require_get_or_head, sign_file_ref};
+use super::{Handled, RequestContext, Signing, require_get_or_head, sign_file_ref};
 use crate::body::empty;
 use crate::config::Upstream;
 use crate::error::ProxyError;
-use crate::signer::RouteSigner;
 
 /// Answers `GET`/`HEAD PREFIX[TASKS/]HANDLE` with `307` to the signed URL, cacheable privately for
 /// no longer than the credentials stay valid less the route's `min_validity`.
-pub fn handle(
-    signer: &RouteSigner,
+pub async fn handle(
+    signing: Signing<'_>,
     upstream: &Upstream,
     rest: &str,
     parts: Parts,
     ctx: RequestContext,
 ) -> Result<Handled, ProxyError> {
     require_get_or_head(&parts)?;
-    let target = sign_file_ref(signer, upstream.base(), rest, parts.uri.query(), ctx.now)?;
+    let target = sign_file_ref(signing, upstream.base(), rest, &parts, ctx.now).await?;
     let location = HeaderValue::try_from(target.url).map_err(|e| ProxyError::Internal(e.into()))?;
     // A browser that keeps the redirect still finds `min_validity` left on the URL it follows.
     let remaining = target
         .credentials
         .expiry
         .saturating_sub(ctx.now)
-        .saturating_sub(signer.signing().min_validity.as_secs());
+        .saturating_sub(signing.signer.signing().min_validity.as_secs());
     let cache_control = HeaderValue::try_from(format!("private, max-age={remaining}"))
         .map_err(|e| ProxyError::Internal(e.into()))?;
     let mut response = Response::new(empty());

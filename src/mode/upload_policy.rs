@@ -6,11 +6,11 @@ use http::{Method, Response};
 use serde::Serialize;
 
 use super::cors::{add_cors_headers, preflight};
-use super::{Handled, RequestContext, require_get_or_head};
+use super::{Handled, RequestContext, Signing, require_get_or_head};
+use crate::authorize::Subject;
 use crate::body::{empty, full};
 use crate::config::UploadPolicyRoute;
 use crate::error::ProxyError;
-use crate::signer::RouteSigner;
 
 #[derive(Serialize)]
 struct UploadPolicy<'a> {
@@ -22,9 +22,10 @@ struct UploadPolicy<'a> {
 /// Answers `GET PREFIX` with `{"policy","signature","expiry"}`, `Cache-Control: no-store`.
 ///
 /// The limits (`calls`, `max_size`, `min_size`, `path`, `container`, `url`) come from the route
-/// alone: nothing in the request can widen them.
-pub fn handle(
-    signer: &RouteSigner,
+/// alone: nothing in the request can widen them. With `authorize_url`, the service is asked
+/// first (a CORS preflight, which carries no credentials, is answered without asking).
+pub async fn handle(
+    signing: Signing<'_>,
     route: &UploadPolicyRoute,
     rest: &str,
     parts: Parts,
@@ -40,7 +41,12 @@ pub fn handle(
         });
     }
     require_get_or_head(&parts)?;
-    let (credentials, cache) = signer.credentials(ctx.now, None);
+    let subject = Subject {
+        handle: None,
+        tasks: &[],
+    };
+    signing.authorize(&parts, subject, ctx.now).await?;
+    let (credentials, cache) = signing.signer.credentials(ctx.now, None);
     let json = serde_json::to_vec(&UploadPolicy {
         policy: &credentials.policy,
         signature: &credentials.signature,

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::cache::BucketCache;
 use crate::config::{Config, RewriteRules, RouteKind};
 use crate::filelink::{FileRef, HANDLE_LEN, Handle, signed_url, strip_client_credentials};
-use crate::policy::Call;
 use crate::signer::RouteSigner;
 
 /// Most signed URLs a site route keeps (a few hundred bytes each, so a few MiB at most).
@@ -139,8 +138,10 @@ impl CdnUrlSigner {
 
     /// The signed form of `url` if it is a file URL on one of the route's hosts, else `None`.
     ///
-    /// Credentials already in the URL are replaced, never doubled; transformation tasks are only
-    /// signed where the route allows `convert`. Fragment and other query parameters are kept.
+    /// Credentials already in the URL are replaced, never doubled. It is signed with only the
+    /// calls it needs, and only where the route's `calls` hold them and its `tasks` list every
+    /// task it carries; otherwise it is left as written. Fragment and other query parameters
+    /// are kept.
     pub fn sign(&self, url: &str) -> Option<String> {
         let parts = split_url(url)?;
         if !self.urls.rules.is_rewrite_host(parts.host) {
@@ -148,13 +149,11 @@ impl CdnUrlSigner {
         }
         let file = FileRef::parse(parts.path.strip_prefix('/')?).ok()?;
         let signer = &self.urls.signer;
-        if file.has_tasks() && !signer.template().allows(Call::Convert) {
-            return None;
-        }
+        let calls = signer.check_file(&file).ok()?;
         if self.is_reflected(&file.handle) {
             return None;
         }
-        let (credentials, _outcome) = signer.credentials(self.now, Some(file.handle));
+        let (credentials, _outcome) = signer.file_credentials(self.now, file.handle, calls);
         let query = parts.query.map(strip_client_credentials);
         // A signature is a bearer credential: it does not travel in the clear unless the route
         // says its CDN has no https.
@@ -402,6 +401,7 @@ fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Call;
     use crate::secret::Secret;
     use crate::verify::verify_at;
 
@@ -485,6 +485,40 @@ mod tests {
             )),
             None
         );
+    }
+
+    #[test]
+    fn tasks_the_route_does_not_list_are_left_unsigned() {
+        let url = |tasks: &str| format!("https://cdn.filestackcontent.com/{tasks}/{H}");
+        let s = signer("");
+        for tasks in ["store", "watermark=file:CupXxkCQZ22cS5FdMSaB", "flip/zip"] {
+            assert_eq!(s.sign(&url(tasks)), None, "{tasks}");
+        }
+        assert!(s.sign(&url("flip")).is_some());
+        let listed = signer("tasks = [\"store\"]");
+        assert!(valid(
+            &listed.sign(&url("store")).expect("listed, so signed")
+        ));
+        assert_eq!(listed.sign(&url("flip")), None);
+    }
+
+    #[test]
+    fn each_url_is_signed_with_only_the_calls_it_needs() {
+        let s = signer("");
+        let granted = |url: String| {
+            let signed = s.sign(&url).expect("signed");
+            let secret = Secret::new("s".into()).expect("secret");
+            verify_at(&signed, &secret, NOW, Call::Read)
+                .expect("valid")
+                .call
+                .expect("a call list")
+        };
+        let bare = granted(format!("https://cdn.filestackcontent.com/{H}"));
+        assert_eq!(bare, ["read"]);
+        let resized = granted(format!(
+            "https://cdn.filestackcontent.com/resize=width:3/{H}"
+        ));
+        assert_eq!(resized, ["read", "convert"]);
     }
 
     #[test]

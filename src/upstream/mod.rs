@@ -3,7 +3,9 @@
 
 pub mod headers;
 
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper_rustls::HttpsConnector;
@@ -37,49 +39,7 @@ impl UpstreamClient {
     /// Builds the client for route `route_name`'s `fetch`: webpki roots plus its `ca_file`,
     /// if any.
     pub fn new(route_name: &str, fetch: &Fetch) -> Result<Self, StartupError> {
-        let ca_error = |reason: String| StartupError::CaFile {
-            route: route_name.to_owned(),
-            reason,
-        };
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = &fetch.ca_file {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| ca_error(format!("cannot read {}: {e}", path.display())))?;
-            let mut added = 0;
-            for cert in certs {
-                let cert = cert.map_err(|e| ca_error(format!("{}: {e}", path.display())))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| ca_error(format!("{}: {e}", path.display())))?;
-                added += 1;
-            }
-            if added == 0 {
-                return Err(ca_error(format!(
-                    "{} holds no PEM certificate",
-                    path.display()
-                )));
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| StartupError::Tls {
-                route: route_name.to_owned(),
-                reason: e.to_string(),
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(fetch.timeouts.connect));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
+        let https = connector(route_name, fetch.ca_file.as_deref(), fetch.timeouts.connect)?;
         let max_connections = fetch.max_connections.get();
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -139,6 +99,58 @@ impl UpstreamClient {
         let body = IdleTimeout::new(body, self.timeouts.body_idle);
         Ok(Response::from_parts(parts, body.boxed_unsync()))
     }
+}
+
+/// An http and https connector for route `route_name`: webpki roots plus the PEM certificates
+/// in `ca_file`, if any, `TCP_NODELAY`, and `connect_timeout` for TCP and TLS.
+pub fn connector(
+    route_name: &str,
+    ca_file: Option<&Path>,
+    connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, StartupError> {
+    let ca_error = |reason: String| StartupError::CaFile {
+        route: route_name.to_owned(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| ca_error(format!("cannot read {}: {e}", path.display())))?;
+        let mut added = 0;
+        for cert in certs {
+            let cert = cert.map_err(|e| ca_error(format!("{}: {e}", path.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| ca_error(format!("{}: {e}", path.display())))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(ca_error(format!(
+                "{} holds no PEM certificate",
+                path.display()
+            )));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartupError::Tls {
+            route: route_name.to_owned(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http))
 }
 
 /// Whether the request failed because the client's body passed the route's limit.

@@ -63,6 +63,15 @@ pub fn get_request(url: &str) -> Request<TestBody> {
         .expect("request")
 }
 
+/// The stand-in CDN holding [`H`] (`0123456789abcdefghij`) and [`H2`] (`second file`).
+pub async fn two_file_cdn() -> TestCdn {
+    TestCdn::builder()
+        .file(H, &b"0123456789abcdefghij"[..])
+        .file(H2, &b"second file"[..])
+        .start()
+        .await
+}
+
 /// A gateway serving `toml` on 127.0.0.1:0; shut down by [`TestGateway::shutdown`] or on drop.
 pub struct TestGateway {
     pub addr: SocketAddr,
@@ -96,6 +105,16 @@ impl TestGateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The signer (and credential cache) of the route called `route`.
+    pub fn signer(&self, route: &str) -> &signgate::signer::RouteSigner {
+        &self
+            .state
+            .router
+            .by_name(route)
+            .expect("a route of that name")
+            .signer
     }
 
     /// Signals shutdown and waits for `serve` to return.
