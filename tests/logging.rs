@@ -67,8 +67,9 @@ async fn the_access_log_has_one_line_per_request_and_no_credentials_at_any_level
         "{}",
         access[0]
     );
+    // Tasks need `read` and `convert`: other credentials than the bare URL's, so a miss.
     assert!(
-        access[1].contains("security=<redacted>") && access[1].contains("cache=hit"),
+        access[1].contains("security=<redacted>") && access[1].contains("cache=miss"),
         "{}",
         access[1]
     );
@@ -120,9 +121,8 @@ async fn a_request_can_neither_flood_the_access_log_nor_forge_a_line() {
     let method = "M".repeat(60_000);
     for request in [
         format!("{method} /go/{H} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"),
-        format!(
-            "GET /go/x\u{85}y\u{2028}z\u{202e} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-        ),
+        "GET /go/x\u{85}y\u{2028}z\u{202e} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+            .to_owned(),
     ] {
         let mut stream = tokio::net::TcpStream::connect(gateway.addr)
             .await
