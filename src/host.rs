@@ -170,9 +170,17 @@ mod tests {
     #[test]
     fn the_target_authority_wins_over_host_and_h2_must_agree() {
         let ok = |r| settled(r).expect("accepted");
-        assert_eq!(ok(request(Version::HTTP_11, "/x", &["gw:8080"])).as_deref(), Some("gw:8080"));
         assert_eq!(
-            ok(request(Version::HTTP_11, "http://target.example/x", &["other"])).as_deref(),
+            ok(request(Version::HTTP_11, "/x", &["gw:8080"])).as_deref(),
+            Some("gw:8080")
+        );
+        assert_eq!(
+            ok(request(
+                Version::HTTP_11,
+                "http://target.example/x",
+                &["other"]
+            ))
+            .as_deref(),
             Some("target.example")
         );
         assert_eq!(ok(request(Version::HTTP_10, "/x", &[])), None);

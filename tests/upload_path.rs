@@ -43,7 +43,11 @@ async fn the_stand_in_cdn_matches_the_upload_path_as_a_regular_expression() {
     .await;
     let cases = [
         ("/anchored", "/gallery/cat.png", StatusCode::OK),
-        ("/anchored", "/private/gallery/cat.png", StatusCode::FORBIDDEN),
+        (
+            "/anchored",
+            "/private/gallery/cat.png",
+            StatusCode::FORBIDDEN,
+        ),
         ("/anchored", "/gallery", StatusCode::FORBIDDEN),
         // Unanchored, as the real CDN reads it: a match anywhere in the path will do.
         ("/loose", "/gallery/cat.png", StatusCode::OK),
@@ -59,7 +63,11 @@ async fn the_stand_in_cdn_matches_the_upload_path_as_a_regular_expression() {
             let json: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
             assert_eq!(json["path"], path);
         } else {
-            assert!(answer.text().contains("is not allowed"), "{}", answer.text());
+            assert!(
+                answer.text().contains("is not allowed"),
+                "{}",
+                answer.text()
+            );
         }
     }
 }
@@ -92,7 +100,7 @@ fn check_warns_about_an_unanchored_path_or_container_and_strict_refuses_it() {
         ),
         (
             "path = \"^/gallery\"",
-            "anchor it: \"^/gallery/\" for a folder or \"^/gallery$\" for one path",
+            "route `upload`: `path`: \"^/gallery\" is a regular expression the CDN matches on longer paths too; anchor it: \"^/gallery/\" for a folder or \"^/gallery$\" for one path",
         ),
         (
             "container = \"photos\"",
@@ -103,7 +111,10 @@ fn check_warns_about_an_unanchored_path_or_container_and_strict_refuses_it() {
         let out = check(false, limits);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{limits}: {stderr}");
-        assert!(stderr.contains(&format!("signgate: warning: {warning}")), "{stderr}");
+        assert!(
+            stderr.contains(&format!("signgate: warning: {warning}")),
+            "{stderr}"
+        );
         let out = check(true, limits);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{limits}: {stderr}");

@@ -51,9 +51,11 @@ impl FromStr for Cidr {
         let width = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => width,
-            Some(p) if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => {
-                p.parse::<u8>().ok().filter(|p| *p <= width).ok_or_else(bad)?
-            }
+            Some(p) if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= width)
+                .ok_or_else(bad)?,
             Some(_) => return Err(bad()),
         };
         // `::ffff:10.0.0.0/104` is `10.0.0.0/8`: peers are compared in their IPv4 form.
@@ -99,7 +101,10 @@ mod tests {
         let ten = cidr("10.0.0.0/8");
         assert!(ten.contains(ip("10.0.0.0")) && ten.contains(ip("10.255.255.255")));
         assert!(!ten.contains(ip("11.0.0.0")) && !ten.contains(ip("9.255.255.255")));
-        assert!(ten.contains(ip("::ffff:10.1.2.3")), "IPv4-mapped peers match");
+        assert!(
+            ten.contains(ip("::ffff:10.1.2.3")),
+            "IPv4-mapped peers match"
+        );
         assert!(!ten.contains(ip("::a01:203")));
         let one = cidr("192.0.2.7");
         assert_eq!(one.to_string(), "192.0.2.7/32");
@@ -110,7 +115,11 @@ mod tests {
         assert!(v6.contains(ip("fdab::1")) && !v6.contains(ip("fe80::1")));
         assert!(cidr("::1").contains(ip("::1")) && !cidr("::1").contains(ip("::2")));
         assert!(cidr("::/0").contains(ip("2001:db8::1")));
-        assert_eq!(cidr("10.1.2.3/8").to_string(), "10.0.0.0/8", "host bits cleared");
+        assert_eq!(
+            cidr("10.1.2.3/8").to_string(),
+            "10.0.0.0/8",
+            "host bits cleared"
+        );
         assert_eq!(cidr("::ffff:10.0.0.0/104").to_string(), "10.0.0.0/8");
     }
 

@@ -24,10 +24,10 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cidr::Cidr;
 pub use route::{
     Fetch, Mode, RewriteRules, Route, RouteKind, SiteRoute, Timeouts, UploadPolicyRoute, Upstream,
 };
-pub use cidr::Cidr;
 pub use secret_source::SecretsNeeded;
 pub use signing::Signing;
 
@@ -151,7 +151,9 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Whether a connection from `peer` comes from a trusted proxy.
     pub fn trusts(&self, peer: IpAddr) -> bool {
-        self.trusted_proxies.iter().any(|block| block.contains(peer))
+        self.trusted_proxies
+            .iter()
+            .any(|block| block.contains(peer))
     }
 }
 
@@ -301,7 +303,11 @@ fn build_server(server: &raw::RawServer) -> Result<ServerConfig, ConfigError> {
         .trusted_proxies
         .iter()
         .flatten()
-        .map(|entry| entry.parse().map_err(|r| invalid("`server.trusted_proxies`", r)))
+        .map(|entry| {
+            entry
+                .parse()
+                .map_err(|r| invalid("`server.trusted_proxies`", r))
+        })
         .collect::<Result<_, _>>()?;
     Ok(ServerConfig {
         listen,

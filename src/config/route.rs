@@ -451,9 +451,9 @@ pub(super) fn unanchored_pattern_warnings(route: &Route) -> Vec<String> {
 
 /// Whether `pattern` ends with a `$` anchor (not an escaped `\$`).
 fn ends_with_anchor(pattern: &str) -> bool {
-    pattern.strip_suffix('$').is_some_and(|rest| {
-        rest.bytes().rev().take_while(|&b| b == b'\\').count() % 2 == 0
-    })
+    pattern
+        .strip_suffix('$')
+        .is_some_and(|rest| rest.bytes().rev().take_while(|&b| b == b'\\').count() % 2 == 0)
 }
 
 fn required_upstream(
@@ -656,16 +656,22 @@ mod tests {
         }
         assert_eq!(
             warnings("path = \"/gallery/\""),
-            ["route `up`: `path`: \"/gallery/\" is a regular expression the CDN matches anywhere in an upload's path; anchor it: \"^/gallery/\""]
+            [
+                "route `up`: `path`: \"/gallery/\" is a regular expression the CDN matches anywhere in an upload's path; anchor it: \"^/gallery/\""
+            ]
         );
         assert_eq!(
             warnings("path = \"^/gallery\""),
-            ["route `up`: `path`: \"^/gallery\" is a regular expression the CDN matches on longer paths too; anchor it: \"^/gallery/\" for a folder or \"^/gallery$\" for one path"]
+            [
+                "route `up`: `path`: \"^/gallery\" is a regular expression the CDN matches on longer paths too; anchor it: \"^/gallery/\" for a folder or \"^/gallery$\" for one path"
+            ]
         );
         assert!(warnings("path = \"^/price\\\\$\"")[0].contains("longer paths"));
         assert_eq!(
             warnings("container = \"photos\""),
-            ["route `up`: `container`: \"photos\" is a regular expression the CDN matches anywhere in a container's name; anchor it: \"^photos$\""]
+            [
+                "route `up`: `container`: \"photos\" is a regular expression the CDN matches anywhere in a container's name; anchor it: \"^photos$\""
+            ]
         );
         assert_eq!(warnings("container = \"^photos\"").len(), 1);
     }

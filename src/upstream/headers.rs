@@ -89,7 +89,10 @@ pub fn add_forwarding_headers(
         }
     }
     append_list(&mut forwarded_for, peer.to_string().as_bytes());
-    append_list(&mut forwarded, forwarded_element(peer, proto, host).as_bytes());
+    append_list(
+        &mut forwarded,
+        forwarded_element(peer, proto, host).as_bytes(),
+    );
     for (name, value) in [
         (&X_FORWARDED_FOR, forwarded_for),
         (&header::FORWARDED, forwarded),
