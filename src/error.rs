@@ -34,8 +34,9 @@ pub enum ProxyError {
         /// The methods it does serve, for the `Allow` header.
         allow: &'static str,
     },
-    /// An HTTP/1.1 request without exactly one `Host` header (RFC 9112, section 3.2).
-    #[error("missing or repeated Host header")]
+    /// No host where one is required, `Host` repeated, an HTTP/2 `host` that differs from
+    /// `:authority`, or a host that is not URI host syntax (see [`crate::host`]).
+    #[error("missing, repeated, conflicting or invalid host")]
     BadHost,
     /// The request target cannot be forwarded as a path and query.
     #[error("request target cannot be forwarded")]
@@ -136,7 +137,7 @@ impl ProxyError {
             ProxyError::NoRoute => "not found\n",
             ProxyError::MethodNotAllowed { .. } => "method not allowed\n",
             ProxyError::NotAHandle => "bad request: not a file handle\n",
-            ProxyError::BadHost => "bad request: one Host header required\n",
+            ProxyError::BadHost => "bad request: missing, repeated or invalid Host\n",
             ProxyError::BadTarget => "bad request: bad request target\n",
             ProxyError::CallNotAllowed => "forbidden: this route does not allow that call\n",
             ProxyError::TaskNotAllowed => "forbidden: this route does not allow that task\n",

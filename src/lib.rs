@@ -14,6 +14,7 @@
 //! - [`authorize`]: asking a route's `authorize_url` before signing, and caching the answers.
 //! - [`clock`]: injectable wall clock.
 //! - [`config`]: `gateway.toml` into typed, validated [`config::Config`].
+//! - [`host`]: the request's host, from the target's authority or `Host`, checked once.
 //! - [`router`]: routes compiled once, longest prefix.
 //! - [`mode`]: one handler per mode (proxy, redirect, site, upload-policy).
 //! - [`upstream`]: the pooled upstream client, TLS, timeouts, hop-by-hop stripping.
@@ -40,6 +41,7 @@ pub mod demo;
 pub mod error;
 pub mod fdlimit;
 pub mod filelink;
+pub mod host;
 pub mod mode;
 pub mod policy;
 pub mod request_log;

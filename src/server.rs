@@ -21,6 +21,7 @@ use crate::body::pumped;
 use crate::clock::Clock;
 use crate::config::{Config, ServerConfig};
 use crate::error::{ProxyError, StartupError};
+use crate::host::settle_host;
 use crate::mode::{self, RequestContext};
 use crate::request_log::{AccessLog, Metered, log_error, redact_path};
 use crate::router::Router;
@@ -44,6 +45,35 @@ impl AppState {
             clock,
         })
     }
+}
+
+/// The scheme clients use to reach a listener: what `X-Forwarded-Proto` and `Forwarded`'s
+/// `proto` tell the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerScheme {
+    /// Plain HTTP (and h2c).
+    Http,
+    /// TLS.
+    Https,
+}
+
+impl ListenerScheme {
+    /// `"http"` or `"https"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerScheme::Http => "http",
+            ListenerScheme::Https => "https",
+        }
+    }
+}
+
+/// What the accept loop knows about one client connection, shared by its requests.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    addr: SocketAddr,
+    /// Whether `addr` is in `trusted_proxies`: decided once per connection.
+    trusted: bool,
+    scheme: ListenerScheme,
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and gives in-flight
@@ -97,13 +127,19 @@ pub async fn serve(
         // connection, which drops the response body and frees its upstream connection.
         let mut stream = TimeoutWriter::new(stream);
         stream.set_timeout(Some(state.server.send_timeout));
+        let peer = Peer {
+            addr: peer,
+            trusted: state.server.trusts(peer.ip()),
+            // This listener is plain TCP.
+            scheme: ListenerScheme::Http,
+        };
         let state = Arc::clone(&state);
         let service = service_fn(move |request| handle_request(Arc::clone(&state), peer, request));
         let connection = builder.serve_connection(TokioIo::new(Box::pin(stream)), service);
         let connection = graceful.watch(connection.into_owned());
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                tracing::debug!(peer = %peer.addr, error = %e, "connection ended with an error");
             }
             drop(permit);
         });
@@ -126,26 +162,25 @@ pub async fn serve(
 /// The whole request path: route, handle, turn errors into responses, meter for the access log.
 async fn handle_request(
     state: Arc<AppState>,
-    peer: SocketAddr,
-    request: Request<Incoming>,
+    peer: Peer,
+    mut request: Request<Incoming>,
 ) -> Result<Response<Metered>, Infallible> {
     let started = Instant::now();
     let method = request.method().clone();
     let version = request.version();
     let path = request.uri().path().to_owned();
     let ctx = RequestContext {
-        peer,
+        peer: peer.addr,
         now: state.clock.now_unix(),
+        scheme: peer.scheme,
+        trusted_peer: peer.trusted,
     };
-    let hosts = request.headers().get_all(http::header::HOST).iter().count();
-    let host_ok = match request.version() {
-        http::Version::HTTP_11 => hosts == 1,
-        _ => hosts <= 1,
-    };
-    let (route_name, result) = match state.router.find(&path) {
-        _ if !host_ok => ("-".to_owned(), Err(ProxyError::BadHost)),
-        None => ("-".to_owned(), Err(ProxyError::NoRoute)),
-        Some((active, rest)) => (
+    // Checked before routing, so every route (and every error page) sees one settled host.
+    let host = settle_host(&mut request);
+    let (route_name, result) = match (host, state.router.find(&path)) {
+        (Err(e), _) => ("-".to_owned(), Err(e)),
+        (Ok(()), None) => ("-".to_owned(), Err(ProxyError::NoRoute)),
+        (Ok(()), Some((active, rest))) => (
             active.name.clone(),
             mode::handle(active, rest, request, ctx).await,
         ),
@@ -157,7 +192,10 @@ async fn handle_request(
             (error.into_response(), None)
         }
     };
-    let (parts, mut body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
+    // Answer in the client's version, whatever the upstream spoke: hyper writes an HTTP/1.0
+    // response head as such and closes the connection after it.
+    parts.version = version;
     if version == http::Version::HTTP_2 && !body.is_end_stream() {
         // A stream the client never reads is never polled: watch it from a task of its own.
         body = pumped(body, state.server.send_timeout);

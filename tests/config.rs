@@ -42,7 +42,7 @@ fn the_repository_gateway_toml_is_valid() {
     let upload = config.route("upload").expect("upload route");
     assert_eq!(upload.mode(), Mode::UploadPolicy);
     assert_eq!(upload.policy.limits.max_size, Some(1_000_000));
-    assert_eq!(upload.policy.limits.path.as_deref(), Some("/gallery/"));
+    assert_eq!(upload.policy.limits.path.as_deref(), Some("^/gallery/"));
     let images = config.route("images").expect("images route");
     assert_eq!(images.policy.calls, [Call::Read, Call::Convert]);
     assert_eq!(images.signing.ttl, Duration::from_secs(3600));

@@ -65,7 +65,7 @@ pub enum Command {
     /// Validate the config: exit 0, or 2 with the key and the reason. A secret that is not
     /// available in this shell is a warning.
     Check {
-        /// Also require every secret to be available, as `run` does.
+        /// Make warnings errors, and require every secret to be available, as `run` does.
         #[arg(long)]
         strict: bool,
     },

@@ -5,6 +5,7 @@
 //!
 //! - [`raw`]: the serde structs, unknown keys refused, and the table of which key belongs to
 //!   which mode;
+//! - [`cidr`]: the address blocks of `trusted_proxies`;
 //! - [`units`]: durations and sizes;
 //! - [`secret_source`]: `secret_env` / `secret_file`, and refusing a secret in the file;
 //! - [`signing`]: `[signing]` and its per-route overrides;
@@ -12,6 +13,7 @@
 //! - [`access`]: who may get a signature: `tasks`, `authorize_url` and its settings.
 
 pub mod access;
+pub mod cidr;
 mod raw;
 pub mod route;
 pub mod secret_source;
@@ -19,12 +21,13 @@ pub mod signing;
 pub mod units;
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use access::Authorize;
+pub use cidr::Cidr;
 pub use route::{
     DEFAULT_INLINE_TYPES, Fetch, FileServing, Mode, ProxyRoute, RewriteRules, Route, RouteKind,
     SiteRoute, Timeouts, UploadPolicyRoute, Upstream,
@@ -152,6 +155,18 @@ pub struct ServerConfig {
     /// `workers`: single-threaded runtimes, each with its own `SO_REUSEPORT` listener. Default:
     /// one per core the process may run on.
     pub workers: NonZeroUsize,
+    /// `trusted_proxies`: peers (CIDR blocks) whose `X-Forwarded-*`, `Forwarded` and
+    /// `X-Real-IP` are kept and extended; from any other peer they are replaced. Default: none.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl ServerConfig {
+    /// Whether a connection from `peer` comes from a trusted proxy.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        self.trusted_proxies
+            .iter()
+            .any(|block| block.contains(peer))
+    }
 }
 
 impl Config {
@@ -255,6 +270,7 @@ impl Config {
                     format!("{:?} is used by another route", route.prefix),
                 ));
             }
+            warnings.extend(route::unanchored_pattern_warnings(&route));
             routes.push(route);
         }
         Ok(Self {
@@ -295,6 +311,16 @@ fn build_server(server: &raw::RawServer) -> Result<ServerConfig, ConfigError> {
             parse_duration(t).map_err(|r| invalid(key, r))
         })
     };
+    let trusted_proxies = server
+        .trusted_proxies
+        .iter()
+        .flatten()
+        .map(|entry| {
+            entry
+                .parse()
+                .map_err(|r| invalid("`server.trusted_proxies`", r))
+        })
+        .collect::<Result<_, _>>()?;
     Ok(ServerConfig {
         listen,
         max_connections,
@@ -315,5 +341,6 @@ fn build_server(server: &raw::RawServer) -> Result<ServerConfig, ConfigError> {
         )?,
         workers,
         max_header_bytes,
+        trusted_proxies,
     })
 }

@@ -32,6 +32,7 @@ pub(super) struct RawServer {
     pub send_timeout: Option<String>,
     pub workers: Option<usize>,
     pub max_header_bytes: Option<RawSize>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// `[signing]`, and the same keys on a route.

@@ -483,6 +483,60 @@ fn build_limits(raw: &RawRoute, key: &dyn Fn(&str) -> String) -> Result<PolicyLi
     })
 }
 
+/// Warnings for the route's `path` and `container` when they are not anchored. The CDN reads
+/// both as regular expressions and accepts a match anywhere, so `path = "/gallery/"` also lets
+/// an upload land in `/private/gallery/`. A `path` must start with `^` and end with `/` (a
+/// folder, optionally then `.*` or `.+`) or `$` (one path); a `container` must start with `^` and end with `$`.
+pub(super) fn unanchored_pattern_warnings(route: &Route) -> Vec<String> {
+    let limits = &route.policy.limits;
+    let key = |k: &str| format!("route `{}`: `{k}`", route.name);
+    let mut warnings = Vec::new();
+    if let Some(path) = &limits.path {
+        let starts = path.starts_with('^');
+        // `^/gallery/.*` says no more than `^/gallery/`.
+        let folder = path
+            .strip_suffix(".*")
+            .or_else(|| path.strip_suffix(".+"))
+            .unwrap_or(path);
+        let ends = folder.ends_with('/') || ends_with_anchor(path);
+        let start = if starts { "" } else { "^" };
+        let advice = if ends {
+            format!("\"{start}{path}\"")
+        } else {
+            format!("\"{start}{path}/\" for a folder or \"{start}{path}$\" for one path")
+        };
+        let matches = match (starts, ends) {
+            (true, true) => None,
+            (false, _) => Some("anywhere in an upload's path"),
+            (true, false) => Some("on longer paths too"),
+        };
+        if let Some(matches) = matches {
+            warnings.push(format!(
+                "{}: {path:?} is a regular expression the CDN matches {matches}; anchor it: {advice}",
+                key("path")
+            ));
+        }
+    }
+    if let Some(container) = &limits.container
+        && !(container.starts_with('^') && ends_with_anchor(container))
+    {
+        let start = if container.starts_with('^') { "" } else { "^" };
+        let end = if ends_with_anchor(container) { "" } else { "$" };
+        warnings.push(format!(
+            "{}: {container:?} is a regular expression the CDN matches anywhere in a container's name; anchor it: \"{start}{container}{end}\"",
+            key("container")
+        ));
+    }
+    warnings
+}
+
+/// Whether `pattern` ends with a `$` anchor (not an escaped `\$`).
+fn ends_with_anchor(pattern: &str) -> bool {
+    pattern
+        .strip_suffix('$')
+        .is_some_and(|rest| rest.bytes().rev().take_while(|&b| b == b'\\').count() % 2 == 0)
+}
+
 fn required_upstream(
     raw: &RawRoute,
     mode: Mode,
@@ -674,5 +728,54 @@ mod tests {
             Ok(vec!["cdn.example.com".to_owned()])
         );
         assert!(check_hosts(&["cdn.example.com/x".into()]).is_err());
+    }
+
+    fn upload_with(limits: &str) -> Route {
+        let raw: RawRoute = toml::from_str(&format!(
+            "name = \"up\"\nprefix = \"/up\"\nmode = \"upload-policy\"\n{limits}"
+        ))
+        .expect("raw route");
+        let signing = RawSigning {
+            secret_env: Some("S".to_owned()),
+            ..RawSigning::default()
+        };
+        let env = |_: &str| Some("s".to_owned());
+        build_route(raw, &signing, &env, SecretsNeeded::Required)
+            .expect("valid")
+            .0
+    }
+
+    #[test]
+    fn unanchored_paths_and_containers_are_warned_about() {
+        let warnings = |limits: &str| unanchored_pattern_warnings(&upload_with(limits));
+        for anchored in [
+            "path = \"^/gallery/\"",
+            "path = \"^/gallery/.+\"",
+            "path = \"^/gallery/cat\\\\.png$\"",
+            "container = \"^photos$\"",
+            "",
+        ] {
+            assert_eq!(warnings(anchored), Vec::<String>::new(), "{anchored}");
+        }
+        assert_eq!(
+            warnings("path = \"/gallery/\""),
+            [
+                "route `up`: `path`: \"/gallery/\" is a regular expression the CDN matches anywhere in an upload's path; anchor it: \"^/gallery/\""
+            ]
+        );
+        assert_eq!(
+            warnings("path = \"^/gallery\""),
+            [
+                "route `up`: `path`: \"^/gallery\" is a regular expression the CDN matches on longer paths too; anchor it: \"^/gallery/\" for a folder or \"^/gallery$\" for one path"
+            ]
+        );
+        assert!(warnings("path = \"^/price\\\\$\"")[0].contains("longer paths"));
+        assert_eq!(
+            warnings("container = \"photos\""),
+            [
+                "route `up`: `container`: \"photos\" is a regular expression the CDN matches anywhere in a container's name; anchor it: \"^photos$\""
+            ]
+        );
+        assert_eq!(warnings("container = \"^photos\"").len(), 1);
     }
 }

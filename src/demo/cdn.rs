@@ -353,8 +353,15 @@ impl StandInCdn {
             .or_else(|| policy.limits.path.clone())
             .unwrap_or_else(|| "/".into());
         if let Some(allowed) = &policy.limits.path {
-            // The real CDN reads `path` as a regular expression; the demo checks it as a prefix.
-            if !path.starts_with(allowed.as_str()) {
+            // As the real CDN does: `path` is a regular expression, matched anywhere in the
+            // upload's path unless anchored (so `/gallery/` also allows `/x/gallery/`).
+            let Ok(allowed) = regex::Regex::new(allowed) else {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "policy error: path is not a valid regular expression",
+                );
+            };
+            if !allowed.is_match(&path) {
                 return status(
                     StatusCode::FORBIDDEN,
                     &format!("policy error: path {path:?} is not allowed"),

@@ -165,7 +165,7 @@ prefix = "/upload-policy"
 mode = "upload-policy"
 calls = ["pick", "store"]
 max_size = "{DEMO_MAX_SIZE}"
-path = "/gallery/"
+path = "^/gallery/"
 
 [[route]]
 name = "site"

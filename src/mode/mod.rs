@@ -21,6 +21,7 @@ use crate::error::ProxyError;
 use crate::filelink::{FileRef, signed_url, strip_client_credentials};
 use crate::policy::Credentials;
 use crate::router::{ActiveKind, ActiveRoute};
+use crate::server::ListenerScheme;
 use crate::signer::{Refusal, RouteSigner};
 
 /// What every handler knows about the request besides the request itself.
@@ -30,6 +31,11 @@ pub struct RequestContext {
     pub peer: SocketAddr,
     /// The current unix time, read once per request.
     pub now: u64,
+    /// The scheme the client reached signgate's listener with.
+    pub scheme: ListenerScheme,
+    /// Whether the client is a trusted proxy (`[server] trusted_proxies`), whose forwarding
+    /// headers are kept and extended rather than replaced.
+    pub trusted_peer: bool,
 }
 
 /// A handler's answer, and whether signing hit the cache (for the access log).

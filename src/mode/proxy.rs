@@ -63,8 +63,8 @@ pub async fn handle(
     *upstream_request.method_mut() = parts.method.clone();
     *upstream_request.uri_mut() = uri;
     let headers = upstream_request.headers_mut();
-    // The allowlisted headers and the four forwarding ones, without regrowing the map.
-    headers.reserve(FORWARDED_REQUEST_HEADERS.len() + 4);
+    // The allowlisted headers and the five forwarding ones, without regrowing the map.
+    headers.reserve(FORWARDED_REQUEST_HEADERS.len() + 5);
     for name in &FORWARDED_REQUEST_HEADERS {
         for value in parts.headers.get_all(name) {
             headers.append(name.clone(), value.clone());

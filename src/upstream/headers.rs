@@ -2,6 +2,7 @@
 //! headers (`X-Forwarded-*`, `Via`) a reverse proxy adds.
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -41,39 +42,118 @@ const VIA: &str = "1.1 signgate";
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// Sets `X-Forwarded-For` (appending the client's address), `X-Forwarded-Proto`,
-/// `X-Forwarded-Host` and `Via` on a request going upstream.
+/// Whether `name` says something about the client as an earlier proxy saw it: `Forwarded`,
+/// `X-Real-IP` or any `X-Forwarded-*`. Only a trusted peer may send these on.
+fn is_forwarding(name: &HeaderName) -> bool {
+    name == header::FORWARDED || name == X_REAL_IP || name.as_str().starts_with("x-forwarded-")
+}
+
+/// Sets the forwarding headers of a request going upstream: `X-Forwarded-For`, `Forwarded`,
+/// `X-Forwarded-Proto`, `X-Forwarded-Host` and `Via`.
+///
+/// From a trusted proxy (`ctx.trusted_peer`) its forwarding headers are kept: the peer is
+/// appended to `X-Forwarded-For`, an element for this hop to `Forwarded`, and its
+/// `X-Forwarded-Proto`, `X-Forwarded-Host`, other `X-Forwarded-*` and `X-Real-IP` stay. From
+/// anyone else, whatever forwarding headers it sent are dropped and replaced by what signgate
+/// saw: the peer, the listener's scheme and the request's host, which [`crate::host`] settled
+/// into its `Host` header. Any forwarding header already in `upstream_headers` is dropped first.
 pub fn add_forwarding_headers(
     upstream_headers: &mut HeaderMap,
     client: &Parts,
     ctx: &RequestContext,
 ) {
-    let mut forwarded_for = String::with_capacity(64);
-    if let Some(earlier) = client
-        .headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
+    let stale: Vec<HeaderName> = upstream_headers
+        .keys()
+        .filter(|name| is_forwarding(name))
+        .cloned()
+        .collect();
+    for name in &stale {
+        upstream_headers.remove(name);
+    }
+    let peer = ctx.peer.ip().to_canonical();
+    let proto = ctx.scheme.as_str();
+    let host = client.headers.get(header::HOST);
+    let mut forwarded_for = Vec::with_capacity(64);
+    let mut forwarded = Vec::with_capacity(96);
+    if ctx.trusted_peer {
+        for (name, value) in &client.headers {
+            if name == X_FORWARDED_FOR {
+                append_list(&mut forwarded_for, value.as_bytes());
+            } else if name == header::FORWARDED {
+                append_list(&mut forwarded, value.as_bytes());
+            } else if is_forwarding(name) {
+                upstream_headers.append(name.clone(), value.clone());
+            }
+        }
+    }
+    append_list(&mut forwarded_for, peer.to_string().as_bytes());
+    append_list(
+        &mut forwarded,
+        forwarded_element(peer, proto, host).as_bytes(),
+    );
+    for (name, value) in [
+        (&X_FORWARDED_FOR, forwarded_for),
+        (&header::FORWARDED, forwarded),
+    ] {
+        // Earlier values were header values and ours are ASCII: joined with ", " they are one.
+        if let Ok(value) = HeaderValue::from_bytes(&value) {
+            upstream_headers.insert(name.clone(), value);
+        }
+    }
+    if !upstream_headers.contains_key(&X_FORWARDED_PROTO) {
+        upstream_headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+    if let Some(host) = host
+        && !upstream_headers.contains_key(&X_FORWARDED_HOST)
     {
-        forwarded_for.push_str(earlier);
-        forwarded_for.push_str(", ");
-    }
-    // Writing into a String cannot fail.
-    let _ = write!(forwarded_for, "{}", ctx.peer.ip());
-    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
-        upstream_headers.insert(X_FORWARDED_FOR.clone(), value);
-    }
-    upstream_headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    let host = client.headers.get(header::HOST).cloned().or_else(|| {
-        client
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::try_from(a.as_str()).ok())
-    });
-    if let Some(host) = host {
-        upstream_headers.insert(X_FORWARDED_HOST.clone(), host);
+        upstream_headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     }
     add_via(upstream_headers);
+}
+
+/// Appends `item` to a comma-separated list.
+fn append_list(list: &mut Vec<u8>, item: &[u8]) {
+    if !list.is_empty() {
+        list.extend_from_slice(b", ");
+    }
+    list.extend_from_slice(item);
+}
+
+/// This hop's `Forwarded` element (RFC 7239): `for=PEER;proto=SCHEME;host=HOST`, an IPv6
+/// peer bracketed and quoted, a host quoted when it is not a token (a port's `:` makes it so).
+fn forwarded_element(peer: IpAddr, proto: &str, host: Option<&HeaderValue>) -> String {
+    let mut element = String::with_capacity(64);
+    // Writing into a String cannot fail.
+    let _ = match peer {
+        IpAddr::V4(v4) => write!(element, "for={v4}"),
+        IpAddr::V6(v6) => write!(element, "for=\"[{v6}]\""),
+    };
+    let _ = write!(element, ";proto={proto}");
+    // A settled host is ASCII; anything else is left out rather than mangled.
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        element.push_str(";host=");
+        push_token_or_quoted(&mut element, host);
+    }
+    element
+}
+
+/// `value` as an RFC 7230 token if it is one, else as a quoted-string.
+fn push_token_or_quoted(out: &mut String, value: &str) {
+    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if !value.is_empty() && value.chars().all(is_tchar) {
+        out.push_str(value);
+        return;
+    }
+    out.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 /// Appends signgate to the `Via` header.
@@ -116,5 +196,90 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["content-type", "etag"]);
+    }
+
+    fn client(headers: &[(&'static str, &'static str)]) -> Parts {
+        let mut request = http::Request::get("/page").body(()).expect("request");
+        for (name, value) in headers {
+            request
+                .headers_mut()
+                .append(*name, HeaderValue::from_static(value));
+        }
+        request.into_parts().0
+    }
+
+    fn ctx(peer: &str, trusted_peer: bool) -> RequestContext {
+        RequestContext {
+            peer: peer.parse().expect("socket address"),
+            now: 0,
+            scheme: crate::server::ListenerScheme::Http,
+            trusted_peer,
+        }
+    }
+
+    const SENT_BY_THE_CLIENT: [(&str, &str); 8] = [
+        ("host", "gw.example:8080"),
+        ("x-forwarded-for", "10.9.9.9"),
+        ("x-forwarded-for", "10.8.8.8"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "public.example"),
+        ("x-forwarded-port", "443"),
+        ("forwarded", "for=10.9.9.9;proto=https"),
+        ("x-real-ip", "10.9.9.9"),
+    ];
+
+    #[test]
+    fn an_untrusted_peer_gets_its_forwarding_headers_replaced() {
+        let client = client(&SENT_BY_THE_CLIENT);
+        // As site mode does: the client's headers are the starting point.
+        let mut up = client.headers.clone();
+        add_forwarding_headers(&mut up, &client, &ctx("[::ffff:192.0.2.1]:5000", false));
+        assert_eq!(up["x-forwarded-for"], "192.0.2.1");
+        assert_eq!(up["x-forwarded-proto"], "http");
+        assert_eq!(up["x-forwarded-host"], "gw.example:8080");
+        assert_eq!(
+            up["forwarded"],
+            "for=192.0.2.1;proto=http;host=\"gw.example:8080\""
+        );
+        assert!(up.get("x-real-ip").is_none() && up.get("x-forwarded-port").is_none());
+        assert_eq!(up.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(up["via"], "1.1 signgate");
+    }
+
+    #[test]
+    fn a_trusted_peer_gets_its_forwarding_headers_kept_and_extended() {
+        let client = client(&SENT_BY_THE_CLIENT);
+        // As proxy mode does: nothing of the client's yet.
+        let mut up = HeaderMap::new();
+        add_forwarding_headers(&mut up, &client, &ctx("[2001:db8::7]:5000", true));
+        assert_eq!(up["x-forwarded-for"], "10.9.9.9, 10.8.8.8, 2001:db8::7");
+        assert_eq!(
+            up["forwarded"],
+            "for=10.9.9.9;proto=https, for=\"[2001:db8::7]\";proto=http;host=\"gw.example:8080\""
+        );
+        assert_eq!(up["x-forwarded-proto"], "https");
+        assert_eq!(up["x-forwarded-host"], "public.example");
+        assert_eq!(up["x-forwarded-port"], "443");
+        assert_eq!(up["x-real-ip"], "10.9.9.9");
+    }
+
+    #[test]
+    fn forwarded_values_are_tokens_or_quoted_strings() {
+        let element = |host: Option<&'static str>| {
+            forwarded_element(
+                "192.0.2.1".parse().expect("ip"),
+                "https",
+                host.map(HeaderValue::from_static).as_ref(),
+            )
+        };
+        assert_eq!(element(None), "for=192.0.2.1;proto=https");
+        assert_eq!(element(Some("gw")), "for=192.0.2.1;proto=https;host=gw");
+        assert_eq!(
+            element(Some("[::1]:8080")),
+            "for=192.0.2.1;proto=https;host=\"[::1]:8080\""
+        );
+        let mut out = String::new();
+        push_token_or_quoted(&mut out, "a\"b\\c");
+        assert_eq!(out, "\"a\\\"b\\\\c\"");
     }
 }
