@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = FileRef::parse(input);
     let stripped = strip_client_credentials(input);
-    // Same phrasing as `parsers_never_panic` in tests/properties.rs.
+    // Same phrasing as `parsers_never_panic` in tests/it/properties.rs.
     for pair in stripped.split('&') {
         let name = pair
             .split('=')

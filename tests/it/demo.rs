@@ -1,7 +1,7 @@
 //! The embedded demo over HTTP: the gallery comes out signed through the gateway, the stand-in
 //! CDN refuses what the real one would, and uploads are held to the gateway's policy.
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};

@@ -2,7 +2,7 @@
 //! site, what the CDN's answers may carry back, which URLs a site route signs, and what caches
 //! in front may keep.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

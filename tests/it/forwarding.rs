@@ -2,7 +2,7 @@
 //! trusted and untrusted peers, the host they name and how it is checked, and the HTTP version
 //! the client is answered in.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,7 @@
 //! site mode over real sockets: the gallery's bare CDN URLs come out signed, and everything
 //! else passes as a reverse proxy should.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! proxy mode over real sockets: what the CDN receives, what the client gets back.
 
-mod support;
+use crate::support;
 
 use http::{Method, StatusCode};
 use signgate::policy::Call;

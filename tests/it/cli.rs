@@ -1,6 +1,6 @@
 //! The `signgate` binary: `sign`, `check` and `explain`, with their exit codes.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::process::{Command, Output};

@@ -1,6 +1,6 @@
 //! redirect and upload-policy modes: what the browser is handed verifies at the CDN.
 
-mod support;
+use crate::support;
 
 use http::{Method, StatusCode};
 use signgate::clock::ManualClock;

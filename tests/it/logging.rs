@@ -1,7 +1,7 @@
 //! The access log: one line per request with what an operator needs, and never a signature,
 //! a signed URL or the secret, at any level.
 
-mod support;
+use crate::support;
 
 use http::{Method, StatusCode};
 use support::*;

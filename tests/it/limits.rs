@@ -1,7 +1,7 @@
 //! The server's limits, each shown working over real sockets: slow headers, idle keep-alive,
 //! header size, request body size, connection count.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! An upload policy's `path` is a regular expression the CDN matches anywhere in the upload's
 //! path: the stand-in CDN reads it so, and `signgate check` wants it anchored.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::process::{Command, Output};

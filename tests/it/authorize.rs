@@ -2,7 +2,7 @@
 //! redirect, upload-policy), its decisions cached per user and file, and failing closed; `tasks`
 //! refusing what writes or names other files; every URL signed with only the calls it needs.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 

@@ -2,7 +2,7 @@
 //! arbitrary pieces, and the body wrappers (idle timeout, permit holding, pumping, metering),
 //! with tokio's paused clock where time matters.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -36,8 +36,8 @@ fn page() -> Vec<u8> {
     page.into_bytes()
 }
 
-const BROTLI_FAST: &[u8] = include_bytes!("data/page.q1.br");
-const BROTLI_BEST: &[u8] = include_bytes!("data/page.q11.br");
+const BROTLI_FAST: &[u8] = include_bytes!("../data/page.q1.br");
+const BROTLI_BEST: &[u8] = include_bytes!("../data/page.q11.br");
 
 /// [`page`] in every encoding signgate undoes, named for messages.
 fn encoded_pages() -> Vec<(&'static str, Encoding, Vec<u8>)> {

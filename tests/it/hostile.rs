@@ -2,7 +2,7 @@
 //! request deserves), nothing unsigned or misrouted reaches the CDN, and the gateway keeps
 //! serving.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

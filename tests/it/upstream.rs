@@ -1,6 +1,6 @@
 //! Upstream behaviour over real sockets: streaming, timeouts, refusals, TLS, graceful shutdown.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::sync::Arc;

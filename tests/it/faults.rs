@@ -2,7 +2,7 @@
 //! 504, or a cut connection once the body has begun). That faulted requests leak nothing is
 //! checked in `tests/memory.rs`, which measures the whole process.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,31 @@
+//! The integration tests, in one binary: one link step instead of one per file, and the
+//! monomorphised client and server code built once. Each module is one area; `support` holds
+//! the stand-in CDN, the gateway harness and the raw-socket helpers they share.
+//!
+//! Run one area with `cargo test --test it proxy::`. Checks that measure the whole process
+//! (resident memory, descriptors) live in `tests/memory.rs`, a binary of their own.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod authorize;
+mod bodies;
+mod browser;
+mod cli;
+mod config;
+mod demo;
+mod explain;
+mod faults;
+mod forwarding;
+mod hostile;
+mod limits;
+mod logging;
+mod properties;
+mod proxy;
+mod redirect;
+mod safe_defaults;
+mod signing;
+mod site;
+mod upload_path;
+mod upstream;
+mod vectors;
