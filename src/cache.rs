@@ -1,5 +1,8 @@
 //! A sharded LRU of values that hold for one expiry bucket (signed credentials, signed URLs,
 //! authorization decisions), so cores do not queue on one lock.
+//!
+//! Bounded twice: by entries and, for a cache given a weigher, by bytes. A shard drops every
+//! entry once a newer bucket's value arrives, so nothing outlives the bucket it was made for.
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -45,7 +48,14 @@ struct Shard<K, V> {
     lru: LruCache<K, (u64, Arc<V>)>,
     hits: u64,
     misses: u64,
+    /// What [`BucketCache::weigh`] says the entries weigh.
+    bytes: usize,
+    /// The latest expiry stored: an insert for a later one clears the shard.
+    newest: u64,
 }
+
+/// How many bytes an entry holds, key and value, heap and bookkeeping.
+pub type Weigher<K, V> = fn(&K, &V) -> usize;
 
 /// Values per key, reused while they carry the current expiry, bounded to `capacity` entries.
 ///
@@ -54,6 +64,9 @@ struct Shard<K, V> {
 pub struct BucketCache<K, V> {
     shards: Box<[Mutex<Shard<K, V>>]>,
     hasher: RandomState,
+    weigh: Weigher<K, V>,
+    /// Bytes each shard may hold, by `weigh`.
+    shard_budget: usize,
 }
 
 /// Signed credentials per handle, for one route.
@@ -62,6 +75,12 @@ pub type CredentialCache = BucketCache<CacheKey, Credentials>;
 impl<K: Hash + Eq, V> BucketCache<K, V> {
     /// A cache of at most `capacity` entries, split over a few shards per core.
     pub fn new(capacity: NonZeroUsize) -> Self {
+        Self::weighed(capacity, usize::MAX, |_, _| 0)
+    }
+
+    /// A cache of at most `capacity` entries and `budget` bytes as `weigh` counts them. An
+    /// entry heavier than a shard's share of the budget is not cached.
+    pub fn weighed(capacity: NonZeroUsize, budget: usize, weigh: Weigher<K, V>) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
         let shard_count = (cores * 4).next_power_of_two().min(capacity.get());
         let base = capacity.get() / shard_count;
@@ -75,12 +94,16 @@ impl<K: Hash + Eq, V> BucketCache<K, V> {
                     lru: LruCache::new(size),
                     hits: 0,
                     misses: 0,
+                    bytes: 0,
+                    newest: 0,
                 })
             })
             .collect();
         Self {
             shards,
             hasher: RandomState::new(),
+            weigh,
+            shard_budget: budget / shard_count,
         }
     }
 
@@ -149,10 +172,35 @@ impl<K: Hash + Eq, V> BucketCache<K, V> {
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let value = Arc::new(value);
-        lock(self.shard(key))
-            .lru
-            .put(key.to_owned(), (expiry, Arc::clone(&value)));
+        let key = key.to_owned();
+        let weight = (self.weigh)(&key, &value);
+        if weight > self.shard_budget {
+            return value;
+        }
+        let mut shard = lock(self.shard(&key));
+        if expiry > shard.newest {
+            // Every entry was made for an earlier bucket and can never be served again.
+            shard.lru.clear();
+            shard.bytes = 0;
+            shard.newest = expiry;
+        }
+        if let Some((old_key, (_, old))) = shard.lru.push(key, (expiry, Arc::clone(&value))) {
+            // The same key's earlier value, or the least recently used entry pushed out.
+            shard.bytes -= (self.weigh)(&old_key, &old);
+        }
+        shard.bytes += weight;
+        while shard.bytes > self.shard_budget {
+            let Some((old_key, (_, old))) = shard.lru.pop_lru() else {
+                break;
+            };
+            shard.bytes -= (self.weigh)(&old_key, &old);
+        }
         value
+    }
+
+    /// Bytes held now, as the weigher counts them.
+    pub fn bytes(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).bytes).sum()
     }
 
     /// Entries held now.
@@ -241,6 +289,72 @@ mod tests {
         assert_eq!(
             hit.map(|(v, o)| (v.to_string(), o)),
             Some(("A".into(), CacheOutcome::Hit))
+        );
+    }
+
+    const WEIGH_STRINGS: Weigher<String, String> = |key, value| key.len() + value.len();
+
+    #[test]
+    fn a_weighed_cache_keeps_within_its_byte_budget_and_skips_heavy_entries() {
+        let capacity = NonZeroUsize::new(10_000).expect("non-zero");
+        let cache: BucketCache<String, String> =
+            BucketCache::weighed(capacity, 64 * 1024, WEIGH_STRINGS);
+        let shards = cache.shards.len();
+        for i in 0..5_000 {
+            cache.insert(&format!("key-{i:06}"), 1, "v".repeat(90));
+            assert!(cache.bytes() <= 64 * 1024, "{} bytes", cache.bytes());
+        }
+        assert!(cache.bytes() > 64 * 1024 / 2, "the budget is used");
+        let summed: usize = cache
+            .shards
+            .iter()
+            .map(|s| {
+                lock(s)
+                    .lru
+                    .iter()
+                    .map(|(k, (_, v))| WEIGH_STRINGS(k, v))
+                    .sum::<usize>()
+            })
+            .sum();
+        assert_eq!(
+            summed,
+            cache.bytes(),
+            "the running count matches the entries"
+        );
+        // Heavier than one shard's share: answered, not kept.
+        let heavy = "h".repeat(64 * 1024 / shards + 1);
+        let before = cache.len();
+        cache.insert("heavy", 1, heavy);
+        assert!(cache.get("heavy", 1).is_none());
+        assert_eq!(cache.len(), before);
+    }
+
+    #[test]
+    fn a_newer_bucket_drops_every_entry_of_older_ones() {
+        let cache: BucketCache<String, String> = BucketCache::weighed(
+            NonZeroUsize::new(1_000).expect("non-zero"),
+            1 << 20,
+            WEIGH_STRINGS,
+        );
+        for i in 0..500 {
+            cache.insert(&format!("k{i}"), 100, "old".to_owned());
+        }
+        assert_eq!(cache.len(), 500);
+        // One insert per shard for the next bucket (keys land where their hash says).
+        for i in 0..5_000 {
+            cache.insert(&format!("n{i}"), 200, "new".to_owned());
+        }
+        for i in 0..500 {
+            assert!(cache.get(&format!("k{i}"), 100).is_none());
+        }
+        let old_left: usize = cache
+            .shards
+            .iter()
+            .map(|s| lock(s).lru.iter().filter(|(_, (e, _))| *e == 100).count())
+            .sum();
+        assert_eq!(
+            old_left, 0,
+            "past-bucket entries were dropped, not just missed"
         );
     }
 

@@ -62,6 +62,10 @@ pub enum ProxyError {
     /// The `authorize_url` service did not answer within `authorize_timeout`.
     #[error("authorization service timed out after {0:?}")]
     AuthorizeTimeout(Duration),
+    /// More request headers than one request may carry (an HTTP/2 request past the count
+    /// hyper's HTTP/1.1 parser stops at).
+    #[error("too many request headers")]
+    TooManyHeaders,
     /// The request body is larger than the route accepts.
     #[error("request body too large")]
     BodyTooLarge,
@@ -94,6 +98,7 @@ impl ProxyError {
             ProxyError::CallNotAllowed | ProxyError::TaskNotAllowed => StatusCode::FORBIDDEN,
             ProxyError::Denied(denial) => denial.status(),
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UpstreamUnreachable(_) | ProxyError::UpstreamBroken(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -119,6 +124,7 @@ impl ProxyError {
             | ProxyError::CallNotAllowed
             | ProxyError::TaskNotAllowed
             | ProxyError::Denied(_)
+            | ProxyError::TooManyHeaders
             | ProxyError::BodyTooLarge => Blame::Client,
             ProxyError::UpstreamUnreachable(_)
             | ProxyError::UpstreamTimeout(_)
@@ -147,6 +153,7 @@ impl ProxyError {
             }
             ProxyError::AuthorizeTimeout(_) => "gateway timeout: authorization\n",
             ProxyError::BodyTooLarge => "request body too large\n",
+            ProxyError::TooManyHeaders => "request header fields too large: too many headers\n",
             ProxyError::UpstreamUnreachable(_) => "bad gateway: upstream unreachable\n",
             ProxyError::UpstreamBroken(_) => "bad gateway: bad upstream response\n",
             ProxyError::UpstreamTimeout(_) => "gateway timeout\n",
@@ -248,6 +255,7 @@ mod tests {
                 Blame::Upstream,
             ),
             (ProxyError::BodyTooLarge, 413, Blame::Client),
+            (ProxyError::TooManyHeaders, 431, Blame::Client),
             (ProxyError::UpstreamUnreachable(io()), 502, Blame::Upstream),
             (ProxyError::UpstreamBroken(io()), 502, Blame::Upstream),
             (

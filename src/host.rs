@@ -1,8 +1,9 @@
 //! The host a request names: the target's authority first, then `Host` (RFC 9112 section 3.2.2,
-//! RFC 9113 section 8.3.1), checked for URI host syntax once, before any route sees it.
+//! RFC 9113 section 8.3.1), checked for URI host syntax once, before any route sees it; and a
+//! target of ASCII only.
 
 use http::header::{self, HeaderValue};
-use http::{Request, Version};
+use http::{Request, Uri, Version};
 
 use crate::error::ProxyError;
 
@@ -42,6 +43,17 @@ pub fn settle_host<B>(request: &mut Request<B>) -> Result<(), ProxyError> {
     let host = HeaderValue::from_bytes(host).map_err(|_| ProxyError::BadHost)?;
     request.headers_mut().insert(header::HOST, host);
     Ok(())
+}
+
+/// Refuses ([`ProxyError::BadTarget`]) a path or query with raw bytes outside ASCII. The `http`
+/// crate lets UTF-8 through, and HTTP/2 sends `:path` as it is: line and paragraph separators
+/// (U+2028, U+0085) and bidi controls would reach the log and the upstream's request line.
+/// Percent-encoded, the same characters are ordinary.
+pub fn check_target(uri: &Uri) -> Result<(), ProxyError> {
+    match uri.path_and_query() {
+        Some(target) if !target.as_str().is_ascii() => Err(ProxyError::BadTarget),
+        _ => Ok(()),
+    }
 }
 
 /// Whether `text` is a URI host with an optional port (RFC 3986 section 3.2.2): a non-empty

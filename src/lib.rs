@@ -25,11 +25,13 @@
 //!   connection limits can need.
 //! - [`workers`]: one single-threaded runtime per core on `SO_REUSEPORT` listeners.
 //! - [`server`]: accept loop, limits, graceful drain, the request service.
+//! - [`activity`]: a connection's requests in flight, so an idle one can be closed.
 //! - [`error`]: `ProxyError` mapped to statuses in one place; `StartupError`.
 //! - [`demo`]: the embedded demo: stand-in CDN, gallery site, gateway.
 //! - [`cli`]: the `signgate` command line.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod activity;
 pub mod authorize;
 pub mod body;
 pub mod cache;

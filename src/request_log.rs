@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
+use crate::activity::InFlight;
 use crate::body::{BoxError, ResponseBody};
 use crate::error::{Blame, ProxyError};
 
@@ -35,6 +36,8 @@ pub struct Metered {
     bytes: u64,
     finished: bool,
     log: AccessLog,
+    /// Keeps the request counted on its connection until the body is done or dropped.
+    in_flight: Option<InFlight>,
 }
 
 impl Metered {
@@ -45,7 +48,15 @@ impl Metered {
             bytes: 0,
             finished: false,
             log,
+            in_flight: None,
         }
+    }
+
+    /// Holds `in_flight` until the body is done or dropped, so the connection is not idle
+    /// while its answer is still being sent.
+    pub fn holding(mut self, in_flight: InFlight) -> Self {
+        self.in_flight = Some(in_flight);
+        self
     }
 }
 

@@ -1,27 +1,27 @@
 //! The listener: accept loop with a connection limit, HTTP/1.1 and h2c on one port, the request
-//! service, and graceful drain on shutdown.
+//! service, idle connections closed, and graceful drain on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_io_timeout::TimeoutWriter;
 
+use crate::activity::{Activity, InFlight};
 use crate::body::pumped;
 use crate::clock::Clock;
 use crate::config::{Config, ServerConfig};
 use crate::error::{ProxyError, StartupError};
-use crate::host::settle_host;
+use crate::host::{check_target, settle_host};
 use crate::mode::{self, RequestContext};
 use crate::request_log::{AccessLog, Metered, log_error, redact_path};
 use crate::router::Router;
@@ -93,9 +93,14 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX));
-    let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(state.server.max_connections.get()));
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(h2_header_list_size(max_head))
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
+    let max_connections = state.server.max_connections.get();
+    let permits = Arc::new(Semaphore::new(max_connections));
+    // Tells every connection to finish what it has in flight and close.
+    let (draining, drain_signal) = watch::channel(false);
     tokio::pin!(shutdown);
 
     loop {
@@ -133,12 +138,44 @@ pub async fn serve(
             // This listener is plain TCP.
             scheme: ListenerScheme::Http,
         };
-        let state = Arc::clone(&state);
-        let service = service_fn(move |request| handle_request(Arc::clone(&state), peer, request));
-        let connection = builder.serve_connection(TokioIo::new(Box::pin(stream)), service);
-        let connection = graceful.watch(connection.into_owned());
+        let activity = Arc::new(Activity::default());
+        let service = {
+            let (state, activity) = (Arc::clone(&state), Arc::clone(&activity));
+            service_fn(move |request| {
+                handle_request(Arc::clone(&state), peer, request, activity.begin())
+            })
+        };
+        let connection = builder
+            .serve_connection(TokioIo::new(Box::pin(stream)), service)
+            .into_owned();
+        let idle_timeout = state.server.header_read_timeout;
+        let mut drain_signal = drain_signal.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            tokio::pin!(connection);
+            let closing = tokio::select! {
+                result = connection.as_mut() => Closing::Ended(result),
+                // HTTP/1.1 has its header timeout between requests; HTTP/2 has nothing of its
+                // own, so a connection with no stream open for as long is closed here.
+                () = activity.idle_for(idle_timeout) => Closing::Idle,
+                _ = drain_signal.wait_for(|draining| *draining) => Closing::Draining,
+            };
+            let result = match closing {
+                Closing::Ended(result) => result,
+                Closing::Idle => {
+                    // GOAWAY, then the ping a graceful HTTP/2 close waits for: a peer that
+                    // never answers gets as long again, then the connection is dropped.
+                    connection.as_mut().graceful_shutdown();
+                    tokio::time::timeout(idle_timeout, connection)
+                        .await
+                        .unwrap_or(Ok(()))
+                }
+                Closing::Draining => {
+                    // Streams in flight finish, within `shutdown_grace`.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(peer = %peer.addr, error = %e, "connection ended with an error");
             }
             drop(permit);
@@ -147,23 +184,54 @@ pub async fn serve(
 
     drop(listener);
     let grace = state.server.shutdown_grace;
-    tracing::info!(
-        in_flight = graceful.count(),
-        ?grace,
-        "shutting down: draining connections"
-    );
+    let open = max_connections - permits.available_permits();
+    tracing::info!(open, ?grace, "shutting down: draining connections");
+    let _ = draining.send(true);
+    // Every connection's task holds a permit until it ends: all of them back means all closed.
+    let all_closed = permits.acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX));
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = all_closed => tracing::info!("all connections drained"),
         () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace elapsed; closing the rest"),
     }
     Ok(())
 }
+
+/// Why a connection's task stopped serving it.
+enum Closing<E> {
+    /// The connection ended by itself.
+    Ended(Result<(), E>),
+    /// No request was in flight for `header_read_timeout`.
+    Idle,
+    /// The server is shutting down.
+    Draining,
+}
+
+/// Streams one HTTP/2 connection may have open at once (hyper's default is 200).
+const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// The largest decoded HTTP/2 header list: `max_header_bytes`, but at most 16 KiB. HPACK lets a
+/// header stored once be repeated for a byte per reference, so what a request decodes to is
+/// bounded here and by [`MAX_REQUEST_HEADERS`], not by what the client sent. (hyper-util's
+/// auto builder does not expose the HPACK table size.)
+fn h2_header_list_size(max_header_bytes: usize) -> u32 {
+    u32::try_from(max_header_bytes.min(16 * 1024)).unwrap_or(u32::MAX)
+}
+
+/// How often an HTTP/2 connection is pinged, and how long the peer has to answer before the
+/// connection is closed as dead.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Headers one request may carry, over either version: hyper's HTTP/1.1 parser stops at this
+/// many, and HTTP/2 requests are held to the same.
+const MAX_REQUEST_HEADERS: usize = 100;
 
 /// The whole request path: route, handle, turn errors into responses, meter for the access log.
 async fn handle_request(
     state: Arc<AppState>,
     peer: Peer,
     mut request: Request<Incoming>,
+    in_flight: InFlight,
 ) -> Result<Response<Metered>, Infallible> {
     let started = Instant::now();
     let method = request.method().clone();
@@ -176,7 +244,15 @@ async fn handle_request(
         trusted_peer: peer.trusted,
     };
     // Checked before routing, so every route (and every error page) sees one settled host.
-    let host = settle_host(&mut request);
+    let host = settle_host(&mut request)
+        .and_then(|()| check_target(request.uri()))
+        .and_then(|()| {
+            if request.headers().len() > MAX_REQUEST_HEADERS {
+                Err(ProxyError::TooManyHeaders)
+            } else {
+                Ok(())
+            }
+        });
     let (route_name, result) = match (host, state.router.find(&path)) {
         (Err(e), _) => ("-".to_owned(), Err(e)),
         (Ok(()), None) => ("-".to_owned(), Err(ProxyError::NoRoute)),
@@ -208,5 +284,8 @@ async fn handle_request(
         cache: cache.map_or("-", |c| c.as_str()),
         started,
     };
-    Ok(Response::from_parts(parts, Metered::new(body, log)))
+    Ok(Response::from_parts(
+        parts,
+        Metered::new(body, log).holding(in_flight),
+    ))
 }

@@ -232,3 +232,60 @@ async fn decompression_and_style_bombs_stream_with_flat_memory() {
     let grown = peak.saturating_sub(rss_before) / (1024 * 1024);
     assert!(grown < 128, "RSS grew {grown} MiB while decoding bombs");
 }
+
+/// A page with `count` distinct CDN URLs of about `len` bytes each (the fragment makes them
+/// distinct and long; the CDN URL before it is an ordinary one the route signs).
+fn page_of_long_urls(seed: usize, count: usize, len: usize) -> String {
+    let mut page = String::with_capacity(count * (len + 32));
+    for i in 0..count {
+        let fragment = format!("{seed:08}-{i:08}-");
+        let padding = "p".repeat(len.saturating_sub(fragment.len()));
+        page.push_str(&format!(
+            "<img src=\"https://cdn.filestackcontent.com/{H}#{fragment}{padding}\">\n"
+        ));
+    }
+    page
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signed_url_cache_is_bounded_by_bytes_not_by_entries() {
+    let _alone = MEASURING.lock().await;
+    let origin = start_origin(Arc::new(|parts, _| {
+        let query = parts.uri.query().unwrap_or_default();
+        let (kind, seed) = query.split_once('=').unwrap_or(("short", "0"));
+        let seed: usize = seed.parse().unwrap_or(0);
+        let page = match kind {
+            // One 50 KB URL per page, as a site that reflects a query into its page gives.
+            "long" => page_of_long_urls(seed, 1, 50_000),
+            // 1,000 distinct 1 KB URLs per page.
+            _ => page_of_long_urls(seed, 1_000, 1_000),
+        };
+        respond(200, &[("content-type", "text/html")], page)
+    }))
+    .await;
+    let gateway =
+        TestGateway::start(&one_route("site", "/", &format!("http://{origin}"), "")).await;
+    let rss_before = rss_bytes();
+    let mut peak = rss_before;
+    let mut signed = 0;
+    for seed in 0..1_000 {
+        let page = get(&gateway.url(&format!("/?long={seed}"))).await;
+        signed += page.text().matches("&amp;signature=").count();
+        if seed % 100 == 0 {
+            peak = peak.max(rss_bytes());
+        }
+    }
+    for seed in 0..40 {
+        let page = get(&gateway.url(&format!("/?short={seed}"))).await;
+        signed += page.text().matches("&amp;signature=").count();
+        peak = peak.max(rss_bytes());
+    }
+    assert_eq!(
+        signed,
+        1_000 + 40 * 1_000,
+        "every URL is signed, cached or not"
+    );
+    let grown = peak.saturating_sub(rss_before) / (1024 * 1024);
+    eprintln!("RSS grew {grown} MiB for 1,000 50 KB URLs and 40,000 1 KB ones");
+    assert!(grown < 48, "RSS grew {grown} MiB");
+}

@@ -141,7 +141,8 @@ pub struct ServerConfig {
     /// `max_connections`: client connections each worker serves at once; more wait in the
     /// kernel backlog. Default 10000.
     pub max_connections: NonZeroUsize,
-    /// `header_read_timeout`: time a client has to send request headers. Default 10s.
+    /// `header_read_timeout`: time a client has to send request headers, and the longest a
+    /// connection (either version) may have no request in flight. Default 10s.
     pub header_read_timeout: Duration,
     /// `shutdown_grace`: time in-flight requests get after SIGINT/SIGTERM. Default 30s.
     pub shutdown_grace: Duration,

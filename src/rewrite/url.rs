@@ -5,13 +5,25 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::cache::BucketCache;
+use crate::cache::{BucketCache, Weigher};
 use crate::config::{Config, RewriteRules, RouteKind};
 use crate::filelink::{FileRef, HANDLE_LEN, Handle, signed_url, strip_client_credentials};
 use crate::signer::RouteSigner;
 
 /// Most signed URLs a site route keeps (a few hundred bytes each, so a few MiB at most).
 const SIGNED_URL_CACHE_MAX: NonZeroUsize = NonZeroUsize::new(20_000).expect("20000 is not zero");
+
+/// Bytes the signed-attribute cache of one route may hold per worker.
+const SIGNED_URL_CACHE_BYTES: usize = 8 << 20;
+
+/// Attribute values longer than this are signed each time, never cached: CDN URLs are far
+/// shorter, and a long value a page reflects would only take room.
+const CACHED_ATTRIBUTE_MAX_LEN: usize = 1024;
+
+/// One cached attribute's weight: both strings and the bookkeeping around them (LRU node,
+/// `Arc`, string headers: 128 bytes).
+const ATTRIBUTE_WEIGHT: Weigher<String, String> =
+    |raw, signed| raw.capacity() + signed.capacity() + 128;
 
 /// One site route's URL signing: its signer, which URLs to sign, and the signed forms of the
 /// attribute values its pages carry, per expiry bucket, so a page served again is rewritten
@@ -29,7 +41,11 @@ impl SiteUrls {
         Self {
             signer,
             rules,
-            signed_attributes: BucketCache::new(cache_size.min(SIGNED_URL_CACHE_MAX)),
+            signed_attributes: BucketCache::weighed(
+                cache_size.min(SIGNED_URL_CACHE_MAX),
+                SIGNED_URL_CACHE_BYTES,
+                ATTRIBUTE_WEIGHT,
+            ),
         }
     }
 
@@ -199,7 +215,9 @@ impl CdnUrlSigner {
             let value = raw.replace("&amp;", "&");
             self.sign(&value).map(|signed| signed.replace('&', "&amp;"))
         };
-        if self.reflected.is_some() {
+        // Guarding a request, whether a value may be signed depends on the request too; a long
+        // value is not worth its room.
+        if self.reflected.is_some() || raw.len() > CACHED_ATTRIBUTE_MAX_LEN {
             return make().map(Arc::new);
         }
         let signed = self

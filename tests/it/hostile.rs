@@ -4,6 +4,7 @@
 
 use crate::support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
@@ -234,4 +235,104 @@ async fn an_h2_client_resetting_a_stream_mid_body_does_not_hurt_the_connection()
     })
     .await
     .expect("within 10 s");
+}
+
+/// Whatever the version, a request with raw bytes outside ASCII in its target is refused before
+/// routing: nothing reaches the site, and nothing raw reaches the log.
+#[tokio::test]
+async fn non_ascii_request_targets_are_refused_over_both_versions() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let origin = {
+        let seen = Arc::clone(&seen);
+        start_origin(Arc::new(move |parts, _| {
+            seen.lock().expect("seen").push(parts.uri.to_string());
+            respond(200, &[("content-type", "text/plain")], "site")
+        }))
+        .await
+    };
+    let gateway =
+        TestGateway::start(&one_route("site", "/", &format!("http://{origin}"), "")).await;
+    let h2 = h2_client();
+    for path in [
+        "/a\u{2028}b",
+        "/a\u{0085}b",
+        "/\u{202e}gpj.exe",
+        "/caf\u{e9}?q=\u{e9}",
+    ] {
+        let url = gateway.url(path);
+        let answer = send_with(&h2, http::Method::GET, &url, &[]).await;
+        assert_eq!(answer.status, http::StatusCode::BAD_REQUEST, "h2 {path:?}");
+        let (status, _) = raw(gateway.addr, &get(path)).await;
+        assert!(status == 0 || status == 400, "HTTP/1.1 {path:?}: {status}");
+    }
+    assert!(seen.lock().expect("seen").is_empty(), "{:?}", seen.lock());
+    // Percent-encoded, the same characters are an ordinary target.
+    let ok = send_with(&h2, http::Method::GET, &gateway.url("/caf%C3%A9"), &[]).await;
+    assert_eq!(ok.status, http::StatusCode::OK);
+}
+
+/// HPACK lets a client send far fewer bytes than its headers decode to: an HTTP/2 request is
+/// held to the HTTP/1.1 header count and to a 16 KiB decoded header list.
+#[tokio::test]
+async fn h2_header_lists_are_held_to_the_count_and_size_limits() {
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let origin = {
+        let seen = Arc::clone(&seen);
+        start_origin(Arc::new(move |_, _| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            respond(200, &[("content-type", "text/plain")], "site")
+        }))
+        .await
+    };
+    let cdn = TestCdn::builder().file(H, &b"the file"[..]).start().await;
+    let toml = format!(
+        "{SIGNING}[[route]]\nname = \"img\"\nprefix = \"/img/\"\nmode = \"proxy\"\nupstream = \"{}\"\n\
+         [[route]]\nname = \"site\"\nprefix = \"/\"\nmode = \"site\"\nupstream = \"http://{origin}\"\n",
+        cdn.url()
+    );
+    let gateway = TestGateway::start(&toml).await;
+    let h2 = h2_client();
+    let names: Vec<String> = (0..120).map(|i| format!("x-h{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    // A proxy route forwards none of these, so only the count can refuse them there.
+    for path in [format!("/img/{H}"), "/".to_owned()] {
+        let answer = send_with(&h2, http::Method::GET, &gateway.url(&path), &many).await;
+        assert_eq!(
+            answer.status,
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "{path}"
+        );
+    }
+    assert!(cdn.received().is_empty(), "nothing reached the CDN");
+    // The same 4,000-byte value ten times: 40 KB decoded from a few hundred bytes sent.
+    let big = "b".repeat(4_000);
+    let repeated: Vec<(&str, &str)> = names[..10]
+        .iter()
+        .map(|n| (n.as_str(), big.as_str()))
+        .collect();
+    let request = {
+        let mut request = get_request(&gateway.url("/"));
+        for (name, value) in &repeated {
+            request.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                http::HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        request
+    };
+    match h2.request(request).await {
+        Ok(answer) => assert_eq!(
+            answer.status(),
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        ),
+        Err(e) => eprintln!("refused at the protocol level: {e}"),
+    }
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing reached the site"
+    );
+    // An ordinary request on the same client is still served.
+    let ok = send_with(&h2, http::Method::GET, &gateway.url("/"), &[("x-a", "b")]).await;
+    assert_eq!(ok.status, http::StatusCode::OK);
 }

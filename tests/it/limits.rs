@@ -252,3 +252,45 @@ async fn an_h2_stream_the_client_never_reads_is_dropped_after_send_timeout() {
     assert!(ended_badly, "the abandoned stream ended as if complete");
     assert!(received < 256 << 20, "{received} bytes arrived");
 }
+
+/// The HTTP/2 connection preface and an empty SETTINGS frame: all an idle h2c client sends.
+const H2_PREFACE_AND_SETTINGS: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+#[tokio::test]
+async fn idle_h2_connections_are_closed_and_free_their_slots() {
+    let cdn = TestCdn::builder().file(H, &b"x"[..]).start().await;
+    let gateway = TestGateway::start(&config(
+        "header_read_timeout = \"500ms\"\nmax_connections = 3",
+        &cdn.url(),
+    ))
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(gateway.addr).await.expect("connects");
+        stream
+            .write_all(H2_PREFACE_AND_SETTINGS)
+            .await
+            .expect("preface");
+        idle.push(stream);
+    }
+    // Every slot is taken; the idle ones are closed (GOAWAY, then EOF) and a new client is
+    // served well within the time it would otherwise wait.
+    let started = Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        get(&gateway.url(&format!("/img/{H}"))),
+    )
+    .await
+    .expect("served once the idle h2 connections are closed");
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    for mut stream in idle {
+        let (_, took) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+        assert!(took < Duration::from_secs(5));
+    }
+}
