@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 /// Counts the requests of one connection from the moment its head arrives until its response
 /// body is done or dropped.
@@ -15,16 +15,30 @@ pub struct Activity {
     changed: Notify,
 }
 
-/// One request in flight; dropping it (with the response body that holds it) ends it.
+/// One request in flight; dropping it (with the response body that holds it) ends it, and
+/// gives back the worker's request slot it holds, if any.
 #[derive(Debug)]
-pub struct InFlight(Arc<Activity>);
+pub struct InFlight {
+    activity: Arc<Activity>,
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+impl InFlight {
+    /// Holds `slot` (one of the worker's requests in flight) until the request ends.
+    pub fn hold_slot(&mut self, slot: OwnedSemaphorePermit) {
+        self.slot = Some(slot);
+    }
+}
 
 impl Activity {
     /// Counts a request in until the returned guard is dropped.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.changed.notify_waiters();
-        InFlight(Arc::clone(self))
+        InFlight {
+            activity: Arc::clone(self),
+            slot: None,
+        }
     }
 
     /// Requests in flight now.
@@ -53,8 +67,8 @@ impl Activity {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.changed.notify_waiters();
+        self.activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.activity.changed.notify_waiters();
     }
 }
 

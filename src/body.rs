@@ -34,20 +34,37 @@ pub fn empty() -> ResponseBody {
 #[error("upstream body idle for more than {0:?}")]
 pub struct BodyIdleTimeout(pub Duration);
 
+/// The client paused longer than `client_body_timeout` while sending a request body.
+#[derive(Debug, thiserror::Error)]
+#[error("client request body idle for more than {0:?}")]
+pub struct ClientBodyIdle(pub Duration);
+
 /// Fails a body that goes quiet for longer than `idle` between frames.
 pub struct IdleTimeout<B> {
     inner: B,
     idle: Duration,
     sleep: Pin<Box<Sleep>>,
+    /// The error a pause gives: whose body it was.
+    error: fn(Duration) -> BoxError,
 }
 
 impl<B> IdleTimeout<B> {
-    /// Wraps `inner`; the clock starts now.
+    /// Wraps an upstream's body, failing it with [`BodyIdleTimeout`]; the clock starts now.
     pub fn new(inner: B, idle: Duration) -> Self {
+        Self::failing_with(inner, idle, |idle| BodyIdleTimeout(idle).into())
+    }
+
+    /// Wraps a client's request body, failing it with [`ClientBodyIdle`].
+    pub fn client(inner: B, idle: Duration) -> Self {
+        Self::failing_with(inner, idle, |idle| ClientBodyIdle(idle).into())
+    }
+
+    fn failing_with(inner: B, idle: Duration, error: fn(Duration) -> BoxError) -> Self {
         Self {
             inner,
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
+            error,
         }
     }
 }
@@ -73,7 +90,7 @@ where
             }
             Poll::Pending => {
                 ready!(this.sleep.as_mut().poll(cx));
-                Poll::Ready(Some(Err(BodyIdleTimeout(this.idle).into())))
+                Poll::Ready(Some(Err((this.error)(this.idle))))
             }
         }
     }

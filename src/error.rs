@@ -22,6 +22,20 @@ pub enum Blame {
     Internal,
 }
 
+/// The first error of type `T` in `error`'s chain of sources, `error` itself included.
+pub fn find_cause<'e, T: std::error::Error + 'static>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e T> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
 /// Everything that can go wrong while answering a request.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -66,6 +80,16 @@ pub enum ProxyError {
     /// hyper's HTTP/1.1 parser stops at).
     #[error("too many request headers")]
     TooManyHeaders,
+    /// The client paused longer than `client_body_timeout` while sending its request body.
+    #[error("request body timed out after {0:?}")]
+    ClientBodyTimeout(Duration),
+    /// The client's request body broke off (reset, closed or malformed) before it ended.
+    #[error("request body broken")]
+    ClientBodyBroken(#[source] BoxError),
+    /// No request slot came free within `header_read_timeout`: the worker already has
+    /// `max_connections` requests in flight (HTTP/2 streams count one each).
+    #[error("too many requests in flight")]
+    TooManyRequests,
     /// The request body is larger than the route accepts.
     #[error("request body too large")]
     BodyTooLarge,
@@ -99,6 +123,9 @@ impl ProxyError {
             ProxyError::Denied(denial) => denial.status(),
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::ClientBodyBroken(_) => StatusCode::BAD_REQUEST,
+            ProxyError::TooManyRequests => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamUnreachable(_) | ProxyError::UpstreamBroken(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -125,6 +152,9 @@ impl ProxyError {
             | ProxyError::TaskNotAllowed
             | ProxyError::Denied(_)
             | ProxyError::TooManyHeaders
+            | ProxyError::ClientBodyTimeout(_)
+            | ProxyError::ClientBodyBroken(_)
+            | ProxyError::TooManyRequests
             | ProxyError::BodyTooLarge => Blame::Client,
             ProxyError::UpstreamUnreachable(_)
             | ProxyError::UpstreamTimeout(_)
@@ -154,6 +184,9 @@ impl ProxyError {
             ProxyError::AuthorizeTimeout(_) => "gateway timeout: authorization\n",
             ProxyError::BodyTooLarge => "request body too large\n",
             ProxyError::TooManyHeaders => "request header fields too large: too many headers\n",
+            ProxyError::ClientBodyTimeout(_) => "request timeout: the request body stalled\n",
+            ProxyError::ClientBodyBroken(_) => "bad request: the request body broke off\n",
+            ProxyError::TooManyRequests => "service unavailable: too many requests\n",
             ProxyError::UpstreamUnreachable(_) => "bad gateway: upstream unreachable\n",
             ProxyError::UpstreamBroken(_) => "bad gateway: bad upstream response\n",
             ProxyError::UpstreamTimeout(_) => "gateway timeout\n",
@@ -256,6 +289,13 @@ mod tests {
             ),
             (ProxyError::BodyTooLarge, 413, Blame::Client),
             (ProxyError::TooManyHeaders, 431, Blame::Client),
+            (
+                ProxyError::ClientBodyTimeout(Duration::from_secs(1)),
+                408,
+                Blame::Client,
+            ),
+            (ProxyError::ClientBodyBroken(io()), 400, Blame::Client),
+            (ProxyError::TooManyRequests, 503, Blame::Client),
             (ProxyError::UpstreamUnreachable(io()), 502, Blame::Upstream),
             (ProxyError::UpstreamBroken(io()), 502, Blame::Upstream),
             (

@@ -34,6 +34,9 @@ pub struct AppState {
     pub server: ServerConfig,
     /// Wall clock (injectable for tests).
     pub clock: Arc<dyn Clock>,
+    /// Requests the worker serves at once, `max_connections` of them: an HTTP/2 stream takes
+    /// one as an HTTP/1.1 request does, so a few multiplexed connections cannot hold more.
+    pub request_slots: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -43,6 +46,7 @@ impl AppState {
             router: Router::new(config)?,
             server: config.server.clone(),
             clock,
+            request_slots: Arc::new(Semaphore::new(config.server.max_connections.get())),
         })
     }
 }
@@ -196,6 +200,30 @@ pub async fn serve(
     Ok(())
 }
 
+/// Takes one of the worker's request slots (waiting up to `header_read_timeout`), then settles
+/// the host and checks the target and the header count.
+async fn admit<B>(
+    state: &AppState,
+    request: &mut Request<B>,
+    in_flight: &mut InFlight,
+) -> Result<(), ProxyError> {
+    let slots = Arc::clone(&state.request_slots);
+    let slot = match Arc::clone(&slots).try_acquire_owned() {
+        Ok(slot) => slot,
+        Err(_) => tokio::time::timeout(state.server.header_read_timeout, slots.acquire_owned())
+            .await
+            .map_err(|_| ProxyError::TooManyRequests)?
+            .map_err(|e| ProxyError::Internal(e.into()))?,
+    };
+    in_flight.hold_slot(slot);
+    settle_host(request)?;
+    check_target(request.uri())?;
+    if request.headers().len() > MAX_REQUEST_HEADERS {
+        return Err(ProxyError::TooManyHeaders);
+    }
+    Ok(())
+}
+
 /// Why a connection's task stopped serving it.
 enum Closing<E> {
     /// The connection ended by itself.
@@ -231,7 +259,7 @@ async fn handle_request(
     state: Arc<AppState>,
     peer: Peer,
     mut request: Request<Incoming>,
-    in_flight: InFlight,
+    mut in_flight: InFlight,
 ) -> Result<Response<Metered>, Infallible> {
     let started = Instant::now();
     let method = request.method().clone();
@@ -242,18 +270,12 @@ async fn handle_request(
         now: state.clock.now_unix(),
         scheme: peer.scheme,
         trusted_peer: peer.trusted,
+        client_body_timeout: state.server.client_body_timeout,
     };
-    // Checked before routing, so every route (and every error page) sees one settled host.
-    let host = settle_host(&mut request)
-        .and_then(|()| check_target(request.uri()))
-        .and_then(|()| {
-            if request.headers().len() > MAX_REQUEST_HEADERS {
-                Err(ProxyError::TooManyHeaders)
-            } else {
-                Ok(())
-            }
-        });
-    let (route_name, result) = match (host, state.router.find(&path)) {
+    // Checked before routing, so every route (and every error page) sees a request with a
+    // slot, one settled host, an ASCII target and no more headers than HTTP/1.1 allows.
+    let admitted = admit(&state, &mut request, &mut in_flight).await;
+    let (route_name, result) = match (admitted, state.router.find(&path)) {
         (Err(e), _) => ("-".to_owned(), Err(e)),
         (Ok(()), None) => ("-".to_owned(), Err(ProxyError::NoRoute)),
         (Ok(()), Some((active, rest))) => (

@@ -63,6 +63,9 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default longest stall of a write to a client before it is disconnected (nginx's default).
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default `client_body_timeout`.
+pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time from sending a request upstream to its response headers.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default longest pause between two pieces of an upstream body.
@@ -150,6 +153,9 @@ pub struct ServerConfig {
     /// then the connection is closed (over HTTP/2, the unread stream is dropped) and its
     /// upstream connection freed. Default 60s.
     pub send_timeout: Duration,
+    /// `client_body_timeout`: longest a client may pause while sending a request body; then
+    /// 408 (or, once the body streams upstream, the request is cut). Default 30s.
+    pub client_body_timeout: Duration,
     /// `max_header_bytes`: largest request head; larger ones get 431. Default 64KiB (at least
     /// 8KiB).
     pub max_header_bytes: usize,
@@ -339,6 +345,11 @@ fn build_server(server: &raw::RawServer) -> Result<ServerConfig, ConfigError> {
             server.send_timeout.as_deref(),
             DEFAULT_SEND_TIMEOUT,
             "`server.send_timeout`",
+        )?,
+        client_body_timeout: duration(
+            server.client_body_timeout.as_deref(),
+            DEFAULT_CLIENT_BODY_TIMEOUT,
+            "`server.client_body_timeout`",
         )?,
         workers,
         max_header_bytes,

@@ -30,6 +30,7 @@ pub(super) struct RawServer {
     pub header_read_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
     pub send_timeout: Option<String>,
+    pub client_body_timeout: Option<String>,
     pub workers: Option<usize>,
     pub max_header_bytes: Option<RawSize>,
     pub trusted_proxies: Option<Vec<String>>,

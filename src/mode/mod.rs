@@ -4,6 +4,7 @@ pub mod cors;
 pub mod file_answer;
 pub mod proxy;
 pub mod redirect;
+pub mod request_body;
 pub mod site;
 pub mod upload_policy;
 
@@ -33,6 +34,8 @@ pub struct RequestContext {
     pub now: u64,
     /// The scheme the client reached signgate's listener with.
     pub scheme: ListenerScheme,
+    /// `[server] client_body_timeout`: the longest pause in a request body.
+    pub client_body_timeout: std::time::Duration,
     /// Whether the client is a trusted proxy (`[server] trusted_proxies`), whose forwarding
     /// headers are kept and extended rather than replaced.
     pub trusted_peer: bool,

@@ -9,8 +9,8 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::{Handled, RequestContext};
-use crate::body::{BoxError, ResponseBody};
+use super::{Handled, RequestContext, request_body};
+use crate::body::ResponseBody;
 use crate::config::RewriteRules;
 use crate::error::ProxyError;
 use crate::rewrite::decompress::{Decompressor, Encoding};
@@ -61,7 +61,9 @@ pub async fn handle(
     }
     add_forwarding_headers(&mut headers, &parts, &ctx);
 
-    let mut upstream_request = Request::new(body.map_err(BoxError::from).boxed_unsync());
+    // Read before an upstream connection is taken: a body that never comes holds none.
+    let body = request_body::buffered(body, ctx.client_body_timeout).await?;
+    let mut upstream_request = Request::new(body);
     *upstream_request.method_mut() = parts.method.clone();
     *upstream_request.uri_mut() = uri;
     *upstream_request.headers_mut() = headers;

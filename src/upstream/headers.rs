@@ -214,6 +214,7 @@ mod tests {
             now: 0,
             scheme: crate::server::ListenerScheme::Http,
             trusted_peer,
+            client_body_timeout: std::time::Duration::from_secs(30),
         }
     }
 

@@ -16,9 +16,9 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio::sync::Semaphore;
 
-use crate::body::{BoxError, Holding, IdleTimeout, ResponseBody};
+use crate::body::{BoxError, ClientBodyIdle, Holding, IdleTimeout, ResponseBody};
 use crate::config::{Fetch, Timeouts, Upstream};
-use crate::error::{ProxyError, StartupError};
+use crate::error::{ProxyError, StartupError, find_cause};
 use http_body_util::BodyExt;
 
 pub use headers::strip_hop_by_hop;
@@ -82,6 +82,9 @@ impl UpstreamClient {
             .map_err(|e| {
                 if caused_by_body_limit(&e) {
                     ProxyError::BodyTooLarge
+                } else if let Some(ClientBodyIdle(idle)) = find_cause(&e) {
+                    // The client's body stalled while streaming up.
+                    ProxyError::ClientBodyTimeout(*idle)
                 } else if e.is_connect() {
                     ProxyError::UpstreamUnreachable(e.into())
                 } else {
@@ -155,12 +158,5 @@ pub fn connector(
 
 /// Whether the request failed because the client's body passed the route's limit.
 fn caused_by_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        current = e.source();
-    }
-    false
+    find_cause::<http_body_util::LengthLimitError>(error).is_some()
 }

@@ -294,3 +294,109 @@ async fn idle_h2_connections_are_closed_and_free_their_slots() {
         assert!(took < Duration::from_secs(5));
     }
 }
+
+/// A request body that never sends a byte.
+struct Silent;
+
+impl hyper::body::Body for Silent {
+    type Data = bytes::Bytes;
+    type Error = signgate::body::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn request_bodies_that_never_come_hold_no_upstream_slot_and_get_408() {
+    let origin = start_origin(Arc::new(|_, body| {
+        respond(200, &[("content-type", "text/plain")], body)
+    }))
+    .await;
+    let toml = format!(
+        "[server]\nclient_body_timeout = \"3s\"\n{SIGNING}[[route]]\nname = \"site\"\nprefix = \"/\"\nmode = \"site\"\nupstream = \"http://{origin}\"\nmax_upstream_connections = 2\nresponse_timeout = \"5s\"\n"
+    );
+    let gateway = TestGateway::start(&toml).await;
+    let h2 = h2_client();
+    // Twenty streams announcing 100 bytes and sending none.
+    let stalled: Vec<_> = (0..20)
+        .map(|_| {
+            let request = http::Request::post(gateway.url("/form"))
+                .header("content-length", "100")
+                .body(http_body_util::BodyExt::boxed(Silent))
+                .expect("request");
+            let h2 = h2.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let answer = h2.request(request).await.expect("an answer");
+                (answer.status(), started.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Meanwhile an ordinary request, and a small POST, get through at once.
+    let started = Instant::now();
+    let ordinary = send_with(&h2, Method::GET, &gateway.url("/"), &[]).await;
+    assert_eq!(ordinary.status, StatusCode::OK);
+    let posted = send_full(&h2, Method::POST, &gateway.url("/form"), &[], "a=1".into()).await;
+    assert_eq!(
+        (posted.status, &posted.body[..]),
+        (StatusCode::OK, &b"a=1"[..])
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1_500),
+        "{:?}",
+        started.elapsed()
+    );
+    for stalled in stalled {
+        let (status, took) = stalled.await.expect("task");
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+            "{took:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn http2_streams_count_against_max_connections() {
+    let gate = Gate::new();
+    let origin = {
+        let gate = Arc::clone(&gate);
+        start_origin(Arc::new(move |_, _| {
+            let body = gated("first ".into(), "second".into(), Arc::clone(&gate));
+            let mut response = http::Response::new(http_body_util::BodyExt::boxed(body));
+            response
+                .headers_mut()
+                .insert("content-type", http::HeaderValue::from_static("text/plain"));
+            response
+        }))
+        .await
+    };
+    let toml = format!(
+        "[server]\nmax_connections = 4\nheader_read_timeout = \"500ms\"\n{SIGNING}[[route]]\nname = \"site\"\nprefix = \"/\"\nmode = \"site\"\nupstream = \"http://{origin}\"\n"
+    );
+    let gateway = TestGateway::start(&toml).await;
+    let h2 = h2_client();
+    let requests: Vec<_> = (0..6)
+        .map(|i| {
+            let (h2, url) = (h2.clone(), gateway.url(&format!("/{i}")));
+            tokio::spawn(async move { send_with(&h2, Method::GET, &url, &[]).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    gate.open();
+    let mut statuses: Vec<u16> = Vec::new();
+    for request in requests {
+        statuses.push(request.await.expect("task").status.as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 503, 503],
+        "one connection, six streams"
+    );
+}
