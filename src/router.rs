@@ -8,6 +8,7 @@ use crate::config::{
 };
 use crate::error::StartupError;
 use crate::rewrite::SiteUrls;
+use crate::rewrite::budget::HoldBudget;
 use crate::signer::RouteSigner;
 use crate::upstream::UpstreamClient;
 
@@ -53,11 +54,13 @@ pub struct ActiveSite {
     pub urls: Arc<SiteUrls>,
     /// `max_request_body`.
     pub max_request_body: u64,
+    /// The worker's budget for JSON answers held to be rewritten.
+    pub hold_budget: Arc<HoldBudget>,
 }
 
 impl ActiveRoute {
     /// Builds `route`'s signer, cache, authorizer and upstream client.
-    pub fn new(route: &Route) -> Result<Self, StartupError> {
+    pub fn new(route: &Route, hold_budget: &Arc<HoldBudget>) -> Result<Self, StartupError> {
         let signer = Arc::new(RouteSigner::for_route(route));
         let kind = match &route.kind {
             RouteKind::Proxy(ProxyRoute { fetch, serving }) => ActiveKind::Proxy(ActiveProxy {
@@ -77,6 +80,7 @@ impl ActiveRoute {
                     route.signing.cache_size,
                 )),
                 max_request_body: *max_request_body,
+                hold_budget: Arc::clone(hold_budget),
             }),
             RouteKind::UploadPolicy(upload) => ActiveKind::UploadPolicy(upload.clone()),
         };
@@ -108,10 +112,12 @@ pub struct Router {
 impl Router {
     /// Compiles the routes of `config`: one signer and one upstream client each.
     pub fn new(config: &Config) -> Result<Self, StartupError> {
+        // One per worker, shared by its site routes.
+        let hold_budget = Arc::new(HoldBudget::new(config.server.json_hold_budget));
         let mut routes = config
             .routes
             .iter()
-            .map(|route| ActiveRoute::new(route).map(Arc::new))
+            .map(|route| ActiveRoute::new(route, &hold_budget).map(Arc::new))
             .collect::<Result<Vec<_>, StartupError>>()?;
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Self { routes })

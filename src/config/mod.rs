@@ -57,6 +57,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default largest request head (request line and headers) a client may send.
 pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
+/// Default `json_hold_budget`.
+pub const DEFAULT_JSON_HOLD_BUDGET: u64 = 64 * 1024 * 1024;
 /// Default time in-flight requests get to finish after SIGINT/SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default time to open a connection to an upstream.
@@ -159,6 +161,9 @@ pub struct ServerConfig {
     /// `max_header_bytes`: largest request head; larger ones get 431. Default 64KiB (at least
     /// 8KiB).
     pub max_header_bytes: usize,
+    /// `json_hold_budget`: bytes all JSON answers held for rewriting may take at once, per
+    /// worker; past it an answer passes through unrewritten. Default 64MiB.
+    pub json_hold_budget: usize,
     /// `workers`: single-threaded runtimes, each with its own `SO_REUSEPORT` listener. Default:
     /// one per core the process may run on.
     pub workers: NonZeroUsize,
@@ -310,6 +315,11 @@ fn build_server(server: &raw::RawServer) -> Result<ServerConfig, ConfigError> {
         ));
     }
     let max_header_bytes = usize::try_from(max_header_bytes).unwrap_or(usize::MAX);
+    let json_hold_budget = match &server.json_hold_budget {
+        None => DEFAULT_JSON_HOLD_BUDGET,
+        Some(size) => parse_size(size).map_err(|r| invalid("`server.json_hold_budget`", r))?,
+    };
+    let json_hold_budget = usize::try_from(json_hold_budget).unwrap_or(usize::MAX);
     let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
     let workers = NonZeroUsize::new(server.workers.unwrap_or(cores))
         .ok_or_else(|| invalid("`server.workers`", "must be at least 1"))?;
@@ -353,6 +363,7 @@ fn build_server(server: &raw::RawServer) -> Result<ServerConfig, ConfigError> {
         )?,
         workers,
         max_header_bytes,
+        json_hold_budget,
         trusted_proxies,
     })
 }

@@ -33,6 +33,7 @@ pub(super) struct RawServer {
     pub client_body_timeout: Option<String>,
     pub workers: Option<usize>,
     pub max_header_bytes: Option<RawSize>,
+    pub json_hold_budget: Option<RawSize>,
     pub trusted_proxies: Option<Vec<String>>,
 }
 

@@ -13,6 +13,7 @@ use super::{Handled, RequestContext, request_body};
 use crate::body::ResponseBody;
 use crate::config::RewriteRules;
 use crate::error::ProxyError;
+use crate::rewrite::budget::HoldBudget;
 use crate::rewrite::decompress::{Decompressor, Encoding};
 use crate::rewrite::{
     CdnUrlSigner, HtmlTransform, JsonTransform, TransformBody, cap_freshness, rewrite_url_headers,
@@ -71,8 +72,14 @@ pub async fn handle(
     let response = client.send(upstream_request).await?;
     let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
     let signer = site.urls.for_request(ctx.now, target);
-    let mut response =
-        rewrite_response(response, &signer, &parts.method, site.urls.rules(), ctx.now);
+    let mut response = rewrite_response(
+        response,
+        &signer,
+        &parts.method,
+        site.urls.rules(),
+        &site.hold_budget,
+        ctx.now,
+    );
     add_via(response.headers_mut());
     Ok(Handled {
         response,
@@ -132,6 +139,7 @@ fn rewrite_response(
     signer: &Arc<CdnUrlSigner>,
     method: &Method,
     rules: &RewriteRules,
+    hold_budget: &Arc<HoldBudget>,
     now: u64,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
@@ -188,7 +196,7 @@ fn rewrite_response(
             TransformBody::decoding(
                 body,
                 decompressor,
-                JsonTransform::new(Arc::clone(signer), limit),
+                JsonTransform::new(Arc::clone(signer), limit, Arc::clone(hold_budget)),
                 rules.rewrite_limit,
             )
             .boxed_unsync()

@@ -3,27 +3,43 @@
 
 use std::sync::Arc;
 
+use super::budget::{Held, HoldBudget};
 use super::{CdnUrlSigner, Transform};
 use crate::body::BoxError;
 
 /// JSON rewriting: string values that are bare CDN URLs get signed. The body is held up to
-/// `limit` bytes; a larger one passes through untouched.
+/// `limit` bytes, and only while the worker's [`HoldBudget`] has room; otherwise it passes
+/// through untouched.
 pub struct JsonTransform {
     signer: Arc<CdnUrlSigner>,
     limit: usize,
     held: Vec<u8>,
     passing_through: bool,
+    budget: Arc<HoldBudget>,
+    /// What `held` (and then the signed answer, until the body is dropped) takes of `budget`.
+    taken: Held,
 }
 
 impl JsonTransform {
-    /// A JSON rewriter holding at most `limit` bytes.
-    pub fn new(signer: Arc<CdnUrlSigner>, limit: usize) -> Self {
+    /// A JSON rewriter holding at most `limit` bytes, out of `budget`.
+    pub fn new(signer: Arc<CdnUrlSigner>, limit: usize, budget: Arc<HoldBudget>) -> Self {
         Self {
             signer,
             limit,
             held: Vec::new(),
             passing_through: false,
+            budget,
+            taken: Held::default(),
         }
+    }
+
+    /// Stops holding: what was held goes out first, then the rest as it comes.
+    fn pass_through(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.passing_through = true;
+        self.taken.release();
+        let mut out = std::mem::take(&mut self.held);
+        out.extend_from_slice(chunk);
+        out
     }
 }
 
@@ -32,11 +48,17 @@ impl Transform for JsonTransform {
         if self.passing_through {
             return Ok(chunk.to_vec());
         }
-        self.held.extend_from_slice(chunk);
-        if self.held.len() > self.limit {
-            self.passing_through = true;
-            return Ok(std::mem::take(&mut self.held));
+        if self.held.len() + chunk.len() > self.limit {
+            return Ok(self.pass_through(chunk));
         }
+        if !self.budget.take(&mut self.taken, chunk.len()) {
+            tracing::warn!(
+                held = self.held.len(),
+                "json_hold_budget spent: a JSON answer passes through unrewritten"
+            );
+            return Ok(self.pass_through(chunk));
+        }
+        self.held.extend_from_slice(chunk);
         Ok(Vec::new())
     }
 
@@ -88,7 +110,8 @@ mod tests {
             cdn(H),
             cdn("x")
         );
-        let mut t = JsonTransform::new(signer(), 1024);
+        let budget = Arc::new(HoldBudget::new(1 << 20));
+        let mut t = JsonTransform::new(signer(), 1024, Arc::clone(&budget));
         let mut out = t.push(json.as_bytes()).expect("push");
         out.extend(t.finish().expect("finish"));
         let value: serde_json::Value = serde_json::from_slice(&out).expect("json");
@@ -100,9 +123,33 @@ mod tests {
         );
         assert_eq!(value["photos"][0]["caption"], cdn("x"));
 
-        let mut small = JsonTransform::new(signer(), 10);
+        let mut small = JsonTransform::new(signer(), 10, Arc::clone(&budget));
         let mut out = small.push(json.as_bytes()).expect("push");
         out.extend(small.finish().expect("finish"));
         assert_eq!(out, json.as_bytes());
+    }
+
+    #[test]
+    fn past_the_workers_budget_json_passes_through_and_the_bytes_come_back() {
+        let json = format!(r#"{{"url":"{}"}}"#, cdn(H));
+        let budget = Arc::new(HoldBudget::new(json.len() + 10));
+        let mut first = JsonTransform::new(signer(), 1 << 20, Arc::clone(&budget));
+        assert!(
+            first.push(json.as_bytes()).expect("push").is_empty(),
+            "held"
+        );
+        let mut second = JsonTransform::new(signer(), 1 << 20, Arc::clone(&budget));
+        let mut out = second.push(json.as_bytes()).expect("push");
+        out.extend(second.finish().expect("finish"));
+        assert_eq!(out, json.as_bytes(), "no room left: passed through as sent");
+        assert_eq!(budget.refused(), 1);
+        let signed = first.finish().expect("finish");
+        assert!(String::from_utf8_lossy(&signed).contains("policy="));
+        drop(first);
+        assert_eq!(
+            budget.available(),
+            json.len() + 10,
+            "given back with the body"
+        );
     }
 }

@@ -1,8 +1,10 @@
 //! Rewriting bare CDN URLs into signed ones in site answers, one file per place a URL hides:
 //! [`html`] while it streams (lol_html), [`json`] up to a size limit, [`headers`] (`Location`,
 //! `Content-Location`, `Link`); [`freshness`] caps how long a cache may keep a rewritten answer,
-//! and [`url`] recognises and signs the URLs. Bodies pass through a [`Transform`] chain.
+//! [`url`] recognises and signs the URLs, and [`budget`] bounds what one worker's held JSON
+//! answers take together. Bodies pass through a [`Transform`] chain.
 
+pub mod budget;
 pub mod decompress;
 pub mod freshness;
 pub mod headers;

@@ -400,3 +400,67 @@ async fn http2_streams_count_against_max_connections() {
         "one connection, six streams"
     );
 }
+
+/// A JSON answer with `count` CDN URLs, about 90 bytes each.
+fn json_with_urls(count: usize) -> String {
+    let urls: Vec<String> = (0..count)
+        .map(|i| format!("\"https://cdn.filestackcontent.com/{H}#{i}\""))
+        .collect();
+    format!("{{\"photos\":[{}]}}", urls.join(","))
+}
+
+#[tokio::test]
+async fn held_json_answers_share_one_budget_per_worker_and_pass_through_past_it() {
+    let gate = Gate::new();
+    let half = json_with_urls(1_000);
+    let (first, second) = half.split_at(half.len() / 2);
+    let (first, second) = (first.to_owned(), second.to_owned());
+    let origin = {
+        let gate = Arc::clone(&gate);
+        start_origin(Arc::new(move |parts, _| {
+            let body = if parts.uri.path() == "/slow" {
+                http_body_util::BodyExt::boxed(gated(
+                    first.clone().into(),
+                    second.clone().into(),
+                    Arc::clone(&gate),
+                ))
+            } else {
+                full(json_with_urls(1_000))
+            };
+            let mut response = http::Response::new(body);
+            response.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/json"),
+            );
+            response
+        }))
+        .await
+    };
+    // Room for one 60 KB answer held at a time.
+    let toml = format!(
+        "[server]\njson_hold_budget = \"64KiB\"\n{SIGNING}[[route]]\nname = \"site\"\nprefix = \"/\"\nmode = \"site\"\nupstream = \"http://{origin}\"\n"
+    );
+    let gateway = TestGateway::start(&toml).await;
+    let signed = |answer: &Answer| answer.text().matches("signature=").count();
+
+    let slow = {
+        let url = gateway.url("/slow");
+        tokio::spawn(async move { get(&url).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The slow answer holds half its bytes; a whole one no longer fits beside it.
+    let passed = get(&gateway.url("/fast")).await;
+    assert_eq!(passed.status, StatusCode::OK);
+    assert_eq!(signed(&passed), 0, "passed through unrewritten");
+    assert_eq!(
+        passed.text(),
+        json_with_urls(1_000),
+        "byte for byte as the site sent it"
+    );
+    gate.open();
+    let slow = slow.await.expect("task");
+    assert_eq!(signed(&slow), 1_000, "the held answer is signed whole");
+    // Its bytes came back with its body: the next answer is signed again.
+    let again = get(&gateway.url("/fast")).await;
+    assert_eq!(signed(&again), 1_000);
+}
