@@ -167,11 +167,13 @@ pub async fn serve(
                 Closing::Ended(result) => result,
                 Closing::Idle => {
                     // GOAWAY, then the ping a graceful HTTP/2 close waits for: a peer that
-                    // never answers gets as long again, then the connection is dropped.
+                    // never answers gets as long again, then the connection is dropped. A
+                    // request that slipped in meanwhile (HTTP/1.1) is answered first.
                     connection.as_mut().graceful_shutdown();
-                    tokio::time::timeout(idle_timeout, connection)
-                        .await
-                        .unwrap_or(Ok(()))
+                    tokio::select! {
+                        result = connection.as_mut() => result,
+                        () = activity.idle_for(idle_timeout) => Ok(()),
+                    }
                 }
                 Closing::Draining => {
                     // Streams in flight finish, within `shutdown_grace`.
