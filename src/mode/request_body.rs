@@ -53,13 +53,16 @@ where
 /// What a failed request body means for the client: a pause, a body past the route's limit, or
 /// a body that broke off.
 pub fn client_body_error(error: BoxError) -> ProxyError {
-    if let Some(ClientBodyIdle(idle)) = find_cause(error.as_ref()) {
-        return ProxyError::ClientBodyTimeout(*idle);
+    client_body_fault(error.as_ref()).unwrap_or(ProxyError::ClientBodyBroken(error))
+}
+
+/// The client's fault in `error`'s chain, whether reading the body here or while it streamed
+/// upstream: a pause past `client_body_timeout`, or a body past the route's limit.
+pub fn client_body_fault(error: &(dyn std::error::Error + 'static)) -> Option<ProxyError> {
+    if let Some(ClientBodyIdle(idle)) = find_cause(error) {
+        return Some(ProxyError::ClientBodyTimeout(*idle));
     }
-    if find_cause::<http_body_util::LengthLimitError>(error.as_ref()).is_some() {
-        return ProxyError::BodyTooLarge;
-    }
-    ProxyError::ClientBodyBroken(error)
+    find_cause::<http_body_util::LengthLimitError>(error).map(|_| ProxyError::BodyTooLarge)
 }
 
 /// The frames already read, then the rest of the body (if it had not ended).

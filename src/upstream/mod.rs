@@ -16,9 +16,10 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio::sync::Semaphore;
 
-use crate::body::{BoxError, ClientBodyIdle, Holding, IdleTimeout, ResponseBody};
+use crate::body::{BoxError, Holding, IdleTimeout, ResponseBody};
 use crate::config::{Fetch, Timeouts, Upstream};
-use crate::error::{ProxyError, StartupError, find_cause};
+use crate::error::{ProxyError, StartupError};
+use crate::mode::request_body::client_body_fault;
 use http_body_util::BodyExt;
 
 pub use headers::strip_hop_by_hop;
@@ -80,11 +81,9 @@ impl UpstreamClient {
             .await
             .map_err(|_| ProxyError::UpstreamTimeout(self.timeouts.response))?
             .map_err(|e| {
-                if caused_by_body_limit(&e) {
-                    ProxyError::BodyTooLarge
-                } else if let Some(ClientBodyIdle(idle)) = find_cause(&e) {
-                    // The client's body stalled while streaming up.
-                    ProxyError::ClientBodyTimeout(*idle)
+                // The client's body stalled or passed the limit while streaming up.
+                if let Some(fault) = client_body_fault(&e) {
+                    fault
                 } else if e.is_connect() {
                     ProxyError::UpstreamUnreachable(e.into())
                 } else {
@@ -154,9 +153,4 @@ pub fn connector(
         .https_or_http()
         .enable_all_versions()
         .wrap_connector(http))
-}
-
-/// Whether the request failed because the client's body passed the route's limit.
-fn caused_by_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {
-    find_cause::<http_body_util::LengthLimitError>(error).is_some()
 }
