@@ -161,13 +161,32 @@ pub fn pumped(mut body: ResponseBody, stall: Duration) -> ResponseBody {
     let done = std::sync::Arc::clone(&finished);
     tokio::spawn(async move {
         while let Some(frame) = body.frame().await {
-            match tokio::time::timeout(stall, tx.send(frame)).await {
-                Ok(Ok(())) => {}
-                // The reader went away: nothing more to do.
-                Ok(Err(_)) => return,
-                Err(_) => {
-                    tracing::debug!(?stall, "client stopped reading; response abandoned");
-                    return;
+            // HTTP/2 takes a whole frame into its send buffer as soon as the stream has a byte
+            // of window: a large one (a signed JSON answer) would sit there, out of reach of
+            // the stall timer and of the hold budget. Handed over in pieces, all but one piece
+            // waits here, where a stall drops it.
+            let mut frame = Some(frame);
+            while let Some(next) = frame.take() {
+                let piece = match next {
+                    Ok(data_frame) => match data_frame.into_data() {
+                        Ok(mut data) if data.len() > PUMPED_PIECE => {
+                            let piece = data.split_to(PUMPED_PIECE);
+                            frame = Some(Ok(Frame::data(data)));
+                            Ok(Frame::data(piece))
+                        }
+                        Ok(data) => Ok(Frame::data(data)),
+                        Err(other) => Ok(other),
+                    },
+                    Err(e) => Err(e),
+                };
+                match tokio::time::timeout(stall, tx.send(piece)).await {
+                    Ok(Ok(())) => {}
+                    // The reader went away: nothing more to do.
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        tracing::debug!(?stall, "client stopped reading; response abandoned");
+                        return;
+                    }
                 }
             }
         }
@@ -180,6 +199,9 @@ pub fn pumped(mut body: ResponseBody, stall: Duration) -> ResponseBody {
     }
     .boxed_unsync()
 }
+
+/// The largest data frame [`pumped`] hands over at once (HTTP/2's default frame size).
+const PUMPED_PIECE: usize = 16 * 1024;
 
 /// The reading end of [`pumped`].
 struct Pumped {
@@ -202,5 +224,32 @@ impl Body for Pumped {
             None if self.finished.load(std::sync::atomic::Ordering::Acquire) => Poll::Ready(None),
             None => Poll::Ready(Some(Err(ReaderStalled(self.stall).into()))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pumped_hands_a_large_frame_over_in_pieces_of_at_most_16_kib() {
+        let whole: Bytes = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut body = pumped(
+            Full::new(whole.clone())
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+            Duration::from_secs(5),
+        );
+        let mut pieces = Vec::new();
+        while let Some(frame) = body.frame().await {
+            pieces.push(frame.expect("frame").into_data().expect("data"));
+        }
+        assert!(
+            pieces.iter().all(|p| p.len() <= PUMPED_PIECE),
+            "{}",
+            pieces.len()
+        );
+        assert_eq!(pieces.len(), 100_000usize.div_ceil(PUMPED_PIECE));
+        assert_eq!(pieces.concat(), whole.to_vec());
     }
 }

@@ -55,6 +55,9 @@ pub enum ProxyError {
     /// The request target cannot be forwarded as a path and query.
     #[error("request target cannot be forwarded")]
     BadTarget,
+    /// A method longer than any real one ([`MAX_METHOD_LEN`](crate::host::MAX_METHOD_LEN)).
+    #[error("method too long")]
+    BadMethod,
     /// The path after the prefix is not `[TASKS/]HANDLE`.
     #[error("not a file handle")]
     NotAHandle,
@@ -116,9 +119,10 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::NotAHandle | ProxyError::BadHost | ProxyError::BadTarget => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::NotAHandle
+            | ProxyError::BadHost
+            | ProxyError::BadTarget
+            | ProxyError::BadMethod => StatusCode::BAD_REQUEST,
             ProxyError::CallNotAllowed | ProxyError::TaskNotAllowed => StatusCode::FORBIDDEN,
             ProxyError::Denied(denial) => denial.status(),
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -148,6 +152,7 @@ impl ProxyError {
             | ProxyError::NotAHandle
             | ProxyError::BadHost
             | ProxyError::BadTarget
+            | ProxyError::BadMethod
             | ProxyError::CallNotAllowed
             | ProxyError::TaskNotAllowed
             | ProxyError::Denied(_)
@@ -175,6 +180,7 @@ impl ProxyError {
             ProxyError::NotAHandle => "bad request: not a file handle\n",
             ProxyError::BadHost => "bad request: missing, repeated or invalid Host\n",
             ProxyError::BadTarget => "bad request: bad request target\n",
+            ProxyError::BadMethod => "bad request: method too long\n",
             ProxyError::CallNotAllowed => "forbidden: this route does not allow that call\n",
             ProxyError::TaskNotAllowed => "forbidden: this route does not allow that task\n",
             ProxyError::Denied(_) => "forbidden\n",
@@ -274,6 +280,7 @@ mod tests {
             (ProxyError::NotAHandle, 400, Blame::Client),
             (ProxyError::BadHost, 400, Blame::Client),
             (ProxyError::BadTarget, 400, Blame::Client),
+            (ProxyError::BadMethod, 400, Blame::Client),
             (ProxyError::CallNotAllowed, 403, Blame::Client),
             (ProxyError::TaskNotAllowed, 403, Blame::Client),
             (ProxyError::AuthorizeUnreachable(io()), 502, Blame::Upstream),

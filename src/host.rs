@@ -56,6 +56,19 @@ pub fn check_target(uri: &Uri) -> Result<(), ProxyError> {
     }
 }
 
+/// The longest method forwarded. The registered ones are at most 17 characters
+/// (`UPDATEREDIRECTREF`); HTTP sets no limit, so a method could otherwise fill the whole head,
+/// and the site's request line and the log with it.
+pub const MAX_METHOD_LEN: usize = 32;
+
+/// Refuses ([`ProxyError::BadMethod`]) a method longer than [`MAX_METHOD_LEN`].
+pub fn check_method(method: &http::Method) -> Result<(), ProxyError> {
+    if method.as_str().len() > MAX_METHOD_LEN {
+        return Err(ProxyError::BadMethod);
+    }
+    Ok(())
+}
+
 /// Whether `text` is a URI host with an optional port (RFC 3986 section 3.2.2): a non-empty
 /// `reg-name` (which takes in IPv4 addresses) or a bracketed IPv6 address, then `:` and 1 to 5
 /// digits up to 65535.

@@ -21,7 +21,7 @@ use crate::body::pumped;
 use crate::clock::Clock;
 use crate::config::{Config, ServerConfig};
 use crate::error::{ProxyError, StartupError};
-use crate::host::{check_target, settle_host};
+use crate::host::{check_method, check_target, settle_host};
 use crate::mode::{self, RequestContext};
 use crate::request_log::{AccessLog, Metered, log_error, redact_path};
 use crate::router::Router;
@@ -203,7 +203,7 @@ pub async fn serve(
 }
 
 /// Takes one of the worker's request slots (waiting up to `header_read_timeout`), then settles
-/// the host and checks the target and the header count.
+/// the host and checks the target, the method's length and the header count.
 async fn admit<B>(
     state: &AppState,
     request: &mut Request<B>,
@@ -220,6 +220,7 @@ async fn admit<B>(
     in_flight.hold_slot(slot);
     settle_host(request)?;
     check_target(request.uri())?;
+    check_method(request.method())?;
     if request.headers().len() > MAX_REQUEST_HEADERS {
         return Err(ProxyError::TooManyHeaders);
     }
@@ -275,7 +276,8 @@ async fn handle_request(
         client_body_timeout: state.server.client_body_timeout,
     };
     // Checked before routing, so every route (and every error page) sees a request with a
-    // slot, one settled host, an ASCII target and no more headers than HTTP/1.1 allows.
+    // slot, one settled host, an ASCII target, a method of sane length and no more headers
+    // than HTTP/1.1 allows.
     let admitted = admit(&state, &mut request, &mut in_flight).await;
     let (route_name, result) = match (admitted, state.router.find(&path)) {
         (Err(e), _) => ("-".to_owned(), Err(e)),

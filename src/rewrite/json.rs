@@ -71,30 +71,45 @@ impl Transform for JsonTransform {
             // Not JSON after all: what the site sent is what the client gets.
             return Ok(held);
         };
-        if sign_json_strings(&mut value, &self.signer) {
-            Ok(serde_json::to_vec(&value)?)
-        } else {
-            Ok(held)
+        let grown = sign_json_strings(&mut value, &self.signer);
+        if grown == 0 {
+            return Ok(held);
         }
+        // The signed answer is what waits on a slow client, so the budget counts it, not the
+        // answer as sent, until the body is dropped. Without room for the difference, the
+        // answer goes out as the site sent it.
+        if !self.budget.take(&mut self.taken, grown) {
+            tracing::warn!(
+                held = held.len(),
+                "json_hold_budget spent: a JSON answer passes through unrewritten"
+            );
+            self.taken.release();
+            return Ok(held);
+        }
+        drop(held);
+        Ok(serde_json::to_vec(&value)?)
     }
 }
 
-fn sign_json_strings(value: &mut serde_json::Value, signer: &CdnUrlSigner) -> bool {
+/// Signs every string in `value` that is a bare CDN URL; returns how many bytes the strings
+/// grew by (0: nothing signed).
+fn sign_json_strings(value: &mut serde_json::Value, signer: &CdnUrlSigner) -> usize {
     match value {
         serde_json::Value::String(s) => match signer.sign(s) {
             Some(signed) => {
+                let grown = signed.len().saturating_sub(s.len()).max(1);
                 *s = signed;
-                true
+                grown
             }
-            None => false,
+            None => 0,
         },
-        serde_json::Value::Array(items) => items
-            .iter_mut()
-            .fold(false, |changed, v| sign_json_strings(v, signer) | changed),
-        serde_json::Value::Object(map) => map
-            .values_mut()
-            .fold(false, |changed, v| sign_json_strings(v, signer) | changed),
-        _ => false,
+        serde_json::Value::Array(items) => {
+            items.iter_mut().map(|v| sign_json_strings(v, signer)).sum()
+        }
+        serde_json::Value::Object(map) => {
+            map.values_mut().map(|v| sign_json_strings(v, signer)).sum()
+        }
+        _ => 0,
     }
 }
 
@@ -129,27 +144,50 @@ mod tests {
         assert_eq!(out, json.as_bytes());
     }
 
+    /// What `json` signs to, and its length.
+    fn signed_len(json: &str) -> usize {
+        let mut t = JsonTransform::new(signer(), 1 << 20, Arc::new(HoldBudget::new(1 << 20)));
+        let mut out = t.push(json.as_bytes()).expect("push");
+        out.extend(t.finish().expect("finish"));
+        assert!(String::from_utf8_lossy(&out).contains("policy="));
+        out.len()
+    }
+
     #[test]
     fn past_the_workers_budget_json_passes_through_and_the_bytes_come_back() {
         let json = format!(r#"{{"url":"{}"}}"#, cdn(H));
-        let budget = Arc::new(HoldBudget::new(json.len() + 10));
+        let signed = signed_len(&json);
+        let budget = Arc::new(HoldBudget::new(signed + 10));
         let mut first = JsonTransform::new(signer(), 1 << 20, Arc::clone(&budget));
         assert!(
             first.push(json.as_bytes()).expect("push").is_empty(),
             "held"
         );
+        let padded = format!(r#"{{"url":"{}","pad":"{}"}}"#, cdn(H), "p".repeat(signed));
         let mut second = JsonTransform::new(signer(), 1 << 20, Arc::clone(&budget));
-        let mut out = second.push(json.as_bytes()).expect("push");
+        let mut out = second.push(padded.as_bytes()).expect("push");
         out.extend(second.finish().expect("finish"));
-        assert_eq!(out, json.as_bytes(), "no room left: passed through as sent");
-        assert_eq!(budget.refused(), 1);
-        let signed = first.finish().expect("finish");
-        assert!(String::from_utf8_lossy(&signed).contains("policy="));
-        drop(first);
         assert_eq!(
-            budget.available(),
-            json.len() + 10,
-            "given back with the body"
+            out,
+            padded.as_bytes(),
+            "no room left: passed through as sent"
         );
+        assert_eq!(budget.refused(), 1);
+        let out = first.finish().expect("finish");
+        assert_eq!(out.len(), signed, "signed");
+        assert_eq!(budget.available(), 10, "the signed answer is what is held");
+        drop(first);
+        assert_eq!(budget.available(), signed + 10, "given back with the body");
+    }
+
+    #[test]
+    fn a_signed_answer_that_would_outgrow_the_budget_goes_out_as_sent() {
+        let json = format!(r#"{{"url":"{}"}}"#, cdn(H));
+        let budget = Arc::new(HoldBudget::new(signed_len(&json) - 1));
+        let mut t = JsonTransform::new(signer(), 1 << 20, Arc::clone(&budget));
+        assert!(t.push(json.as_bytes()).expect("push").is_empty(), "held");
+        assert_eq!(t.finish().expect("finish"), json.as_bytes());
+        assert_eq!(budget.refused(), 1);
+        assert_eq!(budget.available(), signed_len(&json) - 1, "nothing kept");
     }
 }

@@ -339,3 +339,331 @@ async fn h2_header_lists_are_held_to_the_count_and_size_limits() {
     let ok = send_with(&h2, http::Method::GET, &gateway.url("/"), &[("x-a", "b")]).await;
     assert_eq!(ok.status, http::StatusCode::OK);
 }
+
+/// 256 MiB of zeros in a few hundred bytes of brotli.
+const BROTLI_BOMB: &[u8] = include_bytes!("../data/zeros-256MiB.br");
+
+/// The cheap requests that once held memory, connections or upstream slots (issue 11), each
+/// over HTTP/1.1 and h2c where both apply.
+#[derive(Debug, Clone, Copy)]
+enum Attack {
+    /// A few hundred bytes of brotli that decode to 256 MiB.
+    DecompressionBomb,
+    /// A page reflecting a 50 KB CDN URL.
+    ReflectedLongUrl,
+    /// A request announcing a 100-byte body and sending none.
+    BodyNeverSent,
+    /// A connection that never sends a request (h2c: the preface and SETTINGS only).
+    IdleConnection,
+    /// 120 headers.
+    ManyHeaders,
+    /// Ten 4,000-byte headers, which HPACK sends for a fraction of that.
+    LargeHeaderList,
+    /// A JSON answer held for signing that the client never reads.
+    JsonNeverRead,
+    /// A 60,000-character method.
+    LongMethod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    Http1,
+    H2c,
+}
+
+/// What one attack came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Status(u16),
+    /// The gateway closed the connection without an answer.
+    Closed,
+    /// HTTP/2: the stream (or its body) ended in an error.
+    StreamError,
+}
+
+/// What a row of the resource catalogue expects.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// Exactly this status.
+    Status(u16),
+    /// Closed by the gateway.
+    Closed,
+    /// The stream reset.
+    StreamError,
+    /// Some 4xx, a closed connection or a reset stream.
+    Refused,
+}
+
+impl Bound {
+    fn holds(self, outcome: &Outcome) -> bool {
+        match (self, outcome) {
+            (Bound::Status(want), Outcome::Status(got)) => want == *got,
+            (Bound::Closed, Outcome::Closed) => true,
+            (Bound::StreamError, Outcome::StreamError) => true,
+            (Bound::Refused, Outcome::Status(got)) => (400..500).contains(got),
+            (Bound::Refused, Outcome::Closed | Outcome::StreamError) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Sends `bytes` on a fresh connection and reads until the gateway closes it or `enough`
+/// bytes have come (then lets go).
+async fn raw_outcome(addr: std::net::SocketAddr, bytes: &[u8], enough: usize) -> Outcome {
+    let mut stream = TcpStream::connect(addr).await.expect("connects");
+    let _ = stream.write_all(bytes).await;
+    let mut answer = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+            if answer.len() >= enough {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "neither answered nor closed within 5 s");
+    let text = String::from_utf8_lossy(&answer[..answer.len().min(64)]).into_owned();
+    match text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+    {
+        Some(code) => Outcome::Status(code.parse().expect("status")),
+        None => Outcome::Closed,
+    }
+}
+
+/// Sends `request` over `h2` and reads up to `enough` bytes of the answer's body.
+async fn h2_outcome(
+    h2: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        TestBody,
+    >,
+    request: http::Request<TestBody>,
+    enough: usize,
+) -> Outcome {
+    use http_body_util::BodyExt;
+    let answer = match h2.request(request).await {
+        Ok(answer) => answer,
+        Err(_) => return Outcome::StreamError,
+    };
+    let status = answer.status().as_u16();
+    let mut body = answer.into_body();
+    let mut read = 0;
+    while read < enough {
+        match tokio::time::timeout(Duration::from_secs(5), body.frame()).await {
+            Ok(Some(Ok(frame))) => read += frame.data_ref().map_or(0, |d| d.len()),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Outcome::StreamError,
+            Err(_) => panic!("the body stalled past 5 s"),
+        }
+    }
+    Outcome::Status(status)
+}
+
+/// One row: the attack, over `version`, against `gateway`.
+async fn run_attack(attack: Attack, version: Version, gateway: &TestGateway) -> Outcome {
+    let addr = gateway.addr;
+    let request = |method: &str, path: &str| {
+        http::Request::builder()
+            .method(http::Method::from_bytes(method.as_bytes()).expect("method"))
+            .uri(gateway.url(path))
+            .body(full(bytes::Bytes::new()))
+            .expect("request")
+    };
+    let many: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let big = "b".repeat(4_000);
+    let long_method = "M".repeat(60_000);
+    match (attack, version) {
+        (Attack::DecompressionBomb, Version::Http1) => {
+            raw_outcome(addr, &get("/bomb"), 1 << 20).await
+        }
+        (Attack::DecompressionBomb, Version::H2c) => {
+            h2_outcome(&h2_client(), request("GET", "/bomb"), 1 << 20).await
+        }
+        (Attack::ReflectedLongUrl, Version::Http1) => {
+            raw_outcome(addr, &get("/reflect"), usize::MAX).await
+        }
+        (Attack::ReflectedLongUrl, Version::H2c) => {
+            h2_outcome(&h2_client(), request("GET", "/reflect"), usize::MAX).await
+        }
+        (Attack::BodyNeverSent, Version::Http1) => {
+            raw_outcome(
+                addr,
+                b"POST /echo HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\n",
+                usize::MAX,
+            )
+            .await
+        }
+        (Attack::BodyNeverSent, Version::H2c) => {
+            let request = http::Request::post(gateway.url("/echo"))
+                .header("content-length", "100")
+                .body(http_body_util::BodyExt::boxed(Silent))
+                .expect("request");
+            h2_outcome(&h2_client(), request, usize::MAX).await
+        }
+        (Attack::IdleConnection, Version::Http1) => raw_outcome(addr, b"", usize::MAX).await,
+        (Attack::IdleConnection, Version::H2c) => {
+            // Whatever frames come (SETTINGS, GOAWAY), the connection ends.
+            match raw_outcome(addr, H2_PREFACE_AND_SETTINGS, usize::MAX).await {
+                Outcome::Closed => Outcome::Closed,
+                other => panic!("an idle h2c connection got {other:?}"),
+            }
+        }
+        (Attack::ManyHeaders, Version::Http1) => {
+            raw_outcome(addr, &with_headers("/", &many), usize::MAX).await
+        }
+        (Attack::ManyHeaders | Attack::LargeHeaderList, Version::H2c) => {
+            let mut request = request("GET", "/");
+            let (count, value) = match attack {
+                Attack::ManyHeaders => (120, "v"),
+                _ => (10, big.as_str()),
+            };
+            for i in 0..count {
+                request.headers_mut().append(
+                    http::HeaderName::from_bytes(format!("x-h{i}").as_bytes()).expect("name"),
+                    http::HeaderValue::from_str(value).expect("value"),
+                );
+            }
+            h2_outcome(&h2_client(), request, usize::MAX).await
+        }
+        (Attack::LargeHeaderList, Version::Http1) => unreachable!("no HPACK in HTTP/1.1"),
+        (Attack::JsonNeverRead, Version::Http1) => {
+            // The head comes; the body is left unread and the socket held.
+            raw_outcome(addr, &get("/photos.json"), 1).await
+        }
+        (Attack::JsonNeverRead, Version::H2c) => {
+            // A stream window of 1 KiB that is never opened: the gateway gives up after
+            // send_timeout and resets the stream.
+            let shut = h2_client_never_reading();
+            let answer = shut
+                .request(request("GET", "/photos.json"))
+                .await
+                .expect("a head");
+            assert_eq!(answer.status(), http::StatusCode::OK);
+            let body = answer.into_body();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            // The gateway has given up by now: what was buffered, then the reset.
+            let read = tokio::time::timeout(
+                Duration::from_secs(5),
+                http_body_util::BodyExt::collect(body),
+            )
+            .await
+            .expect("the reset arrives");
+            if read.is_err() {
+                Outcome::StreamError
+            } else {
+                Outcome::Status(200)
+            }
+        }
+        (Attack::LongMethod, Version::Http1) => {
+            raw_outcome(addr, &method(&long_method, "/"), usize::MAX).await
+        }
+        (Attack::LongMethod, Version::H2c) => {
+            h2_outcome(&h2_client(), request(&long_method, "/"), usize::MAX).await
+        }
+    }
+}
+
+/// The resource catalogue: each cheap request that once held the gateway's memory, slots or
+/// upstream permits, over both versions where both apply, gets its bounded answer within a few
+/// seconds while an ordinary client on the same gateway is served in its usual time.
+#[tokio::test]
+async fn the_resource_catalogue() {
+    let photos: Vec<String> = (0..1_000)
+        .map(|i| format!("\"https://cdn.filestackcontent.com/{H}#{i}\""))
+        .collect();
+    let json = bytes::Bytes::from(format!("{{\"photos\":[{}]}}", photos.join(",")));
+    let reflected = format!(
+        "<img src=\"https://cdn.filestackcontent.com/{H}#{}\">",
+        "r".repeat(50_000)
+    );
+    let origin = start_origin(Arc::new(move |parts, body| match parts.uri.path() {
+        "/bomb" => respond(
+            200,
+            &[("content-type", "text/html"), ("content-encoding", "br")],
+            BROTLI_BOMB,
+        ),
+        "/reflect" => respond(200, &[("content-type", "text/html")], reflected.clone()),
+        "/photos.json" => respond(200, &[("content-type", "application/json")], json.clone()),
+        "/echo" => respond(200, &[("content-type", "text/plain")], body),
+        _ => respond(200, &[("content-type", "text/plain")], "site"),
+    }))
+    .await;
+    let cdn = TestCdn::builder().file(H, &b"the file"[..]).start().await;
+    let toml = format!(
+        "[server]\nheader_read_timeout = \"1s\"\nclient_body_timeout = \"1s\"\nsend_timeout = \"1s\"\n\
+         {SIGNING}[[route]]\nname = \"img\"\nprefix = \"/img/\"\nmode = \"proxy\"\nupstream = \"{}\"\n\
+         [[route]]\nname = \"site\"\nprefix = \"/\"\nmode = \"site\"\nupstream = \"http://{origin}\"\nmax_upstream_connections = 4\n",
+        cdn.url()
+    );
+    let gateway = Arc::new(TestGateway::start(&toml).await);
+    use Attack::*;
+    use Version::*;
+    let rows: Vec<(Attack, Version, Bound)> = vec![
+        (DecompressionBomb, Http1, Bound::Status(200)),
+        (DecompressionBomb, H2c, Bound::Status(200)),
+        (ReflectedLongUrl, Http1, Bound::Status(200)),
+        (ReflectedLongUrl, H2c, Bound::Status(200)),
+        (BodyNeverSent, Http1, Bound::Status(408)),
+        (BodyNeverSent, H2c, Bound::Status(408)),
+        (IdleConnection, Http1, Bound::Closed),
+        (IdleConnection, H2c, Bound::Closed),
+        (ManyHeaders, Http1, Bound::Status(431)),
+        (ManyHeaders, H2c, Bound::Status(431)),
+        (LargeHeaderList, H2c, Bound::Refused),
+        (JsonNeverRead, Http1, Bound::Status(200)),
+        (JsonNeverRead, H2c, Bound::StreamError),
+        (LongMethod, Http1, Bound::Refused),
+        (LongMethod, H2c, Bound::Refused),
+    ];
+    for (attack, version, bound) in rows {
+        let started = std::time::Instant::now();
+        let running = {
+            let gateway = Arc::clone(&gateway);
+            tokio::spawn(async move { run_attack(attack, version, &gateway).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Meanwhile, an ordinary client on the same gateway, over both versions.
+        for client in [client(), h2_client()] {
+            let asked = std::time::Instant::now();
+            let ordinary = tokio::time::timeout(
+                Duration::from_secs(1),
+                send_with(
+                    &client,
+                    http::Method::GET,
+                    &gateway.url(&format!("/img/{H}")),
+                    &[],
+                ),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                panic!("{attack:?} over {version:?}: an ordinary client waited over 1 s")
+            });
+            assert_eq!(
+                ordinary.status,
+                http::StatusCode::OK,
+                "{attack:?} over {version:?}"
+            );
+            assert!(asked.elapsed() < Duration::from_secs(1));
+        }
+        let outcome = running.await.expect("the attack ran");
+        eprintln!(
+            "{attack:?} over {version:?}: {outcome:?} in {:?}",
+            started.elapsed()
+        );
+        assert!(
+            bound.holds(&outcome),
+            "{attack:?} over {version:?}: {outcome:?}, expected {bound:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{attack:?} over {version:?}: {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -167,6 +167,17 @@ pub fn h2_client() -> Client<HttpConnector, TestBody> {
         .build_http()
 }
 
+/// An h2c client whose streams' windows stay at 1 KiB: what it does not read, the server cannot
+/// send.
+pub fn h2_client_never_reading() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .http2_initial_stream_window_size(1024)
+        .http2_adaptive_window(false)
+        .timer(TokioTimer::new())
+        .build_http()
+}
+
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
@@ -316,3 +327,22 @@ pub async fn send_body(
 ) -> Answer {
     send_full(&client(), method, url, headers, body.into()).await
 }
+
+/// A request body that never sends a byte.
+pub struct Silent;
+
+impl hyper::body::Body for Silent {
+    type Data = Bytes;
+    type Error = signgate::body::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+/// The HTTP/2 connection preface and an empty SETTINGS frame: all an idle h2c client sends.
+pub const H2_PREFACE_AND_SETTINGS: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
