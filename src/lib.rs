@@ -46,6 +46,7 @@ pub mod filelink;
 pub mod host;
 pub mod mode;
 pub mod policy;
+pub mod protocol;
 pub mod request_log;
 pub mod rewrite;
 pub mod router;

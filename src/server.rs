@@ -1,4 +1,5 @@
-//! The listener: accept loop with a connection limit, HTTP/1.1 and h2c on one port, the request
+//! The listener: accept loop with a connection limit, HTTP/1.1 and h2c on one port (told apart
+//! by [`crate::protocol`]), the request
 //! service, idle connections closed, and graceful drain on shutdown.
 
 use std::convert::Infallible;
@@ -9,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::{Body as _, Incoming};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_io_timeout::TimeoutWriter;
@@ -23,6 +24,7 @@ use crate::config::{Config, ServerConfig};
 use crate::error::{ProxyError, StartupError};
 use crate::host::{check_method, check_target, settle_host};
 use crate::mode::{self, RequestContext};
+use crate::protocol::{Protocol, ServedConnection, sniff};
 use crate::request_log::{AccessLog, Metered, log_error, redact_path};
 use crate::router::Router;
 
@@ -87,20 +89,21 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
     let max_head = state.server.max_header_bytes;
-    builder
-        .http1()
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(state.server.header_read_timeout)
         .max_buf_size(max_head);
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
         .max_header_list_size(h2_header_list_size(max_head))
+        .header_table_size(H2_HEADER_TABLE_SIZE)
         .keep_alive_interval(H2_PING_INTERVAL)
         .keep_alive_timeout(H2_PING_TIMEOUT);
+    let (http1, http2) = (Arc::new(http1), Arc::new(http2));
     let max_connections = state.server.max_connections.get();
     let permits = Arc::new(Semaphore::new(max_connections));
     // Tells every connection to finish what it has in flight and close.
@@ -149,37 +152,26 @@ pub async fn serve(
                 handle_request(Arc::clone(&state), peer, request, activity.begin())
             })
         };
-        let connection = builder
-            .serve_connection(TokioIo::new(Box::pin(stream)), service)
-            .into_owned();
         let idle_timeout = state.server.header_read_timeout;
         let mut drain_signal = drain_signal.clone();
+        let (http1, http2) = (Arc::clone(&http1), Arc::clone(&http2));
         tokio::spawn(async move {
-            tokio::pin!(connection);
-            let closing = tokio::select! {
-                result = connection.as_mut() => Closing::Ended(result),
-                // HTTP/1.1 has its header timeout between requests; HTTP/2 has nothing of its
-                // own, so a connection with no stream open for as long is closed here.
-                () = activity.idle_for(idle_timeout) => Closing::Idle,
-                _ = drain_signal.wait_for(|draining| *draining) => Closing::Draining,
+            // The first bytes tell the version; a connection that sends none within
+            // `header_read_timeout` is closed, as HTTP/1.1's header timeout would.
+            let sniffed = tokio::select! {
+                sniffed = tokio::time::timeout(idle_timeout, sniff(Box::pin(stream))) => sniffed.ok(),
+                _ = drain_signal.wait_for(|draining| *draining) => None,
             };
-            let result = match closing {
-                Closing::Ended(result) => result,
-                Closing::Idle => {
-                    // GOAWAY, then the ping a graceful HTTP/2 close waits for: a peer that
-                    // never answers gets as long again, then the connection is dropped. A
-                    // request that slipped in meanwhile (HTTP/1.1) is answered first.
-                    connection.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        result = connection.as_mut() => result,
-                        () = activity.idle_for(idle_timeout) => Ok(()),
-                    }
+            let result = match sniffed {
+                Some(Ok((Protocol::Http1, io))) => {
+                    let connection = http1.serve_connection(TokioIo::new(io), service);
+                    drive(connection, &activity, idle_timeout, &mut drain_signal).await
                 }
-                Closing::Draining => {
-                    // Streams in flight finish, within `shutdown_grace`.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+                Some(Ok((Protocol::H2c, io))) => {
+                    let connection = http2.serve_connection(TokioIo::new(io), service);
+                    drive(connection, &activity, idle_timeout, &mut drain_signal).await
                 }
+                Some(Err(_)) | None => Ok(()),
             };
             if let Err(e) = result {
                 tracing::debug!(peer = %peer.addr, error = %e, "connection ended with an error");
@@ -200,6 +192,42 @@ pub async fn serve(
         () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace elapsed; closing the rest"),
     }
     Ok(())
+}
+
+/// Serves one connection until it ends, closing it once no request has been in flight for
+/// `idle_timeout` or when the server drains.
+async fn drive<C: ServedConnection>(
+    connection: C,
+    activity: &Activity,
+    idle_timeout: Duration,
+    drain_signal: &mut watch::Receiver<bool>,
+) -> Result<(), hyper::Error> {
+    tokio::pin!(connection);
+    let closing = tokio::select! {
+        result = connection.as_mut() => Closing::Ended(result),
+        // HTTP/1.1 has its header timeout between requests; HTTP/2 has nothing of its own, so
+        // a connection with no stream open for as long is closed here.
+        () = activity.idle_for(idle_timeout) => Closing::Idle,
+        _ = drain_signal.wait_for(|draining| *draining) => Closing::Draining,
+    };
+    match closing {
+        Closing::Ended(result) => result,
+        Closing::Idle => {
+            // GOAWAY, then the ping a graceful HTTP/2 close waits for: a peer that never
+            // answers gets as long again, then the connection is dropped. A request that
+            // slipped in meanwhile (HTTP/1.1) is answered first.
+            connection.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = activity.idle_for(idle_timeout) => Ok(()),
+            }
+        }
+        Closing::Draining => {
+            // Streams in flight finish, within `shutdown_grace`.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    }
 }
 
 /// Takes one of the worker's request slots (waiting up to `header_read_timeout`), then settles
@@ -237,13 +265,17 @@ enum Closing<E> {
     Draining,
 }
 
+/// The HPACK dynamic table a client may fill (the `h2` crate's default is 4 KiB): what one
+/// byte of a header block can stand for.
+const H2_HEADER_TABLE_SIZE: u32 = 1024;
+
 /// Streams one HTTP/2 connection may have open at once (hyper's default is 200).
 const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// The largest decoded HTTP/2 header list: `max_header_bytes`, but at most 16 KiB. HPACK lets a
 /// header stored once be repeated for a byte per reference, so what a request decodes to is
-/// bounded here and by [`MAX_REQUEST_HEADERS`], not by what the client sent. (hyper-util's
-/// auto builder does not expose the HPACK table size.)
+/// bounded here, by [`MAX_REQUEST_HEADERS`] and by [`H2_HEADER_TABLE_SIZE`], not by what the
+/// client sent.
 fn h2_header_list_size(max_header_bytes: usize) -> u32 {
     u32::try_from(max_header_bytes.min(16 * 1024)).unwrap_or(u32::MAX)
 }

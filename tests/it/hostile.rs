@@ -667,3 +667,37 @@ async fn the_resource_catalogue() {
         );
     }
 }
+
+/// The HPACK table a client may fill is 1 KiB, not the 4 KiB default: the gateway's SETTINGS
+/// frame, the first thing it sends on an h2c connection, says so.
+#[tokio::test]
+async fn h2c_connections_are_told_a_1_kib_header_table() {
+    let gateway = TestGateway::start(&one_route("proxy", "/img/", "https://cdn.invalid", "")).await;
+    let mut stream = TcpStream::connect(gateway.addr).await.expect("connects");
+    stream
+        .write_all(H2_PREFACE_AND_SETTINGS)
+        .await
+        .expect("preface");
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head))
+        .await
+        .expect("in time")
+        .expect("a frame header");
+    let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+    assert_eq!(head[3], 0x4, "the first frame is SETTINGS");
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await.expect("its payload");
+    let settings: Vec<(u16, u32)> = payload
+        .chunks_exact(6)
+        .map(|s| {
+            (
+                u16::from_be_bytes([s[0], s[1]]),
+                u32::from_be_bytes([s[2], s[3], s[4], s[5]]),
+            )
+        })
+        .collect();
+    assert!(
+        settings.contains(&(0x1, 1024)),
+        "SETTINGS_HEADER_TABLE_SIZE = 1024 in {settings:?}"
+    );
+}
