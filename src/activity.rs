@@ -8,11 +8,14 @@ use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 /// Counts the requests of one connection from the moment its head arrives until its response
-/// body is done or dropped.
+/// body is done or dropped, and holds the connection's place under `max_connections` for as
+/// long as anything needs it: a WebSocket joined from one of its requests outlives the
+/// connection's own task.
 #[derive(Debug, Default)]
 pub struct Activity {
     in_flight: AtomicUsize,
     changed: Notify,
+    _connection_slot: Option<OwnedSemaphorePermit>,
 }
 
 /// One request in flight; dropping it (with the response body that holds it) ends it, and
@@ -31,6 +34,15 @@ impl InFlight {
 }
 
 impl Activity {
+    /// The activity of a connection that holds `slot` until the last of its requests (and
+    /// the connection's task) lets go.
+    pub fn holding(slot: OwnedSemaphorePermit) -> Self {
+        Self {
+            _connection_slot: Some(slot),
+            ..Self::default()
+        }
+    }
+
     /// Counts a request in until the returned guard is dropped.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);

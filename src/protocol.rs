@@ -134,6 +134,19 @@ where
     }
 }
 
+impl<I, S, B> ServedConnection for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
 impl<I, S, B, E> ServedConnection for hyper::server::conn::http2::Connection<I, S, E>
 where
     S: HttpService<Incoming, ResBody = B>,

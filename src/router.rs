@@ -54,6 +54,8 @@ pub struct ActiveSite {
     pub urls: Arc<SiteUrls>,
     /// `max_request_body`.
     pub max_request_body: u64,
+    /// How long a WebSocket may stay silent; `None`: upgrades are not forwarded.
+    pub websocket_idle: Option<std::time::Duration>,
     /// The worker's budget for JSON answers held to be rewritten.
     pub hold_budget: Arc<HoldBudget>,
 }
@@ -72,6 +74,7 @@ impl ActiveRoute {
                 fetch,
                 rewrite,
                 max_request_body,
+                websocket_idle,
             }) => ActiveKind::Site(ActiveSite {
                 client: UpstreamClient::new(&route.name, fetch)?,
                 urls: Arc::new(SiteUrls::new(
@@ -80,6 +83,7 @@ impl ActiveRoute {
                     route.signing.cache_size,
                 )),
                 max_request_body: *max_request_body,
+                websocket_idle: *websocket_idle,
                 hold_budget: Arc::clone(hold_budget),
             }),
             RouteKind::UploadPolicy(upload) => ActiveKind::UploadPolicy(upload.clone()),

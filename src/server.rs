@@ -101,6 +101,8 @@ pub async fn serve(
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
         .max_header_list_size(h2_header_list_size(max_head))
         .header_table_size(H2_HEADER_TABLE_SIZE)
+        // WebSockets over HTTP/2 (RFC 8441), for site routes.
+        .enable_connect_protocol()
         .keep_alive_interval(H2_PING_INTERVAL)
         .keep_alive_timeout(H2_PING_TIMEOUT);
     let (http1, http2) = (Arc::new(http1), Arc::new(http2));
@@ -145,7 +147,7 @@ pub async fn serve(
             // This listener is plain TCP.
             scheme: ListenerScheme::Http,
         };
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(Activity::holding(permit));
         let service = {
             let (state, activity) = (Arc::clone(&state), Arc::clone(&activity));
             service_fn(move |request| {
@@ -164,7 +166,9 @@ pub async fn serve(
             };
             let result = match sniffed {
                 Some(Ok((Protocol::Http1, io))) => {
-                    let connection = http1.serve_connection(TokioIo::new(io), service);
+                    let connection = http1
+                        .serve_connection(TokioIo::new(io), service)
+                        .with_upgrades();
                     drive(connection, &activity, idle_timeout, &mut drain_signal).await
                 }
                 Some(Ok((Protocol::H2c, io))) => {
@@ -176,7 +180,6 @@ pub async fn serve(
             if let Err(e) = result {
                 tracing::debug!(peer = %peer.addr, error = %e, "connection ended with an error");
             }
-            drop(permit);
         });
     }
 
@@ -311,6 +314,7 @@ async fn handle_request(
     // slot, one settled host, an ASCII target, a method of sane length and no more headers
     // than HTTP/1.1 allows.
     let admitted = admit(&state, &mut request, &mut in_flight).await;
+    let mut in_flight = Some(in_flight);
     let (route_name, result) = match (admitted, state.router.find(&path)) {
         (Err(e), _) => ("-".to_owned(), Err(e)),
         (Ok(()), None) => ("-".to_owned(), Err(ProxyError::NoRoute)),
@@ -320,7 +324,13 @@ async fn handle_request(
         ),
     };
     let (response, cache) = match result {
-        Ok(handled) => (handled.response, handled.cache),
+        Ok(handled) => {
+            if let Some(tunnel) = handled.tunnel {
+                // The WebSocket keeps this request's slot for as long as it lives.
+                tokio::spawn(tunnel.run(in_flight.take()));
+            }
+            (handled.response, handled.cache)
+        }
         Err(error) => {
             log_error(&error, &route_name);
             (error.into_response(), None)
@@ -342,8 +352,12 @@ async fn handle_request(
         cache: cache.map_or("-", |c| c.as_str()),
         started,
     };
+    let body = Metered::new(body, log);
     Ok(Response::from_parts(
         parts,
-        Metered::new(body, log).holding(in_flight),
+        match in_flight {
+            Some(in_flight) => body.holding(in_flight),
+            None => body,
+        },
     ))
 }

@@ -57,6 +57,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default largest request head (request line and headers) a client may send.
 pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
+/// Default `websocket_idle_timeout`: nginx's `proxy_read_timeout` is 60s and is usually raised
+/// for WebSockets; apps ping every 25-30s.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default `json_hold_budget`.
 pub const DEFAULT_JSON_HOLD_BUDGET: u64 = 64 * 1024 * 1024;
 /// Default time in-flight requests get to finish after SIGINT/SIGTERM.

@@ -16,7 +16,7 @@ use super::units::{parse_duration, parse_size};
 use super::{
     ConfigError, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_JSON_REWRITE_LIMIT,
     DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_UPSTREAM_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT,
-    DEFAULT_REWRITE_HOST, DEFAULT_REWRITE_LIMIT, invalid,
+    DEFAULT_REWRITE_HOST, DEFAULT_REWRITE_LIMIT, DEFAULT_WEBSOCKET_IDLE_TIMEOUT, invalid,
 };
 use crate::policy::{Call, PolicyLimits, PolicyTemplate};
 use crate::tasks::TaskAllowlist;
@@ -202,6 +202,9 @@ pub struct SiteRoute {
     pub rewrite: RewriteRules,
     /// `max_request_body`: largest request body forwarded; larger get 413. Default 10MiB.
     pub max_request_body: u64,
+    /// `websockets` (default on) and `websocket_idle_timeout` (default 120s): how long an
+    /// upgraded connection may carry nothing either way. `None`: upgrades are refused.
+    pub websocket_idle: Option<Duration>,
 }
 
 /// Which URLs a site route signs in its answers.
@@ -422,6 +425,18 @@ pub(super) fn build_route(
             },
             max_request_body: size_or(raw.max_request_body.as_ref(), DEFAULT_MAX_REQUEST_BODY)
                 .map_err(|r| invalid(key("max_request_body"), r))?,
+            websocket_idle: match (raw.websockets, raw.websocket_idle_timeout.as_deref()) {
+                (Some(false), None) => None,
+                (Some(false), Some(_)) => {
+                    return Err(invalid(
+                        key("websocket_idle_timeout"),
+                        "set while `websockets = false`; remove one of them",
+                    ));
+                }
+                (_, text) => Some(text.map_or(Ok(DEFAULT_WEBSOCKET_IDLE_TIMEOUT), |t| {
+                    parse_duration(t).map_err(|r| invalid(key("websocket_idle_timeout"), r))
+                })?),
+            },
         }),
         Mode::UploadPolicy => RouteKind::UploadPolicy(UploadPolicyRoute {
             cors_origins: check_origins(raw.cors_origins.clone().unwrap_or_default())

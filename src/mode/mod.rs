@@ -7,6 +7,7 @@ pub mod redirect;
 pub mod request_body;
 pub mod site;
 pub mod upload_policy;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct Handled {
     pub response: Response<ResponseBody>,
     /// Cache outcome, when the handler signed.
     pub cache: Option<CacheOutcome>,
+    /// A WebSocket to join once `response` (a `101`) has gone out.
+    pub tunnel: Option<websocket::Tunnel>,
 }
 
 /// Dispatches to the route's mode. `rest` is the path after the route's prefix.

@@ -42,6 +42,7 @@ pub async fn handle(
         return Ok(Handled {
             response: preflight(cors_origins, &parts.headers, "GET, HEAD"),
             cache: None,
+            tunnel: None,
         });
     }
     require_get_or_head(&parts)?;
@@ -81,5 +82,6 @@ pub async fn handle(
     Ok(Handled {
         response,
         cache: Some(target.cache),
+        tunnel: None,
     })
 }

@@ -38,5 +38,6 @@ pub async fn handle(
     Ok(Handled {
         response,
         cache: Some(target.cache),
+        tunnel: None,
     })
 }

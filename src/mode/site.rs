@@ -9,6 +9,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use super::websocket::{self, Handshake, Tunnel};
 use super::{Handled, RequestContext, request_body};
 use crate::body::ResponseBody;
 use crate::config::RewriteRules;
@@ -28,7 +29,7 @@ pub async fn handle(
     request: Request<Incoming>,
     ctx: RequestContext,
 ) -> Result<Handled, ProxyError> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let client = &site.client;
     let upstream = client.upstream();
     let limit = site.max_request_body;
@@ -44,8 +45,29 @@ pub async fn handle(
     let body = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     let uri = upstream.uri(site_path(upstream.base_path(), parts.uri.path_and_query())?);
 
+    // A WebSocket handshake keeps its `Upgrade`; every other upgrade loses it with the other
+    // hop-by-hop headers.
+    let handshake = match site.websocket_idle {
+        Some(_) if websocket::is_handshake(&parts.method, parts.version, &parts.headers) => parts
+            .extensions
+            .remove::<hyper::upgrade::OnUpgrade>()
+            .map(Handshake::Http1),
+        Some(_) if websocket::is_h2_connect(&parts.method, parts.version, &parts.extensions) => {
+            parts
+                .extensions
+                .remove::<hyper::upgrade::OnUpgrade>()
+                .map(Handshake::H2)
+        }
+        _ => None,
+    };
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
+    if let Some(handshake) = &handshake {
+        websocket::mark_upgrade(&mut headers);
+        if let Handshake::H2(_) = handshake {
+            websocket::as_http1_handshake(&mut headers)?;
+        }
+    }
     headers.insert(header::HOST, upstream.host_header().clone());
     restrict_accept_encoding(&mut headers);
     if may_be_rewritten(&headers) {
@@ -65,11 +87,51 @@ pub async fn handle(
     // Read before an upstream connection is taken: a body that never comes holds none.
     let body = request_body::buffered(body, ctx.client_body_timeout).await?;
     let mut upstream_request = Request::new(body);
-    *upstream_request.method_mut() = parts.method.clone();
+    *upstream_request.method_mut() = match handshake {
+        Some(Handshake::H2(_)) => Method::GET,
+        _ => parts.method.clone(),
+    };
     *upstream_request.uri_mut() = uri;
     *upstream_request.headers_mut() = headers;
 
-    let response = client.send(upstream_request).await?;
+    let mut response = client.send(upstream_request).await?;
+    if let (Some(handshake), Some(idle), StatusCode::SWITCHING_PROTOCOLS) =
+        (handshake, site.websocket_idle, response.status())
+    {
+        let upstream = hyper::upgrade::on(&mut response);
+        let (mut head, upstream_permit) = response.into_parts();
+        let client = match handshake {
+            Handshake::Http1(client) => {
+                websocket::mark_upgrade(&mut head.headers);
+                client
+            }
+            Handshake::H2(client) => {
+                // RFC 8441 section 5: the stream's 200 is the handshake's success; the key was
+                // ours, so its answer stays here.
+                head.status = StatusCode::OK;
+                head.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+                client
+            }
+        };
+        add_via(&mut head.headers);
+        return Ok(Handled {
+            response: Response::from_parts(head, crate::body::empty()),
+            cache: None,
+            tunnel: Some(Tunnel {
+                client,
+                upstream,
+                upstream_permit,
+                idle,
+            }),
+        });
+    }
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // A switch nobody asked for (or to a protocol other than the one asked for): passing
+        // it on would leave the client reading the site's new protocol as HTTP.
+        return Err(ProxyError::UpstreamBroken(
+            "the site switched protocols unasked".into(),
+        ));
+    }
     let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
     let signer = site.urls.for_request(ctx.now, target);
     let mut response = rewrite_response(
@@ -84,6 +146,7 @@ pub async fn handle(
     Ok(Handled {
         response,
         cache: None,
+        tunnel: None,
     })
 }
 

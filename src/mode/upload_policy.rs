@@ -38,6 +38,7 @@ pub async fn handle(
         return Ok(Handled {
             response: preflight(&route.cors_origins, &parts.headers, "GET"),
             cache: None,
+            tunnel: None,
         });
     }
     require_get_or_head(&parts)?;
@@ -71,5 +72,6 @@ pub async fn handle(
     Ok(Handled {
         response,
         cache: Some(cache),
+        tunnel: None,
     })
 }

@@ -29,3 +29,4 @@ mod site;
 mod upload_path;
 mod upstream;
 mod vectors;
+mod websocket;
