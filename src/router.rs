@@ -56,6 +56,8 @@ pub struct ActiveSite {
     pub max_request_body: u64,
     /// How long a WebSocket may stay silent; `None`: upgrades are not forwarded.
     pub websocket_idle: Option<std::time::Duration>,
+    /// `preserve_host`.
+    pub preserve_host: bool,
     /// The worker's budget for JSON answers held to be rewritten.
     pub hold_budget: Arc<HoldBudget>,
 }
@@ -75,6 +77,7 @@ impl ActiveRoute {
                 rewrite,
                 max_request_body,
                 websocket_idle,
+                preserve_host,
             }) => ActiveKind::Site(ActiveSite {
                 client: UpstreamClient::new(&route.name, fetch)?,
                 urls: Arc::new(SiteUrls::new(
@@ -84,6 +87,7 @@ impl ActiveRoute {
                 )),
                 max_request_body: *max_request_body,
                 websocket_idle: *websocket_idle,
+                preserve_host: *preserve_host,
                 hold_budget: Arc::clone(hold_budget),
             }),
             RouteKind::UploadPolicy(upload) => ActiveKind::UploadPolicy(upload.clone()),

@@ -77,6 +77,7 @@ pub(super) struct RawRoute {
     pub reflection_guard: Option<bool>,
     pub max_request_body: Option<RawSize>,
     pub websockets: Option<bool>,
+    pub preserve_host: Option<bool>,
     pub websocket_idle_timeout: Option<String>,
     pub max_upstream_connections: Option<usize>,
     pub tasks: Option<Vec<String>>,
@@ -141,6 +142,7 @@ impl RawRoute {
             ),
             ("max_request_body", self.max_request_body.is_some(), SITE),
             ("websockets", self.websockets.is_some(), SITE),
+            ("preserve_host", self.preserve_host.is_some(), SITE),
             (
                 "websocket_idle_timeout",
                 self.websocket_idle_timeout.is_some(),

@@ -205,6 +205,9 @@ pub struct SiteRoute {
     /// `websockets` (default on) and `websocket_idle_timeout` (default 120s): how long an
     /// upgraded connection may carry nothing either way. `None`: upgrades are refused.
     pub websocket_idle: Option<Duration>,
+    /// `preserve_host`: the site gets the client's `Host` (default), not the upstream's
+    /// address, as a site behind a reverse proxy expects.
+    pub preserve_host: bool,
 }
 
 /// Which URLs a site route signs in its answers.
@@ -425,6 +428,7 @@ pub(super) fn build_route(
             },
             max_request_body: size_or(raw.max_request_body.as_ref(), DEFAULT_MAX_REQUEST_BODY)
                 .map_err(|r| invalid(key("max_request_body"), r))?,
+            preserve_host: raw.preserve_host.unwrap_or(true),
             websocket_idle: match (raw.websockets, raw.websocket_idle_timeout.as_deref()) {
                 (Some(false), None) => None,
                 (Some(false), Some(_)) => {

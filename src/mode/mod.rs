@@ -3,6 +3,7 @@
 pub mod cors;
 pub mod file_answer;
 pub mod proxy;
+pub mod public_origin;
 pub mod redirect;
 pub mod request_body;
 pub mod site;

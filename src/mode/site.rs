@@ -9,6 +9,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use super::public_origin::PublicOrigin;
 use super::websocket::{self, Handshake, Tunnel};
 use super::{Handled, RequestContext, request_body};
 use crate::body::ResponseBody;
@@ -68,7 +69,9 @@ pub async fn handle(
             websocket::as_http1_handshake(&mut headers)?;
         }
     }
-    headers.insert(header::HOST, upstream.host_header().clone());
+    if !site.preserve_host || !headers.contains_key(header::HOST) {
+        headers.insert(header::HOST, upstream.host_header().clone());
+    }
     restrict_accept_encoding(&mut headers);
     if may_be_rewritten(&headers) {
         // A rewritten answer's bytes are not the site's: a byte range of the site's page would
@@ -83,6 +86,7 @@ pub async fn handle(
         }
     }
     add_forwarding_headers(&mut headers, &parts, &ctx);
+    let public_origin = PublicOrigin::from_forwarded(&headers);
 
     // Read before an upstream connection is taken: a body that never comes holds none.
     let body = request_body::buffered(body, ctx.client_body_timeout).await?;
@@ -95,6 +99,9 @@ pub async fn handle(
     *upstream_request.headers_mut() = headers;
 
     let mut response = client.send(upstream_request).await?;
+    if let Some(public_origin) = &public_origin {
+        public_origin.restore(upstream, response.headers_mut());
+    }
     if let (Some(handshake), Some(idle), StatusCode::SWITCHING_PROTOCOLS) =
         (handshake, site.websocket_idle, response.status())
     {

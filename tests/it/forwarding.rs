@@ -210,8 +210,90 @@ async fn the_host_comes_from_the_target_before_the_host_header() {
             up["forwarded"],
             format!("for=127.0.0.1;proto=http;host=\"{forwarded_host}\"").as_str()
         );
-        assert_eq!(up["host"], origin.to_string().as_str());
+        assert_eq!(up["host"], forwarded_host, "preserve_host is on by default");
     }
+}
+
+#[tokio::test]
+async fn the_site_gets_the_clients_host_unless_preserve_host_is_off() {
+    let (origin, seen) = recording_origin().await;
+    let request = b"GET /page HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n";
+    for (extra, host) in [
+        ("", "shop.example".to_owned()),
+        ("preserve_host = false", origin.to_string()),
+    ] {
+        let gateway =
+            TestGateway::start(&one_route("site", "/", &format!("http://{origin}"), extra)).await;
+        let (status, answer) = raw(gateway.addr, request).await;
+        assert_eq!(status, 200, "{answer}");
+        let up = last(&seen);
+        assert_eq!(up["host"], host.as_str(), "{extra:?}");
+        assert_eq!(up["x-forwarded-host"], "shop.example");
+    }
+}
+
+/// A site that builds absolute URLs from its own address: they come back on the client's.
+#[tokio::test]
+async fn redirects_to_the_upstreams_own_address_come_back_on_the_public_host() {
+    let origin = {
+        let (listener, addr) = support::bind().await;
+        let own = format!("http://{addr}");
+        serve_http(
+            listener,
+            move |_request: http::Request<hyper::body::Incoming>| {
+                let own = own.clone();
+                async move {
+                    respond(
+                        302,
+                        &[
+                            ("location", &format!("{own}/signin?next=/a")),
+                            ("content-location", &format!("{own}/page")),
+                            ("refresh", &format!("3; url={own}/later")),
+                            ("content-type", "text/plain"),
+                        ],
+                        "moved",
+                    )
+                }
+            },
+        );
+        addr
+    };
+    let cdn = TestCdn::builder().start().await;
+    let gateway = gateway("", origin, &cdn).await;
+    let request = b"GET /site/account HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n";
+    let (status, answer) = raw(gateway.addr, request).await;
+    assert_eq!(status, 302, "{answer}");
+    for line in [
+        "location: http://shop.example/signin?next=/a",
+        "content-location: http://shop.example/page",
+        "refresh: 3; url=http://shop.example/later",
+    ] {
+        assert!(
+            answer.to_ascii_lowercase().contains(line),
+            "{line} in {answer}"
+        );
+    }
+    assert!(!answer.contains(&origin.to_string()), "{answer}");
+
+    // Behind a trusted proxy, the origin it reports: its scheme and host.
+    let gateway = gateway_trusting_localhost(origin, &cdn).await;
+    let request = b"GET /site/account HTTP/1.1\r\nHost: internal\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: www.shop.example\r\nConnection: close\r\n\r\n";
+    let (_, answer) = raw(gateway.addr, request).await;
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("location: https://www.shop.example/signin?next=/a"),
+        "{answer}"
+    );
+}
+
+async fn gateway_trusting_localhost(origin: SocketAddr, cdn: &TestCdn) -> TestGateway {
+    gateway(
+        "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]",
+        origin,
+        cdn,
+    )
+    .await
 }
 
 #[tokio::test]
