@@ -112,7 +112,14 @@ impl Drop for Metered {
 /// Logs a request's failure at the level its blame sets.
 pub fn log_error(error: &ProxyError, route: &str) {
     // Source errors may name hosts and reasons, never credentials: upstream URLs are not in them.
-    let source = std::error::Error::source(error).map(ToString::to_string);
+    // The whole chain: wrappers (hyper-util's "client error (SendRequest)") hide the reason.
+    let mut reasons = Vec::new();
+    let mut next = std::error::Error::source(error);
+    while let Some(reason) = next {
+        reasons.push(reason.to_string());
+        next = reason.source();
+    }
+    let source = (!reasons.is_empty()).then(|| reasons.join(": "));
     match error.blame() {
         Blame::Client => tracing::debug!(route, error = %error, "client error"),
         Blame::Upstream => tracing::warn!(route, error = %error, source, "upstream error"),

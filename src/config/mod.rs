@@ -60,6 +60,9 @@ pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
 /// Default `websocket_idle_timeout`: nginx's `proxy_read_timeout` is 60s and is usually raised
 /// for WebSockets; apps ping every 25-30s.
 pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default `max_response_headers`: hyper's own default is 100, which real sites pass (a
+/// dozen `Set-Cookie`s, CSP reports, tracing headers).
+pub const DEFAULT_MAX_RESPONSE_HEADERS: usize = 500;
 /// Default `json_hold_budget`.
 pub const DEFAULT_JSON_HOLD_BUDGET: u64 = 64 * 1024 * 1024;
 /// Default time in-flight requests get to finish after SIGINT/SIGTERM.

@@ -80,6 +80,7 @@ pub(super) struct RawRoute {
     pub preserve_host: Option<bool>,
     pub websocket_idle_timeout: Option<String>,
     pub max_upstream_connections: Option<usize>,
+    pub max_response_headers: Option<usize>,
     pub tasks: Option<Vec<String>>,
     pub authorize_url: Option<String>,
     pub authorize_timeout: Option<String>,
@@ -129,6 +130,11 @@ impl RawRoute {
                 FETCHING,
             ),
             ("ca_file", self.ca_file.is_some(), FETCHING),
+            (
+                "max_response_headers",
+                self.max_response_headers.is_some(),
+                FETCHING,
+            ),
             (
                 "max_upstream_connections",
                 self.max_upstream_connections.is_some(),

@@ -15,8 +15,9 @@ use super::signing::{Signing, build_signing};
 use super::units::{parse_duration, parse_size};
 use super::{
     ConfigError, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_JSON_REWRITE_LIMIT,
-    DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_UPSTREAM_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT,
-    DEFAULT_REWRITE_HOST, DEFAULT_REWRITE_LIMIT, DEFAULT_WEBSOCKET_IDLE_TIMEOUT, invalid,
+    DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_HEADERS, DEFAULT_MAX_UPSTREAM_CONNECTIONS,
+    DEFAULT_RESPONSE_TIMEOUT, DEFAULT_REWRITE_HOST, DEFAULT_REWRITE_LIMIT,
+    DEFAULT_WEBSOCKET_IDLE_TIMEOUT, invalid,
 };
 use crate::policy::{Call, PolicyLimits, PolicyTemplate};
 use crate::tasks::TaskAllowlist;
@@ -152,6 +153,9 @@ pub struct Fetch {
     /// `response_timeout`, then get 503. Idle pooled connections are capped at the same number.
     /// Default 1024.
     pub max_connections: NonZeroUsize,
+    /// `max_response_headers`: headers an upstream answer may carry; more is a 502 that says
+    /// so in the log. Default 500.
+    pub max_response_headers: NonZeroUsize,
 }
 
 /// What only a proxy route has.
@@ -608,11 +612,17 @@ fn build_fetch(raw: &RawRoute, key: &dyn Fn(&str) -> String) -> Result<Fetch, Co
             .unwrap_or(DEFAULT_MAX_UPSTREAM_CONNECTIONS),
     )
     .ok_or_else(|| invalid(key("max_upstream_connections"), "must be at least 1"))?;
+    let max_response_headers = NonZeroUsize::new(
+        raw.max_response_headers
+            .unwrap_or(DEFAULT_MAX_RESPONSE_HEADERS),
+    )
+    .ok_or_else(|| invalid(key("max_response_headers"), "must be at least 1"))?;
     Ok(Fetch {
         upstream,
         timeouts,
         ca_file: raw.ca_file.clone(),
         max_connections,
+        max_response_headers,
     })
 }
 

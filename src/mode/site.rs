@@ -63,6 +63,7 @@ pub async fn handle(
     };
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
+    join_cookies(&mut headers);
     if let Some(handshake) = &handshake {
         websocket::mark_upgrade(&mut headers);
         if let Handshake::H2(_) = handshake {
@@ -155,6 +156,23 @@ pub async fn handle(
         cache: None,
         tunnel: None,
     })
+}
+
+/// Joins the `cookie` fields an HTTP/2 client sends one per cookie into the one field an
+/// HTTP/1.1 site expects (RFC 9113 section 8.2.3): a site keeps only one of several.
+fn join_cookies(headers: &mut HeaderMap) {
+    let header::Entry::Occupied(entry) = headers.entry(header::COOKIE) else {
+        return;
+    };
+    if entry.iter().nth(1).is_none() {
+        return;
+    }
+    let values: Vec<HeaderValue> = entry.remove_entry_mult().1.collect();
+    let joined: Vec<&[u8]> = values.iter().map(HeaderValue::as_bytes).collect();
+    // Header values joined with "; " are still a header value.
+    if let Ok(joined) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, joined);
+    }
 }
 
 /// The site's path for a request: the upstream's base path, then the request's path and query

@@ -47,6 +47,7 @@ impl UpstreamClient {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .pool_max_idle_per_host(max_connections)
+            .http1_max_headers(fetch.max_response_headers.get())
             .build(https);
         Ok(Self {
             upstream: fetch.upstream.clone(),

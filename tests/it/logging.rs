@@ -148,3 +148,30 @@ async fn a_request_can_neither_flood_the_access_log_nor_forge_a_line() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_upstream_error_is_logged_with_its_reason() {
+    let captured = CapturedLog::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let origin = start_origin(std::sync::Arc::new(|_, _| {
+        let names: Vec<String> = (0..20).map(|i| format!("x-h{i}")).collect();
+        let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        respond(200, &headers, "many")
+    }))
+    .await;
+    let gateway = TestGateway::start(&one_route(
+        "site",
+        "/",
+        &format!("http://{origin}"),
+        "max_response_headers = 10",
+    ))
+    .await;
+    assert_eq!(get(&gateway.url("/")).await.status, StatusCode::BAD_GATEWAY);
+    let log = captured.text();
+    assert!(log.contains("message head is too large"), "{log}");
+}

@@ -314,3 +314,53 @@ async fn navigations_never_revalidate_a_page_whose_urls_may_have_expired() {
     .await;
     assert_eq!(image.text(), "<p>conditional=true</p>");
 }
+
+#[tokio::test]
+async fn an_h2_clients_cookie_fields_reach_the_site_as_one() {
+    let origin = start_origin(Arc::new(|parts, _| {
+        let cookies: Vec<String> = parts
+            .headers
+            .get_all("cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+            .collect();
+        respond(200, &[("content-type", "text/plain")], cookies.join("|"))
+    }))
+    .await;
+    let gateway = site_gateway(origin, "").await;
+    let cookies = [
+        ("cookie", "session=abc"),
+        ("cookie", "theme=dark"),
+        ("cookie", "a=1"),
+    ];
+    let answer = send_with(&h2_client(), Method::GET, &gateway.url("/"), &cookies).await;
+    assert_eq!(answer.text(), "session=abc; theme=dark; a=1");
+    let one = send_with(&client(), Method::GET, &gateway.url("/"), &cookies[..1]).await;
+    assert_eq!(one.text(), "session=abc");
+}
+
+#[tokio::test]
+async fn an_answer_with_150_headers_passes_and_one_past_max_response_headers_is_a_502() {
+    let origin = start_origin(Arc::new(|parts, _| {
+        let count: usize = parts.uri.query().and_then(|q| q.parse().ok()).unwrap_or(0);
+        let names: Vec<String> = (0..count).map(|i| format!("x-h{i}")).collect();
+        let mut headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        headers.push(("content-type", "text/plain"));
+        respond(200, &headers, "many")
+    }))
+    .await;
+    let gateway = site_gateway(origin, "").await;
+    // The test's own client must take them too: hyper's default is 100.
+    let roomy = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http1_max_headers(1_000)
+        .build_http();
+    let answer = send_with(&roomy, Method::GET, &gateway.url("/?150"), &[]).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.headers["x-h149"], "v");
+    let small = site_gateway(origin, "max_response_headers = 50").await;
+    assert_eq!(get(&small.url("/?40")).await.status, StatusCode::OK);
+    assert_eq!(
+        get(&small.url("/?60")).await.status,
+        StatusCode::BAD_GATEWAY
+    );
+}
