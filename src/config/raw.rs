@@ -68,6 +68,7 @@ pub(super) struct RawRoute {
     pub connect_timeout: Option<String>,
     pub response_timeout: Option<String>,
     pub body_idle_timeout: Option<String>,
+    pub event_stream_idle_timeout: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub json_rewrite_limit: Option<RawSize>,
     pub cors_origins: Option<Vec<String>>,
@@ -128,6 +129,11 @@ impl RawRoute {
                 "body_idle_timeout",
                 self.body_idle_timeout.is_some(),
                 FETCHING,
+            ),
+            (
+                "event_stream_idle_timeout",
+                self.event_stream_idle_timeout.is_some(),
+                SITE,
             ),
             ("ca_file", self.ca_file.is_some(), FETCHING),
             (

@@ -269,6 +269,9 @@ pub struct Timeouts {
     pub response: Duration,
     /// `body_idle_timeout`: longest pause between two pieces of a body. Default 30s.
     pub body_idle: Duration,
+    /// `event_stream_idle_timeout`: the same for `text/event-stream` answers, whose events
+    /// may be minutes apart. Default none: they are never cut for pausing.
+    pub event_stream_idle: Option<Duration>,
 }
 
 /// An upstream origin, absolute http(s) with no query, taken apart once so the request path
@@ -600,6 +603,11 @@ fn build_fetch(raw: &RawRoute, key: &dyn Fn(&str) -> String) -> Result<Fetch, Co
             DEFAULT_BODY_IDLE_TIMEOUT,
             "body_idle_timeout",
         )?,
+        event_stream_idle: raw
+            .event_stream_idle_timeout
+            .as_deref()
+            .map(|t| parse_duration(t).map_err(|r| invalid(key("event_stream_idle_timeout"), r)))
+            .transpose()?,
     };
     if raw.ca_file.is_some() && !upstream.is_https() {
         return Err(invalid(

@@ -99,9 +99,26 @@ impl UpstreamClient {
         }
         strip_hop_by_hop(&mut parts.headers);
         let body = Holding::new(body.map_err(BoxError::from), permit);
-        let body = IdleTimeout::new(body, self.timeouts.body_idle);
-        Ok(Response::from_parts(parts, body.boxed_unsync()))
+        let idle = if is_event_stream(&parts.headers) {
+            self.timeouts.event_stream_idle
+        } else {
+            Some(self.timeouts.body_idle)
+        };
+        let body = match idle {
+            Some(idle) => IdleTimeout::new(body, idle).boxed_unsync(),
+            None => body.boxed_unsync(),
+        };
+        Ok(Response::from_parts(parts, body))
     }
+}
+
+/// Whether an answer is a server-sent event stream, whose pauses are the events' own.
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
 /// An http and https connector for route `route_name`: webpki roots plus the PEM certificates

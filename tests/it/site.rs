@@ -364,3 +364,54 @@ async fn an_answer_with_150_headers_passes_and_one_past_max_response_headers_is_
         StatusCode::BAD_GATEWAY
     );
 }
+
+/// Server-sent events may be minutes apart: `text/event-stream` answers are not cut by
+/// `body_idle_timeout`, unless `event_stream_idle_timeout` says so; other answers still are.
+#[tokio::test]
+async fn event_streams_are_not_cut_for_pausing_unless_configured() {
+    for (content_type, extra, whole) in [
+        ("text/event-stream", "", true),
+        (
+            "text/event-stream; charset=utf-8",
+            "event_stream_idle_timeout = \"500ms\"",
+            false,
+        ),
+        ("text/plain", "", false),
+    ] {
+        let gate = Gate::new();
+        let origin = {
+            let gate = Arc::clone(&gate);
+            start_origin(Arc::new(move |_, _| {
+                let body = gated(
+                    "data: one\n\n".into(),
+                    "data: two\n\n".into(),
+                    Arc::clone(&gate),
+                );
+                let mut response = http::Response::new(BodyExt::boxed(body));
+                response
+                    .headers_mut()
+                    .insert("content-type", http::HeaderValue::from_static(content_type));
+                response
+            }))
+            .await
+        };
+        let gateway =
+            site_gateway(origin, &format!("body_idle_timeout = \"500ms\"\n{extra}")).await;
+        let url = gateway.url("/events");
+        let reading = tokio::spawn(async move {
+            let response = client().request(get_request(&url)).await.expect("head");
+            response.into_body().collect().await.map(|b| b.to_bytes())
+        });
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        gate.open();
+        let read = tokio::time::timeout(Duration::from_secs(5), reading)
+            .await
+            .expect("in time")
+            .expect("task");
+        match (whole, read) {
+            (true, Ok(body)) => assert_eq!(&body[..], b"data: one\n\ndata: two\n\n"),
+            (false, Err(_)) => {}
+            (whole, read) => panic!("{content_type} {extra:?}: whole={whole}, got {read:?}"),
+        }
+    }
+}
