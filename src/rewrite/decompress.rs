@@ -178,6 +178,11 @@ fn step_flate<W: Write + FlateOutput>(
             return Ok((pending.len(), (!out.is_empty()).then_some(out)));
         }
         taken += n;
+        if taken == pending.len() {
+            // A write leaves its own output in the writer's buffer until the next one: with no
+            // more input here, that would hold a streamed page back by a whole piece.
+            decoder.flush()?;
+        }
     }
 }
 

@@ -415,3 +415,71 @@ async fn event_streams_are_not_cut_for_pausing_unless_configured() {
         }
     }
 }
+
+/// A compressed page sent in pieces is decoded and passed on piece by piece: what the site has
+/// sent arrives before the rest exists, for each encoding signgate decodes.
+#[tokio::test]
+async fn a_compressed_page_streams_without_waiting_for_the_next_piece() {
+    use std::io::Write as _;
+    let first = "<html><body><p>first part</p>\n";
+    let rest = "<p>second part</p></body></html>\n";
+    type Pieces = (Vec<u8>, Vec<u8>);
+    let gzip = || -> Pieces {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(first.as_bytes()).expect("gzip");
+        gz.flush().expect("sync flush");
+        let one = std::mem::take(gz.get_mut());
+        gz.write_all(rest.as_bytes()).expect("gzip");
+        (one, gz.finish().expect("gzip"))
+    };
+    let deflate = || -> Pieces {
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(first.as_bytes()).expect("deflate");
+        z.flush().expect("sync flush");
+        let one = std::mem::take(z.get_mut());
+        z.write_all(rest.as_bytes()).expect("deflate");
+        (one, z.finish().expect("deflate"))
+    };
+    for (encoding, (one, two)) in [("gzip", gzip()), ("deflate", deflate())] {
+        let gate = Gate::new();
+        let origin = {
+            let gate = Arc::clone(&gate);
+            let (one, two) = (Bytes::from(one), Bytes::from(two));
+            start_origin(Arc::new(move |_, _| {
+                let body = gated(one.clone(), two.clone(), Arc::clone(&gate));
+                let mut response = http::Response::new(BodyExt::boxed(body));
+                let headers = response.headers_mut();
+                headers.insert("content-type", http::HeaderValue::from_static("text/html"));
+                headers.insert("content-encoding", http::HeaderValue::from_static(encoding));
+                response
+            }))
+            .await
+        };
+        let gateway = site_gateway(origin, "").await;
+        let response = client()
+            .request(get_request(&gateway.url("/")))
+            .await
+            .expect("head");
+        let mut body = response.into_body();
+        let mut seen = Vec::new();
+        // The rest does not exist yet: the first part must come without it.
+        tokio::time::timeout(Duration::from_secs(3), async {
+            while !String::from_utf8_lossy(&seen).contains("first part") {
+                let frame = body.frame().await.expect("a frame").expect("ok");
+                if let Ok(data) = frame.into_data() {
+                    seen.extend_from_slice(&data);
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{encoding}: the first part waited for the rest"));
+        gate.open();
+        let rest_seen = body.collect().await.expect("the rest").to_bytes();
+        seen.extend_from_slice(&rest_seen);
+        assert_eq!(
+            String::from_utf8_lossy(&seen),
+            format!("{first}{rest}"),
+            "{encoding}"
+        );
+    }
+}
