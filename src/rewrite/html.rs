@@ -27,10 +27,17 @@ const SRCSET_ATTRIBUTES: [&str; 2] = ["srcset", "data-srcset"];
 type Output = Arc<Mutex<Vec<u8>>>;
 type Sink = Box<dyn FnMut(&[u8]) + Send>;
 
+/// The longest tag (from `<` to `>`) rewritten. lol_html holds a tag whole until it ends, up to
+/// its memory limit, and then fails; past this length the rest of the page passes unmodified
+/// instead, every byte delivered.
+const TAG_LIMIT: usize = 1024 * 1024;
+
 /// Streaming HTML rewriting of CDN URLs.
 pub struct HtmlTransform {
     rewriter: Option<HtmlRewriter<'static, Sink>>,
     output: Output,
+    /// Bytes since a `<` with no `>` after it yet: how much of a tag lol_html is holding.
+    open_tag: Option<usize>,
 }
 
 impl HtmlTransform {
@@ -95,6 +102,7 @@ impl HtmlTransform {
             settings = settings.append_element_content_handler((Cow::Owned(selector), handlers));
         }
         Ok(Self {
+            open_tag: None,
             rewriter: Some(HtmlRewriter::new(settings, sink)),
             output,
         })
@@ -170,8 +178,37 @@ where
     Ok(())
 }
 
+impl HtmlTransform {
+    /// Follows `<` and `>` through `chunk` (quotes aside: a `>` inside an attribute only ends
+    /// the count early, which errs towards rewriting).
+    fn track_tags(&mut self, chunk: &[u8]) {
+        let opened = memchr::memrchr(b'<', chunk);
+        let closed = memchr::memrchr(b'>', chunk);
+        self.open_tag = match (opened, closed) {
+            (Some(lt), Some(gt)) if gt > lt => None,
+            (Some(lt), _) => Some(chunk.len() - lt),
+            (None, Some(_)) => None,
+            (None, None) => self.open_tag.map(|n| n.saturating_add(chunk.len())),
+        };
+    }
+}
+
 impl Transform for HtmlTransform {
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, BoxError> {
+        if self.rewriter.is_none() {
+            return Ok(chunk.to_vec());
+        }
+        self.track_tags(chunk);
+        if self.open_tag.is_some_and(|held| held > TAG_LIMIT) {
+            tracing::warn!(
+                limit = TAG_LIMIT,
+                "a tag too long to rewrite: the rest of the page passes unmodified, its URLs unsigned"
+            );
+            // What lol_html holds of the tag comes out as it came in; then the rest, raw.
+            let mut out = self.finish()?;
+            out.extend_from_slice(chunk);
+            return Ok(out);
+        }
         if let Some(rewriter) = self.rewriter.as_mut() {
             rewriter.write(chunk)?;
         }

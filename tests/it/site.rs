@@ -483,3 +483,40 @@ async fn a_compressed_page_streams_without_waiting_for_the_next_piece() {
         );
     }
 }
+
+/// A tag too large to rewrite (a 9 MiB `data:` URI) is not a reason to cut the page: it and
+/// the rest pass as the site sent them, the URLs before it signed, and nothing is lost.
+#[tokio::test]
+async fn a_page_with_a_tag_too_large_to_rewrite_arrives_whole() {
+    let before = format!(
+        "<html><body><img src=\"https://cdn.filestackcontent.com/{H}\">
+"
+    );
+    let huge = format!(
+        "<img src=\"data:image/png;base64,{}\">",
+        "A".repeat(9 * 1024 * 1024)
+    );
+    let after = format!(
+        "<img src=\"https://cdn.filestackcontent.com/{H}\"><p>after</p></body></html>
+"
+    );
+    let page = format!("{before}{huge}{after}");
+    let origin = {
+        let page = Bytes::from(page.clone());
+        start_origin(Arc::new(move |_, _| {
+            respond(200, &[("content-type", "text/html")], page.clone())
+        }))
+        .await
+    };
+    let gateway = site_gateway(origin, "").await;
+    let answer = get(&gateway.url("/")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let text = answer.text();
+    let (head, tail) = text.split_at(text.find("<img src=\"data:").expect("the big tag"));
+    assert!(head.contains("policy="), "the URL before it is signed");
+    assert_eq!(
+        tail,
+        format!("{huge}{after}"),
+        "the rest as the site sent it"
+    );
+}
