@@ -11,6 +11,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use crate::activity::InFlight;
 use crate::body::{BoxError, ResponseBody};
 use crate::error::{Blame, ProxyError};
+use crate::rewrite::RewriteMark;
 
 /// What the access log line says about one request, filled in as it is answered.
 #[derive(Debug, Clone)]
@@ -25,6 +26,9 @@ pub struct AccessLog {
     pub status: u16,
     /// `hit`, `miss` or `-`.
     pub cache: &'static str,
+    /// How much of a site answer was rewritten, when its body was: logged as `full`,
+    /// `partial` (the rest passed unmodified) or `aborted`; `-` for any other answer.
+    pub rewrite: Option<RewriteMark>,
     /// When the request arrived.
     pub started: Instant,
 }
@@ -35,6 +39,8 @@ pub struct Metered {
     inner: ResponseBody,
     bytes: u64,
     finished: bool,
+    /// The body ended in an error: whatever the inner body says after, it is incomplete.
+    failed: bool,
     log: AccessLog,
     /// Keeps the request counted on its connection until the body is done or dropped.
     in_flight: Option<InFlight>,
@@ -47,6 +53,7 @@ impl Metered {
             inner,
             bytes: 0,
             finished: false,
+            failed: false,
             log,
             in_flight: None,
         }
@@ -77,7 +84,7 @@ impl Body for Metered {
                 }
             }
             None => this.finished = true,
-            Some(Err(_)) => {}
+            Some(Err(_)) => this.failed = true,
         }
         Poll::Ready(frame)
     }
@@ -94,7 +101,7 @@ impl Body for Metered {
 impl Drop for Metered {
     fn drop(&mut self) {
         let log = &self.log;
-        let complete = self.finished || self.inner.is_end_stream();
+        let complete = !self.failed && (self.finished || self.inner.is_end_stream());
         tracing::info!(
             target: "signgate::access",
             method = %printable(log.method.as_str(), METHOD_LOG_MAX),
@@ -104,6 +111,7 @@ impl Drop for Metered {
             bytes = self.bytes,
             duration_us = u64::try_from(log.started.elapsed().as_micros()).unwrap_or(u64::MAX),
             cache = %log.cache,
+            rewrite = %log.rewrite.as_ref().map_or("-", RewriteMark::as_str),
             complete,
         );
     }

@@ -26,6 +26,7 @@ use crate::host::{check_method, check_target, settle_host};
 use crate::mode::{self, RequestContext};
 use crate::protocol::{Protocol, ServedConnection, sniff};
 use crate::request_log::{AccessLog, Metered, log_error, redact_path};
+use crate::rewrite::RewriteMark;
 use crate::router::Router;
 
 /// Everything a request needs, built once at start and shared by `Arc`.
@@ -350,6 +351,7 @@ async fn handle_request(
         path: redact_path(&path),
         status: parts.status.as_u16(),
         cache: cache.map_or("-", |c| c.as_str()),
+        rewrite: parts.extensions.remove::<RewriteMark>(),
         started,
     };
     let body = Metered::new(body, log);

@@ -29,8 +29,8 @@ use std::time::Duration;
 pub use access::Authorize;
 pub use cidr::Cidr;
 pub use route::{
-    DEFAULT_INLINE_TYPES, Fetch, FileServing, Mode, ProxyRoute, RewriteRules, Route, RouteKind,
-    SiteRoute, Timeouts, UploadPolicyRoute, Upstream,
+    DEFAULT_INLINE_TYPES, Fetch, FileServing, Mode, OnOverflow, ProxyRoute, RewriteRules, Route,
+    RouteKind, SiteRoute, Timeouts, UploadPolicyRoute, Upstream,
 };
 pub use secret_source::SecretsNeeded;
 pub use signing::Signing;

@@ -231,6 +231,25 @@ pub struct RewriteRules {
     /// its path or query), so a page that echoes its input cannot be made to sign a handle of
     /// the client's choosing. Default true.
     pub reflection_guard: bool,
+    /// `url_attributes`: HTML attributes holding one URL (or CSS) signed besides the built-in
+    /// ones, lowercase (`data-hero`, `data-zoom-src`). Default none.
+    pub url_attributes: Vec<String>,
+    /// `rewrite_overflow`: what happens to an answer that cannot be rewritten in full.
+    pub on_overflow: OnOverflow,
+}
+
+/// What a site route does with an answer it cannot rewrite in full (past `rewrite_limit`, or a
+/// tag too long to hold): `rewrite_overflow`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnOverflow {
+    /// `"pass"` (the default): the rest passes unmodified, its URLs unsigned; every byte is
+    /// delivered, and the access log says `rewrite=partial`.
+    #[default]
+    Pass,
+    /// `"abort"`: the answer is cut off with an error, so the client sees it incomplete; the
+    /// access log says `rewrite=aborted`.
+    Abort,
 }
 
 impl Default for RewriteRules {
@@ -241,6 +260,8 @@ impl Default for RewriteRules {
             rewrite_limit: DEFAULT_REWRITE_LIMIT,
             keep_http: false,
             reflection_guard: true,
+            url_attributes: Vec::new(),
+            on_overflow: OnOverflow::Pass,
         }
     }
 }
@@ -432,6 +453,11 @@ pub(super) fn build_route(
                     .map_err(|r| invalid(key("rewrite_limit"), r))?,
                 keep_http: raw.keep_http.unwrap_or(false),
                 reflection_guard: raw.reflection_guard.unwrap_or(true),
+                url_attributes: check_attribute_names(
+                    raw.url_attributes.as_deref().unwrap_or_default(),
+                )
+                .map_err(|r| invalid(key("url_attributes"), r))?,
+                on_overflow: raw.rewrite_overflow.unwrap_or_default(),
             },
             max_request_body: size_or(raw.max_request_body.as_ref(), DEFAULT_MAX_REQUEST_BODY)
                 .map_err(|r| invalid(key("max_request_body"), r))?,
@@ -663,6 +689,28 @@ fn check_hosts(hosts: &[String]) -> Result<Vec<String>, String> {
         }
     }
     Ok(hosts.iter().map(|h| h.to_ascii_lowercase()).collect())
+}
+
+/// HTML attribute names, lowercased: letters, digits, `-`, `_`, `.` and one `:` prefix.
+fn check_attribute_names(names: &[String]) -> Result<Vec<String>, String> {
+    names
+        .iter()
+        .map(|name| {
+            let fine = name.starts_with(|c: char| c.is_ascii_alphabetic())
+                && name.matches(':').count() <= 1
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+            if fine {
+                Ok(name.to_ascii_lowercase())
+            } else {
+                Err(format!(
+                    "must hold attribute names such as \"data-hero\" or \"data-zoom-src\", \
+                     got {name:?}"
+                ))
+            }
+        })
+        .collect()
 }
 
 /// Media types as `type/subtype`, lowercased; parameters and wildcards are refused.

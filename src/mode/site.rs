@@ -18,7 +18,8 @@ use crate::error::ProxyError;
 use crate::rewrite::budget::HoldBudget;
 use crate::rewrite::decompress::{Decompressor, Encoding};
 use crate::rewrite::{
-    CdnUrlSigner, HtmlTransform, JsonTransform, TransformBody, cap_freshness, rewrite_url_headers,
+    CdnUrlSigner, CssTransform, HtmlTransform, JsonTransform, Markup, RewriteMark, Transform,
+    TransformBody, cap_freshness, rewrite_url_headers,
 };
 use crate::router::ActiveSite;
 use crate::upstream::headers::{add_forwarding_headers, add_via, strip_hop_by_hop};
@@ -190,7 +191,12 @@ fn site_path(base_path: &str, request: Option<&PathAndQuery>) -> Result<PathAndQ
 
 /// What a site answer's body is, as far as rewriting goes.
 enum Kind {
-    Html { charset: Option<String> },
+    /// HTML, SVG, or an RSS/Atom feed.
+    Markup {
+        markup: Markup,
+        charset: Option<String>,
+    },
+    Css,
     Json,
     Other,
 }
@@ -212,12 +218,23 @@ fn kind_of(headers: &HeaderMap) -> Kind {
         .filter_map(|p| p.split_once('='))
         .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
         .map(|(_, v)| v.trim().trim_matches('"').to_owned());
-    if mime == "text/html" || mime == "application/xhtml+xml" {
-        Kind::Html { charset }
-    } else if mime == "application/json" || mime.ends_with("+json") {
-        Kind::Json
-    } else {
-        Kind::Other
+    match mime.as_str() {
+        "text/html" | "application/xhtml+xml" => Kind::Markup {
+            markup: Markup::Html,
+            charset,
+        },
+        "image/svg+xml"
+        | "application/rss+xml"
+        | "application/atom+xml"
+        | "application/xml"
+        | "text/xml" => Kind::Markup {
+            markup: Markup::Xml,
+            charset,
+        },
+        "text/css" => Kind::Css,
+        "application/json" => Kind::Json,
+        json if json.ends_with("+json") => Kind::Json,
+        _ => Kind::Other,
     }
 }
 
@@ -267,30 +284,37 @@ fn rewrite_response(
     if !has_body {
         return Response::from_parts(parts, body);
     }
-    let decompressor = Decompressor::new(encoding);
-    let body = match kind {
-        Kind::Html { charset } => {
-            match HtmlTransform::new(Arc::clone(signer), charset.as_deref()) {
-                Ok(html) => TransformBody::decoding(body, decompressor, html, rules.rewrite_limit)
-                    .boxed_unsync(),
+    let transform: Box<dyn Transform> = match kind {
+        Kind::Markup { markup, charset } => {
+            match HtmlTransform::for_markup(Arc::clone(signer), charset.as_deref(), markup) {
+                Ok(html) => Box::new(html),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot build the HTML rewriter");
                     return Response::from_parts(parts, body);
                 }
             }
         }
+        Kind::Css => Box::new(CssTransform::new(Arc::clone(signer))),
         Kind::Json => {
             let limit = usize::try_from(rules.json_limit).unwrap_or(usize::MAX);
-            TransformBody::decoding(
-                body,
-                decompressor,
-                JsonTransform::new(Arc::clone(signer), limit, Arc::clone(hold_budget)),
-                rules.rewrite_limit,
-            )
-            .boxed_unsync()
+            Box::new(JsonTransform::new(
+                Arc::clone(signer),
+                limit,
+                Arc::clone(hold_budget),
+            ))
         }
-        Kind::Other => body,
+        Kind::Other => return Response::from_parts(parts, body),
     };
+    let mark = RewriteMark::default();
+    let body = TransformBody::decoding(
+        body,
+        Decompressor::new(encoding),
+        transform,
+        rules.rewrite_limit,
+    )
+    .on_overflow(rules.on_overflow, mark.clone())
+    .boxed_unsync();
+    parts.extensions.insert(mark);
     Response::from_parts(parts, body)
 }
 
@@ -322,18 +346,17 @@ fn restrict_accept_encoding(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether the answer to a request with `headers` may be one signgate rewrites (a page or
-/// JSON): anything but a request that says it is for an image, a script, a style, a font or
-/// media. Those keep `Range` and revalidation; everything else loses them.
+/// Whether the answer to a request with `headers` may be one signgate rewrites (a page, a
+/// stylesheet, JSON, a feed): anything but a request that says it is for an image, a script,
+/// a font or media. Those keep `Range` and revalidation; everything else loses them.
 fn may_be_rewritten(headers: &HeaderMap) -> bool {
-    const ASSET_DESTINATIONS: [&str; 12] = [
+    const ASSET_DESTINATIONS: [&str; 11] = [
         "image",
         "audio",
         "video",
         "track",
         "font",
         "script",
-        "style",
         "worker",
         "sharedworker",
         "serviceworker",
@@ -359,7 +382,6 @@ fn may_be_rewritten(headers: &HeaderMap) -> bool {
             ["image/", "audio/", "video/", "font/"]
                 .iter()
                 .any(|prefix| t.starts_with(prefix))
-                || t == "text/css"
                 || t.ends_with("/javascript")
         })
 }
@@ -379,12 +401,37 @@ mod tests {
     #[test]
     fn the_content_type_says_what_is_rewritten_and_in_which_charset() {
         let kind = |value: &'static str| kind_of(&headers(&[("content-type", value)]));
-        assert!(matches!(kind("text/html"), Kind::Html { charset: None }));
+        let html = Markup::Html;
+        assert!(
+            matches!(kind("text/html"), Kind::Markup { markup, charset: None } if markup == html)
+        );
         assert!(matches!(
             kind("Text/HTML; charset=\"ISO-8859-1\""),
-            Kind::Html { charset: Some(c) } if c == "ISO-8859-1"
+            Kind::Markup { charset: Some(c), .. } if c == "ISO-8859-1"
         ));
-        assert!(matches!(kind("application/xhtml+xml"), Kind::Html { .. }));
+        assert!(
+            matches!(kind("application/xhtml+xml"), Kind::Markup { markup, .. } if markup == html)
+        );
+        for xml in [
+            "image/svg+xml",
+            "application/rss+xml",
+            "application/atom+xml",
+            "text/xml",
+        ] {
+            assert!(
+                matches!(
+                    kind(xml),
+                    Kind::Markup {
+                        markup: Markup::Xml,
+                        ..
+                    }
+                ),
+                "{xml}"
+            );
+        }
+        assert!(matches!(kind("text/css; charset=utf-8"), Kind::Css));
+        assert!(matches!(kind("application/manifest+json"), Kind::Json));
+        assert!(matches!(kind("application/javascript"), Kind::Other));
         assert!(matches!(
             kind("application/json; charset=utf-8"),
             Kind::Json
@@ -421,17 +468,19 @@ mod tests {
             &[],
             &[("sec-fetch-dest", "document")],
             &[("sec-fetch-dest", "empty"), ("accept", "image/png")],
+            // Stylesheets are rewritten too.
+            &[
+                ("accept", "text/css,*/*;q=0.1"),
+                ("sec-fetch-dest", "style"),
+            ],
+            &[("accept", "text/css")],
         ] {
             assert!(may_be_rewritten(&headers(rewritable)), "{rewritable:?}");
         }
         for asset in [
             &[("accept", "image/avif,image/*")][..],
-            &[
-                ("accept", "text/css,*/*;q=0.1"),
-                ("sec-fetch-dest", "style"),
-            ],
             &[("sec-fetch-dest", "video"), ("accept", "*/*")],
-            &[("accept", "text/css")],
+            &[("accept", "application/javascript")],
         ] {
             assert!(!may_be_rewritten(&headers(asset)), "{asset:?}");
         }

@@ -1,10 +1,11 @@
 //! Rewriting bare CDN URLs into signed ones in site answers, one file per place a URL hides:
-//! [`html`] while it streams (lol_html), [`json`] up to a size limit, [`headers`] (`Location`,
-//! `Content-Location`, `Link`); [`freshness`] caps how long a cache may keep a rewritten answer,
-//! [`url`] recognises and signs the URLs, and [`budget`] bounds what one worker's held JSON
-//! answers take together. Bodies pass through a [`Transform`] chain.
+//! [`html`] (pages, SVG, feeds; lol_html), [`css`] and [`json`] while they stream, [`headers`]
+//! (`Location`, `Content-Location`, `Link`); [`freshness`] caps how long a cache may keep a
+//! rewritten answer, [`url`] recognises and signs the URLs, and [`budget`] bounds what one
+//! worker's held JSON answers take together. Bodies pass through a [`Transform`].
 
 pub mod budget;
+pub mod css;
 pub mod decompress;
 pub mod freshness;
 pub mod headers;
@@ -13,33 +14,70 @@ pub mod json;
 pub mod url;
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::body::{BoxError, ResponseBody};
+use crate::config::OnOverflow;
+pub use css::CssTransform;
 use decompress::{Decompressor, Encoding};
 pub use freshness::cap_freshness;
 pub use headers::rewrite_url_headers;
-pub use html::HtmlTransform;
+pub use html::{HtmlTransform, Markup};
 pub use json::JsonTransform;
 pub use url::{CdnUrlSigner, SiteUrls};
 
 /// A step applied to a body chunk by chunk.
 pub trait Transform: Send {
-    /// Takes the next input chunk; returns output ready so far (possibly empty).
+    /// Takes the next input chunk; returns output ready so far (possibly empty). A
+    /// [`RewriteOverflow`] error means the chunk was not taken, and `finish` gives back what
+    /// is held as it came in.
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, BoxError>;
     /// The input ended; returns the rest of the output.
     fn finish(&mut self) -> Result<Vec<u8>, BoxError>;
+}
+
+/// Input a transform cannot rewrite (a tag too long to hold): the answer continues unmodified
+/// from there, or is cut off, as the route's `rewrite_overflow` says.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RewriteOverflow(pub &'static str);
+
+/// How much of an answer was rewritten, for its access log line: shared between the body and
+/// the log.
+#[derive(Debug, Clone, Default)]
+pub struct RewriteMark(Arc<AtomicU8>);
+
+impl RewriteMark {
+    const FULL: u8 = 0;
+    const PARTIAL: u8 = 1;
+    const ABORTED: u8 = 2;
+
+    /// `full`, `partial` (the rest passed unmodified) or `aborted`.
+    pub fn as_str(&self) -> &'static str {
+        match self.0.load(Ordering::Relaxed) {
+            Self::FULL => "full",
+            Self::PARTIAL => "partial",
+            _ => "aborted",
+        }
+    }
+
+    fn set(&self, value: u8) {
+        self.0.store(value, Ordering::Relaxed);
+    }
 }
 
 /// A body whose data is decoded (in bounded slices) and passes through a [`Transform`].
 /// Trailers are dropped.
 ///
 /// Each poll sends on at most one slice's output, so a page that decodes to gigabytes streams
-/// with memory flat. Past `limit` decoded bytes the transform is finished and the rest passes
-/// unmodified (its URLs unsigned), so no answer is ever cut short for being large.
+/// with memory flat. Past `limit` decoded bytes, or input the transform cannot take, the
+/// transform is finished and the rest passes unmodified (its URLs unsigned), or the body ends
+/// with an error, as `on_overflow` says: it never ends cleanly short.
 pub struct TransformBody<T> {
     inner: ResponseBody,
     decoder: Decompressor,
@@ -47,6 +85,8 @@ pub struct TransformBody<T> {
     /// Decoded bytes so far, and the most that are transformed.
     decoded: u64,
     limit: u64,
+    on_overflow: OnOverflow,
+    mark: RewriteMark,
     /// Past the limit: decoded bytes pass as they are.
     passing: bool,
     input_ended: bool,
@@ -72,10 +112,20 @@ impl<T: Transform> TransformBody<T> {
             transform,
             decoded: 0,
             limit,
+            on_overflow: OnOverflow::Pass,
+            mark: RewriteMark::default(),
             passing: false,
             input_ended: false,
             done: false,
         }
+    }
+
+    /// What happens when the answer cannot be rewritten in full, and where its access log
+    /// line learns which it was.
+    pub fn on_overflow(mut self, on_overflow: OnOverflow, mark: RewriteMark) -> Self {
+        self.on_overflow = on_overflow;
+        self.mark = mark;
+        self
     }
 
     /// Transforms one decoded slice, or passes it once past the limit.
@@ -86,13 +136,33 @@ impl<T: Transform> TransformBody<T> {
         self.decoded = self
             .decoded
             .saturating_add(u64::try_from(slice.len()).unwrap_or(u64::MAX));
-        if self.decoded <= self.limit {
-            return self.transform.push(&slice);
+        if self.decoded > self.limit {
+            return self.overflow("the answer is larger than rewrite_limit", slice);
+        }
+        match self.transform.push(&slice) {
+            Err(e) => match e.downcast::<RewriteOverflow>() {
+                Ok(overflow) => self.overflow(overflow.0, slice),
+                Err(e) => Err(e),
+            },
+            done => done,
+        }
+    }
+
+    /// The transform can take no more: the rest passes unmodified, or the body ends in error.
+    fn overflow(&mut self, reason: &'static str, slice: Vec<u8>) -> Result<Vec<u8>, BoxError> {
+        if self.on_overflow == OnOverflow::Abort {
+            tracing::warn!(
+                reason,
+                "answer cut off: it cannot be rewritten in full and rewrite_overflow = \"abort\""
+            );
+            return Err(Box::new(RewriteOverflow(reason)));
         }
         self.passing = true;
+        self.mark.set(RewriteMark::PARTIAL);
         tracing::warn!(
+            reason,
             limit = self.limit,
-            "answer larger than rewrite_limit: the rest passes unmodified, its URLs unsigned"
+            "the rest of the answer passes unmodified, its URLs unsigned"
         );
         let mut out = self.transform.finish()?;
         out.extend_from_slice(&slice);
@@ -151,6 +221,7 @@ impl<T: Transform + Unpin> Body for TransformBody<T> {
                 Ok(bytes) => return Poll::Ready(Some(Ok(Frame::data(Bytes::from(bytes))))),
                 Err(e) => {
                     this.done = true;
+                    this.mark.set(RewriteMark::ABORTED);
                     return Poll::Ready(Some(Err(e)));
                 }
             }
@@ -163,6 +234,16 @@ impl<T: Transform + Unpin> Body for TransformBody<T> {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+impl Transform for Box<dyn Transform> {
+    fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, BoxError> {
+        (**self).push(chunk)
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>, BoxError> {
+        (**self).finish()
     }
 }
 

@@ -204,16 +204,17 @@ impl CdnUrlSigner {
         Some(signed)
     }
 
-    /// [`CdnUrlSigner::sign`] for an HTML attribute value as written (`&amp;` and all): the new
-    /// value to write, escaped for HTML. Cached per route for the expiry bucket, so a page
+    /// [`CdnUrlSigner::sign`] for an HTML attribute value as written (`&amp;` and all, spaces
+    /// around it ignored): the new value to write, escaped for HTML. Cached per route for the expiry bucket, so a page
     /// served again is rewritten from cache.
     ///
     /// While guarding a request that could name a handle, the cache is bypassed: whether a
     /// value may be signed then depends on the request, not on the value alone.
     pub fn sign_html_attribute(&self, raw: &str) -> Option<Arc<String>> {
         let make = || {
-            let value = raw.replace("&amp;", "&");
-            self.sign(&value).map(|signed| signed.replace('&', "&amp;"))
+            let value = super::html::decode_char_refs(raw);
+            self.sign(value.trim())
+                .map(|signed| signed.replace('&', "&amp;"))
         };
         // Guarding a request, whether a value may be signed depends on the request too; a long
         // value is not worth its room.
@@ -252,40 +253,16 @@ impl CdnUrlSigner {
 
     /// Signs every `url(...)` in CSS text; `None` if none changed.
     pub fn sign_css(&self, css: &str) -> Option<String> {
-        let mut out = String::with_capacity(css.len() + 256);
-        let mut changed = false;
-        let mut rest = css;
-        while let Some(at) = find_ascii_case_insensitive(rest, "url(") {
-            let (before, after) = rest.split_at(at + 4);
-            out.push_str(before);
-            let trimmed = after.trim_start();
-            out.push_str(&after[..after.len() - trimmed.len()]);
-            let quote = trimmed.chars().next().filter(|c| *c == '"' || *c == '\'');
-            let body = quote.map_or(trimmed, |q| &trimmed[q.len_utf8()..]);
-            let end = match quote {
-                Some(q) => body.find(q),
-                None => body.find(|c: char| c == ')' || c.is_whitespace()),
-            };
-            let Some(end) = end else {
-                out.push_str(trimmed);
-                rest = "";
-                break;
-            };
-            if let Some(q) = quote {
-                out.push(q);
-            }
-            let url = &body[..end];
-            match self.sign(url) {
-                Some(signed) => {
-                    out.push_str(&signed);
-                    changed = true;
-                }
-                None => out.push_str(url),
-            }
-            rest = &body[end..];
+        let out = super::css::sign_css_bytes(css.as_bytes(), self);
+        if out == css.as_bytes() {
+            return None;
         }
-        out.push_str(rest);
-        changed.then_some(out)
+        String::from_utf8(out).ok()
+    }
+
+    /// The rewrite rules of the route signing here.
+    pub fn rules(&self) -> &RewriteRules {
+        self.urls.rules()
     }
 }
 
@@ -407,13 +384,6 @@ fn srcset_candidates(srcset: &str) -> Vec<SrcsetPiece<'_>> {
         }
     }
     pieces
-}
-
-fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<usize> {
-    haystack
-        .as_bytes()
-        .windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 #[cfg(test)]

@@ -348,6 +348,7 @@ fn access_log() -> AccessLog {
         path: format!("/img/{H}"),
         status: 200,
         cache: "hit",
+        rewrite: None,
         started: std::time::Instant::now(),
     }
 }

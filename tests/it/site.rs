@@ -520,3 +520,245 @@ async fn a_page_with_a_tag_too_large_to_rewrite_arrives_whole() {
         "the rest as the site sent it"
     );
 }
+
+/// `text` with the credentials of every signed CDN URL in it taken out, and how many there
+/// were; each signed URL must verify for `call` read.
+fn unsigned(text: &str) -> (String, usize) {
+    let mut out = String::with_capacity(text.len());
+    let mut count = 0;
+    let mut rest = text;
+    while let Some(at) = rest.find("?policy=") {
+        let url_start = rest[..at]
+            .rfind("https://cdn.filestackcontent.com/")
+            .expect("credentials on a CDN URL");
+        let after = &rest[at..];
+        let sig = after.find("signature=").expect("a signature") + "signature=".len();
+        let end = at + sig + 64;
+        let url = rest[url_start..end].replace("&amp;", "&");
+        assert!(
+            verify_at(&url, &secret(), now(), Call::Read).is_ok(),
+            "{url} does not verify"
+        );
+        out.push_str(&rest[..at]);
+        rest = &rest[end..];
+        count += 1;
+    }
+    out.push_str(rest);
+    (out, count)
+}
+
+/// Starts a site answering each path in `answers` with its content type and bytes.
+async fn site_of(answers: Vec<(&'static str, &'static str, Vec<u8>)>) -> std::net::SocketAddr {
+    let answers = Arc::new(answers);
+    start_origin(Arc::new(move |parts, _| {
+        match answers.iter().find(|(path, ..)| *path == parts.uri.path()) {
+            Some((_, content_type, body)) => respond(
+                200,
+                &[("content-type", content_type)],
+                Bytes::from(body.clone()),
+            ),
+            None => respond(404, &[], Bytes::new()),
+        }
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn a_page_written_the_way_current_frameworks_write_it_has_every_file_url_signed() {
+    let u = format!("https://cdn.filestackcontent.com/{H}");
+    let page = format!(
+        r#"<!doctype html><html><head>
+<link rel="preload" as="image" imagesrcset="{u} 640w, https://cdn.filestackcontent.com/resize=width:1280/{H} 1280w" imagesizes="100vw">
+<script type="application/ld+json">{{"@context":"https://schema.org","@type":"ImageObject","contentUrl":"{u}","price":19.90,"big":12345678901234567890123}}</script>
+</head><body style="font-family:&quot;Helvetica Neue&quot;">
+<svg width="10"><image xlink:href="{u}"></image><use href="{u}#i"></use></svg>
+<object data="{u}"></object><embed src="{u}"><video poster="{u}"><track src="{u}"></video>
+<img data-lazy-src="{u}" alt="lazy"><img data-original="{u}"><div data-bg="{u}"></div>
+<div style="background:url(&quot;{u}&quot;)"></div>
+<noscript><img src="{u}" alt="no script"></noscript>
+<script id="__NEXT_DATA__" type="application/json">{{"props":{{"pageProps":{{"photo":{{"url":"{u}","n":1.50}}}}}}}}</script>
+<script>var notSigned = "{u}";</script>
+</body></html>"#
+    );
+    let origin = site_of(vec![(
+        "/",
+        "text/html; charset=utf-8",
+        page.clone().into_bytes(),
+    )])
+    .await;
+    let gateway = site_gateway(origin, "").await;
+    let answer = get(&gateway.url("/")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let (text, signed) = unsigned(&answer.text());
+    assert_eq!(signed, 16, "{}", answer.text());
+    assert_eq!(
+        text, page,
+        "every byte but the credentials as the site sent it"
+    );
+    assert!(
+        answer.text().contains(&format!("var notSigned = \"{u}\";")),
+        "scripts are not rewritten"
+    );
+}
+
+#[tokio::test]
+async fn stylesheets_svg_images_feeds_and_manifests_are_signed_and_otherwise_byte_for_byte() {
+    let u = format!("https://cdn.filestackcontent.com/{H}");
+    let css = format!(
+        "@charset \"utf-8\";\n/* caf\u{e9} */ .hero{{background:url({u}) no-repeat}}\n.icon{{background:URL( '{u}' )}} .local{{background:url(/x.png)}}\n"
+    );
+    let svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"><image xlink:href="{u}" width="10"></image><style>rect{{fill:url({u})}}</style></svg>"#
+    );
+    let feed = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/"><channel><title>Gallery</title>
+<image><url>{u}</url><link>https://example.com/</link></image>
+<item><guid>{u}</guid><enclosure url="{u}" length="1" type="image/png"></enclosure><media:content url="{u}" medium="image"></media:content></item>
+</channel></rss>"#
+    );
+    let manifest = format!(
+        r#"{{"name":"Gallery","icons":[{{"src":"{u}","sizes":"512x512","type":"image/png"}}]}}"#
+    );
+    let origin = site_of(vec![
+        (
+            "/site.css",
+            "text/css; charset=utf-8",
+            css.clone().into_bytes(),
+        ),
+        ("/logo.svg", "image/svg+xml", svg.clone().into_bytes()),
+        (
+            "/feed.xml",
+            "application/rss+xml",
+            feed.clone().into_bytes(),
+        ),
+        (
+            "/manifest.webmanifest",
+            "application/manifest+json",
+            manifest.clone().into_bytes(),
+        ),
+    ])
+    .await;
+    let gateway = site_gateway(origin, "").await;
+    for (path, sent, expected_signed) in [
+        ("/site.css", &css, 2),
+        ("/logo.svg", &svg, 2),
+        ("/feed.xml", &feed, 3),
+        ("/manifest.webmanifest", &manifest, 1),
+    ] {
+        let answer = send(
+            Method::GET,
+            &gateway.url(path),
+            &[("sec-fetch-dest", "style")],
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        let (text, signed) = unsigned(&answer.text());
+        assert_eq!(signed, expected_signed, "{path}: {}", answer.text());
+        assert_eq!(&text, sent, "{path}: every other byte as sent");
+    }
+}
+
+#[tokio::test]
+async fn pages_in_legacy_charsets_and_with_invalid_bytes_pass_byte_for_byte() {
+    let u = format!("https://cdn.filestackcontent.com/{H}");
+    let with_url = |head: &[u8], tail: &[u8]| {
+        let mut page = head.to_vec();
+        page.extend_from_slice(u.as_bytes());
+        page.extend_from_slice(tail);
+        page
+    };
+    let latin1 = with_url(
+        b"<html><head><style>.caf\xe9{content:\"\xe9\"}</style></head><body><img alt=\"caf\xe9\" src=\"",
+        b"\"><p>\xe0 bient\xf4t</p></body></html>",
+    );
+    let shift_jis = with_url(
+        b"<html><head><meta charset=\"Shift_JIS\"><title>\x93\xfa\x96\x7b</title><style>.a{content:\"\x83\x81\"}</style></head><body><img alt=\"\x93\xfa\" src=\"",
+        b"\"><p>\x83\x81\x83j\x83\x85\x81[</p></body></html>",
+    );
+    let invalid_utf8 = with_url(
+        b"<html><head><style>.a{color:red}</style></head><body><p>\xff\xfe\xc3</p><img src=\"",
+        b"\"><p title=\"\xe9\">\x80</p></body></html>",
+    );
+    let origin = site_of(vec![
+        ("/latin1", "text/html; charset=iso-8859-1", latin1.clone()),
+        ("/sjis", "text/html", shift_jis.clone()),
+        ("/invalid", "text/html; charset=utf-8", invalid_utf8.clone()),
+    ])
+    .await;
+    let gateway = site_gateway(origin, "").await;
+    for (path, sent) in [
+        ("/latin1", latin1),
+        ("/sjis", shift_jis),
+        ("/invalid", invalid_utf8),
+    ] {
+        let answer = get(&gateway.url(path)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        let body = answer.body.to_vec();
+        // The credentials are ASCII: cut them out at the byte level.
+        let start = body
+            .windows(8)
+            .position(|w| w == b"?policy=")
+            .expect("the image is signed");
+        let end = start
+            + body[start..]
+                .windows(10)
+                .position(|w| w == b"signature=")
+                .expect("a signature")
+            + 10
+            + 64;
+        let mut rest = body[..start].to_vec();
+        rest.extend_from_slice(&body[end..]);
+        assert_eq!(
+            String::from_utf8_lossy(&rest),
+            String::from_utf8_lossy(&sent),
+            "{path}"
+        );
+        assert_eq!(rest, sent, "{path}: byte for byte");
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_answer_past_rewrite_limit_continues_unsigned_or_is_cut_off_as_configured() {
+    let (captured, _guard) = CapturedLog::this_thread();
+    let img = format!("<img src=\"https://cdn.filestackcontent.com/{H}\">\n");
+    let page = format!("<html><body>{}</body></html>", img.repeat(2_000));
+    let origin = site_of(vec![("/", "text/html", page.clone().into_bytes())]).await;
+
+    let passing = site_gateway(origin, "rewrite_limit = \"16KiB\"").await;
+    let answer = get(&passing.url("/")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let (text, signed) = unsigned(&answer.text());
+    assert_eq!(text, page, "every byte delivered");
+    assert!(signed > 10 && signed < 2_000, "{signed} signed");
+    passing.shutdown().await.expect("clean shutdown");
+    assert_access_line(&captured, &["rewrite=partial", "complete=true"]);
+
+    let aborting = site_gateway(
+        origin,
+        "rewrite_limit = \"16KiB\"\nrewrite_overflow = \"abort\"",
+    )
+    .await;
+    let response = client()
+        .request(get_request(&aborting.url("/")))
+        .await
+        .expect("headers arrive");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await;
+    assert!(
+        body.is_err(),
+        "the client sees the answer broken off, not complete"
+    );
+    aborting.shutdown().await.expect("clean shutdown");
+    assert_access_line(&captured, &["rewrite=aborted", "complete=false"]);
+}
+
+/// Asserts some access log line in `captured` holds every one of `fields`.
+fn assert_access_line(captured: &CapturedLog, fields: &[&str]) {
+    let log = captured.text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("signgate::access") && fields.iter().all(|f| l.contains(f))),
+        "no access line with {fields:?} in:\n{log}"
+    );
+}

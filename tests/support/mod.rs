@@ -256,6 +256,17 @@ pub fn open_fds() -> usize {
 pub struct CapturedLog(pub Arc<Mutex<Vec<u8>>>);
 
 impl CapturedLog {
+    /// Captures this thread's log (at INFO and above, without colour) until the guard drops:
+    /// for `current_thread` tests.
+    pub fn this_thread() -> (Self, tracing::subscriber::DefaultGuard) {
+        let captured = Self::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(captured.clone())
+            .with_ansi(false)
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
     /// Everything written so far.
     pub fn text(&self) -> String {
         String::from_utf8(self.0.lock().expect("not poisoned").clone()).expect("utf-8")
