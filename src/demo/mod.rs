@@ -3,6 +3,7 @@
 
 pub mod cdn;
 pub mod images;
+pub mod live;
 pub mod site;
 
 use std::convert::Infallible;
@@ -198,7 +199,7 @@ where
                     async move { Ok::<_, Infallible>(handler(request).await) }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await;
             });
         }

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 use super::cdn::StandInCdn;
+use super::live::LiveCounter;
 use super::{DEMO_MAX_SIZE, escape_html};
 use crate::body::{ResponseBody, full};
 
@@ -33,6 +34,8 @@ pub struct GallerySite {
     /// This site's own address: the gallery links to itself fetched without the gateway.
     own_url: String,
     photos: Mutex<Vec<Photo>>,
+    /// How many pages have the gallery open, pushed to each over a WebSocket.
+    live: LiveCounter,
 }
 
 impl GallerySite {
@@ -50,6 +53,7 @@ impl GallerySite {
             cdn_base,
             own_url,
             photos: Mutex::new(photos),
+            live: LiveCounter::default(),
         }
     }
 
@@ -83,6 +87,7 @@ impl GallerySite {
                 with_type(Response::new(full(json)), "application/json")
             }
             (&Method::POST, "/photos") => self.add_photo(request).await,
+            (&Method::GET, "/live") => self.live.answer(request),
             _ => with_type(
                 status(StatusCode::NOT_FOUND, "not found"),
                 "text/plain; charset=utf-8",
@@ -150,9 +155,10 @@ impl GallerySite {
             &format!(
                 r#"<p class="lede">Every picture below is written in this page as a bare CDN URL. signgate signs them as the page streams through it; this site holds no secret.</p>
 <p><a class="button" href="/upload">Upload a picture</a></p>
+<p class="live">Pages showing this gallery now: <strong id="live-count">…</strong> <small>(pushed by the site over a WebSocket, through the gateway)</small></p>
 {explainer}<main class="grid">
 {figures}</main>
-{script}"#
+{script}{LIVE_SCRIPT}"#
             ),
         )
     }
@@ -237,6 +243,17 @@ form.addEventListener('submit', async (event) => {{
         )
     }
 }
+
+/// Keeps the live counter up to date from the site's WebSocket, on the page's own host.
+const LIVE_SCRIPT: &str = r#"<script>
+(() => {
+  const count = document.getElementById('live-count');
+  const scheme = location.protocol === 'https:' ? 'wss://' : 'ws://';
+  const socket = new WebSocket(scheme + location.host + '/live');
+  socket.onmessage = (event) => { count.textContent = event.data; };
+  socket.onclose = () => { count.textContent = 'disconnected'; };
+})();
+</script>"#;
 
 /// Fills the explainer from the picture's `src` as it arrived: query or task form, url-safe base64.
 /// It stands after the pictures, which must be parsed before it runs.

@@ -1,5 +1,5 @@
 //! The demo in a real browser (headless Chromium through chromedriver): every gallery image
-//! loads signed, an upload under the limit appears, one over it is refused by the CDN even when
+//! loads signed, the gallery's live counter runs over a WebSocket through the gateway, an upload under the limit appears, one over it is refused by the CDN even when
 //! the page's script asks for more. Screenshots go to `target/browser/`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them the
@@ -197,6 +197,17 @@ async fn the_demo_works_in_a_real_browser() {
         }
         std::fs::write(shots.join("gallery.png"), client.screenshot().await.expect("screenshot"))
             .expect("saved");
+        // 1a. The live counter: the page's WebSocket to the site passes through the gateway,
+        // and a second viewer connecting (and going) is pushed to the page.
+        wait_for_text(&client, "#live-count", "1").await;
+        let live = format!("{}/live", gateway.replacen("http://", "ws://", 1));
+        let (mut viewer, _) = tokio_tungstenite::connect_async(&live)
+            .await
+            .expect("a second viewer connects through the gateway");
+        wait_for_text(&client, "#live-count", "2").await;
+        viewer.close(None).await.expect("the viewer leaves");
+        wait_for_text(&client, "#live-count", "1").await;
+
         let bare = images[0].0.split('?').next().expect("bare").to_owned();
         let refused = get(&bare).await;
         assert_eq!(refused.status, http::StatusCode::FORBIDDEN);
