@@ -15,7 +15,6 @@ use super::{Handled, RequestContext, request_body};
 use crate::body::ResponseBody;
 use crate::config::RewriteRules;
 use crate::error::ProxyError;
-use crate::rewrite::budget::HoldBudget;
 use crate::rewrite::decompress::{Decompressor, Encoding};
 use crate::rewrite::{
     CdnUrlSigner, HtmlTransform, JsonTransform, TransformBody, cap_freshness, rewrite_url_headers,
@@ -142,14 +141,8 @@ pub async fn handle(
     }
     let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
     let signer = site.urls.for_request(ctx.now, target);
-    let mut response = rewrite_response(
-        response,
-        &signer,
-        &parts.method,
-        site.urls.rules(),
-        &site.hold_budget,
-        ctx.now,
-    );
+    let mut response =
+        rewrite_response(response, &signer, &parts.method, site.urls.rules(), ctx.now);
     add_via(response.headers_mut());
     Ok(Handled {
         response,
@@ -227,7 +220,6 @@ fn rewrite_response(
     signer: &Arc<CdnUrlSigner>,
     method: &Method,
     rules: &RewriteRules,
-    hold_budget: &Arc<HoldBudget>,
     now: u64,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
@@ -279,16 +271,13 @@ fn rewrite_response(
                 }
             }
         }
-        Kind::Json => {
-            let limit = usize::try_from(rules.json_limit).unwrap_or(usize::MAX);
-            TransformBody::decoding(
-                body,
-                decompressor,
-                JsonTransform::new(Arc::clone(signer), limit, Arc::clone(hold_budget)),
-                rules.rewrite_limit,
-            )
-            .boxed_unsync()
-        }
+        Kind::Json => TransformBody::decoding(
+            body,
+            decompressor,
+            JsonTransform::new(Arc::clone(signer)),
+            rules.rewrite_limit,
+        )
+        .boxed_unsync(),
         Kind::Other => body,
     };
     Response::from_parts(parts, body)

@@ -242,6 +242,88 @@ async fn other_bodies_methods_and_cookies_pass_as_a_reverse_proxy_should() {
     );
 }
 
+/// A JSON answer serde would not give back as written (big integers, `19.90`, duplicate keys,
+/// escapes, odd spacing), with one CDN URL value deep inside and one CDN URL as a key.
+fn awkward_json() -> String {
+    format!(
+        "{{ \"z\":12345678901234567890123,\t\"price\" :19.90,\"a\":1,\"a\":2,\r\n\
+         \"name\":\"caf\\u00e9 \\/ bar\",\"https://cdn.filestackcontent.com/{H2}\":0,\
+         \"deep\":[ [ {{\"k\":[\"x\", \"https://cdn.filestackcontent.com/{H}\"  ]}} ] ] }}\n"
+    )
+}
+
+#[tokio::test]
+async fn json_answers_come_back_byte_for_byte_but_for_the_signed_url() {
+    let origin = start_origin(Arc::new(|_, _| {
+        respond(
+            200,
+            &[("content-type", "application/json; charset=utf-8")],
+            awkward_json(),
+        )
+    }))
+    .await;
+    let gateway = site_gateway(origin, "").await;
+    let answer = get(&gateway.url("/api/photos")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let text = answer.text();
+    let sent = awkward_json();
+    let (before, after) = sent
+        .split_once(&format!("\"https://cdn.filestackcontent.com/{H}\""))
+        .expect("the URL value");
+    assert!(
+        text.starts_with(before) && text.ends_with(after),
+        "only the URL changed: {text}"
+    );
+    let url = text[before.len()..text.len() - after.len()]
+        .strip_prefix('"')
+        .and_then(|u| u.strip_suffix('"'))
+        .expect("a JSON string");
+    assert!(
+        verify_at(url, &secret(), now(), Call::Read).is_ok(),
+        "{url}"
+    );
+}
+
+#[tokio::test]
+async fn json_answers_stream_through_the_rewriter() {
+    let gate = Gate::new();
+    let origin_gate = Arc::clone(&gate);
+    let origin = start_origin(Arc::new(move |_, _| {
+        let body = gated(
+            Bytes::from(format!(
+                "{{\"photos\":[{{\"url\":\"https://cdn.filestackcontent.com/{H}\",\"caption\":\"first\"}}"
+            )),
+            Bytes::from_static(b",{\"caption\":\"second\"}]}"),
+            Arc::clone(&origin_gate),
+        );
+        let mut response = hyper::Response::new(body.boxed());
+        response
+            .headers_mut()
+            .insert("content-type", "application/json".parse().expect("value"));
+        response
+    }))
+    .await;
+    let gateway = site_gateway(origin, "").await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut body = client()
+            .request(get_request(&gateway.url("/")))
+            .await
+            .expect("answer")
+            .into_body();
+        let mut seen = String::new();
+        while !seen.contains("first") {
+            let frame = body.frame().await.expect("a frame").expect("ok");
+            seen.push_str(&String::from_utf8_lossy(&frame.into_data().expect("data")));
+        }
+        assert!(seen.contains("signature="), "{seen}");
+        gate.open();
+        let rest = body.collect().await.expect("rest").to_bytes();
+        assert_eq!(rest, &b",{\"caption\":\"second\"}]}"[..]);
+    })
+    .await
+    .expect("streamed within 10 s");
+}
+
 #[tokio::test]
 async fn pages_stream_through_the_rewriter() {
     let gate = Gate::new();
