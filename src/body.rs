@@ -162,9 +162,9 @@ pub fn pumped(mut body: ResponseBody, stall: Duration) -> ResponseBody {
     tokio::spawn(async move {
         while let Some(frame) = body.frame().await {
             // HTTP/2 takes a whole frame into its send buffer as soon as the stream has a byte
-            // of window: a large one (a signed JSON answer) would sit there, out of reach of
-            // the stall timer and of the hold budget. Handed over in pieces, all but one piece
-            // waits here, where a stall drops it.
+            // of window: a large one (a big upstream chunk) would sit there, out of reach of
+            // the stall timer. Handed over in pieces, all but one piece waits here, where a
+            // stall drops it.
             let mut frame = Some(frame);
             while let Some(next) = frame.take() {
                 let piece = match next {

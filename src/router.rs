@@ -8,7 +8,6 @@ use crate::config::{
 };
 use crate::error::StartupError;
 use crate::rewrite::SiteUrls;
-use crate::rewrite::budget::HoldBudget;
 use crate::signer::RouteSigner;
 use crate::upstream::UpstreamClient;
 
@@ -58,13 +57,11 @@ pub struct ActiveSite {
     pub websocket_idle: Option<std::time::Duration>,
     /// `preserve_host`.
     pub preserve_host: bool,
-    /// The worker's budget for JSON answers held to be rewritten.
-    pub hold_budget: Arc<HoldBudget>,
 }
 
 impl ActiveRoute {
     /// Builds `route`'s signer, cache, authorizer and upstream client.
-    pub fn new(route: &Route, hold_budget: &Arc<HoldBudget>) -> Result<Self, StartupError> {
+    pub fn new(route: &Route) -> Result<Self, StartupError> {
         let signer = Arc::new(RouteSigner::for_route(route));
         let kind = match &route.kind {
             RouteKind::Proxy(ProxyRoute { fetch, serving }) => ActiveKind::Proxy(ActiveProxy {
@@ -88,7 +85,6 @@ impl ActiveRoute {
                 max_request_body: *max_request_body,
                 websocket_idle: *websocket_idle,
                 preserve_host: *preserve_host,
-                hold_budget: Arc::clone(hold_budget),
             }),
             RouteKind::UploadPolicy(upload) => ActiveKind::UploadPolicy(upload.clone()),
         };
@@ -120,12 +116,10 @@ pub struct Router {
 impl Router {
     /// Compiles the routes of `config`: one signer and one upstream client each.
     pub fn new(config: &Config) -> Result<Self, StartupError> {
-        // One per worker, shared by its site routes.
-        let hold_budget = Arc::new(HoldBudget::new(config.server.json_hold_budget));
         let mut routes = config
             .routes
             .iter()
-            .map(|route| ActiveRoute::new(route, &hold_budget).map(Arc::new))
+            .map(|route| ActiveRoute::new(route).map(Arc::new))
             .collect::<Result<Vec<_>, StartupError>>()?;
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Self { routes })

@@ -63,8 +63,6 @@ pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default `max_response_headers`: hyper's own default is 100, which real sites pass (a
 /// dozen `Set-Cookie`s, CSP reports, tracing headers).
 pub const DEFAULT_MAX_RESPONSE_HEADERS: usize = 500;
-/// Default `json_hold_budget`.
-pub const DEFAULT_JSON_HOLD_BUDGET: u64 = 64 * 1024 * 1024;
 /// Default time in-flight requests get to finish after SIGINT/SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default time to open a connection to an upstream.
@@ -80,8 +78,6 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `max_upstream_connections`: requests in flight to one route's upstream, per worker.
 pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 1024;
-/// Default largest JSON answer a site route holds to rewrite; larger ones pass untouched.
-pub const DEFAULT_JSON_REWRITE_LIMIT: u64 = 1024 * 1024;
 /// Default decoded bytes of one site answer that are rewritten.
 pub const DEFAULT_REWRITE_LIMIT: u64 = 64 * 1024 * 1024;
 /// Default largest request body a site route forwards.
@@ -167,9 +163,6 @@ pub struct ServerConfig {
     /// `max_header_bytes`: largest request head; larger ones get 431. Default 64KiB (at least
     /// 8KiB).
     pub max_header_bytes: usize,
-    /// `json_hold_budget`: bytes all JSON answers held for rewriting may take at once, per
-    /// worker; past it an answer passes through unrewritten. Default 64MiB.
-    pub json_hold_budget: usize,
     /// `workers`: single-threaded runtimes, each with its own `SO_REUSEPORT` listener. Default:
     /// one per core the process may run on.
     pub workers: NonZeroUsize,
@@ -244,6 +237,7 @@ impl Config {
         if raw.routes.is_empty() {
             return Err(invalid("`route`", "no routes: add at least one [[route]]"));
         }
+        warn_of_ignored_json_keys(&raw);
         let mut secret_files: Vec<(String, PathBuf)> = Vec::new();
         if let Some(path) = &raw.signing.secret_file {
             secret_files.push(("`signing.secret_file`".to_owned(), path.clone()));
@@ -299,6 +293,21 @@ impl Config {
     }
 }
 
+/// `json_rewrite_limit` and `json_hold_budget` bounded JSON answers held whole; JSON now
+/// streams, so they are accepted (old configs still load) but do nothing: one warning each.
+fn warn_of_ignored_json_keys(raw: &RawConfig) {
+    if raw.server.json_hold_budget.is_some() {
+        tracing::warn!(
+            "`server.json_hold_budget` is ignored: JSON answers are now rewritten as they stream, bounded by `rewrite_limit`"
+        );
+    }
+    if raw.routes.iter().any(|r| r.json_rewrite_limit.is_some()) {
+        tracing::warn!(
+            "`json_rewrite_limit` is ignored: JSON answers are now rewritten as they stream, bounded by `rewrite_limit`"
+        );
+    }
+}
+
 fn build_server(server: &raw::RawServer) -> Result<ServerConfig, ConfigError> {
     let listen = server.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let listen = listen.parse().map_err(|_| {
@@ -321,11 +330,6 @@ fn build_server(server: &raw::RawServer) -> Result<ServerConfig, ConfigError> {
         ));
     }
     let max_header_bytes = usize::try_from(max_header_bytes).unwrap_or(usize::MAX);
-    let json_hold_budget = match &server.json_hold_budget {
-        None => DEFAULT_JSON_HOLD_BUDGET,
-        Some(size) => parse_size(size).map_err(|r| invalid("`server.json_hold_budget`", r))?,
-    };
-    let json_hold_budget = usize::try_from(json_hold_budget).unwrap_or(usize::MAX);
     let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
     let workers = NonZeroUsize::new(server.workers.unwrap_or(cores))
         .ok_or_else(|| invalid("`server.workers`", "must be at least 1"))?;
@@ -369,7 +373,6 @@ fn build_server(server: &raw::RawServer) -> Result<ServerConfig, ConfigError> {
         )?,
         workers,
         max_header_bytes,
-        json_hold_budget,
         trusted_proxies,
     })
 }

@@ -33,6 +33,7 @@ pub(super) struct RawServer {
     pub client_body_timeout: Option<String>,
     pub workers: Option<usize>,
     pub max_header_bytes: Option<RawSize>,
+    /// Deprecated: accepted so old configs load, ignored (JSON streams now).
     pub json_hold_budget: Option<RawSize>,
     pub trusted_proxies: Option<Vec<String>>,
 }
@@ -70,6 +71,7 @@ pub(super) struct RawRoute {
     pub body_idle_timeout: Option<String>,
     pub event_stream_idle_timeout: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// Deprecated: accepted so old configs load, ignored (JSON streams now).
     pub json_rewrite_limit: Option<RawSize>,
     pub cors_origins: Option<Vec<String>>,
     pub inline_types: Option<Vec<String>>,

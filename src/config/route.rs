@@ -14,10 +14,9 @@ use super::secret_source::SecretsNeeded;
 use super::signing::{Signing, build_signing};
 use super::units::{parse_duration, parse_size};
 use super::{
-    ConfigError, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_JSON_REWRITE_LIMIT,
-    DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_HEADERS, DEFAULT_MAX_UPSTREAM_CONNECTIONS,
-    DEFAULT_RESPONSE_TIMEOUT, DEFAULT_REWRITE_HOST, DEFAULT_REWRITE_LIMIT,
-    DEFAULT_WEBSOCKET_IDLE_TIMEOUT, invalid,
+    ConfigError, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_REQUEST_BODY,
+    DEFAULT_MAX_RESPONSE_HEADERS, DEFAULT_MAX_UPSTREAM_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT,
+    DEFAULT_REWRITE_HOST, DEFAULT_REWRITE_LIMIT, DEFAULT_WEBSOCKET_IDLE_TIMEOUT, invalid,
 };
 use crate::policy::{Call, PolicyLimits, PolicyTemplate};
 use crate::tasks::TaskAllowlist;
@@ -219,8 +218,6 @@ pub struct SiteRoute {
 pub struct RewriteRules {
     /// `rewrite_hosts`: hosts whose URLs are signed, lowercase. Default the Filestack CDN.
     pub hosts: Vec<String>,
-    /// `json_rewrite_limit`: largest JSON answer held to sign its URLs. Default 1MiB.
-    pub json_limit: u64,
     /// `rewrite_limit`: decoded bytes of one answer that are rewritten; past them the rest
     /// passes unmodified (its URLs unsigned). Default 64MiB.
     pub rewrite_limit: u64,
@@ -256,7 +253,6 @@ impl Default for RewriteRules {
     fn default() -> Self {
         Self {
             hosts: vec![DEFAULT_REWRITE_HOST.to_owned()],
-            json_limit: DEFAULT_JSON_REWRITE_LIMIT,
             rewrite_limit: DEFAULT_REWRITE_LIMIT,
             keep_http: false,
             reflection_guard: true,
@@ -447,8 +443,6 @@ pub(super) fn build_route(
                         check_hosts(hosts).map_err(|r| invalid(key("rewrite_hosts"), r))?
                     }
                 },
-                json_limit: size_or(raw.json_rewrite_limit.as_ref(), DEFAULT_JSON_REWRITE_LIMIT)
-                    .map_err(|r| invalid(key("json_rewrite_limit"), r))?,
                 rewrite_limit: size_or(raw.rewrite_limit.as_ref(), DEFAULT_REWRITE_LIMIT)
                     .map_err(|r| invalid(key("rewrite_limit"), r))?,
                 keep_http: raw.keep_http.unwrap_or(false),

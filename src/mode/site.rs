@@ -15,7 +15,6 @@ use super::{Handled, RequestContext, request_body};
 use crate::body::ResponseBody;
 use crate::config::RewriteRules;
 use crate::error::ProxyError;
-use crate::rewrite::budget::HoldBudget;
 use crate::rewrite::decompress::{Decompressor, Encoding};
 use crate::rewrite::{
     CdnUrlSigner, CssTransform, HtmlTransform, JsonTransform, Markup, RewriteMark, Transform,
@@ -143,14 +142,8 @@ pub async fn handle(
     }
     let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
     let signer = site.urls.for_request(ctx.now, target);
-    let mut response = rewrite_response(
-        response,
-        &signer,
-        &parts.method,
-        site.urls.rules(),
-        &site.hold_budget,
-        ctx.now,
-    );
+    let mut response =
+        rewrite_response(response, &signer, &parts.method, site.urls.rules(), ctx.now);
     add_via(response.headers_mut());
     Ok(Handled {
         response,
@@ -244,7 +237,6 @@ fn rewrite_response(
     signer: &Arc<CdnUrlSigner>,
     method: &Method,
     rules: &RewriteRules,
-    hold_budget: &Arc<HoldBudget>,
     now: u64,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
@@ -295,14 +287,7 @@ fn rewrite_response(
             }
         }
         Kind::Css => Box::new(CssTransform::new(Arc::clone(signer))),
-        Kind::Json => {
-            let limit = usize::try_from(rules.json_limit).unwrap_or(usize::MAX);
-            Box::new(JsonTransform::new(
-                Arc::clone(signer),
-                limit,
-                Arc::clone(hold_budget),
-            ))
-        }
+        Kind::Json => Box::new(JsonTransform::new(Arc::clone(signer))),
         Kind::Other => return Response::from_parts(parts, body),
     };
     let mark = RewriteMark::default();

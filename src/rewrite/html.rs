@@ -121,7 +121,7 @@ impl HtmlTransform {
             let signer = Arc::clone(&signer);
             settings = settings
                 .append_element_content_handler(text_through(JSON_SCRIPTS, move || {
-                    Ok(json_script(Arc::clone(&signer)))
+                    Ok(JsonTransform::new(Arc::clone(&signer)))
                 })?);
         }
         match markup {
@@ -344,15 +344,6 @@ fn decode_char_ref(text: &str) -> Option<(char, usize)> {
     }
     let c = char::from_u32(u32::from_str_radix(code, radix).ok()?)?;
     Some((c, text.len() - digits.len() + end + 1))
-}
-
-/// The JSON rewriter for a `<script>` block. FIXME(json-splice): the streaming splicer.
-fn json_script(signer: Arc<CdnUrlSigner>) -> JsonTransform {
-    JsonTransform::new(
-        signer,
-        URL_TEXT_MAX * 64,
-        Arc::new(super::budget::HoldBudget::new(usize::MAX)),
-    )
 }
 
 /// The text of an element that is one URL (a feed's `<image><url>`), held to its end and

@@ -1,10 +1,9 @@
 //! Rewriting bare CDN URLs into signed ones in site answers, one file per place a URL hides:
-//! [`html`] (pages, SVG, feeds; lol_html), [`css`] and [`json`] while they stream, [`headers`]
-//! (`Location`, `Content-Location`, `Link`); [`freshness`] caps how long a cache may keep a
-//! rewritten answer, [`url`] recognises and signs the URLs, and [`budget`] bounds what one
-//! worker's held JSON answers take together. Bodies pass through a [`Transform`].
+//! [`html`] (pages, SVG, feeds; lol_html), [`css`] and [`json`] (signed strings spliced into the
+//! bytes as sent), all while they stream; [`headers`] (`Location`, `Content-Location`,
+//! `Link`); [`freshness`] caps how long a cache may keep a rewritten answer, and [`url`]
+//! recognises and signs the URLs. Bodies pass through a [`Transform`].
 
-pub mod budget;
 pub mod css;
 pub mod decompress;
 pub mod freshness;
@@ -28,7 +27,7 @@ use decompress::{Decompressor, Encoding};
 pub use freshness::cap_freshness;
 pub use headers::rewrite_url_headers;
 pub use html::{HtmlTransform, Markup};
-pub use json::JsonTransform;
+pub use json::{JsonTransform, sign_json_text};
 pub use url::{CdnUrlSigner, SiteUrls};
 
 /// A step applied to a body chunk by chunk.

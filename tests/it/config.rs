@@ -68,7 +68,7 @@ fn defaults_fill_what_is_not_set() {
         panic!("a site route")
     };
     assert_eq!(site_route.rewrite.hosts, ["cdn.filestackcontent.com"]);
-    assert_eq!(site_route.rewrite.json_limit, 1024 * 1024);
+    assert_eq!(site_route.rewrite.rewrite_limit, 64 * 1024 * 1024);
     assert_eq!(site_route.max_request_body, 10 * 1024 * 1024);
     assert_eq!(site_route.fetch.max_connections.get(), 1024);
     assert_eq!(site_route.fetch.timeouts.response, Duration::from_secs(30));
@@ -90,6 +90,16 @@ fn a_route_overrides_signing_defaults() {
     assert_eq!(signing.bucket, Duration::from_secs(60));
     assert_eq!(signing.url_style, UrlStyle::Task);
     assert_eq!(signing.cache_size.get(), 5);
+}
+
+#[test]
+fn the_retired_json_keys_still_load() {
+    let config = parse(&format!(
+        "[server]\njson_hold_budget = \"64MiB\"\n{SIGNING}[[route]]\nname = \"s\"\nprefix = \"/\"\n\
+         mode = \"site\"\nupstream = \"http://127.0.0.1:3000\"\njson_rewrite_limit = \"1MiB\"\n"
+    ))
+    .expect("accepted, and ignored");
+    assert_eq!(config.routes[0].mode(), Mode::Site);
 }
 
 #[test]

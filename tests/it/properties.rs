@@ -7,7 +7,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use signgate::filelink::{FileRef, Handle, UrlStyle, signed_url, strip_client_credentials};
 use signgate::policy::{Call, DecodedPolicy, Policy, PolicyLimits};
-use signgate::rewrite::{CdnUrlSigner, HtmlTransform, SiteUrls, Transform};
+use signgate::rewrite::{CdnUrlSigner, HtmlTransform, JsonTransform, SiteUrls, Transform};
 use signgate::secret::Secret;
 use signgate::verify::{parse_url, verify_at};
 
@@ -29,6 +29,32 @@ fn rewrite(html: &str, chunk: usize) -> String {
     }
     out.extend(t.finish().expect("ends"));
     String::from_utf8_lossy(&out).into_owned()
+}
+
+fn splice_json(json: &[u8], chunk: usize) -> Vec<u8> {
+    let mut t = JsonTransform::new(site_signer());
+    let mut out = Vec::new();
+    for piece in json.chunks(chunk.max(1)) {
+        out.extend(t.push(piece).expect("splices"));
+    }
+    out.extend(t.finish().expect("ends"));
+    out
+}
+
+/// A JSON object holding each URL as a key or as a value, with `value` written for each value.
+fn json_object(parts: &[(String, bool, String)], value: impl Fn(&str) -> String) -> String {
+    let members: Vec<String> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, (url, as_key, space))| {
+            if *as_key {
+                format!("{space}\"{url}\"{space}:{space}{i}.50")
+            } else {
+                format!("{space}\"k{i}\":{space}[\"{}\"]{space}", value(url))
+            }
+        })
+        .collect();
+    format!("{{{}}}", members.join(","))
 }
 
 /// A URL a gallery might write: on the CDN (maybe with tasks, a query, stale credentials, a
@@ -140,6 +166,32 @@ proptest! {
             let name = pair.split('=').next().unwrap_or_default().to_ascii_lowercase();
             prop_assert!(!name.contains("policy") && !name.contains("signature"), "{}", pair);
         }
+    }
+
+    #[test]
+    fn json_splicing_signs_only_url_values_and_keeps_every_other_byte(
+        parts in proptest::collection::vec((gallery_url(), any::<bool>(), "[ \t\r\n]{0,2}"), 1..10),
+        chunk in 1usize..32,
+    ) {
+        let signer = site_signer();
+        let json = json_object(&parts, str::to_owned);
+        let expected = json_object(&parts, |url| signer.sign(url).unwrap_or_else(|| url.to_owned()));
+        let out = splice_json(json.as_bytes(), chunk);
+        prop_assert_eq!(String::from_utf8_lossy(&out), expected);
+    }
+
+    #[test]
+    fn arbitrary_bytes_pass_the_json_splicer_unchanged(
+        bytes in proptest::collection::vec(
+            prop_oneof![
+                Just(b'"'), Just(b'\\'), Just(b'{'), Just(b'}'), Just(b'['), Just(b']'),
+                Just(b':'), Just(b','), Just(b'u'), Just(b'd'), Just(b'8'), any::<u8>(),
+            ],
+            0..300,
+        ),
+        chunk in 1usize..17,
+    ) {
+        prop_assert_eq!(splice_json(&bytes, chunk), bytes);
     }
 
     #[test]
