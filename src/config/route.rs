@@ -233,6 +233,10 @@ pub struct RewriteRules {
     pub url_attributes: Vec<String>,
     /// `rewrite_overflow`: what happens to an answer that cannot be rewritten in full.
     pub on_overflow: OnOverflow,
+    /// `rewrite_javascript`: JavaScript answers up to this many bytes have their CDN URL
+    /// string literals signed (past it the rest passes as `rewrite_overflow` says). Default
+    /// none: scripts pass untouched.
+    pub javascript_limit: Option<u64>,
 }
 
 /// What a site route does with an answer it cannot rewrite in full (past `rewrite_limit`, or a
@@ -258,6 +262,7 @@ impl Default for RewriteRules {
             reflection_guard: true,
             url_attributes: Vec::new(),
             on_overflow: OnOverflow::Pass,
+            javascript_limit: None,
         }
     }
 }
@@ -452,6 +457,12 @@ pub(super) fn build_route(
                 )
                 .map_err(|r| invalid(key("url_attributes"), r))?,
                 on_overflow: raw.rewrite_overflow.unwrap_or_default(),
+                javascript_limit: raw
+                    .rewrite_javascript
+                    .as_ref()
+                    .map(parse_size)
+                    .transpose()
+                    .map_err(|r| invalid(key("rewrite_javascript"), r))?,
             },
             max_request_body: size_or(raw.max_request_body.as_ref(), DEFAULT_MAX_REQUEST_BODY)
                 .map_err(|r| invalid(key("max_request_body"), r))?,

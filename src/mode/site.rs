@@ -17,8 +17,8 @@ use crate::config::RewriteRules;
 use crate::error::ProxyError;
 use crate::rewrite::decompress::{Decompressor, Encoding};
 use crate::rewrite::{
-    CdnUrlSigner, CssTransform, HtmlTransform, JsonTransform, Markup, RewriteMark, Transform,
-    TransformBody, cap_freshness, rewrite_url_headers,
+    CdnUrlSigner, CssTransform, HtmlTransform, JsonTransform, Markup, RewriteMark, ScriptTransform,
+    Transform, TransformBody, cap_freshness, rewrite_url_headers,
 };
 use crate::router::ActiveSite;
 use crate::upstream::headers::{add_forwarding_headers, add_via, strip_hop_by_hop};
@@ -74,7 +74,7 @@ pub async fn handle(
         headers.insert(header::HOST, upstream.host_header().clone());
     }
     restrict_accept_encoding(&mut headers);
-    if may_be_rewritten(&headers) {
+    if may_be_rewritten(&headers, site.urls.rules().javascript_limit.is_some()) {
         // A rewritten answer's bytes are not the site's: a byte range of the site's page would
         // not match it, and a 304 would keep a copy whose URLs expired.
         for name in [
@@ -191,6 +191,8 @@ enum Kind {
     },
     Css,
     Json,
+    /// JavaScript: rewritten only where the route opts in.
+    Script,
     Other,
 }
 
@@ -225,6 +227,7 @@ fn kind_of(headers: &HeaderMap) -> Kind {
             charset,
         },
         "text/css" => Kind::Css,
+        "text/javascript" | "application/javascript" | "application/x-javascript" => Kind::Script,
         "application/json" => Kind::Json,
         json if json.ends_with("+json") => Kind::Json,
         _ => Kind::Other,
@@ -244,7 +247,10 @@ fn rewrite_response(
     let cap = |parts: &mut http::response::Parts| {
         cap_freshness(&mut parts.headers, parts.status, signer.cache_limit(), now);
     };
-    let kind = kind_of(&parts.headers);
+    let kind = match kind_of(&parts.headers) {
+        Kind::Script if rules.javascript_limit.is_none() => Kind::Other,
+        kind => kind,
+    };
     // A byte range of a page cannot be rewritten and keep its Content-Range true: it passes as
     // the site sent it (its URLs unsigned).
     if matches!(kind, Kind::Other) || parts.status == StatusCode::PARTIAL_CONTENT {
@@ -276,6 +282,7 @@ fn rewrite_response(
     if !has_body {
         return Response::from_parts(parts, body);
     }
+    let is_script = matches!(kind, Kind::Script);
     let transform: Box<dyn Transform> = match kind {
         Kind::Markup { markup, charset } => {
             match HtmlTransform::for_markup(Arc::clone(signer), charset.as_deref(), markup) {
@@ -288,17 +295,17 @@ fn rewrite_response(
         }
         Kind::Css => Box::new(CssTransform::new(Arc::clone(signer))),
         Kind::Json => Box::new(JsonTransform::new(Arc::clone(signer))),
+        Kind::Script => Box::new(ScriptTransform::new(Arc::clone(signer))),
         Kind::Other => return Response::from_parts(parts, body),
     };
+    let limit = match rules.javascript_limit {
+        Some(script_limit) if is_script => script_limit.min(rules.rewrite_limit),
+        _ => rules.rewrite_limit,
+    };
     let mark = RewriteMark::default();
-    let body = TransformBody::decoding(
-        body,
-        Decompressor::new(encoding),
-        transform,
-        rules.rewrite_limit,
-    )
-    .on_overflow(rules.on_overflow, mark.clone())
-    .boxed_unsync();
+    let body = TransformBody::decoding(body, Decompressor::new(encoding), transform, limit)
+        .on_overflow(rules.on_overflow, mark.clone())
+        .boxed_unsync();
     parts.extensions.insert(mark);
     Response::from_parts(parts, body)
 }
@@ -332,15 +339,12 @@ fn restrict_accept_encoding(headers: &mut HeaderMap) {
 }
 
 /// Whether the answer to a request with `headers` may be one signgate rewrites (a page, a
-/// stylesheet, JSON, a feed): anything but a request that says it is for an image, a script,
-/// a font or media. Those keep `Range` and revalidation; everything else loses them.
-fn may_be_rewritten(headers: &HeaderMap) -> bool {
-    const ASSET_DESTINATIONS: [&str; 11] = [
-        "image",
-        "audio",
-        "video",
-        "track",
-        "font",
+/// stylesheet, JSON, a feed, and a script where `scripts` are rewritten): anything but a
+/// request that says it is for an image, a font, media or (unless `scripts`) a script. Those
+/// keep `Range` and revalidation; everything else loses them.
+fn may_be_rewritten(headers: &HeaderMap, scripts: bool) -> bool {
+    const MEDIA_DESTINATIONS: [&str; 5] = ["image", "audio", "video", "track", "font"];
+    const SCRIPT_DESTINATIONS: [&str; 6] = [
         "script",
         "worker",
         "sharedworker",
@@ -349,7 +353,8 @@ fn may_be_rewritten(headers: &HeaderMap) -> bool {
         "paintworklet",
     ];
     if let Some(destination) = headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok()) {
-        return !ASSET_DESTINATIONS.contains(&destination);
+        return !(MEDIA_DESTINATIONS.contains(&destination)
+            || !scripts && SCRIPT_DESTINATIONS.contains(&destination));
     }
     let accept = headers
         .get(header::ACCEPT)
@@ -367,7 +372,7 @@ fn may_be_rewritten(headers: &HeaderMap) -> bool {
             ["image/", "audio/", "video/", "font/"]
                 .iter()
                 .any(|prefix| t.starts_with(prefix))
-                || t.ends_with("/javascript")
+                || !scripts && t.ends_with("/javascript")
         })
 }
 
@@ -416,7 +421,11 @@ mod tests {
         }
         assert!(matches!(kind("text/css; charset=utf-8"), Kind::Css));
         assert!(matches!(kind("application/manifest+json"), Kind::Json));
-        assert!(matches!(kind("application/javascript"), Kind::Other));
+        assert!(matches!(kind("application/javascript"), Kind::Script));
+        assert!(matches!(
+            kind("text/javascript; charset=utf-8"),
+            Kind::Script
+        ));
         assert!(matches!(
             kind("application/json; charset=utf-8"),
             Kind::Json
@@ -460,15 +469,30 @@ mod tests {
             ],
             &[("accept", "text/css")],
         ] {
-            assert!(may_be_rewritten(&headers(rewritable)), "{rewritable:?}");
+            assert!(
+                may_be_rewritten(&headers(rewritable), false),
+                "{rewritable:?}"
+            );
         }
         for asset in [
             &[("accept", "image/avif,image/*")][..],
             &[("sec-fetch-dest", "video"), ("accept", "*/*")],
             &[("accept", "application/javascript")],
         ] {
-            assert!(!may_be_rewritten(&headers(asset)), "{asset:?}");
+            assert!(!may_be_rewritten(&headers(asset), false), "{asset:?}");
         }
+        // Where scripts are rewritten, a script request loses its validators too.
+        for script in [
+            &[("sec-fetch-dest", "script")][..],
+            &[("accept", "application/javascript")],
+        ] {
+            assert!(!may_be_rewritten(&headers(script), false), "{script:?}");
+            assert!(may_be_rewritten(&headers(script), true), "{script:?}");
+        }
+        assert!(!may_be_rewritten(
+            &headers(&[("sec-fetch-dest", "image")]),
+            true
+        ));
     }
 
     #[test]

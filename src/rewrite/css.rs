@@ -177,7 +177,7 @@ impl UrlScanner {
 }
 
 /// Whether a URL that starts with `partial` may be a file URL on one of `hosts`.
-fn could_be_cdn_url(partial: &[u8], hosts: &[String]) -> bool {
+pub(super) fn could_be_cdn_url(partial: &[u8], hosts: &[String]) -> bool {
     hosts.iter().any(|host| {
         ["https://", "http://", "//"].iter().any(|scheme| {
             let start = scheme.bytes().chain(host.bytes()).chain([b'/']);

@@ -10,6 +10,7 @@ pub mod freshness;
 pub mod headers;
 pub mod html;
 pub mod json;
+pub mod script;
 pub mod url;
 
 use std::pin::Pin;
@@ -28,6 +29,7 @@ pub use freshness::cap_freshness;
 pub use headers::rewrite_url_headers;
 pub use html::{HtmlTransform, Markup};
 pub use json::{JsonTransform, sign_json_text};
+pub use script::ScriptTransform;
 pub use url::{CdnUrlSigner, SiteUrls};
 
 /// A step applied to a body chunk by chunk.

@@ -839,3 +839,72 @@ async fn assert_access_line(captured: &CapturedLog, fields: &[&str]) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn scripts_pass_untouched_unless_the_route_opts_in_to_signing_their_url_literals() {
+    let u = format!("https://cdn.filestackcontent.com/{H}");
+    let js =
+        format!("const hero = \"{u}\";\nconst label = `photo: ${{name}} at {u}`;\nfetch('{u}');\n");
+    let origin = site_of(vec![(
+        "/app.js",
+        "text/javascript; charset=utf-8",
+        js.clone().into_bytes(),
+    )])
+    .await;
+    let untouched = site_gateway(origin, "").await;
+    let answer = send(
+        Method::GET,
+        &untouched.url("/app.js"),
+        &[("sec-fetch-dest", "script")],
+    )
+    .await;
+    assert_eq!(answer.text(), js, "scripts are not rewritten by default");
+
+    let opted_in = site_gateway(origin, "rewrite_javascript = \"1MiB\"").await;
+    let answer = send(
+        Method::GET,
+        &opted_in.url("/app.js"),
+        &[("sec-fetch-dest", "script")],
+    )
+    .await;
+    let (text, signed) = unsigned(&answer.text());
+    assert_eq!(
+        signed,
+        2,
+        "the two literals that are whole URLs: {}",
+        answer.text()
+    );
+    assert_eq!(text, js, "every other byte as the site sent it");
+}
+
+#[tokio::test]
+async fn a_head_answer_carries_what_the_get_would() {
+    let page = format!("<img src=\"https://cdn.filestackcontent.com/{H}\">");
+    let origin = start_origin(Arc::new(move |parts, _| {
+        let (content_type, body) = match parts.uri.path() {
+            "/logo.png" => ("image/png", Bytes::from_static(&[7u8; 1234])),
+            _ => ("text/html", Bytes::from(page.clone())),
+        };
+        let length = body.len().to_string();
+        let mut response = respond(200, &[("content-type", content_type)], body);
+        response
+            .headers_mut()
+            .insert("content-length", length.parse().expect("value"));
+        response
+    }))
+    .await;
+    let gateway = site_gateway(origin, "").await;
+    let image = send(Method::HEAD, &gateway.url("/logo.png"), &[]).await;
+    assert_eq!(image.headers["content-length"], "1234", "kept");
+    let head = send(Method::HEAD, &gateway.url("/"), &[]).await;
+    let get = send(Method::GET, &gateway.url("/"), &[]).await;
+    assert_eq!(head.status, StatusCode::OK);
+    for name in ["content-type", "cache-control", "content-encoding"] {
+        assert_eq!(head.headers.get(name), get.headers.get(name), "{name}");
+    }
+    assert!(
+        head.headers.get("content-length").is_none() && get.headers.get("content-length").is_none(),
+        "a page's length is known only once rewritten: {:?}",
+        head.headers
+    );
+}
