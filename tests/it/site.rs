@@ -586,6 +586,17 @@ async fn a_page_with_a_tag_too_large_to_rewrite_arrives_whole() {
         format!("{huge}{after}"),
         "the rest as the site sent it"
     );
+
+    // A route that would rather fail than send a page half signed breaks it off instead.
+    let aborting = site_gateway(origin, "rewrite_overflow = \"abort\"").await;
+    let response = client()
+        .request(get_request(&aborting.url("/")))
+        .await
+        .expect("headers arrive");
+    assert!(
+        response.into_body().collect().await.is_err(),
+        "the client sees the page broken off"
+    );
 }
 
 /// `text` with the credentials of every signed CDN URL in it taken out, and how many there
