@@ -5,20 +5,22 @@
 //!   `GET /img/HANDLE` about once a second (a 0.5–1.5 s pause between answers). Passes with
 //!   zero errors: every answer 200 with the whole body, no connection lost, all 10,000 open
 //!   together for the whole window.
-//! - **soak**: 10 minutes of closed-loop traffic from 256 connections, each reconnecting after
+//! - **soak**: 14 minutes of closed-loop traffic from 256 connections, each reconnecting after
 //!   1,000 requests, over a million handles (so the credential LRU keeps evicting) and a mix of
 //!   proxy (with and without a resize task), redirect, site pages rewritten as they stream, and
 //!   bad handles. signgate's RSS and open descriptors are sampled every 10 s. Passes with zero
-//!   errors and flat memory: after the first three minutes (caches filling: the redirect
-//!   route's 100,000 credentials take about two), neither the growth
-//!   (median of the last three samples against the first three), nor the peak, nor the
-//!   least-squares trend over the remaining minutes reaches 5 % of RSS (or 4 MiB).
+//!   errors and flat memory. Its caches keep what was signed for the current expiry bucket and
+//!   drop it once the bucket has passed, so RSS rises and falls once a bucket (5 minutes at
+//!   the default): a sawtooth. Memory is therefore compared a whole cycle at a time: after the
+//!   first three minutes (caches filling: the redirect route's 100,000 credentials take about
+//!   two), the lowest and the highest RSS of the last five minutes must each stay within 5 %
+//!   of RSS (or 4 MiB) of those of the first five.
 //!
 //! Each phase starts a fresh gateway. The gateway runs alone on core 1; the stand-in CDN and
 //! the clients (this process) share core 0 (`taskset`). The gateway logs at `warn` (no access log), like
 //! nginx with `access_log off`; its log is checked for errors at the end.
 //!
-//! Run (about 13 minutes; needs `taskset` from util-linux and an open-file hard limit of about
+//! Run (about 17 minutes; needs `taskset` from util-linux and an open-file hard limit of about
 //! 15,000: what signgate's config needs, by its own count; raised here when allowed):
 //! ```text
 //! cargo bench --bench soak
@@ -26,7 +28,7 @@
 //! Environment: `SOAK_PHASES` (`hold,soak` by default; one of them to run only it),
 //! `SOAK_CONNECTIONS` (hold, default 10000), `SOAK_HOLD_SECONDS` (default 60),
 //! `SOAK_PAUSE_MS` (hold, mean pause between a connection's requests, default 1000),
-//! `SOAK_MINUTES` (default 10), `SOAK_SAMPLE_SECONDS` (default 10), `SOAK_CLIENTS` (soak
+//! `SOAK_MINUTES` (default 14, at least 13: two whole cycles after the warm-up), `SOAK_SAMPLE_SECONDS` (default 10), `SOAK_CLIENTS` (soak
 //! connections, default 256).
 //!
 //! Last recorded: 2026-11-29, 2-core VM ("Intel(R) Xeon(R) Processor", kernel 6.18):
@@ -779,6 +781,9 @@ struct SoakSettings {
     sample_every: Duration,
     /// Samples before this are the warm-up (caches filling).
     warm_up: Duration,
+    /// The signing bucket: caches drop what was signed for a bucket once it has passed, so RSS
+    /// rises and falls once per bucket. Memory is compared a whole cycle at a time.
+    cycle: Duration,
 }
 
 /// One soak client: closed-loop requests from the mix, a new connection every
@@ -817,53 +822,45 @@ struct SoakReport {
     before: Sample,
     samples: Vec<Sample>,
     after: Sample,
-    /// RSS at the end of the warm-up, the highest after it, and the growth to the end.
+    /// RSS at the end of the warm-up: what the allowance is a share of.
     warm_kib: u64,
-    max_kib: u64,
-    /// Least-squares slope of RSS after the warm-up, KiB per minute.
-    slope_kib_per_min: f64,
-    warm_up: Duration,
+    /// The lowest and highest RSS of the first bucket-long window after the warm-up, and of the
+    /// last one; `None` when the run is too short for the two not to overlap.
+    first: Option<(u64, u64)>,
+    last: Option<(u64, u64)>,
 }
 
 impl SoakReport {
-    /// RSS growth after the warm-up, KiB (negative: it shrank): the median of the last three
-    /// samples against the median of the first three after the warm-up.
-    fn growth_kib(&self) -> i64 {
-        let warm: Vec<u64> = self
-            .samples
-            .iter()
-            .filter(|s| s.at >= self.warm_up)
-            .map(|s| s.rss_kib)
-            .collect();
-        let median = |window: &[u64]| {
-            let mut window = window.to_vec();
-            window.sort_unstable();
-            window.get(window.len() / 2).copied().unwrap_or(0) as i64
-        };
-        let n = warm.len().min(3);
-        median(&warm[warm.len() - n..]) - median(&warm[..n])
-    }
-
     /// The growth allowed: 5 % of the RSS after the warm-up, and at least 4 MiB.
     fn allowed_kib(&self) -> i64 {
         (self.warm_kib / 20).max(4096) as i64
     }
 
-    /// Flat: the growth, the peak over the start, and the trend (least-squares slope times the
-    /// minutes after the warm-up) all stay under the allowance.
-    fn flat(&self) -> bool {
-        let allowed = self.allowed_kib();
-        let trend = self.slope_kib_per_min * self.minutes_after_warm_up();
-        self.growth_kib() < allowed
-            && (self.max_kib as i64 - self.warm_kib as i64) < allowed
-            && trend < allowed as f64
+    /// How much the lowest and the highest RSS of a whole cycle grew from the first cycle after
+    /// the warm-up to the last, KiB.
+    fn growth_kib(&self) -> Option<(i64, i64)> {
+        let ((low0, high0), (low1, high1)) = (self.first?, self.last?);
+        Some((low1 as i64 - low0 as i64, high1 as i64 - high0 as i64))
     }
 
-    fn minutes_after_warm_up(&self) -> f64 {
-        self.samples.last().map_or(0.0, |s| {
-            s.at.saturating_sub(self.warm_up).as_secs_f64() / 60.0
-        })
+    /// Flat: a whole bucket cycle at the end reaches neither lower nor higher than one at the
+    /// start, within the allowance. (Within a cycle RSS rises as the caches fill with what is
+    /// signed for the bucket and falls when it passes: a sawtooth, not a leak.)
+    fn flat(&self) -> bool {
+        let allowed = self.allowed_kib();
+        self.growth_kib()
+            .is_some_and(|(low, high)| low < allowed && high < allowed)
     }
+}
+
+/// The lowest and highest RSS among `samples` taken in `[from, to)`.
+fn rss_range(samples: &[Sample], from: Duration, to: Duration) -> Option<(u64, u64)> {
+    let window: Vec<u64> = samples
+        .iter()
+        .filter(|s| s.at >= from && s.at < to)
+        .map(|s| s.rss_kib)
+        .collect();
+    Some((*window.iter().min()?, *window.iter().max()?))
 }
 
 async fn soak_phase(gateway: &Gateway, settings: &SoakSettings, tally: Arc<Tally>) -> SoakReport {
@@ -906,43 +903,28 @@ async fn soak_phase(gateway: &Gateway, settings: &SoakSettings, tally: Arc<Tally
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = sample(pid, started, &tally);
 
-    let warm: Vec<&Sample> = samples
+    let warm_kib = samples
         .iter()
-        .filter(|s| s.at >= settings.warm_up)
-        .collect();
-    let warm_kib = warm.first().map_or(before.rss_kib, |s| s.rss_kib);
-    let max_kib = warm.iter().map(|s| s.rss_kib).max().unwrap_or(warm_kib);
+        .find(|s| s.at >= settings.warm_up)
+        .map_or(before.rss_kib, |s| s.rss_kib);
+    let end = samples.last().map_or(Duration::ZERO, |s| s.at) + Duration::from_millis(1);
+    let first_end = settings.warm_up + settings.cycle;
+    let last_start = end.saturating_sub(settings.cycle);
+    let (first, last) = if last_start >= first_end {
+        (
+            rss_range(&samples, settings.warm_up, first_end),
+            rss_range(&samples, last_start, end),
+        )
+    } else {
+        (None, None)
+    };
     SoakReport {
         before,
-        slope_kib_per_min: slope_per_minute(&warm),
         samples,
         after,
         warm_kib,
-        max_kib,
-        warm_up: settings.warm_up,
-    }
-}
-
-/// Least-squares slope of RSS over time, KiB per minute.
-fn slope_per_minute(samples: &[&Sample]) -> f64 {
-    let n = samples.len() as f64;
-    if n < 2.0 {
-        return 0.0;
-    }
-    let xs: Vec<f64> = samples.iter().map(|s| s.at.as_secs_f64() / 60.0).collect();
-    let ys: Vec<f64> = samples.iter().map(|s| s.rss_kib as f64).collect();
-    let mean_x = xs.iter().sum::<f64>() / n;
-    let mean_y = ys.iter().sum::<f64>() / n;
-    let covariance: f64 = xs
-        .iter()
-        .zip(&ys)
-        .map(|(x, y)| (x - mean_x) * (y - mean_y))
-        .sum();
-    let variance: f64 = xs.iter().map(|x| (x - mean_x).powi(2)).sum();
-    if variance == 0.0 {
-        0.0
-    } else {
-        covariance / variance
+        first,
+        last,
     }
 }
 
@@ -988,7 +970,7 @@ fn run(full: bool) -> Result<(), String> {
             16
         } as usize,
         duration: if full {
-            Duration::from_secs(60 * env_u64("SOAK_MINUTES", 10, 1..=600)?)
+            Duration::from_secs(60 * env_u64("SOAK_MINUTES", 14, 1..=600)?)
         } else {
             Duration::from_secs(3)
         },
@@ -1000,6 +982,7 @@ fn run(full: bool) -> Result<(), String> {
         // Until every cache is full and evicting: the redirect route (4 % of ~20k req/s) takes
         // about two minutes to fill its 100,000 credentials.
         warm_up: Duration::from_secs(if full { 180 } else { 1 }),
+        cycle: signgate::config::DEFAULT_BUCKET,
     };
     let (cdn_core, gateway_core) = if full {
         if !tool_exists("taskset") {
@@ -1100,14 +1083,19 @@ fn run(full: bool) -> Result<(), String> {
             ));
         }
         if full && !report.flat() {
-            failures.push(format!(
-                "soak: memory not flat after the warm-up: {:+.1} MiB, peak {:.1} MiB over {:.1} MiB, slope {:+.2} MiB/min (allowed {:.1} MiB)",
-                report.growth_kib() as f64 / 1024.0,
-                mib(report.max_kib),
-                mib(report.warm_kib),
-                report.slope_kib_per_min / 1024.0,
-                report.allowed_kib() as f64 / 1024.0
-            ));
+            failures.push(match report.growth_kib() {
+                Some((low, high)) => format!(
+                    "soak: memory not flat: the last bucket cycle's RSS reaches {:+.1} MiB lower and {:+.1} MiB higher than the first's after the warm-up (allowed {:.1} MiB)",
+                    low as f64 / 1024.0,
+                    high as f64 / 1024.0,
+                    report.allowed_kib() as f64 / 1024.0
+                ),
+                None => format!(
+                    "soak: too short to compare two whole bucket cycles after the {} s warm-up: set SOAK_MINUTES to at least {}",
+                    soak.warm_up.as_secs(),
+                    (soak.warm_up + 2 * soak.cycle).as_secs().div_ceil(60)
+                ),
+            });
         }
         if !complaints.is_empty() {
             failures.push(format!(
@@ -1219,15 +1207,20 @@ fn print_soak(settings: &SoakSettings, report: &SoakReport, tally: &Tally) {
         settings.sample_every.as_secs(),
         rss.join(" ")
     );
+    let cycle = |range: Option<(u64, u64)>| {
+        range.map_or("-".to_owned(), |(low, high)| {
+            format!("{:.1}–{:.1} MiB", mib(low), mib(high))
+        })
+    };
     println!(
-        "  RSS {:.1} MiB before, {:.1} MiB after the {} s warm-up, max {:.1} MiB after it, {:.1} MiB at the end (median growth {:+.1} MiB), slope {:+.2} MiB/min, {:.1} MiB once idle; fds {} before, {} after: {}",
+        "  RSS {:.1} MiB before, {:.1} MiB after the {} s warm-up; first {} s cycle after it {}, last {}; {:.1} MiB at the end, {:.1} MiB once idle; fds {} before, {} after: {}",
         mib(report.before.rss_kib),
         mib(report.warm_kib),
         settings.warm_up.as_secs(),
-        mib(report.max_kib),
+        settings.cycle.as_secs(),
+        cycle(report.first),
+        cycle(report.last),
         mib(report.samples.last().map_or(0, |s| s.rss_kib)),
-        report.growth_kib() as f64 / 1024.0,
-        report.slope_kib_per_min / 1024.0,
         mib(report.after.rss_kib),
         report.before.fds,
         report.after.fds,
