@@ -214,7 +214,7 @@ pub struct SiteRoute {
     pub preserve_host: bool,
 }
 
-/// Which URLs a site route signs in its answers.
+/// Which URLs a site route signs in its answers, and how a rewritten answer leaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RewriteRules {
     /// `rewrite_hosts`: hosts whose URLs are signed, lowercase. Default the Filestack CDN.
@@ -236,6 +236,11 @@ pub struct RewriteRules {
     pub url_attributes: Vec<String>,
     /// `rewrite_overflow`: what happens to an answer that cannot be rewritten in full.
     pub on_overflow: OnOverflow,
+    /// `compress`: send a rewritten answer compressed in the best of br, zstd and gzip the
+    /// client accepts, each piece flushed as it streams. Default true; false: rewritten
+    /// answers leave as identity. Answers that are not rewritten always keep the site's own
+    /// encoding.
+    pub compress: bool,
 }
 
 /// What a site route does with an answer it cannot rewrite in full (past `rewrite_limit`, or a
@@ -262,6 +267,7 @@ impl Default for RewriteRules {
             reflection_guard: true,
             url_attributes: Vec::new(),
             on_overflow: OnOverflow::Pass,
+            compress: true,
         }
     }
 }
@@ -458,6 +464,7 @@ pub(super) fn build_route(
                 )
                 .map_err(|r| invalid(key("url_attributes"), r))?,
                 on_overflow: raw.rewrite_overflow.unwrap_or_default(),
+                compress: raw.compress.unwrap_or(true),
             },
             max_request_body: size_or(raw.max_request_body.as_ref(), DEFAULT_MAX_REQUEST_BODY)
                 .map_err(|r| invalid(key("max_request_body"), r))?,
