@@ -31,12 +31,13 @@
 //! `SOAK_MINUTES` (default 14, at least 13: two whole cycles after the warm-up), `SOAK_SAMPLE_SECONDS` (default 10), `SOAK_CLIENTS` (soak
 //! connections, default 256).
 //!
-//! Last recorded: 2026-11-29, 2-core VM ("Intel(R) Xeon(R) Processor", kernel 6.18):
-//! - hold: 10,000 connections held 65 s, 647,989 requests (9,728 req/s), 0 errors, 0 lost;
-//!   latency p50 0.85 ms, p99 28 ms, p99.9 51 ms; 11,040 descriptors, 443 MiB RSS.
-//! - soak: 11,554,333 requests in 600 s (19,257 req/s, signgate's core at 99–100 %), 0 errors;
-//!   RSS 156.2 MiB at 3:00, 159.4–163.2 MiB from 3:40 on, 161.4 MiB at 10:00, slope
-//!   +0.20 MiB/min after the warm-up: flat.
+//! Last recorded: 2026-11-30, 2-core VM ("AMD EPYC", kernel 6.18), compilers busy on the
+//! clients' core:
+//! - hold: 10,000 connections held 65 s, 460,220 requests (6,861 req/s), 0 errors, 0 lost;
+//!   latency p50 311 ms, p99 1.5 s; 11,040 descriptors, 475 MiB RSS at most.
+//! - soak: 3,194,364 requests in 840 s (3,803 req/s), 0 errors; RSS a sawtooth with the
+//!   5-minute bucket, 79.9–139.9 MiB over the first cycle after the warm-up and 71.0–134.8 MiB
+//!   over the last: flat.
 //!
 //! Without `--bench` (as under `cargo test --benches`) both phases run in miniature (50
 //! connections for 2 s, then 3 s of soak), unpinned, as a check that the harness works.

@@ -18,7 +18,8 @@
 //! - [`router`]: routes compiled once, longest prefix.
 //! - [`mode`]: one handler per mode (proxy, redirect, site, upload-policy).
 //! - [`upstream`]: the pooled upstream client, TLS, timeouts, hop-by-hop stripping.
-//! - [`rewrite`]: signing CDN URLs in site answers (streaming HTML, JSON, headers).
+//! - [`rewrite`]: signing CDN URLs in site answers (streaming HTML, JSON, headers), decoding
+//!   them first and compressing them again on the way out.
 //! - [`body`]: the response body type and its wrappers (idle timeout, held permit, pumping).
 //! - [`request_log`]: the access-log line per request, path redaction, error logging.
 //! - [`fdlimit`]: the open-file limit, raised at start to what the client and upstream

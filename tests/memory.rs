@@ -171,14 +171,28 @@ async fn read_measuring(url: &str, mut peak: u64) -> (u64, Vec<u8>, u64) {
     (received, tail, peak)
 }
 
+/// 256 MiB of zeros in one zstd frame of about 8 KB (level 19, its 8 MiB window).
+fn zstd_bomb() -> bytes::Bytes {
+    use std::io::Read;
+    let zeros = std::io::repeat(0).take(256 << 20);
+    zstd::stream::encode_all(zeros, 19).expect("zstd").into()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decompression_and_style_bombs_stream_with_flat_memory() {
     let _alone = MEASURING.lock().await;
-    let origin = start_origin(Arc::new(|parts, _| match parts.uri.path() {
+    let zstd_bomb = zstd_bomb();
+    assert!(zstd_bomb.len() < 64 * 1024, "{}", zstd_bomb.len());
+    let origin = start_origin(Arc::new(move |parts, _| match parts.uri.path() {
         "/bomb" => respond(
             200,
             &[("content-type", "text/html"), ("content-encoding", "br")],
             BROTLI_BOMB,
+        ),
+        "/zstd-bomb" => respond(
+            200,
+            &[("content-type", "text/html"), ("content-encoding", "zstd")],
+            zstd_bomb.clone(),
         ),
         "/style" => respond(
             200,
@@ -211,6 +225,8 @@ async fn decompression_and_style_bombs_stream_with_flat_memory() {
     );
     let (received, _, peak) = bomb.await.expect("bomb read");
     assert_eq!(received, 256 << 20, "every decoded byte arrives");
+    let (received, _, peak) = read_measuring(&gateway.url("/zstd-bomb"), peak).await;
+    assert_eq!(received, 256 << 20, "every decoded zstd byte arrives");
 
     // The whole style page is rewritten (the limit is above it), its block held no further
     // than the <style> cap.

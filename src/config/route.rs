@@ -213,7 +213,7 @@ pub struct SiteRoute {
     pub preserve_host: bool,
 }
 
-/// Which URLs a site route signs in its answers.
+/// Which URLs a site route signs in its answers, and how a rewritten answer leaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RewriteRules {
     /// `rewrite_hosts`: hosts whose URLs are signed, lowercase. Default the Filestack CDN.
@@ -237,6 +237,11 @@ pub struct RewriteRules {
     /// string literals signed (past it the rest passes as `rewrite_overflow` says). Default
     /// none: scripts pass untouched.
     pub javascript_limit: Option<u64>,
+    /// `compress`: send a rewritten answer compressed in the best of br, zstd and gzip the
+    /// client accepts, each piece flushed as it streams. Default true; false: rewritten
+    /// answers leave as identity. Answers that are not rewritten always keep the site's own
+    /// encoding.
+    pub compress: bool,
 }
 
 /// What a site route does with an answer it cannot rewrite in full (past `rewrite_limit`, or a
@@ -263,6 +268,7 @@ impl Default for RewriteRules {
             url_attributes: Vec::new(),
             on_overflow: OnOverflow::Pass,
             javascript_limit: None,
+            compress: true,
         }
     }
 }
@@ -463,6 +469,7 @@ pub(super) fn build_route(
                     .map(parse_size)
                     .transpose()
                     .map_err(|r| invalid(key("rewrite_javascript"), r))?,
+                compress: raw.compress.unwrap_or(true),
             },
             max_request_body: size_or(raw.max_request_body.as_ref(), DEFAULT_MAX_REQUEST_BODY)
                 .map_err(|r| invalid(key("max_request_body"), r))?,

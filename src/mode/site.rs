@@ -1,5 +1,6 @@
 //! site mode: front an existing site, streaming both ways, and sign the bare CDN URLs in its
-//! HTML and JSON answers and URL headers.
+//! HTML and JSON answers and URL headers; rewritten answers leave compressed as the client
+//! accepts.
 
 use std::sync::Arc;
 
@@ -15,10 +16,11 @@ use super::{Handled, RequestContext, request_body};
 use crate::body::ResponseBody;
 use crate::config::RewriteRules;
 use crate::error::ProxyError;
+use crate::rewrite::compress::{Coding, Encoder};
 use crate::rewrite::decompress::{Decompressor, Encoding};
 use crate::rewrite::{
-    CdnUrlSigner, CssTransform, HtmlTransform, JsonTransform, Markup, RewriteMark, ScriptTransform,
-    Transform, TransformBody, cap_freshness, rewrite_url_headers,
+    CdnUrlSigner, CompressBody, CssTransform, HtmlTransform, JsonTransform, Markup, RewriteMark,
+    ScriptTransform, Transform, TransformBody, cap_freshness, rewrite_url_headers,
 };
 use crate::router::ActiveSite;
 use crate::upstream::headers::{add_forwarding_headers, add_via, strip_hop_by_hop};
@@ -142,8 +144,22 @@ pub async fn handle(
     }
     let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
     let signer = site.urls.for_request(ctx.now, target);
-    let mut response =
-        rewrite_response(response, &signer, &parts.method, site.urls.rules(), ctx.now);
+    // The client's own list, not the one the site was asked with.
+    let accepted = Coding::preferred(
+        parts
+            .headers
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let mut response = rewrite_response(
+        response,
+        &signer,
+        &parts.method,
+        accepted,
+        site.urls.rules(),
+        ctx.now,
+    );
     add_via(response.headers_mut());
     Ok(Handled {
         response,
@@ -234,11 +250,17 @@ fn kind_of(headers: &HeaderMap) -> Kind {
     }
 }
 
-/// Signs URLs in the headers and, for HTML and JSON, in the body (decompressing it first).
+/// Site answers whose declared identity length is under this are not compressed: the
+/// encoding's framing would eat most of what it saves.
+const MIN_COMPRESSED_LENGTH: u64 = 1024;
+
+/// Signs URLs in the headers and, for HTML and JSON, in the body (decompressing it first, and
+/// compressing it again in `accepted`, the client's best coding, if the route compresses).
 fn rewrite_response(
     response: Response<ResponseBody>,
     signer: &Arc<CdnUrlSigner>,
     method: &Method,
+    accepted: Option<Coding>,
     rules: &RewriteRules,
     now: u64,
 ) -> Response<ResponseBody> {
@@ -273,13 +295,26 @@ fn rewrite_response(
 
     // The body is signed as it streams, after the headers are sent: cap as if it carries URLs.
     cap(&mut parts);
+    let coding = if rules.compress {
+        // Whether it leaves compressed, and how, depends on the client's Accept-Encoding.
+        vary_on_accept_encoding(&mut parts.headers);
+        accepted.filter(|_| !is_tiny(&parts.headers, encoding))
+    } else {
+        None
+    };
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::CONTENT_ENCODING);
 
-    let has_body = *method != Method::HEAD
-        && parts.status != StatusCode::NO_CONTENT
-        && parts.status != StatusCode::NOT_MODIFIED;
-    if !has_body {
+    let bodiless =
+        parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED;
+    if *method == Method::HEAD || bodiless {
+        // A HEAD answer says how the GET's body would come.
+        if !bodiless && let Some(coding) = coding {
+            parts.headers.insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(coding.as_str()),
+            );
+        }
         return Response::from_parts(parts, body);
     }
     let is_script = matches!(kind, Kind::Script);
@@ -307,7 +342,61 @@ fn rewrite_response(
         .on_overflow(rules.on_overflow, mark.clone())
         .boxed_unsync();
     parts.extensions.insert(mark);
-    Response::from_parts(parts, body)
+    let Some(coding) = coding else {
+        return Response::from_parts(parts, body);
+    };
+    match Encoder::new(coding) {
+        Ok(encoder) => {
+            parts.headers.insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(coding.as_str()),
+            );
+            Response::from_parts(parts, CompressBody::new(body, encoder).boxed_unsync())
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                coding = coding.as_str(),
+                "cannot start the encoder: the answer leaves as identity"
+            );
+            Response::from_parts(parts, body)
+        }
+    }
+}
+
+/// Whether the site's answer declared an identity body under [`MIN_COMPRESSED_LENGTH`].
+fn is_tiny(headers: &HeaderMap, encoding: Encoding) -> bool {
+    encoding == Encoding::Identity
+        && headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|length| length < MIN_COMPRESSED_LENGTH)
+}
+
+/// Adds `Accept-Encoding` to the answer's `Vary`, unless it is listed already (or `*` is).
+fn vary_on_accept_encoding(headers: &mut HeaderMap) {
+    let values: Vec<&[u8]> = headers
+        .get_all(header::VARY)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .filter(|v| !v.trim_ascii().is_empty())
+        .collect();
+    let listed = values
+        .iter()
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|name| name == b"*" || name.eq_ignore_ascii_case(b"accept-encoding"));
+    if listed {
+        return;
+    }
+    // Header values joined with ", " are still a header value.
+    let joined = [&values[..], &[&b"Accept-Encoding"[..]]]
+        .concat()
+        .join(&b", "[..]);
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::VARY, value);
+    }
 }
 
 /// Asks the site only for encodings signgate can undo, so every HTML answer can be rewritten.
@@ -323,7 +412,7 @@ fn restrict_accept_encoding(headers: &mut HeaderMap) {
         .map(str::trim)
         .filter(|coding| {
             let name = coding.split(';').next().unwrap_or_default().trim();
-            ["gzip", "x-gzip", "deflate", "br", "identity"]
+            ["gzip", "x-gzip", "deflate", "br", "zstd", "identity"]
                 .iter()
                 .any(|ok| name.eq_ignore_ascii_case(ok))
         })
@@ -443,13 +532,47 @@ mod tests {
             "zstd, br;q=0.9, gzip, compress, identity",
         )]);
         restrict_accept_encoding(&mut map);
-        assert_eq!(map["accept-encoding"], "br;q=0.9, gzip, identity");
-        let mut map = headers(&[("accept-encoding", "zstd")]);
+        assert_eq!(map["accept-encoding"], "zstd, br;q=0.9, gzip, identity");
+        let mut map = headers(&[("accept-encoding", "compress, x-bzip2")]);
         restrict_accept_encoding(&mut map);
         assert!(map.get("accept-encoding").is_none());
         let mut map = HeaderMap::new();
         restrict_accept_encoding(&mut map);
         assert!(map.is_empty());
+    }
+
+    #[test]
+    fn vary_gains_accept_encoding_once() {
+        let vary = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = headers(pairs);
+            vary_on_accept_encoding(&mut map);
+            let values: Vec<_> = map.get_all("vary").iter().cloned().collect();
+            values
+        };
+        assert_eq!(vary(&[]), ["Accept-Encoding"]);
+        assert_eq!(vary(&[("vary", "Cookie")]), ["Cookie, Accept-Encoding"]);
+        assert_eq!(
+            vary(&[("vary", "Cookie"), ("vary", "Origin")]),
+            ["Cookie, Origin, Accept-Encoding"]
+        );
+        assert_eq!(vary(&[("vary", "accept-encoding")]), ["accept-encoding"]);
+        assert_eq!(
+            vary(&[("vary", "Origin"), ("vary", "Cookie,Accept-Encoding")]),
+            ["Origin", "Cookie,Accept-Encoding"]
+        );
+        assert_eq!(vary(&[("vary", "*")]), ["*"]);
+    }
+
+    #[test]
+    fn only_identity_answers_declared_under_1_kib_are_too_small_to_compress() {
+        let small = headers(&[("content-length", "1023")]);
+        assert!(is_tiny(&small, Encoding::Identity));
+        assert!(!is_tiny(&small, Encoding::Gzip));
+        assert!(!is_tiny(
+            &headers(&[("content-length", "1024")]),
+            Encoding::Identity
+        ));
+        assert!(!is_tiny(&HeaderMap::new(), Encoding::Identity));
     }
 
     #[test]

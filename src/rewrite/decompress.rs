@@ -1,12 +1,13 @@
-//! Streaming decompression of upstream bodies so they can be rewritten, in bounded slices: one
-//! small compressed chunk may decode to gigabytes (a decompression bomb), so output comes out
-//! at most [`SLICE`] bytes at a time and the caller sends each slice on before asking for the
-//! next.
+//! Streaming decompression of upstream bodies (gzip, deflate, br, zstd) so they can be
+//! rewritten, in bounded slices: one small compressed chunk may decode to gigabytes (a
+//! decompression bomb), so output comes out at most [`SLICE`] bytes at a time and the caller
+//! sends each slice on before asking for the next.
 
 use std::io::Write;
 
 use brotli_decompressor::{BrotliDecompressStream, BrotliResult, BrotliState, StandardAlloc};
 use flate2::write::{GzDecoder, ZlibDecoder};
+use zstd::stream::raw::{DParameter, Decoder as ZstdDecoder, InBuffer, Operation, OutBuffer};
 
 /// Most decoded bytes one step produces.
 pub const SLICE: usize = 64 * 1024;
@@ -22,6 +23,8 @@ pub enum Encoding {
     Deflate,
     /// `br`.
     Brotli,
+    /// `zstd`.
+    Zstd,
 }
 
 impl Encoding {
@@ -33,6 +36,7 @@ impl Encoding {
             Some("gzip" | "x-gzip") => Some(Encoding::Gzip),
             Some("deflate") => Some(Encoding::Deflate),
             Some("br") => Some(Encoding::Brotli),
+            Some("zstd") => Some(Encoding::Zstd),
             Some(_) => None,
         }
     }
@@ -40,11 +44,25 @@ impl Encoding {
 
 type Brotli = BrotliState<StandardAlloc, StandardAlloc, StandardAlloc>;
 
+/// Largest zstd window accepted, as a power of two: 8 MiB, the most RFC 9659 lets an HTTP
+/// `zstd` encoder use. A frame asking for more is refused instead of taking its memory; one
+/// that does not takes its window plus up to about 0.5 MiB of decoder state per answer.
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
 enum Codec {
     Identity,
     Gzip(GzDecoder<Vec<u8>>),
     Deflate(ZlibDecoder<Vec<u8>>),
-    Brotli { state: Box<Brotli>, ended: bool },
+    Brotli {
+        state: Box<Brotli>,
+        ended: bool,
+    },
+    /// The decoder is made on first use (making one can fail); `ended`: at the end of a frame,
+    /// where the stream may end (or another frame begin).
+    Zstd {
+        decoder: Option<ZstdDecoder<'static>>,
+        ended: bool,
+    },
 }
 
 /// Decodes a body fed chunk by chunk, handing out the decoded bytes in slices of at most
@@ -70,6 +88,10 @@ impl Decompressor {
                     StandardAlloc::default(),
                     StandardAlloc::default(),
                 )),
+                ended: false,
+            },
+            Encoding::Zstd => Codec::Zstd {
+                decoder: None,
                 ended: false,
             },
         };
@@ -112,6 +134,15 @@ impl Decompressor {
                 self.taken += taken;
                 Ok(out)
             }
+            Codec::Zstd { decoder, ended } => {
+                let decoder = match decoder {
+                    Some(decoder) => decoder,
+                    None => decoder.insert(zstd_decoder()?),
+                };
+                let (taken, out) = step_zstd(decoder, ended, pending)?;
+                self.taken += taken;
+                Ok(out)
+            }
         }
     }
 
@@ -137,6 +168,14 @@ impl Decompressor {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
                         "brotli stream cut short",
+                    ));
+                }
+            }
+            Codec::Zstd { ended, .. } => {
+                if !*ended {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "zstd stream cut short",
                     ));
                 }
             }
@@ -243,6 +282,43 @@ fn step_brotli(
     Ok((input_offset, (!out.is_empty()).then_some(out)))
 }
 
+/// A zstd decoder that refuses windows over [`ZSTD_WINDOW_LOG_MAX`].
+fn zstd_decoder() -> std::io::Result<ZstdDecoder<'static>> {
+    let mut decoder = ZstdDecoder::new()?;
+    decoder.set_parameter(DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))?;
+    Ok(decoder)
+}
+
+/// One bounded step of the zstd decoder: at most [`SLICE`] bytes out. The decoder keeps what
+/// did not fit for the next step, which is asked for even when all input was taken.
+fn step_zstd(
+    decoder: &mut ZstdDecoder<'static>,
+    ended: &mut bool,
+    pending: &[u8],
+) -> std::io::Result<(usize, Option<Vec<u8>>)> {
+    let mut out = vec![0u8; SLICE];
+    let mut input = InBuffer::around(pending);
+    let mut output = OutBuffer::around(&mut out[..]);
+    loop {
+        let (read, written) = (input.pos(), output.pos());
+        let hint = decoder.run(&mut input, &mut output)?;
+        if input.pos() == read && output.pos() == written {
+            // Nothing to do (between frames, or waiting for input): where it stands holds.
+            break;
+        }
+        // Zero: a frame ended and all it decoded to is out.
+        *ended = hint == 0;
+        // A step may take input (a frame header) and give nothing yet: go on while input
+        // remains, so `None` always means "all input taken".
+        if output.pos() > 0 || input.pos() == pending.len() {
+            break;
+        }
+    }
+    let (taken, written) = (input.pos(), output.pos());
+    out.truncate(written);
+    Ok((taken, (!out.is_empty()).then_some(out)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,12 +351,19 @@ mod tests {
         }
     }
 
+    /// `len` zeros in one zstd frame: a few KiB.
+    fn zstd_zeros(len: u64) -> Vec<u8> {
+        use std::io::Read;
+        zstd::stream::encode_all(std::io::repeat(0).take(len), 3).expect("zstd")
+    }
+
     #[test]
     fn a_bomb_comes_out_in_bounded_slices() {
         let zeros = 16 * 1024 * 1024;
         for (encoding, data, expected) in [
             (Encoding::Gzip, gzip(&vec![0u8; zeros]), zeros),
             (Encoding::Brotli, BROTLI_BOMB.to_vec(), 256 << 20),
+            (Encoding::Zstd, zstd_zeros(64 << 20), 64 << 20),
         ] {
             assert!(data.len() < 100 * 1024, "{encoding:?}: {}", data.len());
             let mut d = Decompressor::new(encoding);
@@ -308,6 +391,43 @@ mod tests {
         let mut d = Decompressor::new(Encoding::Gzip);
         d.push(&data[..data.len() / 2]).expect("decodes so far");
         assert!(d.finish().is_err());
+        let data = zstd_zeros(1 << 20);
+        let mut d = Decompressor::new(Encoding::Zstd);
+        d.push(&data[..data.len() / 2]).expect("decodes so far");
+        assert!(d.finish().is_err());
+    }
+
+    #[test]
+    fn zstd_frames_decode_in_pieces_one_after_another() {
+        let text = b"<html>".repeat(1000);
+        let frame = zstd::stream::encode_all(&text[..], 3).expect("zstd");
+        let two = [frame.clone(), frame].concat();
+        let mut d = Decompressor::new(Encoding::Zstd);
+        let mut out = Vec::new();
+        for piece in two.chunks(7) {
+            out.extend(d.push(piece).expect("decodes"));
+        }
+        out.extend(d.finish().expect("complete"));
+        assert_eq!(out, [text.clone(), text].concat());
+    }
+
+    #[test]
+    fn a_zstd_frame_asking_for_a_window_over_8_mib_is_refused() {
+        use zstd::stream::raw::CParameter;
+        let frame = |window_log| {
+            let mut z = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("encoder");
+            z.set_parameter(CParameter::WindowLog(window_log))
+                .expect("window");
+            z.write_all(b"<p>hello</p>").expect("write");
+            z.finish().expect("finish")
+        };
+        let mut d = Decompressor::new(Encoding::Zstd);
+        assert_eq!(
+            d.push(&frame(23)).expect("8 MiB is allowed"),
+            b"<p>hello</p>"
+        );
+        let mut d = Decompressor::new(Encoding::Zstd);
+        assert!(d.push(&frame(24)).is_err());
     }
 
     #[test]
@@ -316,6 +436,7 @@ mod tests {
         assert_eq!(Encoding::from_header(Some("GZIP")), Some(Encoding::Gzip));
         assert_eq!(Encoding::from_header(Some("br")), Some(Encoding::Brotli));
         assert_eq!(Encoding::from_header(Some("gzip, br")), None);
-        assert_eq!(Encoding::from_header(Some("zstd")), None);
+        assert_eq!(Encoding::from_header(Some("zstd")), Some(Encoding::Zstd));
+        assert_eq!(Encoding::from_header(Some("compress")), None);
     }
 }

@@ -2,8 +2,10 @@
 //! [`html`] (pages, SVG, feeds; lol_html), [`css`] and [`json`] (signed strings spliced into the
 //! bytes as sent), all while they stream; [`headers`] (`Location`, `Content-Location`,
 //! `Link`); [`freshness`] caps how long a cache may keep a rewritten answer, and [`url`]
-//! recognises and signs the URLs. Bodies pass through a [`Transform`].
+//! recognises and signs the URLs. Bodies pass through a [`Transform`], decoded by
+//! [`decompress`] on the way in and encoded again by [`compress`] on the way out.
 
+pub mod compress;
 pub mod css;
 pub mod decompress;
 pub mod freshness;
@@ -23,6 +25,7 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use crate::body::{BoxError, ResponseBody};
 use crate::config::OnOverflow;
+use compress::Encoder;
 pub use css::CssTransform;
 use decompress::{Decompressor, Encoding};
 pub use freshness::cap_freshness;
@@ -231,6 +234,73 @@ impl<T: Transform + Unpin> Body for TransformBody<T> {
 
     fn is_end_stream(&self) -> bool {
         self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// A body compressed by an [`Encoder`] piece by piece: each data frame of `inner` leaves
+/// compressed and flushed at once, so streaming stays streaming. A body that ends in error
+/// ends in that error without the encoding's end, so the client sees it cut short.
+pub struct CompressBody<B> {
+    inner: B,
+    /// `None` once the encoding is ended (or the body failed).
+    encoder: Option<Encoder>,
+}
+
+impl<B> CompressBody<B> {
+    /// Compresses `inner` with `encoder`.
+    pub fn new(inner: B, encoder: Encoder) -> Self {
+        Self {
+            inner,
+            encoder: Some(encoder),
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes, Error = BoxError> + Unpin> Body for CompressBody<B> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            let Some(encoder) = this.encoder.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let compressed = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => continue,
+                    Ok(data) => encoder.push(&data),
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                Some(Err(e)) => {
+                    this.encoder = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => match this.encoder.take().map(Encoder::finish) {
+                    Some(Ok(end)) if end.is_empty() => return Poll::Ready(None),
+                    Some(end) => end,
+                    None => return Poll::Ready(None),
+                },
+            };
+            return Poll::Ready(Some(match compressed {
+                Ok(bytes) => Ok(Frame::data(Bytes::from(bytes))),
+                Err(e) => {
+                    this.encoder = None;
+                    Err(e.into())
+                }
+            }));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.encoder.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

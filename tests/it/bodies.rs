@@ -1,6 +1,6 @@
-//! Body plumbing through its public API: decompression of upstream bodies (gzip, deflate, br) in
-//! arbitrary pieces, and the body wrappers (idle timeout, permit holding, pumping, metering),
-//! with tokio's paused clock where time matters.
+//! Body plumbing through its public API: decompression of upstream bodies (gzip, deflate, br,
+//! zstd) in arbitrary pieces, and the body wrappers (idle timeout, permit holding, pumping,
+//! metering), with tokio's paused clock where time matters.
 
 use crate::support;
 
@@ -46,6 +46,9 @@ fn encoded_pages() -> Vec<(&'static str, Encoding, Vec<u8>)> {
     gzip.write_all(&page).expect("gzip");
     let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     zlib.write_all(&page).expect("deflate");
+    let mut zstd = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("zstd");
+    zstd.include_checksum(true).expect("checksum");
+    zstd.write_all(&page).expect("zstd");
     vec![
         ("gzip", Encoding::Gzip, gzip.finish().expect("gzip")),
         (
@@ -55,6 +58,7 @@ fn encoded_pages() -> Vec<(&'static str, Encoding, Vec<u8>)> {
         ),
         ("br (quality 1)", Encoding::Brotli, BROTLI_FAST.to_vec()),
         ("br (quality 11)", Encoding::Brotli, BROTLI_BEST.to_vec()),
+        ("zstd", Encoding::Zstd, zstd.finish().expect("zstd")),
         ("identity", Encoding::Identity, page),
     ]
 }
@@ -117,7 +121,12 @@ fn a_stream_cut_short_is_an_error_not_a_shorter_page() {
 #[test]
 fn input_in_another_format_is_an_error() {
     let garbage = b"<!doctype html><p>not compressed at all</p>".repeat(4);
-    for encoding in [Encoding::Gzip, Encoding::Deflate, Encoding::Brotli] {
+    for encoding in [
+        Encoding::Gzip,
+        Encoding::Deflate,
+        Encoding::Brotli,
+        Encoding::Zstd,
+    ] {
         assert!(
             decode(encoding, [&garbage[..]]).is_err(),
             "{encoding:?} accepted plain HTML"
@@ -136,10 +145,11 @@ fn any_corrupted_byte_gives_an_error_or_other_bytes_never_a_panic_and_checksums_
             // what must not happen is a panic on the request path.
             let _ = decode(encoding, corrupt.chunks(64));
         }
-        // gzip (CRC-32, length) and zlib (Adler-32) end in a checksum of the page.
+        // gzip (CRC-32, length), zlib (Adler-32) and zstd (XXH64, when asked for, as here)
+        // end in a checksum of the page.
         let trailer = match encoding {
             Encoding::Gzip => 8,
-            Encoding::Deflate => 4,
+            Encoding::Deflate | Encoding::Zstd => 4,
             _ => continue,
         };
         for at in data.len() - trailer..data.len() {

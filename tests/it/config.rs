@@ -466,7 +466,7 @@ fn the_unknown_key_list_never_offers_secret() {
 }
 
 /// Each key that belongs to some modes only, with a valid value, and the modes that take it.
-const MODE_KEYS: [(&str, &str, &[&str]); 20] = [
+const MODE_KEYS: [(&str, &str, &[&str]); 21] = [
     (
         "upstream",
         "\"https://cdn.example.com\"",
@@ -489,6 +489,7 @@ const MODE_KEYS: [(&str, &str, &[&str]); 20] = [
     ("keep_http", "true", &["site"]),
     ("rewrite_limit", "\"8MiB\"", &["site"]),
     ("reflection_guard", "false", &["site"]),
+    ("compress", "false", &["site"]),
     ("max_size", "\"1MB\"", &["upload-policy"]),
     ("min_size", "10", &["upload-policy"]),
     ("path", "\"^/gallery/\"", &["upload-policy"]),

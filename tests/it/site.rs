@@ -103,31 +103,48 @@ async fn gallery_urls_are_signed_and_verify_while_the_rest_is_untouched() {
 }
 
 #[tokio::test]
-async fn compressed_pages_are_decompressed_rewritten_and_sent_as_identity() {
+async fn compressed_pages_are_decompressed_and_rewritten_and_zstd_is_asked_for_too() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(gallery_html().as_bytes()).expect("gzip");
     let gzipped = Bytes::from(gz.finish().expect("gzip"));
+    let zstded =
+        Bytes::from(zstd::stream::encode_all(gallery_html().as_bytes(), 19).expect("zstd"));
     let origin = start_origin(Arc::new(move |parts, _| {
         assert_eq!(
-            parts.headers["accept-encoding"], "gzip, br",
-            "zstd must not be offered"
+            parts.headers["accept-encoding"], "gzip, zstd, br",
+            "compress must not be offered"
         );
+        let (encoding, body) = match parts.uri.path() {
+            "/zstd" => ("zstd", zstded.clone()),
+            _ => ("gzip", gzipped.clone()),
+        };
         respond(
             200,
-            &[("content-type", "text/html"), ("content-encoding", "gzip")],
-            gzipped.clone(),
+            &[
+                ("content-type", "text/html"),
+                ("content-encoding", encoding),
+            ],
+            body,
         )
     }))
     .await;
-    let gateway = site_gateway(origin, "").await;
-    let answer = send(
-        Method::GET,
-        &gateway.url("/"),
-        &[("accept-encoding", "gzip, zstd, br")],
-    )
-    .await;
-    assert!(answer.headers.get("content-encoding").is_none());
-    assert_eq!(signed_urls(&answer.text()).len(), 5, "{}", answer.text());
+    let gateway = site_gateway(origin, "compress = false").await;
+    for path in ["/", "/zstd"] {
+        let answer = send(
+            Method::GET,
+            &gateway.url(path),
+            &[("accept-encoding", "gzip, zstd, compress, br")],
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        assert!(answer.headers.get("content-encoding").is_none(), "{path}");
+        assert_eq!(
+            signed_urls(&answer.text()).len(),
+            5,
+            "{path}: {}",
+            answer.text()
+        );
+    }
 }
 
 #[tokio::test]
@@ -918,4 +935,276 @@ async fn a_head_answer_carries_what_the_get_would() {
         "a page's length is known only once rewritten: {:?}",
         head.headers
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compression on the way out
+
+/// A page over 1 KiB with CDN URLs in it.
+fn long_page() -> String {
+    let mut page = gallery_html();
+    for i in 0..40 {
+        page.push_str(&format!("<p>Paragraph {i}: more about the gallery.</p>\n"));
+    }
+    page
+}
+
+/// Decodes `data` in `coding`; a stream that was not ended gives what it decodes to so far.
+fn decode(coding: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut reader: Box<dyn Read + '_> = match coding {
+        "br" => Box::new(brotli::Decompressor::new(data, 4096)),
+        "zstd" => Box::new(zstd::stream::read::Decoder::new(data).expect("zstd")),
+        "gzip" => Box::new(flate2::read::GzDecoder::new(data)),
+        other => panic!("no decoder for {other}"),
+    };
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = reader.read(&mut buf) {
+        out.extend_from_slice(&buf[..n]);
+    }
+    out
+}
+
+/// A site serving [`long_page`] with `Vary: Cookie`, at `/small` a page under 1 KiB with its
+/// length, and at `/picture.png` a gzip-encoded image.
+async fn compressible_site() -> std::net::SocketAddr {
+    start_origin(Arc::new(|parts, _| match parts.uri.path() {
+        "/small" => respond(
+            200,
+            &[
+                ("content-type", "text/html"),
+                ("content-length", &gallery_html().len().to_string()),
+            ],
+            gallery_html(),
+        ),
+        "/picture.png" => respond(
+            200,
+            &[("content-type", "image/png"), ("content-encoding", "gzip")],
+            picture_gz(),
+        ),
+        _ => respond(
+            200,
+            &[("content-type", "text/html"), ("vary", "Cookie")],
+            long_page(),
+        ),
+    }))
+    .await
+}
+
+/// Bytes standing for a gzip-encoded picture.
+fn picture_gz() -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"\x89PNG\r\n\x1a\n not really a picture")
+        .expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+#[tokio::test]
+async fn rewritten_pages_leave_in_the_clients_best_coding_and_decode_to_the_identity_answer() {
+    let gateway = site_gateway(compressible_site().await, "").await;
+    let identity = get(&gateway.url("/")).await;
+    assert!(identity.headers.get("content-encoding").is_none());
+    assert_eq!(
+        signed_urls(&identity.text()).len(),
+        5,
+        "{}",
+        identity.text()
+    );
+    for (accepted, coding) in [
+        ("gzip, deflate, br, zstd", "br"),
+        ("gzip, zstd", "zstd"),
+        ("deflate, gzip", "gzip"),
+        // q-values: the highest non-zero weight wins, whatever the order of preference.
+        ("gzip;q=1, br;q=0.5", "gzip"),
+        ("br;q=0, zstd;q=0.2, *;q=0.3", "gzip"),
+        ("br;q=0, *", "zstd"),
+    ] {
+        let answer = send(
+            Method::GET,
+            &gateway.url("/"),
+            &[("accept-encoding", accepted)],
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{accepted}");
+        assert_eq!(answer.headers["content-encoding"], coding, "{accepted}");
+        assert_eq!(
+            answer.headers["vary"], "Cookie, Accept-Encoding",
+            "{accepted}"
+        );
+        assert!(answer.headers.get("content-length").is_none(), "{accepted}");
+        assert!(answer.body.len() < identity.body.len() / 2, "{accepted}");
+        assert_eq!(
+            String::from_utf8_lossy(&decode(coding, &answer.body)),
+            identity.text(),
+            "{accepted}"
+        );
+    }
+    // A HEAD answer says what the GET would.
+    let head = send(
+        Method::HEAD,
+        &gateway.url("/"),
+        &[("accept-encoding", "gzip, br")],
+    )
+    .await;
+    assert_eq!(head.headers["content-encoding"], "br");
+    assert_eq!(head.headers["vary"], "Cookie, Accept-Encoding");
+    assert!(head.body.is_empty());
+}
+
+#[tokio::test]
+async fn what_the_client_did_not_ask_for_or_is_not_rewritten_or_is_tiny_is_not_compressed() {
+    let origin = compressible_site().await;
+    let gateway = site_gateway(origin, "").await;
+    let identity = get(&gateway.url("/")).await;
+    for accepted in [
+        "",
+        "identity",
+        "deflate",
+        "br;q=0, zstd;q=0, gzip;q=0",
+        "*;q=0",
+    ] {
+        let answer = send(
+            Method::GET,
+            &gateway.url("/"),
+            &[("accept-encoding", accepted)],
+        )
+        .await;
+        assert!(
+            answer.headers.get("content-encoding").is_none(),
+            "{accepted}"
+        );
+        // Still a different answer than a client accepting br gets.
+        assert_eq!(
+            answer.headers["vary"], "Cookie, Accept-Encoding",
+            "{accepted}"
+        );
+        assert_eq!(answer.text(), identity.text(), "{accepted}");
+    }
+    assert_eq!(identity.headers["vary"], "Cookie, Accept-Encoding");
+
+    // An image passes with the site's own encoding, byte for byte.
+    let picture = send(
+        Method::GET,
+        &gateway.url("/picture.png"),
+        &[("accept-encoding", "br, zstd, gzip")],
+    )
+    .await;
+    assert_eq!(picture.headers["content-encoding"], "gzip");
+    assert!(picture.headers.get("vary").is_none());
+    assert_eq!(picture.body, picture_gz());
+
+    // A page the site declared under 1 KiB leaves as identity.
+    let small = send(
+        Method::GET,
+        &gateway.url("/small"),
+        &[("accept-encoding", "br, zstd, gzip")],
+    )
+    .await;
+    assert!(small.headers.get("content-encoding").is_none());
+    assert_eq!(signed_urls(&small.text()).len(), 5, "{}", small.text());
+
+    // compress = false: rewritten answers leave as identity, as before.
+    let plain = site_gateway(origin, "compress = false").await;
+    let answer = send(
+        Method::GET,
+        &plain.url("/"),
+        &[("accept-encoding", "br, zstd, gzip")],
+    )
+    .await;
+    assert!(answer.headers.get("content-encoding").is_none());
+    assert_eq!(answer.headers["vary"], "Cookie");
+    assert_eq!(answer.text(), identity.text());
+}
+
+/// Each piece of a rewritten page is compressed and flushed on its own: what the site has sent
+/// decodes at the client before the rest exists, in every coding.
+#[tokio::test]
+async fn a_recompressed_page_streams_without_waiting_for_the_next_piece() {
+    let first = format!(
+        "<html><body><img src=\"https://cdn.filestackcontent.com/{H}\"><p>first part</p>\n"
+    );
+    let rest = "<p>second part</p></body></html>\n";
+    for coding in ["gzip", "br", "zstd"] {
+        let gate = Gate::new();
+        let origin = {
+            let gate = Arc::clone(&gate);
+            let first = Bytes::from(first.clone());
+            start_origin(Arc::new(move |_, _| {
+                let body = gated(
+                    first.clone(),
+                    Bytes::from_static(rest.as_bytes()),
+                    Arc::clone(&gate),
+                );
+                let mut response = http::Response::new(BodyExt::boxed(body));
+                response
+                    .headers_mut()
+                    .insert("content-type", http::HeaderValue::from_static("text/html"));
+                response
+            }))
+            .await
+        };
+        let gateway = site_gateway(origin, "").await;
+        let mut request = get_request(&gateway.url("/"));
+        request
+            .headers_mut()
+            .insert("accept-encoding", http::HeaderValue::from_static(coding));
+        let response = client().request(request).await.expect("head");
+        assert_eq!(response.headers()["content-encoding"], coding);
+        let mut body = response.into_body();
+        let mut received = Vec::new();
+        // The rest does not exist yet: the first part must come, and decode, without it.
+        let seen = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                let frame = body.frame().await.expect("a frame").expect("ok");
+                if let Ok(data) = frame.into_data() {
+                    received.extend_from_slice(&data);
+                }
+                let seen = String::from_utf8_lossy(&decode(coding, &received)).into_owned();
+                if seen.contains("first part") {
+                    return seen;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{coding}: the first part waited for the rest"));
+        assert!(seen.contains("signature="), "{coding}: {seen}");
+        gate.open();
+        let rest_received = body.collect().await.expect("the rest").to_bytes();
+        received.extend_from_slice(&rest_received);
+        let whole = String::from_utf8_lossy(&decode(coding, &received)).into_owned();
+        assert!(
+            whole.starts_with(&seen) && whole.ends_with(rest),
+            "{coding}: {whole}"
+        );
+    }
+}
+
+/// A rewritten page cut off by `rewrite_overflow = "abort"` is cut off compressed too: the
+/// encoding is not ended, so the client cannot take it for whole.
+#[tokio::test]
+async fn an_aborted_recompressed_page_is_not_ended_cleanly() {
+    let page = format!(
+        "<html><body>{}</body></html>",
+        format!("<img src=\"https://cdn.filestackcontent.com/{H}\">\n").repeat(2_000)
+    );
+    let origin = {
+        let page = Bytes::from(page);
+        start_origin(Arc::new(move |_, _| {
+            respond(200, &[("content-type", "text/html")], page.clone())
+        }))
+        .await
+    };
+    let gateway = site_gateway(
+        origin,
+        "rewrite_limit = \"16KiB\"\nrewrite_overflow = \"abort\"",
+    )
+    .await;
+    let mut request = get_request(&gateway.url("/"));
+    request
+        .headers_mut()
+        .insert("accept-encoding", http::HeaderValue::from_static("gzip"));
+    let response = client().request(request).await.expect("headers arrive");
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    assert!(response.into_body().collect().await.is_err());
 }
