@@ -8,6 +8,7 @@ use crate::config::{
 };
 use crate::error::StartupError;
 use crate::rewrite::SiteUrls;
+use crate::rewrite::compress::{ENCODER_BUDGET, EncoderBudget};
 use crate::signer::RouteSigner;
 use crate::upstream::UpstreamClient;
 
@@ -57,11 +58,14 @@ pub struct ActiveSite {
     pub websocket_idle: Option<std::time::Duration>,
     /// `preserve_host`.
     pub preserve_host: bool,
+    /// The worker's memory for compressing answers, shared by its site routes.
+    pub encoders: Arc<EncoderBudget>,
 }
 
 impl ActiveRoute {
-    /// Builds `route`'s signer, cache, authorizer and upstream client.
-    pub fn new(route: &Route) -> Result<Self, StartupError> {
+    /// Builds `route`'s signer, cache, authorizer and upstream client; a site route compresses
+    /// within `encoders`.
+    pub fn new(route: &Route, encoders: &Arc<EncoderBudget>) -> Result<Self, StartupError> {
         let signer = Arc::new(RouteSigner::for_route(route));
         let kind = match &route.kind {
             RouteKind::Proxy(ProxyRoute { fetch, serving }) => ActiveKind::Proxy(ActiveProxy {
@@ -85,6 +89,7 @@ impl ActiveRoute {
                 max_request_body: *max_request_body,
                 websocket_idle: *websocket_idle,
                 preserve_host: *preserve_host,
+                encoders: Arc::clone(encoders),
             }),
             RouteKind::UploadPolicy(upload) => ActiveKind::UploadPolicy(upload.clone()),
         };
@@ -114,12 +119,14 @@ pub struct Router {
 }
 
 impl Router {
-    /// Compiles the routes of `config`: one signer and one upstream client each.
+    /// Compiles the routes of `config`: one signer and one upstream client each, and one
+    /// [`EncoderBudget`] for the worker.
     pub fn new(config: &Config) -> Result<Self, StartupError> {
+        let encoders = Arc::new(EncoderBudget::new(ENCODER_BUDGET));
         let mut routes = config
             .routes
             .iter()
-            .map(|route| ActiveRoute::new(route).map(Arc::new))
+            .map(|route| ActiveRoute::new(route, &encoders).map(Arc::new))
             .collect::<Result<Vec<_>, StartupError>>()?;
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Self { routes })

@@ -16,7 +16,7 @@ use super::{Handled, RequestContext, request_body};
 use crate::body::ResponseBody;
 use crate::config::RewriteRules;
 use crate::error::ProxyError;
-use crate::rewrite::compress::{Coding, Encoder};
+use crate::rewrite::compress::{Coding, Encoder, EncoderBudget};
 use crate::rewrite::decompress::{Decompressor, Encoding};
 use crate::rewrite::{
     CdnUrlSigner, CompressBody, CssTransform, HtmlTransform, JsonTransform, Markup, RewriteMark,
@@ -158,6 +158,7 @@ pub async fn handle(
         &parts.method,
         accepted,
         site.urls.rules(),
+        &site.encoders,
         ctx.now,
     );
     add_via(response.headers_mut());
@@ -262,6 +263,7 @@ fn rewrite_response(
     method: &Method,
     accepted: Option<Coding>,
     rules: &RewriteRules,
+    encoders: &Arc<EncoderBudget>,
     now: u64,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
@@ -345,13 +347,23 @@ fn rewrite_response(
     let Some(coding) = coding else {
         return Response::from_parts(parts, body);
     };
+    let Some(share) = encoders.take(coding) else {
+        tracing::debug!(
+            coding = coding.as_str(),
+            "the worker's encoder budget is spent: the answer leaves as identity"
+        );
+        return Response::from_parts(parts, body);
+    };
     match Encoder::new(coding) {
         Ok(encoder) => {
             parts.headers.insert(
                 header::CONTENT_ENCODING,
                 HeaderValue::from_static(coding.as_str()),
             );
-            Response::from_parts(parts, CompressBody::new(body, encoder).boxed_unsync())
+            Response::from_parts(
+                parts,
+                CompressBody::new(body, encoder, share).boxed_unsync(),
+            )
         }
         Err(e) => {
             tracing::warn!(

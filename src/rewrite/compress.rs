@@ -12,6 +12,8 @@
 //! - gzip, level [`GZIP_LEVEL`] (32 KiB window): 0.35 MiB.
 
 use std::io::{self, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use flate2::write::GzEncoder;
 
@@ -27,6 +29,11 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// gzip level 4: zlib's default (6) ratio on HTML to within a fraction of a percent, at about
 /// half its CPU; nginx's `gzip_comp_level` defaults to 1, zlib to 6.
 pub const GZIP_LEVEL: u32 = 4;
+
+/// What the encoders of one worker's compressed answers may take together. An answer that
+/// would take more leaves uncompressed: a client cannot make signgate hold encoder state for
+/// thousands of slow downloads.
+pub const ENCODER_BUDGET: usize = 64 << 20;
 
 /// Bytes the brotli writer compresses into before copying them to the answer.
 const BROTLI_BUFFER: usize = 16 * 1024;
@@ -52,6 +59,15 @@ impl Coding {
             Coding::Brotli => "br",
             Coding::Zstd => "zstd",
             Coding::Gzip => "gzip",
+        }
+    }
+
+    /// The most memory one encoder of this coding takes, as measured above (rounded up).
+    pub fn memory(self) -> usize {
+        match self {
+            Coding::Brotli => 5 << 19,
+            Coding::Zstd => 7 << 19,
+            Coding::Gzip => 3 << 17,
         }
     }
 
@@ -125,6 +141,57 @@ fn qvalue(text: &str) -> Option<u16> {
         "0" => Some(thousandths),
         "1" if thousandths == 0 => Some(1000),
         _ => None,
+    }
+}
+
+/// One worker's memory for encoders ([`ENCODER_BUDGET`]): each compressed answer holds its
+/// coding's [`Coding::memory`] while it streams.
+#[derive(Debug)]
+pub struct EncoderBudget {
+    available: AtomicUsize,
+}
+
+impl EncoderBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> Self {
+        Self {
+            available: AtomicUsize::new(bytes),
+        }
+    }
+
+    /// Room for one encoder of `coding`, given back when the share is dropped; `None` when the
+    /// budget has not that much left.
+    pub fn take(self: &Arc<Self>, coding: Coding) -> Option<EncoderShare> {
+        let bytes = coding.memory();
+        self.available
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(bytes)
+            })
+            .ok()?;
+        Some(EncoderShare {
+            budget: Arc::clone(self),
+            bytes,
+        })
+    }
+
+    /// Bytes left.
+    pub fn available(&self) -> usize {
+        self.available.load(Ordering::Acquire)
+    }
+}
+
+/// One answer's share of an [`EncoderBudget`], given back on drop.
+#[derive(Debug)]
+pub struct EncoderShare {
+    budget: Arc<EncoderBudget>,
+    bytes: usize,
+}
+
+impl Drop for EncoderShare {
+    fn drop(&mut self) {
+        self.budget
+            .available
+            .fetch_add(self.bytes, Ordering::AcqRel);
     }
 }
 
@@ -212,6 +279,19 @@ mod tests {
     use std::io::Read;
 
     use super::*;
+
+    #[test]
+    fn the_budget_holds_what_encoders_take_until_they_are_dropped() {
+        let budget = Arc::new(EncoderBudget::new(Coding::Zstd.memory() * 2 + 1));
+        let first = budget.take(Coding::Zstd).expect("room");
+        let second = budget.take(Coding::Zstd).expect("room");
+        assert!(budget.take(Coding::Zstd).is_none(), "full");
+        assert!(budget.take(Coding::Gzip).is_none(), "one byte left");
+        drop(first);
+        assert!(budget.take(Coding::Brotli).is_some(), "given back");
+        drop(second);
+        assert_eq!(budget.available(), Coding::Zstd.memory() * 2 + 1);
+    }
 
     fn decode(coding: Coding, data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();

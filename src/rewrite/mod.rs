@@ -25,7 +25,7 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use crate::body::{BoxError, ResponseBody};
 use crate::config::OnOverflow;
-use compress::Encoder;
+use compress::{Encoder, EncoderShare};
 pub use css::CssTransform;
 use decompress::{Decompressor, Encoding};
 pub use freshness::cap_freshness;
@@ -248,14 +248,17 @@ pub struct CompressBody<B> {
     inner: B,
     /// `None` once the encoding is ended (or the body failed).
     encoder: Option<Encoder>,
+    /// What the encoder takes of the worker's budget, until the body is dropped.
+    _share: EncoderShare,
 }
 
 impl<B> CompressBody<B> {
-    /// Compresses `inner` with `encoder`.
-    pub fn new(inner: B, encoder: Encoder) -> Self {
+    /// Compresses `inner` with `encoder`, holding `share` of the worker's budget meanwhile.
+    pub fn new(inner: B, encoder: Encoder, share: EncoderShare) -> Self {
         Self {
             inner,
             encoder: Some(encoder),
+            _share: share,
         }
     }
 }

@@ -1208,3 +1208,78 @@ async fn an_aborted_recompressed_page_is_not_ended_cleanly() {
     assert_eq!(response.headers()["content-encoding"], "gzip");
     assert!(response.into_body().collect().await.is_err());
 }
+
+/// Every compressed answer holds encoder state while it streams: a worker gives them 64 MiB in
+/// all, so slow downloads cannot make it hold more; past it answers leave uncompressed.
+#[tokio::test]
+async fn compressed_answers_in_flight_share_one_encoder_budget_per_worker() {
+    let gate = Gate::new();
+    let origin_gate = Arc::clone(&gate);
+    let origin = start_origin(Arc::new(move |_, _| {
+        let body = gated(
+            Bytes::from(format!(
+                "<html><body><img src=\"https://cdn.filestackcontent.com/{H}\"><p>{}</p>",
+                "first piece ".repeat(200)
+            )),
+            Bytes::from_static(b"<p>second</p></body></html>"),
+            Arc::clone(&origin_gate),
+        );
+        let mut response = hyper::Response::new(body.boxed());
+        response
+            .headers_mut()
+            .insert("content-type", "text/html".parse().expect("value"));
+        response
+    }))
+    .await;
+    let gateway = site_gateway(origin, "").await;
+    let ask = |coding: &'static str| {
+        let url = gateway.url("/");
+        async move {
+            let mut request = get_request(&url);
+            request
+                .headers_mut()
+                .insert("accept-encoding", coding.parse().expect("value"));
+            client().request(request).await.expect("headers")
+        }
+    };
+    let coding = |response: &hyper::Response<hyper::body::Incoming>| {
+        response
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().expect("ascii").to_owned())
+    };
+    // 18 zstd encoders (3.5 MiB each) take 63 of the 64 MiB while their pages wait on the site.
+    let mut held = Vec::new();
+    for _ in 0..18 {
+        let response = ask("zstd").await;
+        assert_eq!(coding(&response).as_deref(), Some("zstd"));
+        held.push(response);
+    }
+    let refused = ask("zstd").await;
+    assert_eq!(coding(&refused), None, "no room for a 19th: identity");
+    let small = ask("gzip").await;
+    assert_eq!(
+        coding(&small).as_deref(),
+        Some("gzip"),
+        "a gzip encoder still fits"
+    );
+    gate.open();
+    for response in held.drain(..).chain([refused, small]) {
+        response.into_body().collect().await.expect("the page ends");
+    }
+    // Given back as the answers end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = ask("zstd").await;
+        let done = coding(&again).as_deref() == Some("zstd");
+        again.into_body().collect().await.expect("the page ends");
+        if done {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the budget never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
