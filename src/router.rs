@@ -7,6 +7,7 @@ use crate::config::{
     Config, FileServing, Mode, ProxyRoute, Route, RouteKind, SiteRoute, UploadPolicyRoute, Upstream,
 };
 use crate::error::StartupError;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::rewrite::SiteUrls;
 use crate::signer::RouteSigner;
 use crate::upstream::UpstreamClient;
@@ -23,6 +24,8 @@ pub struct ActiveRoute {
     pub authorizer: Option<Authorizer>,
     /// The mode, with its upstream client or settings.
     pub kind: ActiveKind,
+    /// The route's metric handles, shared with every worker.
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// What each mode needs at request time; built once from the route's [`RouteKind`].
@@ -60,12 +63,14 @@ pub struct ActiveSite {
 }
 
 impl ActiveRoute {
-    /// Builds `route`'s signer, cache, authorizer and upstream client.
-    pub fn new(route: &Route) -> Result<Self, StartupError> {
-        let signer = Arc::new(RouteSigner::for_route(route));
+    /// Builds `route`'s signer, cache, authorizer and upstream client, counting into
+    /// `metrics`.
+    pub fn new(route: &Route, metrics: Arc<RouteMetrics>) -> Result<Self, StartupError> {
+        let signer = Arc::new(RouteSigner::for_route(route).with_metrics(metrics.signing.clone()));
+        let forbidden = &metrics.upstream.forbidden;
         let kind = match &route.kind {
             RouteKind::Proxy(ProxyRoute { fetch, serving }) => ActiveKind::Proxy(ActiveProxy {
-                client: UpstreamClient::new(&route.name, fetch)?,
+                client: UpstreamClient::new(&route.name, fetch, forbidden.clone())?,
                 serving: serving.clone(),
             }),
             RouteKind::Redirect { upstream } => ActiveKind::Redirect(upstream.clone()),
@@ -76,7 +81,7 @@ impl ActiveRoute {
                 websocket_idle,
                 preserve_host,
             }) => ActiveKind::Site(ActiveSite {
-                client: UpstreamClient::new(&route.name, fetch)?,
+                client: UpstreamClient::new(&route.name, fetch, forbidden.clone())?,
                 urls: Arc::new(SiteUrls::new(
                     Arc::clone(&signer),
                     rewrite.clone(),
@@ -94,6 +99,7 @@ impl ActiveRoute {
             signer,
             authorizer: Authorizer::for_route(route)?,
             kind,
+            metrics,
         })
     }
 
@@ -114,12 +120,19 @@ pub struct Router {
 }
 
 impl Router {
-    /// Compiles the routes of `config`: one signer and one upstream client each.
-    pub fn new(config: &Config) -> Result<Self, StartupError> {
+    /// Compiles the routes of `config`: one signer and one upstream client each, counting into
+    /// the route's handles in `metrics` (unregistered ones for a route `metrics` lacks).
+    pub fn new(config: &Config, metrics: &Metrics) -> Result<Self, StartupError> {
         let mut routes = config
             .routes
             .iter()
-            .map(|route| ActiveRoute::new(route).map(Arc::new))
+            .map(|route| {
+                let handles = metrics.route(&route.name).map_or_else(
+                    || Arc::new(RouteMetrics::unregistered(&route.name)),
+                    Arc::clone,
+                );
+                ActiveRoute::new(route, handles).map(Arc::new)
+            })
             .collect::<Result<Vec<_>, StartupError>>()?;
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Self { routes })
@@ -173,7 +186,7 @@ mod tests {
             mode = "upload-policy"
         "#;
         let config = Config::from_toml_str(toml, |_| Some("x".into())).expect("valid");
-        Router::new(&config).expect("compiles")
+        Router::new(&config, &Metrics::new(&config)).expect("compiles")
     }
 
     #[test]
