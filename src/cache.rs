@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use lru::LruCache;
 
 use crate::filelink::Handle;
+use crate::metrics::CacheMetrics;
 use crate::policy::{Call, Credentials};
 
 /// What credentials are cached under within one route: the file and the calls they grant, so a
@@ -67,6 +68,8 @@ pub struct BucketCache<K, V> {
     weigh: Weigher<K, V>,
     /// Bytes each shard may hold, by `weigh`.
     shard_budget: usize,
+    /// Lookups, evictions and entries, for `/metrics` (unregistered unless given).
+    metrics: CacheMetrics,
 }
 
 /// Signed credentials per handle, for one route.
@@ -104,7 +107,15 @@ impl<K: Hash + Eq, V> BucketCache<K, V> {
             hasher: RandomState::new(),
             weigh,
             shard_budget: budget / shard_count,
+            metrics: CacheMetrics::default(),
         }
+    }
+
+    /// Counts this cache's lookups, evictions and entries in `metrics`; call it while the
+    /// cache is empty.
+    pub fn with_metrics(mut self, metrics: CacheMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Returns the value cached for `key` if it was made for `expiry`, or makes a new one with
@@ -157,8 +168,10 @@ impl<K: Hash + Eq, V> BucketCache<K, V> {
             .map(|(_, value)| Arc::clone(value));
         if found.is_some() {
             guard.hits += 1;
+            self.metrics.hits.inc();
         } else {
             guard.misses += 1;
+            self.metrics.misses.inc();
         }
         found
     }
@@ -178,15 +191,19 @@ impl<K: Hash + Eq, V> BucketCache<K, V> {
             return value;
         }
         let mut shard = lock(self.shard(&key));
+        let mut evicted = 0;
         if expiry > shard.newest {
             // Every entry was made for an earlier bucket and can never be served again.
+            evicted += shard.lru.len();
             shard.lru.clear();
             shard.bytes = 0;
             shard.newest = expiry;
         }
+        let replacing = shard.lru.contains(Borrow::<Q>::borrow(&key));
         if let Some((old_key, (_, old))) = shard.lru.push(key, (expiry, Arc::clone(&value))) {
             // The same key's earlier value, or the least recently used entry pushed out.
             shard.bytes -= (self.weigh)(&old_key, &old);
+            evicted += usize::from(!replacing);
         }
         shard.bytes += weight;
         while shard.bytes > self.shard_budget {
@@ -194,6 +211,16 @@ impl<K: Hash + Eq, V> BucketCache<K, V> {
                 break;
             };
             shard.bytes -= (self.weigh)(&old_key, &old);
+            evicted += 1;
+        }
+        drop(shard);
+        let added = i64::from(!replacing);
+        let evicted = i64::try_from(evicted).unwrap_or(i64::MAX);
+        if added != evicted {
+            self.metrics.entries.inc_by(added - evicted);
+        }
+        if evicted > 0 {
+            self.metrics.evictions.inc_by(evicted.unsigned_abs());
         }
         value
     }
@@ -356,6 +383,31 @@ mod tests {
             old_left, 0,
             "past-bucket entries were dropped, not just missed"
         );
+    }
+
+    #[test]
+    fn metrics_follow_lookups_evictions_and_entries() {
+        let metrics = CacheMetrics::default();
+        let cache: BucketCache<String, String> =
+            BucketCache::new(NonZeroUsize::new(2).expect("non-zero")).with_metrics(metrics.clone());
+        let shards = cache.shards.len();
+        let entries = || metrics.entries.get();
+        assert!(cache.get_or_make("a", 1, || Some("A".into())).is_some());
+        assert!(cache.get_or_make("a", 1, || Some("A".into())).is_some());
+        assert_eq!((metrics.hits.get(), metrics.misses.get()), (1, 1));
+        assert_eq!(entries(), 1);
+        // A stale value replaced under the same key is no eviction.
+        cache.insert("a", 1, "A2".to_owned());
+        assert_eq!((entries(), metrics.evictions.get()), (1, 0));
+        cache.insert("b", 1, "B".to_owned());
+        cache.insert("c", 1, "C".to_owned());
+        assert_eq!(entries(), i64::try_from(cache.len()).expect("small"));
+        assert_eq!(3 - metrics.evictions.get(), cache.len() as u64);
+        // A newer bucket empties the shard it lands in.
+        cache.insert("d", 2, "D".to_owned());
+        assert_eq!(entries(), i64::try_from(cache.len()).expect("small"));
+        assert_eq!(4 - metrics.evictions.get(), cache.len() as u64);
+        assert!(shards <= 2);
     }
 
     #[test]

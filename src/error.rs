@@ -22,6 +22,67 @@ pub enum Blame {
     Internal,
 }
 
+/// What kind of upstream failure a request met, for `signgate_upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    /// The connection was refused (nothing listening, or a firewall's reset).
+    Refused,
+    /// Connecting, or waiting for the response headers, took too long.
+    Timeout,
+    /// The TLS handshake failed (certificate, protocol).
+    Tls,
+    /// Every connection the route allows stayed busy.
+    Busy,
+    /// Anything else: a broken connection, an unusable answer, a name that did not resolve.
+    Other,
+}
+
+impl UpstreamErrorKind {
+    /// Every kind, in label order (the index is the discriminant).
+    pub const ALL: [UpstreamErrorKind; 5] = [
+        UpstreamErrorKind::Refused,
+        UpstreamErrorKind::Timeout,
+        UpstreamErrorKind::Tls,
+        UpstreamErrorKind::Busy,
+        UpstreamErrorKind::Other,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Refused => "refused",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Tls => "tls",
+            UpstreamErrorKind::Busy => "busy",
+            UpstreamErrorKind::Other => "other",
+        }
+    }
+
+    /// The kind of a connection or exchange that failed with `error`: what its chain of
+    /// causes holds (looking inside `io::Error`s, whose `source` skips the error they wrap).
+    fn of(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut current = Some(error);
+        while let Some(e) = current {
+            if e.downcast_ref::<rustls::Error>().is_some() {
+                return UpstreamErrorKind::Tls;
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => return UpstreamErrorKind::Refused,
+                    std::io::ErrorKind::TimedOut => return UpstreamErrorKind::Timeout,
+                    _ => {}
+                }
+                if let Some(inner) = io.get_ref() {
+                    current = Some(inner);
+                    continue;
+                }
+            }
+            current = e.source();
+        }
+        UpstreamErrorKind::Other
+    }
+}
+
 /// The first error of type `T` in `error`'s chain of sources, `error` itself included.
 pub fn find_cause<'e, T: std::error::Error + 'static>(
     error: &'e (dyn std::error::Error + 'static),
@@ -169,6 +230,36 @@ impl ProxyError {
             | ProxyError::AuthorizeFailed(_)
             | ProxyError::AuthorizeTimeout(_) => Blame::Upstream,
             ProxyError::Internal(_) => Blame::Internal,
+        }
+    }
+
+    /// The upstream failure this error is, if it is one: the route's upstream, not the
+    /// `authorize_url` service (whose failures are the authorization's, logged as such).
+    pub fn upstream_error_kind(&self) -> Option<UpstreamErrorKind> {
+        match self {
+            ProxyError::UpstreamUnreachable(source) | ProxyError::UpstreamBroken(source) => {
+                Some(UpstreamErrorKind::of(source.as_ref()))
+            }
+            ProxyError::UpstreamTimeout(_) => Some(UpstreamErrorKind::Timeout),
+            ProxyError::UpstreamBusy => Some(UpstreamErrorKind::Busy),
+            ProxyError::NoRoute
+            | ProxyError::MethodNotAllowed { .. }
+            | ProxyError::BadHost
+            | ProxyError::BadTarget
+            | ProxyError::BadMethod
+            | ProxyError::NotAHandle
+            | ProxyError::CallNotAllowed
+            | ProxyError::TaskNotAllowed
+            | ProxyError::Denied(_)
+            | ProxyError::AuthorizeUnreachable(_)
+            | ProxyError::AuthorizeFailed(_)
+            | ProxyError::AuthorizeTimeout(_)
+            | ProxyError::TooManyHeaders
+            | ProxyError::ClientBodyTimeout(_)
+            | ProxyError::ClientBodyBroken(_)
+            | ProxyError::TooManyRequests
+            | ProxyError::BodyTooLarge
+            | ProxyError::Internal(_) => None,
         }
     }
 
@@ -322,6 +413,46 @@ mod tests {
                 response.headers()[header::CONTENT_TYPE],
                 "text/plain; charset=utf-8"
             );
+        }
+    }
+
+    #[test]
+    fn upstream_failures_are_told_apart_by_kind() {
+        use std::io::{Error, ErrorKind};
+        let wrapped = |e: Error| -> BoxError { Box::new(Error::other(e)) };
+        let table: Vec<(ProxyError, Option<UpstreamErrorKind>)> = vec![
+            (
+                ProxyError::UpstreamUnreachable(wrapped(ErrorKind::ConnectionRefused.into())),
+                Some(UpstreamErrorKind::Refused),
+            ),
+            (
+                ProxyError::UpstreamUnreachable(wrapped(ErrorKind::TimedOut.into())),
+                Some(UpstreamErrorKind::Timeout),
+            ),
+            (
+                ProxyError::UpstreamUnreachable(wrapped(Error::new(
+                    ErrorKind::InvalidData,
+                    rustls::Error::DecryptError,
+                ))),
+                Some(UpstreamErrorKind::Tls),
+            ),
+            (
+                ProxyError::UpstreamBroken("reset".into()),
+                Some(UpstreamErrorKind::Other),
+            ),
+            (
+                ProxyError::UpstreamTimeout(Duration::from_secs(1)),
+                Some(UpstreamErrorKind::Timeout),
+            ),
+            (ProxyError::UpstreamBusy, Some(UpstreamErrorKind::Busy)),
+            (ProxyError::AuthorizeTimeout(Duration::from_secs(1)), None),
+            (ProxyError::NoRoute, None),
+        ];
+        for (error, kind) in table {
+            assert_eq!(error.upstream_error_kind(), kind, "{error}");
+        }
+        for (index, kind) in UpstreamErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind as usize, index, "{kind:?}");
         }
     }
 }

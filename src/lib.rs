@@ -21,6 +21,9 @@
 //! - [`rewrite`]: signing CDN URLs in site answers (streaming HTML, JSON, headers), decoding
 //!   them first and compressing them again on the way out.
 //! - [`body`]: the response body type and its wrappers (idle timeout, held permit, pumping).
+//! - [`metrics`]: the Prometheus registry every worker counts into, per-route handles.
+//! - [`health`]: readiness (every worker accepting, or draining) for `/readyz`.
+//! - [`admin`]: the admin listener: `/healthz`, `/readyz`, `/metrics`, the status page.
 //! - [`request_log`]: the access-log line per request, path redaction, error logging.
 //! - [`fdlimit`]: the open-file limit, raised at start to what the client and upstream
 //!   connection limits can need.
@@ -33,6 +36,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod activity;
+pub mod admin;
 pub mod authorize;
 pub mod body;
 pub mod cache;
@@ -44,7 +48,9 @@ pub mod demo;
 pub mod error;
 pub mod fdlimit;
 pub mod filelink;
+pub mod health;
 pub mod host;
+pub mod metrics;
 pub mod mode;
 pub mod policy;
 pub mod protocol;

@@ -2,6 +2,7 @@
 //! as logged (credentials redacted); errors logged at the level their blame sets.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -11,6 +12,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use crate::activity::InFlight;
 use crate::body::{BoxError, ResponseBody};
 use crate::error::{Blame, ProxyError};
+use crate::metrics::RequestMetrics;
 use crate::rewrite::RewriteMark;
 
 /// What the access log line says about one request, filled in as it is answered.
@@ -33,8 +35,9 @@ pub struct AccessLog {
     pub started: Instant,
 }
 
-/// Counts the bytes of a response body and writes the access log line when it ends or is dropped
-/// (a client that goes away mid-body is logged as `complete=false`).
+/// Counts the bytes of a response body and, when it ends or is dropped, writes the access log
+/// line (a client that goes away mid-body is logged as `complete=false`) and counts the request
+/// in its route's metrics.
 pub struct Metered {
     inner: ResponseBody,
     bytes: u64,
@@ -42,19 +45,22 @@ pub struct Metered {
     /// The body ended in an error: whatever the inner body says after, it is incomplete.
     failed: bool,
     log: AccessLog,
+    /// The route's request metrics (or those of requests no route took).
+    metrics: Arc<RequestMetrics>,
     /// Keeps the request counted on its connection until the body is done or dropped.
     in_flight: Option<InFlight>,
 }
 
 impl Metered {
-    /// Wraps a response body.
-    pub fn new(inner: ResponseBody, log: AccessLog) -> Self {
+    /// Wraps a response body, to be counted in `metrics`.
+    pub fn new(inner: ResponseBody, log: AccessLog, metrics: Arc<RequestMetrics>) -> Self {
         Self {
             inner,
             bytes: 0,
             finished: false,
             failed: false,
             log,
+            metrics,
             in_flight: None,
         }
     }
@@ -102,6 +108,8 @@ impl Drop for Metered {
     fn drop(&mut self) {
         let log = &self.log;
         let complete = !self.failed && (self.finished || self.inner.is_end_stream());
+        let elapsed = log.started.elapsed();
+        self.metrics.record(log.status, self.bytes, elapsed);
         tracing::info!(
             target: "signgate::access",
             method = %printable(log.method.as_str(), METHOD_LOG_MAX),
@@ -109,7 +117,7 @@ impl Drop for Metered {
             path = %log.path,
             status = log.status,
             bytes = self.bytes,
-            duration_us = u64::try_from(log.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             cache = %log.cache,
             rewrite = %log.rewrite.as_ref().map_or("-", RewriteMark::as_str),
             complete,

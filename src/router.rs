@@ -7,6 +7,7 @@ use crate::config::{
     Config, FileServing, Mode, ProxyRoute, Route, RouteKind, SiteRoute, UploadPolicyRoute, Upstream,
 };
 use crate::error::StartupError;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::rewrite::SiteUrls;
 use crate::rewrite::compress::{ENCODER_BUDGET, EncoderBudget};
 use crate::signer::RouteSigner;
@@ -24,6 +25,8 @@ pub struct ActiveRoute {
     pub authorizer: Option<Authorizer>,
     /// The mode, with its upstream client or settings.
     pub kind: ActiveKind,
+    /// The route's metric handles, shared with every worker.
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// What each mode needs at request time; built once from the route's [`RouteKind`].
@@ -63,13 +66,18 @@ pub struct ActiveSite {
 }
 
 impl ActiveRoute {
-    /// Builds `route`'s signer, cache, authorizer and upstream client; a site route compresses
-    /// within `encoders`.
-    pub fn new(route: &Route, encoders: &Arc<EncoderBudget>) -> Result<Self, StartupError> {
-        let signer = Arc::new(RouteSigner::for_route(route));
+    /// Builds `route`'s signer, cache, authorizer and upstream client, counting into
+    /// `metrics`; a site route compresses within `encoders`.
+    pub fn new(
+        route: &Route,
+        metrics: Arc<RouteMetrics>,
+        encoders: &Arc<EncoderBudget>,
+    ) -> Result<Self, StartupError> {
+        let signer = Arc::new(RouteSigner::for_route(route).with_metrics(metrics.signing.clone()));
+        let forbidden = &metrics.upstream.forbidden;
         let kind = match &route.kind {
             RouteKind::Proxy(ProxyRoute { fetch, serving }) => ActiveKind::Proxy(ActiveProxy {
-                client: UpstreamClient::new(&route.name, fetch)?,
+                client: UpstreamClient::new(&route.name, fetch, forbidden.clone())?,
                 serving: serving.clone(),
             }),
             RouteKind::Redirect { upstream } => ActiveKind::Redirect(upstream.clone()),
@@ -80,7 +88,7 @@ impl ActiveRoute {
                 websocket_idle,
                 preserve_host,
             }) => ActiveKind::Site(ActiveSite {
-                client: UpstreamClient::new(&route.name, fetch)?,
+                client: UpstreamClient::new(&route.name, fetch, forbidden.clone())?,
                 urls: Arc::new(SiteUrls::new(
                     Arc::clone(&signer),
                     rewrite.clone(),
@@ -99,6 +107,7 @@ impl ActiveRoute {
             signer,
             authorizer: Authorizer::for_route(route)?,
             kind,
+            metrics,
         })
     }
 
@@ -119,14 +128,21 @@ pub struct Router {
 }
 
 impl Router {
-    /// Compiles the routes of `config`: one signer and one upstream client each, and one
+    /// Compiles the routes of `config`: one signer and one upstream client each, counting into
+    /// the route's handles in `metrics` (unregistered ones for a route `metrics` lacks), and one
     /// [`EncoderBudget`] for the worker.
-    pub fn new(config: &Config) -> Result<Self, StartupError> {
+    pub fn new(config: &Config, metrics: &Metrics) -> Result<Self, StartupError> {
         let encoders = Arc::new(EncoderBudget::new(ENCODER_BUDGET));
         let mut routes = config
             .routes
             .iter()
-            .map(|route| ActiveRoute::new(route, &encoders).map(Arc::new))
+            .map(|route| {
+                let handles = metrics.route(&route.name).map_or_else(
+                    || Arc::new(RouteMetrics::unregistered(&route.name)),
+                    Arc::clone,
+                );
+                ActiveRoute::new(route, handles, &encoders).map(Arc::new)
+            })
             .collect::<Result<Vec<_>, StartupError>>()?;
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Self { routes })
@@ -180,7 +196,7 @@ mod tests {
             mode = "upload-policy"
         "#;
         let config = Config::from_toml_str(toml, |_| Some("x".into())).expect("valid");
-        Router::new(&config).expect("compiles")
+        Router::new(&config, &Metrics::new(&config)).expect("compiles")
     }
 
     #[test]

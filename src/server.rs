@@ -22,7 +22,9 @@ use crate::body::pumped;
 use crate::clock::Clock;
 use crate::config::{Config, ServerConfig};
 use crate::error::{ProxyError, StartupError};
+use crate::health::Health;
 use crate::host::{check_method, check_target, settle_host};
+use crate::metrics::Metrics;
 use crate::mode::{self, RequestContext};
 use crate::protocol::{Protocol, ServedConnection, sniff};
 use crate::request_log::{AccessLog, Metered, log_error, redact_path};
@@ -40,16 +42,39 @@ pub struct AppState {
     /// Requests the worker serves at once, `max_connections` of them: an HTTP/2 stream takes
     /// one as an HTTP/1.1 request does, so a few multiplexed connections cannot hold more.
     pub request_slots: Arc<Semaphore>,
+    /// The metrics every worker counts into.
+    pub metrics: Arc<Metrics>,
+    /// Whether every worker accepts, or the gateway drains: what `/readyz` answers from.
+    pub health: Arc<Health>,
 }
 
 impl AppState {
-    /// Compiles `config` into serving state.
+    /// Compiles `config` into serving state for one worker, with metrics and health of its
+    /// own.
     pub fn new(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        Self::sharing(
+            config,
+            clock,
+            Arc::new(Metrics::new(config)),
+            Arc::new(Health::new(1)),
+        )
+    }
+
+    /// Compiles `config` into serving state for one of several workers, all counting into
+    /// `metrics` and reporting to `health`.
+    pub fn sharing(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Result<Self, StartupError> {
         Ok(Self {
-            router: Router::new(config)?,
+            router: Router::new(config, &metrics)?,
             server: config.server.clone(),
             clock,
             request_slots: Arc::new(Semaphore::new(config.server.max_connections.get())),
+            metrics,
+            health,
         })
     }
 }
@@ -112,6 +137,7 @@ pub async fn serve(
     // Tells every connection to finish what it has in flight and close.
     let (draining, drain_signal) = watch::channel(false);
     tokio::pin!(shutdown);
+    state.health.worker_accepting();
 
     loop {
         // Take a permit before accepting: past the limit, new connections wait in the backlog
@@ -148,6 +174,7 @@ pub async fn serve(
             // This listener is plain TCP.
             scheme: ListenerScheme::Http,
         };
+        let open = state.metrics.open_connection();
         let activity = Arc::new(Activity::holding(permit));
         let service = {
             let (state, activity) = (Arc::clone(&state), Arc::clone(&activity));
@@ -181,10 +208,13 @@ pub async fn serve(
             if let Err(e) = result {
                 tracing::debug!(peer = %peer.addr, error = %e, "connection ended with an error");
             }
+            drop(open);
         });
     }
 
     drop(listener);
+    // Not ready from here on: a load balancer polling `/readyz` stops sending new clients.
+    state.health.worker_draining();
     let grace = state.server.shutdown_grace;
     let open = max_connections - permits.available_permits();
     tracing::info!(open, ?grace, "shutting down: draining connections");
@@ -316,11 +346,12 @@ async fn handle_request(
     // than HTTP/1.1 allows.
     let admitted = admit(&state, &mut request, &mut in_flight).await;
     let mut in_flight = Some(in_flight);
-    let (route_name, result) = match (admitted, state.router.find(&path)) {
-        (Err(e), _) => ("-".to_owned(), Err(e)),
-        (Ok(()), None) => ("-".to_owned(), Err(ProxyError::NoRoute)),
+    let (route_name, route, result) = match (admitted, state.router.find(&path)) {
+        (Err(e), _) => ("-".to_owned(), None, Err(e)),
+        (Ok(()), None) => ("-".to_owned(), None, Err(ProxyError::NoRoute)),
         (Ok(()), Some((active, rest))) => (
             active.name.clone(),
+            Some(Arc::clone(&active.metrics)),
             mode::handle(active, rest, request, ctx).await,
         ),
     };
@@ -334,8 +365,15 @@ async fn handle_request(
         }
         Err(error) => {
             log_error(&error, &route_name);
+            if let (Some(route), Some(kind)) = (&route, error.upstream_error_kind()) {
+                route.upstream.count_error(kind);
+            }
             (error.into_response(), None)
         }
+    };
+    let requests = match &route {
+        Some(route) => Arc::clone(&route.requests),
+        None => Arc::clone(state.metrics.unrouted()),
     };
     let (mut parts, mut body) = response.into_parts();
     // Answer in the client's version, whatever the upstream spoke: hyper writes an HTTP/1.0
@@ -354,7 +392,7 @@ async fn handle_request(
         rewrite: parts.extensions.remove::<RewriteMark>(),
         started,
     };
-    let body = Metered::new(body, log);
+    let body = Metered::new(body, log, requests);
     Ok(Response::from_parts(
         parts,
         match in_flight {

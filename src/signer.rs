@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::cache::{CacheKey, CacheOutcome, CredentialCache};
 use crate::config::{Route, Signing};
 use crate::filelink::{FileRef, Handle};
+use crate::metrics::SigningMetrics;
 use crate::policy::{Call, Credentials, Policy, PolicyTemplate, bucketed_expiry};
 use crate::tasks::TaskAllowlist;
 
@@ -24,6 +25,7 @@ pub struct RouteSigner {
     template: PolicyTemplate,
     tasks: TaskAllowlist,
     cache: CredentialCache,
+    metrics: SigningMetrics,
 }
 
 impl RouteSigner {
@@ -36,7 +38,16 @@ impl RouteSigner {
             template,
             tasks,
             cache,
+            metrics: SigningMetrics::default(),
         }
+    }
+
+    /// Counts this signer's cache, the credentials it mints and the validity of those it hands
+    /// out in `metrics`; call it before the first signature.
+    pub fn with_metrics(mut self, metrics: SigningMetrics) -> Self {
+        self.cache = self.cache.with_metrics(metrics.cache.clone());
+        self.metrics = metrics;
+        self
     }
 
     /// A signer for `route`'s signing settings, policy and tasks.
@@ -75,11 +86,21 @@ impl RouteSigner {
             handle: Some(handle),
             calls: Some(calls),
         };
-        self.cache.get_or_sign(&key, expiry, || {
+        let found = self.cache.get_or_sign(&key, expiry, || {
+            self.metrics.minted.inc();
             let mut policy = self.policy(expiry, Some(handle));
             policy.call = calls.to_vec();
             policy.sign(&self.signing.secret)
-        })
+        });
+        self.observe_validity(now, expiry);
+        found
+    }
+
+    /// Records the validity left on credentials for `expiry` handed out at `now`.
+    fn observe_validity(&self, now: u64, expiry: u64) {
+        self.metrics
+            .validity
+            .observe(expiry.saturating_sub(now) as f64);
     }
 
     /// The expiry credentials handed out at `now` carry.
@@ -100,8 +121,12 @@ impl RouteSigner {
             handle,
             calls: None,
         };
-        self.cache
-            .get_or_sign(&key, expiry, || self.sign_uncached(expiry, handle))
+        let found = self.cache.get_or_sign(&key, expiry, || {
+            self.metrics.minted.inc();
+            self.sign_uncached(expiry, handle)
+        });
+        self.observe_validity(now, expiry);
+        found
     }
 
     /// Signs with an explicit expiry, bypassing the cache (for `signgate sign --expiry`).
@@ -128,6 +153,11 @@ impl RouteSigner {
     /// The route's signing settings.
     pub fn signing(&self) -> &Signing {
         &self.signing
+    }
+
+    /// The route's metric handles for signing.
+    pub fn metrics(&self) -> &SigningMetrics {
+        &self.metrics
     }
 
     /// The route's credential cache (for hit and miss counts).

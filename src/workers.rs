@@ -14,6 +14,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::StartupError;
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::server::{AppState, serve};
 
 /// Listeners bound for every worker on one address.
@@ -57,24 +59,32 @@ impl Workers {
             .enable_all()
             .build()
             .map_err(StartupError::Runtime)?;
-        let running = self.start(config, clock)?;
+        let running = self.start(config, clock, Arc::new(Metrics::new(config)))?;
         signals.block_on(shutdown);
         running.stop();
         Ok(())
     }
 
-    /// Starts serving `config` on every listener, one thread and runtime each, and returns at
-    /// once; [`RunningWorkers::stop`] drains and joins them.
+    /// Starts serving `config` on every listener, one thread and runtime each, all counting
+    /// into `metrics`, and returns at once; [`RunningWorkers::stop`] drains and joins them.
     pub fn start(
         self,
         config: &Config,
         clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
     ) -> Result<RunningWorkers, StartupError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let health = Arc::new(Health::new(self.listeners.len()));
         let mut threads = Vec::with_capacity(self.listeners.len());
         for (index, listener) in self.listeners.into_iter().enumerate() {
-            // Each worker has its own routes, upstream pools and caches: nothing is shared.
-            let state = Arc::new(AppState::new(config, Arc::clone(&clock))?);
+            // Each worker has its own routes, upstream pools and caches; only the metrics
+            // (atomics) and the health report are shared.
+            let state = Arc::new(AppState::sharing(
+                config,
+                Arc::clone(&clock),
+                Arc::clone(&metrics),
+                Arc::clone(&health),
+            )?);
             let mut stop = stop_rx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("signgate-worker-{index}"))
@@ -93,7 +103,11 @@ impl Workers {
                 .map_err(StartupError::Runtime)?;
             threads.push(thread);
         }
-        Ok(RunningWorkers { stop_tx, threads })
+        Ok(RunningWorkers {
+            stop_tx,
+            threads,
+            health,
+        })
     }
 }
 
@@ -101,9 +115,15 @@ impl Workers {
 pub struct RunningWorkers {
     stop_tx: tokio::sync::watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<std::io::Result<()>>>,
+    health: Arc<Health>,
 }
 
 impl RunningWorkers {
+    /// What the workers report: every one accepting, or draining.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
     /// Stops accepting, lets every worker drain (up to `shutdown_grace`), and waits for them.
     pub fn stop(self) {
         let _ = self.stop_tx.send(true);

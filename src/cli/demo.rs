@@ -45,6 +45,10 @@ pub fn run(listen: SocketAddr) -> ExitCode {
             "  the stand-in CDN (refuses unsigned URLs):     http://{}/",
             demo.cdn
         );
+        println!(
+            "  the admin listener (/healthz, /readyz, /metrics, status page): http://{}/",
+            demo.admin
+        );
         println!("  a secret was generated for this run only; Ctrl-C to stop");
         if let Some(command) = demo.explain_command() {
             // The secret is random per run and signs for nothing but this demo: safe to show.

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use super::logs::init_tracing;
 use super::signals::ShutdownSignals;
 use super::{EXIT_OK, EXIT_USAGE};
-use crate::clock::SystemClock;
+use crate::admin::{Admin, AdminListener};
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::error::StartupError;
 use crate::fdlimit::FdBudget;
+use crate::metrics::Metrics;
 use crate::workers::Workers;
 
 /// Runs the gateway from the config at `path`: one single-threaded runtime per worker, until
@@ -47,12 +49,34 @@ fn run_workers(path: &Path) -> Result<(), StartupError> {
         let _context = runtime.enter();
         ShutdownSignals::install().map_err(StartupError::Runtime)?
     };
+    let admin_listener = config
+        .admin
+        .as_ref()
+        .map(|admin| AdminListener::bind(admin.listen))
+        .transpose()?;
     let workers = Workers::bind(config.server.listen, config.server.workers.get())?;
     let addr = workers.addr;
-    let running = workers.start(&config, Arc::new(SystemClock))?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let metrics = Arc::new(Metrics::new(&config));
+    let running = workers.start(&config, Arc::clone(&clock), Arc::clone(&metrics))?;
     tracing::info!(local = %addr, routes = config.routes.len(), workers = config.server.workers.get(), "signgate listening");
     println!("signgate listening on http://{addr}");
+    let admin = match admin_listener {
+        Some(listener) => {
+            let admin_addr = listener.addr;
+            let admin = Admin::new(&config, metrics, Arc::clone(running.health()), clock);
+            let admin = listener.start(Arc::new(admin))?;
+            tracing::info!(local = %admin_addr, "admin listener");
+            println!("signgate admin on http://{admin_addr}/");
+            Some(admin)
+        }
+        None => None,
+    };
     runtime.block_on(signals.recv());
+    // The admin listener outlives the drain, so `/readyz` answers 503 throughout it.
     running.stop();
+    if let Some(admin) = admin {
+        admin.stop();
+    }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! Every default lives here, documented on its constant and on the field it fills. Messages name
 //! the route and the key, and say what is expected instead.
 //!
+//! - [`admin`]: `[admin]`, the admin listener's address;
 //! - [`raw`]: the serde structs, unknown keys refused, and the table of which key belongs to
 //!   which mode;
 //! - [`cidr`]: the address blocks of `trusted_proxies`;
@@ -13,6 +14,7 @@
 //! - [`access`]: who may get a signature: `tasks`, `authorize_url` and its settings.
 
 pub mod access;
+pub mod admin;
 pub mod cidr;
 mod raw;
 pub mod route;
@@ -27,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use access::Authorize;
+pub use admin::AdminConfig;
 pub use cidr::Cidr;
 pub use route::{
     DEFAULT_INLINE_TYPES, Fetch, FileServing, Mode, OnOverflow, ProxyRoute, RewriteRules, Route,
@@ -133,6 +136,8 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 pub struct Config {
     /// Listener settings.
     pub server: ServerConfig,
+    /// `[admin]`: the admin listener, when `listen` is set.
+    pub admin: Option<AdminConfig>,
     /// Routes in file order (the router picks by longest prefix).
     pub routes: Vec<Route>,
     /// Things that work but should not be so (a world-readable `secret_file`, a secret not
@@ -285,8 +290,11 @@ impl Config {
             warnings.extend(route::unanchored_pattern_warnings(&route));
             routes.push(route);
         }
+        let server = build_server(&raw.server)?;
+        let admin = admin::build_admin(raw.admin.as_ref(), server.listen)?;
         Ok(Self {
-            server: build_server(&raw.server)?,
+            server,
+            admin,
             routes,
             warnings,
         })

@@ -17,6 +17,7 @@ pub(super) struct RawConfig {
     pub server: RawServer,
     #[serde(default)]
     pub signing: RawSigning,
+    pub admin: Option<RawAdmin>,
     #[serde(default, rename = "route")]
     pub routes: Vec<RawRoute>,
 }
@@ -36,6 +37,13 @@ pub(super) struct RawServer {
     /// Deprecated: accepted so old configs load, ignored (JSON streams now).
     pub json_hold_budget: Option<RawSize>,
     pub trusted_proxies: Option<Vec<String>>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub listen: Option<String>,
 }
 
 /// `[signing]`, and the same keys on a route.

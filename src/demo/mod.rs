@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use crate::admin::{self, Admin};
 use crate::body::ResponseBody;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -45,8 +46,12 @@ pub struct Demo {
     pub cdn: SocketAddr,
     /// The gallery site (behind the gateway).
     pub site: SocketAddr,
+    /// The gateway's admin listener: health, readiness, metrics, status page.
+    pub admin: SocketAddr,
     gateway_listener: TcpListener,
     state: Arc<AppState>,
+    admin_listener: TcpListener,
+    admin_state: Arc<Admin>,
     /// Random per run and signs only for this demo's CDN, so printing it is safe.
     secret_text: String,
     /// The picture the gallery page explains, as the site writes it (no credentials).
@@ -69,6 +74,8 @@ impl Demo {
         let cdn_addr = local(&cdn_listener, loopback)?;
         let site_listener = bind(loopback).await?;
         let site_addr = local(&site_listener, loopback)?;
+        let admin_listener = bind(loopback).await?;
+        let admin_addr = local(&admin_listener, loopback)?;
 
         let secret_text = random_hex(32);
         let secret = Secret::new(secret_text.clone()).map_err(|_| StartupError::NoRandomness)?;
@@ -89,15 +96,24 @@ impl Demo {
             async move { site.handle(request).await }
         });
 
-        let toml = demo_config(gateway, cdn_addr, site_addr);
+        let toml = demo_config(gateway, cdn_addr, site_addr, admin_addr);
         let config = Config::from_toml_str(&toml, |_| Some(secret_text.clone()))?;
         let state = Arc::new(AppState::new(&config, Arc::new(SystemClock))?);
+        let admin_state = Arc::new(Admin::new(
+            &config,
+            Arc::clone(&state.metrics),
+            Arc::clone(&state.health),
+            Arc::clone(&state.clock),
+        ));
         Ok(Self {
             gateway,
             cdn: cdn_addr,
             site: site_addr,
+            admin: admin_addr,
             gateway_listener,
             state,
+            admin_listener,
+            admin_state,
             secret_text,
             explained_picture,
         })
@@ -130,9 +146,25 @@ impl Demo {
         ))
     }
 
-    /// Serves the gateway until `shutdown` resolves.
+    /// Serves the gateway and its admin listener until `shutdown` resolves; the admin
+    /// listener stops once the gateway has drained.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        serve(self.gateway_listener, self.state, shutdown).await
+        let (drained, stop_admin) = tokio::sync::oneshot::channel::<()>();
+        let admin = tokio::spawn(admin::serve(
+            self.admin_listener,
+            self.admin_state,
+            async move {
+                let _ = stop_admin.await;
+            },
+        ));
+        let served = serve(self.gateway_listener, self.state, shutdown).await;
+        let _ = drained.send(());
+        match admin.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "demo admin listener failed"),
+            Err(e) => tracing::warn!(error = %e, "demo admin listener panicked"),
+            Ok(Ok(())) => {}
+        }
+        served
     }
 }
 
@@ -143,10 +175,18 @@ fn local(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Startup
 }
 
 /// The demo's gateway.toml: the gallery site, a proxy route, an upload-policy route.
-fn demo_config(gateway: SocketAddr, cdn: SocketAddr, site: SocketAddr) -> String {
+fn demo_config(
+    gateway: SocketAddr,
+    cdn: SocketAddr,
+    site: SocketAddr,
+    admin: SocketAddr,
+) -> String {
     format!(
         r#"[server]
 listen = "{gateway}"
+
+[admin]
+listen = "{admin}"
 
 [signing]
 secret_env = "{DEMO_SECRET_ENV}"

@@ -39,13 +39,16 @@ impl SiteUrls {
     /// (at most 20,000) are kept.
     pub fn new(signer: Arc<RouteSigner>, rules: RewriteRules, cache_size: NonZeroUsize) -> Self {
         Self {
-            signer,
             rules,
+            // In front of the signer's credential cache: a page served again is signed from
+            // here, and counts as the hits it is.
             signed_attributes: BucketCache::weighed(
                 cache_size.min(SIGNED_URL_CACHE_MAX),
                 SIGNED_URL_CACHE_BYTES,
                 ATTRIBUTE_WEIGHT,
-            ),
+            )
+            .with_metrics(signer.metrics().cache.in_front()),
+            signer,
         }
     }
 

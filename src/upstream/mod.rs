@@ -21,6 +21,7 @@ use crate::config::{Fetch, Timeouts, Upstream};
 use crate::error::{ProxyError, StartupError};
 use crate::mode::request_body::client_body_fault;
 use http_body_util::BodyExt;
+use prometheus_client::metrics::counter::Counter;
 
 pub use headers::strip_hop_by_hop;
 
@@ -34,12 +35,14 @@ pub struct UpstreamClient {
     /// One per request in flight (over HTTP/1.1, one per connection in use): at most
     /// `max_upstream_connections`.
     permits: Arc<Semaphore>,
+    /// Answers with status 403: on a CDN, the alarm that our signatures are refused.
+    forbidden: Counter,
 }
 
 impl UpstreamClient {
     /// Builds the client for route `route_name`'s `fetch`: webpki roots plus its `ca_file`,
-    /// if any.
-    pub fn new(route_name: &str, fetch: &Fetch) -> Result<Self, StartupError> {
+    /// if any; every answer with status 403 adds one to `forbidden`.
+    pub fn new(route_name: &str, fetch: &Fetch, forbidden: Counter) -> Result<Self, StartupError> {
         let https = connector(route_name, fetch.ca_file.as_deref(), fetch.timeouts.connect)?;
         let max_connections = fetch.max_connections.get();
         let client = Client::builder(TokioExecutor::new())
@@ -54,6 +57,7 @@ impl UpstreamClient {
             client,
             timeouts: fetch.timeouts,
             permits: Arc::new(Semaphore::new(max_connections)),
+            forbidden,
         })
     }
 
@@ -92,6 +96,9 @@ impl UpstreamClient {
                 }
             })?;
         let (mut parts, body) = response.into_parts();
+        if parts.status == http::StatusCode::FORBIDDEN {
+            self.forbidden.inc();
+        }
         // A message with both is framed by its transfer coding (RFC 9112 section 6.3): the
         // length is a lie that would make a cut-short body look complete to the client.
         if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {

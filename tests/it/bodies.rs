@@ -382,7 +382,11 @@ async fn metered_writes_one_access_line_when_dropped_with_bytes_and_completeness
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let body = Metered::new(signgate::body::full("hello"), access_log());
+    let body = Metered::new(
+        signgate::body::full("hello"),
+        access_log(),
+        Default::default(),
+    );
     assert_eq!(body.collect().await.expect("body").to_bytes(), "hello");
     let lines = access_lines(&log);
     assert_eq!(lines.len(), 1, "{lines:?}");
@@ -404,7 +408,7 @@ async fn metered_writes_one_access_line_when_dropped_with_bytes_and_completeness
     let (tx, inner) = channel_body(2);
     tx.send(data("abc")).await.expect("send");
     tx.send(data("defgh")).await.expect("send");
-    let mut body = Metered::new(inner.boxed_unsync(), access_log());
+    let mut body = Metered::new(inner.boxed_unsync(), access_log(), Default::default());
     assert_eq!(next_data(&mut body).await, "abc");
     assert_eq!(
         access_lines(&log).len(),

@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use signgate::admin::Admin;
 use signgate::clock::{Clock, SystemClock};
 use signgate::config::Config;
 use signgate::secret::Secret;
@@ -73,11 +74,16 @@ pub async fn two_file_cdn() -> TestCdn {
 }
 
 /// A gateway serving `toml` on 127.0.0.1:0; shut down by [`TestGateway::shutdown`] or on drop.
+/// With `[admin] listen` in `toml`, its admin listener serves too (on the address the config
+/// names: give it port 0), until the gateway is dropped or has shut down.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The admin listener's address, when the config turns it on.
+    pub admin: Option<SocketAddr>,
     pub state: Arc<AppState>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    admin_stop: Option<oneshot::Sender<()>>,
 }
 
 impl TestGateway {
@@ -91,16 +97,46 @@ impl TestGateway {
             Config::from_toml_str(toml, |_| Some(SECRET.into())).expect("test config is valid");
         let state = Arc::new(AppState::new(&config, clock).expect("state builds"));
         let (listener, addr) = bind().await;
+        let (admin, admin_stop) = match &config.admin {
+            Some(settings) => {
+                let listener = tokio::net::TcpListener::bind(settings.listen)
+                    .await
+                    .expect("admin listener binds");
+                let admin_addr = listener.local_addr().expect("admin address");
+                let admin = Admin::new(
+                    &config,
+                    Arc::clone(&state.metrics),
+                    Arc::clone(&state.health),
+                    Arc::clone(&state.clock),
+                );
+                let (stop, stopped) = oneshot::channel::<()>();
+                tokio::spawn(signgate::admin::serve(listener, Arc::new(admin), async {
+                    let _ = stopped.await;
+                }));
+                (Some(admin_addr), Some(stop))
+            }
+            None => (None, None),
+        };
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(serve(listener, Arc::clone(&state), async {
             let _ = rx.await;
         }));
         Self {
             addr,
+            admin,
             state,
             shutdown: Some(tx),
             task: Some(task),
+            admin_stop,
         }
+    }
+
+    /// `http://ADMIN{path}` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{path}",
+            self.admin.expect("[admin] listen is set")
+        )
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -117,15 +153,19 @@ impl TestGateway {
             .signer
     }
 
-    /// Signals shutdown and waits for `serve` to return.
+    /// Signals shutdown and waits for `serve` to return; then stops the admin listener.
     pub async fn shutdown(mut self) -> std::io::Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        match self.task.take() {
+        let served = match self.task.take() {
             Some(task) => task.await.expect("serve did not panic"),
             None => Ok(()),
+        };
+        if let Some(stop) = self.admin_stop.take() {
+            let _ = stop.send(());
         }
+        served
     }
 
     /// Sends the shutdown signal without waiting.
@@ -141,6 +181,9 @@ impl Drop for TestGateway {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(stop) = self.admin_stop.take() {
+            let _ = stop.send(());
         }
     }
 }

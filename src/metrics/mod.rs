@@ -1,0 +1,335 @@
+//! Prometheus metrics: one registry whose families every worker shares (through
+//! [`crate::server::AppState`], never a `static`), with each route's handles made once at start,
+//! so the request path only bumps atomics and never builds a label set.
+//!
+//! Labels stay bounded: route names from the config and fixed enums, never a path or a handle.
+//! - [`route`]: one route's handles (requests, upstream, signing, cache).
+
+pub mod route;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::config::Config;
+use crate::error::UpstreamErrorKind;
+pub use route::{
+    CacheMetrics, RequestMetrics, RouteMetrics, STATUS_CLASSES, SigningMetrics, UpstreamMetrics,
+};
+
+/// The `Content-Type` of [`Metrics::encode`]'s text: Prometheus text format 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// The route label of requests no route took (unknown path, refused before routing), and the
+/// mode label of those requests: what the access log writes for them.
+pub const UNROUTED: &str = "-";
+
+/// `{route}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// The route's `name`.
+    pub route: String,
+}
+
+/// `{route, mode, status_class}` of `signgate_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route's `name`, or [`UNROUTED`].
+    pub route: String,
+    /// The route's mode as `gateway.toml` spells it, or [`UNROUTED`].
+    pub mode: &'static str,
+    /// `1xx` to `5xx`.
+    pub status_class: &'static str,
+}
+
+/// `{route, kind}` of `signgate_upstream_errors_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    /// The route's `name`.
+    pub route: String,
+    /// `refused`, `timeout`, `tls`, `busy` or `other`.
+    pub kind: &'static str,
+}
+
+/// `{outcome}` of `signgate_config_reloads_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `success` or `failure`.
+    pub outcome: &'static str,
+}
+
+/// How a config reload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The new config serves.
+    Success,
+    /// The new config was refused; the old one keeps serving.
+    Failure,
+}
+
+impl ReloadOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadOutcome::Success => "success",
+            ReloadOutcome::Failure => "failure",
+        }
+    }
+}
+
+type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
+
+/// Request durations, in seconds: 1 ms to about 65 s, doubling.
+pub fn duration_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
+        8.192, 16.384, 32.768, 65.536,
+    ])
+}
+
+/// Validity left on a URL handed out, in seconds: a minute to the 30-day `ttl` limit, with the
+/// usual `ttl` of an hour (plus up to a `bucket`) finely cut.
+pub fn validity_histogram() -> Histogram {
+    Histogram::new([
+        60.0,
+        300.0,
+        900.0,
+        1800.0,
+        3600.0,
+        3900.0,
+        4200.0,
+        5400.0,
+        7200.0,
+        14_400.0,
+        43_200.0,
+        86_400.0,
+        259_200.0,
+        604_800.0,
+        2_592_000.0,
+    ])
+}
+
+/// The registry and every family in it, shared by all workers and the admin listener.
+pub struct Metrics {
+    registry: Registry,
+    routes: Vec<Arc<RouteMetrics>>,
+    unrouted: Arc<RequestMetrics>,
+    open_connections: Gauge,
+    reloads: Family<ReloadLabels, Counter>,
+    started: Instant,
+}
+
+impl Metrics {
+    /// Registers every family and makes the handles of each of `config`'s routes (every series
+    /// a route can have exists from the start, at zero, so an alert on it has something to read).
+    pub fn new(config: &Config) -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration: HistogramFamily<RouteLabel> =
+            Family::new_with_constructor(duration_histogram);
+        let response_bytes = Family::<RouteLabel, Counter>::default();
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        let upstream_403 = Family::<RouteLabel, Counter>::default();
+        let cache_hits = Family::<RouteLabel, Counter>::default();
+        let cache_misses = Family::<RouteLabel, Counter>::default();
+        let cache_evictions = Family::<RouteLabel, Counter>::default();
+        let cache_entries = Family::<RouteLabel, Gauge>::default();
+        let minted = Family::<RouteLabel, Counter>::default();
+        let validity: HistogramFamily<RouteLabel> =
+            Family::new_with_constructor(validity_histogram);
+        let open_connections = Gauge::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
+
+        let mut registry = Registry::with_prefix("signgate");
+        registry.register(
+            "requests",
+            "Requests answered, by route, mode and status class",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's arrival to the last byte of its answer",
+            duration.clone(),
+        );
+        registry.register(
+            "response_bytes",
+            "Response body bytes sent to clients",
+            response_bytes.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Requests that failed at the upstream, by kind: refused, timeout, tls, busy, other",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "upstream_403",
+            "Upstream answers with status 403 (on a CDN: our signature was refused)",
+            upstream_403.clone(),
+        );
+        registry.register(
+            "signature_cache_hits",
+            "Signature lookups answered from the cache",
+            cache_hits.clone(),
+        );
+        registry.register(
+            "signature_cache_misses",
+            "Signature lookups that had to sign",
+            cache_misses.clone(),
+        );
+        registry.register(
+            "signature_cache_evictions",
+            "Signature cache entries dropped for room or because their expiry bucket passed",
+            cache_evictions.clone(),
+        );
+        registry.register(
+            "signature_cache_entries",
+            "Signature cache entries held now, all workers together",
+            cache_entries.clone(),
+        );
+        registry.register(
+            "credentials_minted",
+            "Policies signed with the secret (HMAC computed)",
+            minted.clone(),
+        );
+        registry.register(
+            "url_validity_seconds",
+            "Validity left on the credentials handed out (expiry minus now)",
+            validity.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Client connections open now",
+            open_connections.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Config reloads, by outcome",
+            reloads.clone(),
+        );
+        for outcome in [ReloadOutcome::Success, ReloadOutcome::Failure] {
+            // At zero from the start, so a rate over it has a series to read.
+            drop(reloads.get_or_create(&ReloadLabels {
+                outcome: outcome.as_str(),
+            }));
+        }
+
+        let request_metrics = |route: &str, mode: &'static str| RequestMetrics {
+            by_class: STATUS_CLASSES.map(|status_class| {
+                requests.get_or_create_owned(&RequestLabels {
+                    route: route.to_owned(),
+                    mode,
+                    status_class,
+                })
+            }),
+            duration: duration.get_or_create_owned(&RouteLabel {
+                route: route.to_owned(),
+            }),
+            bytes: response_bytes.get_or_create_owned(&RouteLabel {
+                route: route.to_owned(),
+            }),
+        };
+        let routes = config
+            .routes
+            .iter()
+            .map(|route| {
+                let label = RouteLabel {
+                    route: route.name.clone(),
+                };
+                Arc::new(RouteMetrics {
+                    name: route.name.clone(),
+                    requests: Arc::new(request_metrics(&route.name, route.mode().as_str())),
+                    upstream: UpstreamMetrics {
+                        errors: UpstreamErrorKind::ALL.map(|kind| {
+                            upstream_errors.get_or_create_owned(&UpstreamErrorLabels {
+                                route: route.name.clone(),
+                                kind: kind.as_str(),
+                            })
+                        }),
+                        forbidden: upstream_403.get_or_create_owned(&label),
+                    },
+                    signing: SigningMetrics {
+                        cache: CacheMetrics {
+                            hits: cache_hits.get_or_create_owned(&label),
+                            misses: cache_misses.get_or_create_owned(&label),
+                            evictions: cache_evictions.get_or_create_owned(&label),
+                            entries: cache_entries.get_or_create_owned(&label),
+                        },
+                        minted: minted.get_or_create_owned(&label),
+                        validity: validity.get_or_create_owned(&label),
+                    },
+                })
+            })
+            .collect();
+        let unrouted = Arc::new(request_metrics(UNROUTED, UNROUTED));
+        Self {
+            registry,
+            routes,
+            unrouted,
+            open_connections,
+            reloads,
+            started: Instant::now(),
+        }
+    }
+
+    /// The handles of the route called `name`, if the config has it.
+    pub fn route(&self, name: &str) -> Option<&Arc<RouteMetrics>> {
+        self.routes.iter().find(|route| route.name == name)
+    }
+
+    /// Every route's handles, in config order.
+    pub fn routes(&self) -> &[Arc<RouteMetrics>] {
+        &self.routes
+    }
+
+    /// The request handles of requests no route took.
+    pub fn unrouted(&self) -> &Arc<RequestMetrics> {
+        &self.unrouted
+    }
+
+    /// Counts a client connection open until the returned guard drops.
+    pub fn open_connection(&self) -> OpenConnection {
+        self.open_connections.inc();
+        OpenConnection(self.open_connections.clone())
+    }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> i64 {
+        self.open_connections.get()
+    }
+
+    /// Counts a config reload.
+    pub fn count_reload(&self, outcome: ReloadOutcome) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    /// Time since these metrics were made: the process's serving time.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Everything, in the Prometheus text format ([`CONTENT_TYPE`]).
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::with_capacity(16 * 1024);
+        prometheus_text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// A client connection counted in `signgate_open_connections` until dropped.
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
