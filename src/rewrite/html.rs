@@ -238,60 +238,79 @@ where
     Ok((Cow::Owned(selector), handlers))
 }
 
+/// What an attribute holds, as far as signing goes.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    /// One URL (or, failing that, CSS with `url(…)`).
+    Url,
+    /// A `srcset` list.
+    Srcset,
+    /// CSS.
+    Style,
+    /// A `<meta content>`: one URL when the element is a `meta`.
+    Content,
+}
+
+/// Where the attribute `name` (lowercase) is, among those signed.
+fn place_of(name: &str, extra: &[String]) -> Option<Place> {
+    if URL_ATTRIBUTES.contains(&name) || extra.iter().any(|e| e == name) {
+        Some(Place::Url)
+    } else if SRCSET_ATTRIBUTES.contains(&name) {
+        Some(Place::Srcset)
+    } else if name == "style" {
+        Some(Place::Style)
+    } else if name == "content" {
+        Some(Place::Content)
+    } else {
+        None
+    }
+}
+
 /// Signs every URL-bearing attribute of one element.
 fn rewrite_element(
     el: &mut Element<'_, '_>,
     signer: &CdnUrlSigner,
     extra: &[String],
 ) -> ElementHandlerResult {
-    for name in URL_ATTRIBUTES
+    // One pass over the element's attributes, however many names are signed: asking for each
+    // name instead costs a pass per name.
+    let found: Vec<(String, String, Place)> = el
+        .attributes()
         .iter()
-        .copied()
-        .chain(extra.iter().map(String::as_str))
-    {
-        let Some(raw) = el.get_attribute(name) else {
-            continue;
+        .filter_map(|attribute| {
+            let name = attribute.name();
+            let place = place_of(&name, extra)?;
+            Some((name, attribute.value(), place))
+        })
+        .collect();
+    for (name, raw, place) in found {
+        let signed = match place {
+            Place::Url => match signer.sign_html_attribute(&raw) {
+                Some(signed) => Some(signed.as_str().to_owned()),
+                None if raw.contains("url(") || raw.contains("URL(") => {
+                    sign_decoded(&raw, |v| signer.sign_css(v))
+                }
+                None => None,
+            },
+            Place::Srcset => sign_decoded(&raw, |v| signer.sign_srcset(v)),
+            Place::Style => sign_decoded(&raw, |v| signer.sign_css(v)),
+            // og:image, twitter:image and friends: a meta whose whole content is a CDN URL.
+            Place::Content if el.tag_name() == "meta" => signer
+                .sign_html_attribute(&raw)
+                .map(|signed| signed.as_str().to_owned()),
+            Place::Content => None,
         };
-        if let Some(signed) = signer.sign_html_attribute(&raw) {
-            el.set_attribute(name, &signed)?;
-        } else if raw.contains("url(") || raw.contains("URL(") {
-            rewrite_attribute(el, name, |v| signer.sign_css(v))?;
-        }
-    }
-    for name in SRCSET_ATTRIBUTES {
-        rewrite_attribute(el, name, |v| signer.sign_srcset(v))?;
-    }
-    rewrite_attribute(el, "style", |v| signer.sign_css(v))?;
-    if el.tag_name() == "meta" {
-        // og:image, twitter:image and friends: a meta whose whole content is a CDN URL.
-        if let Some(raw) = el.get_attribute("content")
-            && let Some(signed) = signer.sign_html_attribute(&raw)
-        {
-            el.set_attribute("content", &signed)?;
+        if let Some(signed) = signed {
+            el.set_attribute(&name, &signed)?;
         }
     }
     Ok(())
 }
 
-/// Rewrites one attribute with `sign`, which gets the value with its character references
-/// decoded and returns the new value, or `None` to leave it untouched. The new value is
-/// written with `&` escaped (lol_html escapes `"`).
-fn rewrite_attribute<S>(
-    el: &mut Element<'_, '_>,
-    name: &str,
-    sign: impl Fn(&str) -> Option<S>,
-) -> ElementHandlerResult
-where
-    S: std::ops::Deref,
-    S::Target: AsRef<str>,
-{
-    let Some(raw) = el.get_attribute(name) else {
-        return Ok(());
-    };
-    if let Some(signed) = sign(&decode_char_refs(&raw)) {
-        el.set_attribute(name, &(*signed).as_ref().replace('&', "&amp;"))?;
-    }
-    Ok(())
+/// `sign` applied to an attribute value with its character references decoded; the new value
+/// with `&` escaped (lol_html escapes `"`), or `None` to leave it untouched.
+fn sign_decoded(raw: &str, sign: impl Fn(&str) -> Option<String>) -> Option<String> {
+    sign(&decode_char_refs(raw)).map(|signed| signed.replace('&', "&amp;"))
 }
 
 /// `text` with the character references attribute values commonly carry decoded (`&amp;`,
