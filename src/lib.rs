@@ -25,6 +25,7 @@
 //! - [`health`]: readiness (every worker accepting, or draining) for `/readyz`.
 //! - [`admin`]: the admin listener: `/healthz`, `/readyz`, `/metrics`, the status page.
 //! - [`request_log`]: the access-log line per request, path redaction, error logging.
+//! - [`request_id`]: `X-Request-Id`, kept from the client when sane or made, sent both ways.
 //! - [`fdlimit`]: the open-file limit, raised at start to what the client and upstream
 //!   connection limits can need.
 //! - [`workers`]: one single-threaded runtime per core on `SO_REUSEPORT` listeners.
@@ -54,6 +55,7 @@ pub mod metrics;
 pub mod mode;
 pub mod policy;
 pub mod protocol;
+pub mod request_id;
 pub mod request_log;
 pub mod rewrite;
 pub mod router;

@@ -1,6 +1,7 @@
 //! The access log: one line per request, written when its body ends or is dropped; the path
 //! as logged (credentials redacted); errors logged at the level their blame sets.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -13,6 +14,7 @@ use crate::activity::InFlight;
 use crate::body::{BoxError, ResponseBody};
 use crate::error::{Blame, ProxyError};
 use crate::metrics::RequestMetrics;
+use crate::request_id::RequestId;
 use crate::rewrite::RewriteMark;
 
 /// What the access log line says about one request, filled in as it is answered.
@@ -33,7 +35,20 @@ pub struct AccessLog {
     pub rewrite: Option<RewriteMark>,
     /// When the request arrived.
     pub started: Instant,
+    /// The client's socket address, as signgate's listener saw it.
+    pub peer: SocketAddr,
+    /// The upstream's status, when an upstream answered (see [`UpstreamStatus`]).
+    pub upstream_status: Option<http::StatusCode>,
+    /// The request's id, as sent upstream and back to the client.
+    pub request_id: RequestId,
 }
+
+/// The status the upstream (a proxy route's CDN, a site route's origin) answered with: put in
+/// the response's extensions by [`crate::upstream::UpstreamClient::send`], taken out for the
+/// access log, whatever signgate made of the answer (a CDN error becomes a short body of its
+/// own, a WebSocket's 101 a 200 over HTTP/2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamStatus(pub http::StatusCode);
 
 /// Counts the bytes of a response body and, when it ends or is dropped, writes the access log
 /// line (a client that goes away mid-body is logged as `complete=false`) and counts the request
@@ -121,6 +136,10 @@ impl Drop for Metered {
             cache = %log.cache,
             rewrite = %log.rewrite.as_ref().map_or("-", RewriteMark::as_str),
             complete,
+            peer = %log.peer,
+            // Absent when no upstream answered.
+            upstream_status = log.upstream_status.map(|s| s.as_u16()),
+            request_id = %log.request_id,
         );
     }
 }

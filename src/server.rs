@@ -27,7 +27,8 @@ use crate::host::{check_method, check_target, settle_host};
 use crate::metrics::Metrics;
 use crate::mode::{self, RequestContext};
 use crate::protocol::{Protocol, ServedConnection, sniff};
-use crate::request_log::{AccessLog, Metered, log_error, redact_path};
+use crate::request_id::{RequestIds, X_REQUEST_ID};
+use crate::request_log::{AccessLog, Metered, UpstreamStatus, log_error, redact_path};
 use crate::rewrite::RewriteMark;
 use crate::router::Router;
 
@@ -46,6 +47,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Whether every worker accepts, or the gateway drains: what `/readyz` answers from.
     pub health: Arc<Health>,
+    /// Makes the ids of requests that bring no sane `X-Request-Id`.
+    pub request_ids: RequestIds,
 }
 
 impl AppState {
@@ -75,6 +78,7 @@ impl AppState {
             request_slots: Arc::new(Semaphore::new(config.server.max_connections.get())),
             metrics,
             health,
+            request_ids: RequestIds::new(),
         })
     }
 }
@@ -345,6 +349,11 @@ async fn handle_request(
     // slot, one settled host, an ASCII target, a method of sane length and no more headers
     // than HTTP/1.1 allows.
     let admitted = admit(&state, &mut request, &mut in_flight).await;
+    // Handlers forward the request's own `X-Request-Id`: make it the one logged and answered.
+    let request_id = state.request_ids.for_request(request.headers());
+    request
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id.header_value().clone());
     let mut in_flight = Some(in_flight);
     let (route_name, route, result) = match (admitted, state.router.find(&path)) {
         (Err(e), _) => ("-".to_owned(), None, Err(e)),
@@ -379,6 +388,9 @@ async fn handle_request(
     // Answer in the client's version, whatever the upstream spoke: hyper writes an HTTP/1.0
     // response head as such and closes the connection after it.
     parts.version = version;
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), request_id.header_value().clone());
     if version == http::Version::HTTP_2 && !body.is_end_stream() {
         // A stream the client never reads is never polled: watch it from a task of its own.
         body = pumped(body, state.server.send_timeout);
@@ -391,6 +403,9 @@ async fn handle_request(
         cache: cache.map_or("-", |c| c.as_str()),
         rewrite: parts.extensions.remove::<RewriteMark>(),
         started,
+        peer: peer.addr,
+        upstream_status: parts.extensions.remove::<UpstreamStatus>().map(|s| s.0),
+        request_id,
     };
     let body = Metered::new(body, log, requests);
     Ok(Response::from_parts(

@@ -9,8 +9,8 @@ use super::{EXIT_OK, EXIT_USAGE};
 use crate::demo::Demo;
 
 /// Starts the stand-in CDN, the gallery and the gateway on `listen`, and prints where to look.
-pub fn run(listen: SocketAddr) -> ExitCode {
-    init_tracing();
+pub fn run(listen: SocketAddr, log_format: crate::config::LogFormat) -> ExitCode {
+    init_tracing(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -4,7 +4,7 @@ mod check;
 #[cfg(feature = "demo")]
 mod demo;
 mod explain;
-mod logs;
+pub mod logs;
 mod run;
 mod sign;
 mod signals;
@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 
 /// The config file when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "gateway.toml";
@@ -36,6 +36,10 @@ pub struct Cli {
     /// Config file; may stand before or after the subcommand [default: gateway.toml].
     #[arg(long, value_name = "F", global = true)]
     pub config: Option<PathBuf>,
+    /// Log lines as text or as one JSON object each; may stand before or after the subcommand
+    /// [default: the config's `[log] format`, else text].
+    #[arg(long, value_name = "FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
 }
 
 /// The subcommands.
@@ -92,8 +96,8 @@ pub fn main() -> ExitCode {
         Some(Command::Check { strict }) => check::run(&config_path, strict),
         Some(Command::Explain(args)) => explain::run(&args, cli.config.as_deref()),
         #[cfg(feature = "demo")]
-        Some(Command::Demo { listen }) => demo::run(listen),
-        Some(Command::Run) | None => run::run(&config_path),
+        Some(Command::Demo { listen }) => demo::run(listen, cli.log_format.unwrap_or_default()),
+        Some(Command::Run) | None => run::run(&config_path, cli.log_format),
     }
 }
 

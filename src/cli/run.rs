@@ -4,21 +4,22 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use super::logs::init_tracing;
+use super::logs::{init_tracing, run_format};
 use super::signals::ShutdownSignals;
 use super::{EXIT_OK, EXIT_USAGE};
 use crate::admin::{Admin, AdminListener};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::error::StartupError;
 use crate::fdlimit::FdBudget;
 use crate::metrics::Metrics;
 use crate::workers::Workers;
 
 /// Runs the gateway from the config at `path`: one single-threaded runtime per worker, until
-/// SIGINT or SIGTERM; exit 0 after a clean drain.
-pub fn run(path: &Path) -> ExitCode {
-    init_tracing();
+/// SIGINT or SIGTERM; exit 0 after a clean drain. Logs in `log_format` if given (the
+/// `--log-format` flag), else in the config's `[log] format`.
+pub fn run(path: &Path, log_format: Option<LogFormat>) -> ExitCode {
+    init_tracing(run_format(log_format, path));
     match run_workers(path) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {

@@ -4,6 +4,7 @@
 //! the route and the key, and say what is expected instead.
 //!
 //! - [`admin`]: `[admin]`, the admin listener's address;
+//! - [`log`]: `[log]`, how log lines are written;
 //! - [`raw`]: the serde structs, unknown keys refused, and the table of which key belongs to
 //!   which mode;
 //! - [`cidr`]: the address blocks of `trusted_proxies`;
@@ -16,6 +17,7 @@
 pub mod access;
 pub mod admin;
 pub mod cidr;
+pub mod log;
 mod raw;
 pub mod route;
 pub mod secret_source;
@@ -31,6 +33,7 @@ use std::time::Duration;
 pub use access::Authorize;
 pub use admin::AdminConfig;
 pub use cidr::Cidr;
+pub use log::{LogConfig, LogFormat};
 pub use route::{
     DEFAULT_INLINE_TYPES, Fetch, FileServing, Mode, OnOverflow, ProxyRoute, RewriteRules, Route,
     RouteKind, SiteRoute, Timeouts, UploadPolicyRoute, Upstream,
@@ -138,6 +141,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[admin]`: the admin listener, when `listen` is set.
     pub admin: Option<AdminConfig>,
+    /// `[log]`: how log lines are written.
+    pub log: LogConfig,
     /// Routes in file order (the router picks by longest prefix).
     pub routes: Vec<Route>,
     /// Things that work but should not be so (a world-readable `secret_file`, a secret not
@@ -292,9 +297,13 @@ impl Config {
         }
         let server = build_server(&raw.server)?;
         let admin = admin::build_admin(raw.admin.as_ref(), server.listen)?;
+        let log = LogConfig {
+            format: raw.log.format.unwrap_or_default(),
+        };
         Ok(Self {
             server,
             admin,
+            log,
             routes,
             warnings,
         })

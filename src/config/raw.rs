@@ -18,6 +18,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub signing: RawSigning,
     pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub log: RawLog,
     #[serde(default, rename = "route")]
     pub routes: Vec<RawRoute>,
 }
@@ -44,6 +46,13 @@ pub(super) struct RawServer {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub listen: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub format: Option<super::LogFormat>,
 }
 
 /// `[signing]`, and the same keys on a route.

@@ -8,6 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 
 use crate::mode::RequestContext;
+use crate::request_id::X_REQUEST_ID;
 
 /// Headers that describe one connection, not the message: never forwarded either way (RFC 9110
 /// section 7.6.1), along with any header the `Connection` header names.
@@ -51,7 +52,7 @@ fn is_forwarding(name: &HeaderName) -> bool {
 }
 
 /// Sets the forwarding headers of a request going upstream: `X-Forwarded-For`, `Forwarded`,
-/// `X-Forwarded-Proto`, `X-Forwarded-Host` and `Via`.
+/// `X-Forwarded-Proto`, `X-Forwarded-Host`, `Via` and the request's `X-Request-Id`.
 ///
 /// From a trusted proxy (`ctx.trusted_peer`) its forwarding headers are kept: the peer is
 /// appended to `X-Forwarded-For`, an element for this hop to `Forwarded`, and its
@@ -109,6 +110,11 @@ pub fn add_forwarding_headers(
         && !upstream_headers.contains_key(&X_FORWARDED_HOST)
     {
         upstream_headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    }
+    // The id the server settled on the request (see `crate::request_id`): the upstream's
+    // logs and signgate's then name a request alike.
+    if let Some(id) = client.headers.get(&X_REQUEST_ID) {
+        upstream_headers.insert(X_REQUEST_ID.clone(), id.clone());
     }
     add_via(upstream_headers);
 }

@@ -70,7 +70,8 @@ impl UpstreamClient {
     /// `response_timeout` for one (503 after that), then the upstream has `response_timeout`
     /// for its response headers (504 after that). The body then fails if it pauses longer than
     /// `body_idle_timeout`, and holds the permit until it is dropped. Hop-by-hop headers are
-    /// stripped.
+    /// stripped; the status is kept in the extensions as an
+    /// [`UpstreamStatus`](crate::request_log::UpstreamStatus) for the access log.
     pub async fn send(
         &self,
         request: Request<ResponseBody>,
@@ -96,6 +97,9 @@ impl UpstreamClient {
                 }
             })?;
         let (mut parts, body) = response.into_parts();
+        parts
+            .extensions
+            .insert(crate::request_log::UpstreamStatus(parts.status));
         if parts.status == http::StatusCode::FORBIDDEN {
             self.forbidden.inc();
         }

@@ -360,6 +360,9 @@ fn access_log() -> AccessLog {
         cache: "hit",
         rewrite: None,
         started: std::time::Instant::now(),
+        peer: ([127, 0, 0, 1], 40000).into(),
+        upstream_status: Some(http::StatusCode::OK),
+        request_id: signgate::request_id::RequestIds::new().make(),
     }
 }
 

@@ -325,10 +325,22 @@ fn run_config(workers: usize) -> tempfile::NamedTempFile {
 /// Starts `signgate run --config CONFIG` through `sh -c`, after the shell commands in `before`;
 /// returns the child and the address it printed.
 fn start_run(config: &tempfile::NamedTempFile, before: &str) -> (std::process::Child, String) {
+    start_run_with(config, before, "", "")
+}
+
+/// [`start_run`] with arguments `pre` before the subcommand and `post` after it.
+fn start_run_with(
+    config: &tempfile::NamedTempFile,
+    before: &str,
+    pre: &str,
+    post: &str,
+) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(format!("{before} exec \"$0\" run --config \"$1\""))
+        .arg(format!(
+            "{before} exec \"$0\" {pre} run --config \"$1\" {post}"
+        ))
         .arg(env!("CARGO_BIN_EXE_signgate"))
         .arg(config.path())
         .env("SIGNGATE_TEST_SECRET", SECRET)
@@ -453,4 +465,50 @@ fn run_raises_the_open_file_limit_and_warns_when_the_hard_limit_is_short() {
             && stderr.contains("server.max_connections"),
         "{stderr}"
     );
+}
+
+#[test]
+fn run_logs_json_from_the_flag_or_the_config_and_the_flag_wins() {
+    use std::io::{Read, Write as _};
+    let text_config = run_config(1);
+    let mut json_config = run_config(1);
+    writeln!(json_config, "[log]\nformat = \"json\"").expect("write");
+    for (config, pre, post, json) in [
+        (&text_config, "--log-format json", "", true),
+        (&json_config, "", "", true),
+        (&json_config, "", "--log-format text", false),
+        (&text_config, "", "", false),
+    ] {
+        let (child, addr) = start_run_with(config, "", pre, post);
+        let mut stream = std::net::TcpStream::connect(&addr).expect("connects");
+        stream
+            .write_all(
+                b"GET /upload-policy HTTP/1.1\r\nHost: x\r\nX-Request-Id: cli-id-1\r\nConnection: close\r\n\r\n",
+            )
+            .expect("request");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("answer");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let (code, stderr) = stop_run(child);
+        assert_eq!(code, Some(0));
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert!(lines.len() > 2, "{stderr}");
+        let parsed: Vec<serde_json::Value> = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if json {
+            assert_eq!(parsed.len(), lines.len(), "{pre} {post}: {stderr}");
+            let access = parsed
+                .iter()
+                .find(|l| l["target"] == "signgate::access")
+                .unwrap_or_else(|| panic!("no access line: {stderr}"));
+            assert_eq!(access["request_id"], "cli-id-1");
+            assert_eq!(access["route"], "upload");
+            assert_eq!(access["status"], 200);
+        } else {
+            assert!(parsed.is_empty(), "{pre} {post}: {stderr}");
+            assert!(stderr.contains("request_id=cli-id-1"), "{stderr}");
+        }
+    }
 }

@@ -47,6 +47,16 @@ fn the_repository_gateway_toml_is_valid() {
     assert_eq!(images.policy.calls, [Call::Read, Call::Convert]);
     assert_eq!(images.signing.ttl, Duration::from_secs(3600));
     assert_eq!(images.signing.bucket, Duration::from_secs(300));
+    assert_eq!(config.log.format, signgate::config::LogFormat::Text);
+}
+
+#[test]
+fn log_format_is_text_unless_the_file_says_json() {
+    use signgate::config::LogFormat;
+    let json = parse(&format!("[log]\nformat = \"json\"\n{SIGNING}{PROXY}")).expect("valid");
+    assert_eq!(json.log.format, LogFormat::Json);
+    let text = parse(&format!("[log]\n{SIGNING}{PROXY}")).expect("valid");
+    assert_eq!(text.log.format, LogFormat::Text);
 }
 
 #[test]
@@ -279,6 +289,14 @@ fn every_bad_config_names_the_key_and_the_reason() {
         (
             format!("[server]\nworkers = 0\n{SIGNING}{PROXY}"),
             &["server.workers", "at least 1"],
+        ),
+        (
+            format!("[log]\nformat = \"xml\"\n{SIGNING}{PROXY}"),
+            &["format = \"xml\"", "`text` or `json`"],
+        ),
+        (
+            format!("[log]\nlevel = \"debug\"\n{SIGNING}{PROXY}"),
+            &["level"],
         ),
         (
             format!("{SIGNING}{PROXY}max_request_body = \"1MB\"\n"),

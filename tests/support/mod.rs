@@ -310,6 +310,35 @@ impl CapturedLog {
         (captured, tracing::subscriber::set_default(subscriber))
     }
 
+    /// Captures this thread's log at `filter` through the subscriber `signgate run` installs,
+    /// in `format`, until the guard drops: for `current_thread` tests.
+    pub fn this_thread_as(
+        format: signgate::config::LogFormat,
+        filter: &str,
+    ) -> (Self, tracing::subscriber::DefaultGuard) {
+        let captured = Self::default();
+        let subscriber = signgate::cli::logs::subscriber(
+            format,
+            tracing_subscriber::EnvFilter::new(filter),
+            captured.clone(),
+            false,
+        );
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// The access-log lines written so far (JSON format), each parsed; fails on any line that
+    /// is not one JSON object.
+    pub fn access_json(&self) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        self.text()
+            .lines()
+            .map(|line| match serde_json::from_str(line) {
+                Ok(serde_json::Value::Object(object)) => object,
+                _ => panic!("not a JSON object: {line}"),
+            })
+            .filter(|object| object["target"] == "signgate::access")
+            .collect()
+    }
+
     /// Everything written so far.
     pub fn text(&self) -> String {
         String::from_utf8(self.0.lock().expect("not poisoned").clone()).expect("utf-8")
