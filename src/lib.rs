@@ -27,6 +27,7 @@
 //! - [`request_log`]: the access-log line per request, path redaction, error logging.
 //! - [`fdlimit`]: the open-file limit, raised at start to what the client and upstream
 //!   connection limits can need.
+//! - [`reload`]: hot reload: re-read, validate, refuse what needs a restart, swap the routes.
 //! - [`workers`]: one single-threaded runtime per core on `SO_REUSEPORT` listeners.
 //! - [`server`]: accept loop, limits, graceful drain, the request service.
 //! - [`activity`]: a connection's requests in flight, so an idle one can be closed.
@@ -54,6 +55,7 @@ pub mod metrics;
 pub mod mode;
 pub mod policy;
 pub mod protocol;
+pub mod reload;
 pub mod request_log;
 pub mod rewrite;
 pub mod router;
