@@ -7,6 +7,7 @@
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::num::NonZeroUsize;
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use lru::LruCache;
@@ -70,6 +71,15 @@ pub struct BucketCache<K, V> {
     shard_budget: usize,
     /// Lookups, evictions and entries, for `/metrics` (unregistered unless given).
     metrics: CacheMetrics,
+    /// What this cache added to `metrics.entries`, taken back when it is dropped (a reload
+    /// that builds a route's cache afresh), so the gauge counts only caches in use.
+    counted: AtomicI64,
+}
+
+impl<K, V> Drop for BucketCache<K, V> {
+    fn drop(&mut self) {
+        self.metrics.entries.dec_by(*self.counted.get_mut());
+    }
 }
 
 /// Signed credentials per handle, for one route.
@@ -108,6 +118,7 @@ impl<K: Hash + Eq, V> BucketCache<K, V> {
             weigh,
             shard_budget: budget / shard_count,
             metrics: CacheMetrics::default(),
+            counted: AtomicI64::new(0),
         }
     }
 
@@ -218,6 +229,8 @@ impl<K: Hash + Eq, V> BucketCache<K, V> {
         let evicted = i64::try_from(evicted).unwrap_or(i64::MAX);
         if added != evicted {
             self.metrics.entries.inc_by(added - evicted);
+            self.counted
+                .fetch_add(added - evicted, std::sync::atomic::Ordering::Relaxed);
         }
         if evicted > 0 {
             self.metrics.evictions.inc_by(evicted.unsigned_abs());
@@ -408,6 +421,9 @@ mod tests {
         assert_eq!(entries(), i64::try_from(cache.len()).expect("small"));
         assert_eq!(4 - metrics.evictions.get(), cache.len() as u64);
         assert!(shards <= 2);
+        // A cache a reload dropped no longer counts.
+        drop(cache);
+        assert_eq!(entries(), 0);
     }
 
     #[test]

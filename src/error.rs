@@ -329,6 +329,15 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    /// `server.pid_file` could not be written.
+    #[error("`server.pid_file`: cannot write {}: {source}", path.display())]
+    PidFile {
+        /// The pid file.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
     /// A runtime, worker thread or signal handler could not be set up.
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),

@@ -28,6 +28,7 @@
 //! - [`request_id`]: `X-Request-Id`, kept from the client when sane or made, sent both ways.
 //! - [`fdlimit`]: the open-file limit, raised at start to what the client and upstream
 //!   connection limits can need.
+//! - [`reload`]: hot reload: re-read, validate, refuse what needs a restart, swap the routes.
 //! - [`workers`]: one single-threaded runtime per core on `SO_REUSEPORT` listeners.
 //! - [`server`]: accept loop, limits, graceful drain, the request service.
 //! - [`activity`]: a connection's requests in flight, so an idle one can be closed.
@@ -55,6 +56,7 @@ pub mod metrics;
 pub mod mode;
 pub mod policy;
 pub mod protocol;
+pub mod reload;
 pub mod request_id;
 pub mod request_log;
 pub mod rewrite;

@@ -73,7 +73,24 @@ impl ActiveRoute {
         metrics: Arc<RouteMetrics>,
         encoders: &Arc<EncoderBudget>,
     ) -> Result<Self, StartupError> {
-        let signer = Arc::new(RouteSigner::for_route(route).with_metrics(metrics.signing.clone()));
+        Self::carrying(route, metrics, encoders, None)
+    }
+
+    /// [`ActiveRoute::new`], keeping `previous`'s signer and credential cache (and a site
+    /// route's signed-URL cache) when `route` signs exactly as `previous` did: same mode, same
+    /// secret, same signing settings, same policy template and tasks. Everything else (upstream
+    /// clients and their pools, the authorizer) is built fresh.
+    pub fn carrying(
+        route: &Route,
+        metrics: Arc<RouteMetrics>,
+        encoders: &Arc<EncoderBudget>,
+        previous: Option<&ActiveRoute>,
+    ) -> Result<Self, StartupError> {
+        let kept = previous.filter(|old| old.signs_like(route));
+        let signer = match kept {
+            Some(old) => Arc::clone(&old.signer),
+            None => Arc::new(RouteSigner::for_route(route).with_metrics(metrics.signing.clone())),
+        };
         let forbidden = &metrics.upstream.forbidden;
         let kind = match &route.kind {
             RouteKind::Proxy(ProxyRoute { fetch, serving }) => ActiveKind::Proxy(ActiveProxy {
@@ -87,18 +104,28 @@ impl ActiveRoute {
                 max_request_body,
                 websocket_idle,
                 preserve_host,
-            }) => ActiveKind::Site(ActiveSite {
-                client: UpstreamClient::new(&route.name, fetch, forbidden.clone())?,
-                urls: Arc::new(SiteUrls::new(
-                    Arc::clone(&signer),
-                    rewrite.clone(),
-                    route.signing.cache_size,
-                )),
-                max_request_body: *max_request_body,
-                websocket_idle: *websocket_idle,
-                preserve_host: *preserve_host,
-                encoders: Arc::clone(encoders),
-            }),
+            }) => {
+                let kept_urls = match kept.map(|old| &old.kind) {
+                    Some(ActiveKind::Site(old)) if old.urls.rules() == rewrite => {
+                        Some(Arc::clone(&old.urls))
+                    }
+                    _ => None,
+                };
+                ActiveKind::Site(ActiveSite {
+                    client: UpstreamClient::new(&route.name, fetch, forbidden.clone())?,
+                    urls: kept_urls.unwrap_or_else(|| {
+                        Arc::new(SiteUrls::new(
+                            Arc::clone(&signer),
+                            rewrite.clone(),
+                            route.signing.cache_size,
+                        ))
+                    }),
+                    max_request_body: *max_request_body,
+                    websocket_idle: *websocket_idle,
+                    preserve_host: *preserve_host,
+                    encoders: Arc::clone(encoders),
+                })
+            }
             RouteKind::UploadPolicy(upload) => ActiveKind::UploadPolicy(upload.clone()),
         };
         Ok(Self {
@@ -109,6 +136,16 @@ impl ActiveRoute {
             kind,
             metrics,
         })
+    }
+
+    /// Whether `route` would sign exactly as this route does, so its credentials (and cache)
+    /// stay valid: same name and mode, secret, signing settings, policy and tasks.
+    pub fn signs_like(&self, route: &Route) -> bool {
+        self.name == route.name
+            && self.mode() == route.mode()
+            && self.signer.signing() == &route.signing
+            && self.signer.template() == &route.policy
+            && self.signer.tasks() == &route.tasks
     }
 
     /// The route's mode.
@@ -125,27 +162,48 @@ impl ActiveRoute {
 /// All routes, longest prefix first.
 pub struct Router {
     routes: Vec<Arc<ActiveRoute>>,
+    /// The worker's memory for compressing answers: one per worker, kept across reloads so
+    /// answers of the old and the new routes draw on the same bound.
+    encoders: Arc<EncoderBudget>,
 }
 
 impl Router {
     /// Compiles the routes of `config`: one signer and one upstream client each, counting into
-    /// the route's handles in `metrics` (unregistered ones for a route `metrics` lacks), and one
+    /// the route's handles in `metrics` (made there for a route it lacks), and one
     /// [`EncoderBudget`] for the worker.
     pub fn new(config: &Config, metrics: &Metrics) -> Result<Self, StartupError> {
-        let encoders = Arc::new(EncoderBudget::new(ENCODER_BUDGET));
+        Self::build(
+            config,
+            metrics,
+            Arc::new(EncoderBudget::new(ENCODER_BUDGET)),
+            None,
+        )
+    }
+
+    /// The routes of `config`, for a reload of this router's worker: a route that signs as
+    /// the one of its name here keeps that one's signer and caches ([`ActiveRoute::carrying`]),
+    /// the worker keeps its [`EncoderBudget`], and everything else is built fresh.
+    pub fn reloaded(&self, config: &Config, metrics: &Metrics) -> Result<Self, StartupError> {
+        Self::build(config, metrics, Arc::clone(&self.encoders), Some(self))
+    }
+
+    fn build(
+        config: &Config,
+        metrics: &Metrics,
+        encoders: Arc<EncoderBudget>,
+        previous: Option<&Router>,
+    ) -> Result<Self, StartupError> {
         let mut routes = config
             .routes
             .iter()
             .map(|route| {
-                let handles = metrics.route(&route.name).map_or_else(
-                    || Arc::new(RouteMetrics::unregistered(&route.name)),
-                    Arc::clone,
-                );
-                ActiveRoute::new(route, handles, &encoders).map(Arc::new)
+                let handles = metrics.route_handles(route);
+                let old = previous.and_then(|router| router.by_name(&route.name));
+                ActiveRoute::carrying(route, handles, &encoders, old.map(Arc::as_ref)).map(Arc::new)
             })
             .collect::<Result<Vec<_>, StartupError>>()?;
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        Ok(Self { routes })
+        Ok(Self { routes, encoders })
     }
 
     /// The route for `path` and the rest of the path after its prefix.
@@ -159,6 +217,11 @@ impl Router {
             let boundary = prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/');
             boundary.then_some((active, rest))
         })
+    }
+
+    /// Every route, longest prefix first.
+    pub fn routes(&self) -> &[Arc<ActiveRoute>] {
+        &self.routes
     }
 
     /// The route called `name`.
@@ -211,5 +274,77 @@ mod tests {
         assert_eq!(find("/img"), Some(("site", "img")));
         assert_eq!(find("/"), Some(("site", "")));
         assert!(router.by_name("thumbs").is_some());
+    }
+
+    const RELOADED: &str = r#"
+        [signing]
+        secret_env = "S"
+        ttl = "1h"
+        [[route]]
+        name = "go"
+        prefix = "/go/"
+        mode = "redirect"
+        upstream = "https://cdn.filestackcontent.com"
+        [[route]]
+        name = "site"
+        prefix = "/"
+        mode = "site"
+        upstream = "http://127.0.0.1:3000"
+    "#;
+
+    fn compiled(toml: &str, secret: &str) -> Config {
+        Config::from_toml_str(toml, |_| Some(secret.into())).expect("valid")
+    }
+
+    fn site_urls(router: &Router) -> Arc<SiteUrls> {
+        match &router.by_name("site").expect("site route").kind {
+            ActiveKind::Site(site) => Arc::clone(&site.urls),
+            _ => panic!("a site route"),
+        }
+    }
+
+    #[test]
+    fn a_route_that_signs_alike_keeps_its_signer_and_cache_across_a_reload() {
+        let config = compiled(RELOADED, "x");
+        let metrics = Metrics::new(&config);
+        let router = Router::new(&config, &metrics).expect("compiles");
+        let handle = crate::filelink::Handle::parse("KW9EJhYtS6y48Whm2S6D").expect("handle");
+        let signer = Arc::clone(&router.by_name("go").expect("go").signer);
+        let (_, outcome) = signer.credentials(1_000_000, Some(handle));
+        assert_eq!(outcome, crate::cache::CacheOutcome::Miss);
+
+        // Another upstream and one more route: signing is unchanged, so the cache stays.
+        let moved = RELOADED.replace("https://cdn.filestackcontent.com", "https://cdn.example")
+            + "[[route]]\nname = \"up\"\nprefix = \"/up\"\nmode = \"upload-policy\"\n";
+        let reloaded = router
+            .reloaded(&compiled(&moved, "x"), &metrics)
+            .expect("compiles");
+        let kept = &reloaded.by_name("go").expect("go").signer;
+        assert!(Arc::ptr_eq(kept, &signer));
+        assert_eq!(
+            kept.credentials(1_000_000, Some(handle)).1,
+            crate::cache::CacheOutcome::Hit
+        );
+        assert!(Arc::ptr_eq(&site_urls(&reloaded), &site_urls(&router)));
+        assert!(Arc::ptr_eq(&reloaded.encoders, &router.encoders));
+        assert!(reloaded.by_name("up").is_some());
+        assert!(metrics.route("up").is_some(), "an added route is counted");
+
+        // A new secret, a new ttl or another mode: signed afresh, with an empty cache.
+        for (toml, secret) in [
+            (RELOADED.to_owned(), "y"),
+            (RELOADED.replace("ttl = \"1h\"", "ttl = \"2h\""), "x"),
+            (
+                RELOADED.replace("mode = \"redirect\"", "mode = \"proxy\""),
+                "x",
+            ),
+        ] {
+            let fresh = router
+                .reloaded(&compiled(&toml, secret), &metrics)
+                .expect("compiles");
+            let fresh = &fresh.by_name("go").expect("go").signer;
+            assert!(!Arc::ptr_eq(fresh, &signer), "{toml} {secret}");
+            assert_eq!(fresh.cache().hits() + fresh.cache().misses(), 0);
+        }
     }
 }

@@ -76,6 +76,18 @@ impl Secret {
     }
 }
 
+/// Two secrets are equal when they key HMAC-SHA256 alike: what a reload asks to know whether a
+/// route's signatures (and so its credential cache) stay valid. Compared through the MAC of a
+/// fixed message, since the key itself is not kept.
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        const PROBE: &[u8] = b"signgate: same secret?";
+        self.placeholder == other.placeholder && other.verify_hex(PROBE, &self.sign_hex(PROBE))
+    }
+}
+
+impl Eq for Secret {}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
@@ -120,6 +132,16 @@ mod tests {
     fn debug_never_shows_the_secret() {
         let secret = Secret::new("hunter2hunter2".into()).expect("not empty");
         assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+    }
+
+    #[test]
+    fn secrets_are_equal_when_they_key_alike() {
+        let a = Secret::new("hunter2hunter2".into()).expect("not empty");
+        let b = Secret::new("hunter2hunter2".into()).expect("not empty");
+        let c = Secret::new("hunter3hunter3".into()).expect("not empty");
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(Secret::placeholder(), Secret::from_bytes(&[]));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::{http1, http2};
@@ -34,8 +35,9 @@ use crate::router::Router;
 
 /// Everything a request needs, built once at start and shared by `Arc`.
 pub struct AppState {
-    /// The route table.
-    pub router: Router,
+    /// The route table, swapped whole by a reload. Each request loads it once, at its start,
+    /// and finishes on that snapshot whatever a reload does meanwhile.
+    pub router: ArcSwap<Router>,
     /// Listener settings.
     pub server: ServerConfig,
     /// Wall clock (injectable for tests).
@@ -72,7 +74,7 @@ impl AppState {
         health: Arc<Health>,
     ) -> Result<Self, StartupError> {
         Ok(Self {
-            router: Router::new(config, &metrics)?,
+            router: ArcSwap::from_pointee(Router::new(config, &metrics)?),
             server: config.server.clone(),
             clock,
             request_slots: Arc::new(Semaphore::new(config.server.max_connections.get())),
@@ -355,7 +357,9 @@ async fn handle_request(
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), request_id.header_value().clone());
     let mut in_flight = Some(in_flight);
-    let (route_name, route, result) = match (admitted, state.router.find(&path)) {
+    // The one load of the routing state: this request is served by this snapshot to its end.
+    let router = state.router.load_full();
+    let (route_name, route, result) = match (admitted, router.find(&path)) {
         (Err(e), _) => ("-".to_owned(), None, Err(e)),
         (Ok(()), None) => ("-".to_owned(), None, Err(ProxyError::NoRoute)),
         (Ok(()), Some((active, rest))) => (

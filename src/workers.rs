@@ -76,6 +76,7 @@ impl Workers {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let health = Arc::new(Health::new(self.listeners.len()));
         let mut threads = Vec::with_capacity(self.listeners.len());
+        let mut states = Vec::with_capacity(self.listeners.len());
         for (index, listener) in self.listeners.into_iter().enumerate() {
             // Each worker has its own routes, upstream pools and caches; only the metrics
             // (atomics) and the health report are shared.
@@ -85,6 +86,7 @@ impl Workers {
                 Arc::clone(&metrics),
                 Arc::clone(&health),
             )?);
+            states.push(Arc::clone(&state));
             let mut stop = stop_rx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("signgate-worker-{index}"))
@@ -107,6 +109,7 @@ impl Workers {
             stop_tx,
             threads,
             health,
+            states,
         })
     }
 }
@@ -116,12 +119,18 @@ pub struct RunningWorkers {
     stop_tx: tokio::sync::watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<std::io::Result<()>>>,
     health: Arc<Health>,
+    states: Vec<Arc<AppState>>,
 }
 
 impl RunningWorkers {
     /// What the workers report: every one accepting, or draining.
     pub fn health(&self) -> &Arc<Health> {
         &self.health
+    }
+
+    /// Each worker's state: what a reload swaps the routes of.
+    pub fn states(&self) -> &[Arc<AppState>] {
+        &self.states
     }
 
     /// Stops accepting, lets every worker drain (up to `shutdown_grace`), and waits for them.

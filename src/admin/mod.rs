@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -28,6 +29,7 @@ use crate::config::{Config, Mode};
 use crate::error::StartupError;
 use crate::health::{Health, Readiness};
 use crate::metrics::{self, Metrics};
+use crate::reload::ReloadRecord;
 
 /// Connections the admin listener serves at once; more wait in the backlog. Probes and a
 /// scraper need a handful.
@@ -59,7 +61,10 @@ pub struct Admin {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     clock: Arc<dyn Clock>,
-    routes: Vec<RouteSummary>,
+    /// The routes served now: replaced by a successful reload.
+    routes: ArcSwap<Vec<RouteSummary>>,
+    /// The last reload, if any.
+    last_reload: Mutex<Option<ReloadRecord>>,
     /// When the status page was last shown, and the request count then: its "recent" rate.
     last_view: Mutex<Option<(Instant, u64)>>,
 }
@@ -72,24 +77,31 @@ impl Admin {
         health: Arc<Health>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let routes = config
-            .routes
-            .iter()
-            .map(|route| RouteSummary {
-                name: route.name.clone(),
-                mode: route.mode(),
-                prefix: route.prefix.clone(),
-                ttl: route.signing.ttl,
-                bucket: route.signing.bucket,
-            })
-            .collect();
         Self {
             metrics,
             health,
             clock,
-            routes,
+            routes: ArcSwap::from_pointee(summaries(config)),
+            last_reload: Mutex::new(None),
             last_view: Mutex::new(None),
         }
+    }
+
+    /// Shows `record` as the last reload, and `config` (the one serving after it) as the routes.
+    pub fn record_reload(&self, record: ReloadRecord, config: &Config) {
+        self.routes.store(Arc::new(summaries(config)));
+        *self
+            .last_reload
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(record);
+    }
+
+    /// The last reload, if there was one.
+    pub fn last_reload(&self) -> Option<ReloadRecord> {
+        *self
+            .last_reload
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The answer to one admin request.
@@ -135,6 +147,20 @@ impl Admin {
             }
         }
     }
+}
+
+fn summaries(config: &Config) -> Vec<RouteSummary> {
+    config
+        .routes
+        .iter()
+        .map(|route| RouteSummary {
+            name: route.name.clone(),
+            mode: route.mode(),
+            prefix: route.prefix.clone(),
+            ttl: route.signing.ttl,
+            bucket: route.signing.bucket,
+        })
+        .collect()
 }
 
 /// The pages the admin listener serves.

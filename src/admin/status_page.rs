@@ -3,10 +3,12 @@
 //! and the last reload.
 
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::Admin;
+use crate::metrics::ReloadOutcome;
 use crate::policy::bucketed_expiry;
+use crate::reload::ReloadRecord;
 
 /// Renders the page from what `admin` reads now; remembers this view for the next one's
 /// "recent" rate.
@@ -53,7 +55,7 @@ pub fn render(admin: &Admin) -> String {
          <tr><th>open connections</th><td>{open}</td></tr>\n\
          <tr><th>signature cache hit ratio</th><td>{ratio}</td></tr>\n\
          <tr><th>upstream 403s</th><td>{refused}</td></tr>\n\
-         <tr><th>last reload</th><td>never</td></tr>\n\
+         <tr><th>last reload</th><td>{reload}</td></tr>\n\
          </table>\n",
         state = admin.health.readiness().as_str(),
         uptime = humantime::format_duration(Duration::from_secs(uptime.as_secs())),
@@ -61,6 +63,7 @@ pub fn render(admin: &Admin) -> String {
         recent = recent.map_or_else(String::new, |r| format!(", {r:.2}/s since the last view")),
         open = admin.metrics.open_connections(),
         ratio = ratio(hits, lookups),
+        reload = last_reload(admin.last_reload()),
     );
     page.push_str(
         "<h2>Routes</h2>\n<table>\n<tr><th>name</th><th>mode</th><th>prefix</th>\
@@ -68,7 +71,7 @@ pub fn render(admin: &Admin) -> String {
          <th>signed</th><th>URLs handed out now are valid for</th></tr>\n",
     );
     let unix_now = admin.clock.now_unix();
-    for summary in &admin.routes {
+    for summary in admin.routes.load().iter() {
         let Some(route) = admin.metrics.route(&summary.name) else {
             continue;
         };
@@ -105,6 +108,21 @@ table { border-collapse: collapse; margin-bottom: 1.5em; }\n\
 th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: left; }\n\
 table.facts th { background: #f4f4f4; }\n\
 </style>\n</head>\n<body>\n";
+
+/// "never", or the time (UTC) and the outcome of the last reload.
+fn last_reload(record: Option<ReloadRecord>) -> String {
+    match record {
+        None => "never".to_owned(),
+        Some(record) => {
+            let at = UNIX_EPOCH + Duration::from_secs(record.at);
+            let outcome = match record.outcome {
+                ReloadOutcome::Success => "success",
+                ReloadOutcome::Failure => "failure: refused, the old config serves (see the log)",
+            };
+            format!("{}, {outcome}", humantime::format_rfc3339_seconds(at))
+        }
+    }
+}
 
 /// Events per second over `elapsed`.
 #[allow(clippy::cast_precision_loss, reason = "a rate shown with two decimals")]
@@ -160,5 +178,15 @@ mod tests {
         assert!((rate(10, Duration::from_secs(4)) - 2.5).abs() < 1e-9);
         assert_eq!(rate(10, Duration::ZERO), 0.0);
         assert_eq!(escape("<a href='x'>&"), "&lt;a href=&#39;x&#39;&gt;&amp;");
+    }
+
+    #[test]
+    fn the_last_reload_reads_as_time_and_outcome() {
+        assert_eq!(last_reload(None), "never");
+        let record = ReloadRecord {
+            at: 1_800_000_000,
+            outcome: ReloadOutcome::Success,
+        };
+        assert_eq!(last_reload(Some(record)), "2027-01-15T08:00:00Z, success");
     }
 }

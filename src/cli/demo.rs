@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use super::logs::init_tracing;
-use super::signals::ShutdownSignals;
+use super::signals::Signals;
 use super::{EXIT_OK, EXIT_USAGE};
 use crate::demo::Demo;
 
@@ -29,10 +29,10 @@ pub fn run(listen: SocketAddr, log_format: crate::config::LogFormat) -> ExitCode
                 return ExitCode::from(EXIT_USAGE);
             }
         };
-        let signals = match ShutdownSignals::install() {
+        let signals = match Signals::install() {
             Ok(signals) => signals,
             Err(e) => {
-                eprintln!("signgate: cannot catch SIGINT and SIGTERM: {e}");
+                eprintln!("signgate: cannot catch SIGINT, SIGTERM and SIGHUP: {e}");
                 return ExitCode::from(EXIT_USAGE);
             }
         };

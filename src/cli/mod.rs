@@ -5,6 +5,7 @@ mod check;
 mod demo;
 mod explain;
 pub mod logs;
+mod reload;
 mod run;
 mod sign;
 mod signals;
@@ -73,6 +74,13 @@ pub enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Make the running gateway re-read its config, as SIGHUP does: signals the process whose
+    /// id is in the pid file (`--pid-file`, or the config's `server.pid_file`).
+    Reload {
+        /// The pid file `signgate run` wrote [default: the config's `server.pid_file`].
+        #[arg(long, value_name = "P")]
+        pid_file: Option<PathBuf>,
+    },
     /// Decode a CDN URL: what it asks for, what its policy grants, whether it is valid and why.
     #[command(after_help = explain::EXIT_CODES)]
     Explain(explain::Args),
@@ -94,6 +102,7 @@ pub fn main() -> ExitCode {
             sign::run(c, &route, handle.as_deref(), expiry)
         }),
         Some(Command::Check { strict }) => check::run(&config_path, strict),
+        Some(Command::Reload { pid_file }) => reload::run(&config_path, pid_file.as_deref()),
         Some(Command::Explain(args)) => explain::run(&args, cli.config.as_deref()),
         #[cfg(feature = "demo")]
         Some(Command::Demo { listen }) => demo::run(listen, cli.log_format.unwrap_or_default()),

@@ -1,11 +1,12 @@
-//! `signgate run`: load the config, bind, serve until SIGINT or SIGTERM, drain, exit.
+//! `signgate run`: load the config, bind, serve (reloading on SIGHUP) until SIGINT or SIGTERM,
+//! drain, exit.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::logs::{init_tracing, run_format};
-use super::signals::ShutdownSignals;
+use super::signals::{SignalEvent, Signals};
 use super::{EXIT_OK, EXIT_USAGE};
 use crate::admin::{Admin, AdminListener};
 use crate::clock::{Clock, SystemClock};
@@ -13,11 +14,12 @@ use crate::config::{Config, LogFormat};
 use crate::error::StartupError;
 use crate::fdlimit::FdBudget;
 use crate::metrics::Metrics;
+use crate::reload::Reloader;
 use crate::workers::Workers;
 
-/// Runs the gateway from the config at `path`: one single-threaded runtime per worker, until
-/// SIGINT or SIGTERM; exit 0 after a clean drain. Logs in `log_format` if given (the
-/// `--log-format` flag), else in the config's `[log] format`.
+/// Runs the gateway from the config at `path`: one single-threaded runtime per worker,
+/// reloading `path` on SIGHUP, until SIGINT or SIGTERM; exit 0 after a clean drain. Logs in
+/// `log_format` if given (the `--log-format` flag), else in the config's `[log] format`.
 pub fn run(path: &Path, log_format: Option<LogFormat>) -> ExitCode {
     init_tracing(run_format(log_format, path));
     match run_workers(path) {
@@ -48,7 +50,7 @@ fn run_workers(path: &Path) -> Result<(), StartupError> {
         .map_err(StartupError::Runtime)?;
     let signals = {
         let _context = runtime.enter();
-        ShutdownSignals::install().map_err(StartupError::Runtime)?
+        Signals::install().map_err(StartupError::Runtime)?
     };
     let admin_listener = config
         .admin
@@ -61,23 +63,71 @@ fn run_workers(path: &Path) -> Result<(), StartupError> {
     let metrics = Arc::new(Metrics::new(&config));
     let running = workers.start(&config, Arc::clone(&clock), Arc::clone(&metrics))?;
     tracing::info!(local = %addr, routes = config.routes.len(), workers = config.server.workers.get(), "signgate listening");
-    println!("signgate listening on http://{addr}");
     let admin = match admin_listener {
         Some(listener) => {
             let admin_addr = listener.addr;
-            let admin = Admin::new(&config, metrics, Arc::clone(running.health()), clock);
-            let admin = listener.start(Arc::new(admin))?;
+            let admin = Arc::new(Admin::new(
+                &config,
+                Arc::clone(&metrics),
+                Arc::clone(running.health()),
+                Arc::clone(&clock),
+            ));
+            let running_admin = listener.start(Arc::clone(&admin))?;
             tracing::info!(local = %admin_addr, "admin listener");
-            println!("signgate admin on http://{admin_addr}/");
-            Some(admin)
+            Some((admin, running_admin, admin_addr))
         }
         None => None,
     };
-    runtime.block_on(signals.recv());
+    // Written before the address is announced: whoever waits for that can signal at once.
+    let pid_file = config.server.pid_file.clone();
+    if let Some(path) = &pid_file {
+        write_pid_file(path)?;
+    }
+    println!("signgate listening on http://{addr}");
+    if let Some((_, _, admin_addr)) = &admin {
+        println!("signgate admin on http://{admin_addr}/");
+    }
+    let mut reloader = Reloader::new(
+        path,
+        config,
+        running.states().to_vec(),
+        metrics,
+        admin.as_ref().map(|(admin, _, _)| Arc::clone(admin)),
+        clock,
+    );
+    let mut signals = signals;
+    runtime.block_on(async {
+        while signals.next().await == SignalEvent::Reload {
+            // Refusals are logged and counted inside; the process serves on either way.
+            let _ = reloader.reload();
+        }
+    });
     // The admin listener outlives the drain, so `/readyz` answers 503 throughout it.
     running.stop();
-    if let Some(admin) = admin {
+    if let Some((_, admin, _)) = admin {
         admin.stop();
     }
+    if let Some(path) = &pid_file {
+        remove_pid_file(path);
+    }
     Ok(())
+}
+
+/// Writes this process's id to `path` (replacing a stale file) for `signgate reload`.
+fn write_pid_file(path: &Path) -> Result<(), StartupError> {
+    std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
+        StartupError::PidFile {
+            path: path.to_owned(),
+            source,
+        }
+    })
+}
+
+/// Removes the pid file on a clean exit, unless another process has written its own since.
+fn remove_pid_file(path: &Path) {
+    let ours = std::fs::read_to_string(path)
+        .is_ok_and(|text| text.trim() == std::process::id().to_string());
+    if ours && let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!(pid_file = %path.display(), error = %e, "cannot remove the pid file");
+    }
 }

@@ -150,8 +150,8 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-/// `[server]`.
-#[derive(Debug, Clone)]
+/// `[server]`: bound when the process starts, so a reload that changes any of it is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// `listen`: address to bind. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
@@ -179,6 +179,9 @@ pub struct ServerConfig {
     /// `trusted_proxies`: peers (CIDR blocks) whose `X-Forwarded-*`, `Forwarded` and
     /// `X-Real-IP` are kept and extended; from any other peer they are replaced. Default: none.
     pub trusted_proxies: Vec<Cidr>,
+    /// `pid_file`: where `signgate run` writes its process id (and removes it on a clean exit),
+    /// for `signgate reload` to find. Default none.
+    pub pid_file: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -391,5 +394,14 @@ fn build_server(server: &raw::RawServer) -> Result<ServerConfig, ConfigError> {
         workers,
         max_header_bytes,
         trusted_proxies,
+        pid_file: match &server.pid_file {
+            Some(path) if path.as_os_str().is_empty() => {
+                return Err(invalid(
+                    "`server.pid_file`",
+                    "must be a file path, got an empty string",
+                ));
+            }
+            other => other.clone(),
+        },
     })
 }

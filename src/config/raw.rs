@@ -39,6 +39,7 @@ pub(super) struct RawServer {
     /// Deprecated: accepted so old configs load, ignored (JSON streams now).
     pub json_hold_budget: Option<RawSize>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub pid_file: Option<PathBuf>,
 }
 
 /// `[admin]`.

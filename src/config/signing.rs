@@ -12,8 +12,9 @@ use super::{
 use crate::filelink::UrlStyle;
 use crate::secret::Secret;
 
-/// How a route signs.
-#[derive(Debug, Clone)]
+/// How a route signs. Equal signings sign alike (a reload keeps the cache of a route whose
+/// signing is unchanged).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signing {
     /// The app secret (from `secret_env` or `secret_file`).
     pub secret: Secret,

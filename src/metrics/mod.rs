@@ -7,7 +7,7 @@
 
 pub mod route;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::config::Config;
+use crate::config::{Config, Mode, Route};
 use crate::error::UpstreamErrorKind;
 pub use route::{
     CacheMetrics, RequestMetrics, RouteMetrics, STATUS_CLASSES, SigningMetrics, UpstreamMetrics,
@@ -116,10 +116,80 @@ pub fn validity_histogram() -> Histogram {
     ])
 }
 
+/// The per-route families, kept to make a route's handles when a reload adds it.
+struct RouteFamilies {
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily<RouteLabel>,
+    response_bytes: Family<RouteLabel, Counter>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    upstream_403: Family<RouteLabel, Counter>,
+    cache_hits: Family<RouteLabel, Counter>,
+    cache_misses: Family<RouteLabel, Counter>,
+    cache_evictions: Family<RouteLabel, Counter>,
+    cache_entries: Family<RouteLabel, Gauge>,
+    minted: Family<RouteLabel, Counter>,
+    validity: HistogramFamily<RouteLabel>,
+}
+
+impl RouteFamilies {
+    fn request_metrics(&self, route: &str, mode: &'static str) -> RequestMetrics {
+        RequestMetrics {
+            by_class: STATUS_CLASSES.map(|status_class| {
+                self.requests.get_or_create_owned(&RequestLabels {
+                    route: route.to_owned(),
+                    mode,
+                    status_class,
+                })
+            }),
+            duration: self.duration.get_or_create_owned(&RouteLabel {
+                route: route.to_owned(),
+            }),
+            bytes: self.response_bytes.get_or_create_owned(&RouteLabel {
+                route: route.to_owned(),
+            }),
+        }
+    }
+
+    fn route_metrics(&self, name: &str, mode: Mode) -> RouteMetrics {
+        let label = RouteLabel {
+            route: name.to_owned(),
+        };
+        RouteMetrics {
+            name: name.to_owned(),
+            mode,
+            requests: Arc::new(self.request_metrics(name, mode.as_str())),
+            upstream: UpstreamMetrics {
+                errors: UpstreamErrorKind::ALL.map(|kind| {
+                    self.upstream_errors
+                        .get_or_create_owned(&UpstreamErrorLabels {
+                            route: name.to_owned(),
+                            kind: kind.as_str(),
+                        })
+                }),
+                forbidden: self.upstream_403.get_or_create_owned(&label),
+            },
+            signing: SigningMetrics {
+                cache: CacheMetrics {
+                    hits: self.cache_hits.get_or_create_owned(&label),
+                    misses: self.cache_misses.get_or_create_owned(&label),
+                    evictions: self.cache_evictions.get_or_create_owned(&label),
+                    entries: self.cache_entries.get_or_create_owned(&label),
+                },
+                minted: self.minted.get_or_create_owned(&label),
+                validity: self.validity.get_or_create_owned(&label),
+            },
+        }
+    }
+}
+
 /// The registry and every family in it, shared by all workers and the admin listener.
 pub struct Metrics {
     registry: Registry,
-    routes: Vec<Arc<RouteMetrics>>,
+    families: RouteFamilies,
+    /// Every route's handles made so far, routes a reload removed included (their series stay,
+    /// as Prometheus counters should). Locked at start, on reload and by the status page only:
+    /// the request path holds its route's handles and never looks here.
+    routes: Mutex<Vec<Arc<RouteMetrics>>>,
     unrouted: Arc<RequestMetrics>,
     open_connections: Gauge,
     reloads: Family<ReloadLabels, Counter>,
@@ -219,57 +289,29 @@ impl Metrics {
             }));
         }
 
-        let request_metrics = |route: &str, mode: &'static str| RequestMetrics {
-            by_class: STATUS_CLASSES.map(|status_class| {
-                requests.get_or_create_owned(&RequestLabels {
-                    route: route.to_owned(),
-                    mode,
-                    status_class,
-                })
-            }),
-            duration: duration.get_or_create_owned(&RouteLabel {
-                route: route.to_owned(),
-            }),
-            bytes: response_bytes.get_or_create_owned(&RouteLabel {
-                route: route.to_owned(),
-            }),
+        let families = RouteFamilies {
+            requests,
+            duration,
+            response_bytes,
+            upstream_errors,
+            upstream_403,
+            cache_hits,
+            cache_misses,
+            cache_evictions,
+            cache_entries,
+            minted,
+            validity,
         };
         let routes = config
             .routes
             .iter()
-            .map(|route| {
-                let label = RouteLabel {
-                    route: route.name.clone(),
-                };
-                Arc::new(RouteMetrics {
-                    name: route.name.clone(),
-                    requests: Arc::new(request_metrics(&route.name, route.mode().as_str())),
-                    upstream: UpstreamMetrics {
-                        errors: UpstreamErrorKind::ALL.map(|kind| {
-                            upstream_errors.get_or_create_owned(&UpstreamErrorLabels {
-                                route: route.name.clone(),
-                                kind: kind.as_str(),
-                            })
-                        }),
-                        forbidden: upstream_403.get_or_create_owned(&label),
-                    },
-                    signing: SigningMetrics {
-                        cache: CacheMetrics {
-                            hits: cache_hits.get_or_create_owned(&label),
-                            misses: cache_misses.get_or_create_owned(&label),
-                            evictions: cache_evictions.get_or_create_owned(&label),
-                            entries: cache_entries.get_or_create_owned(&label),
-                        },
-                        minted: minted.get_or_create_owned(&label),
-                        validity: validity.get_or_create_owned(&label),
-                    },
-                })
-            })
+            .map(|route| Arc::new(families.route_metrics(&route.name, route.mode())))
             .collect();
-        let unrouted = Arc::new(request_metrics(UNROUTED, UNROUTED));
+        let unrouted = Arc::new(families.request_metrics(UNROUTED, UNROUTED));
         Self {
             registry,
-            routes,
+            families,
+            routes: Mutex::new(routes),
             unrouted,
             open_connections,
             reloads,
@@ -277,14 +319,40 @@ impl Metrics {
         }
     }
 
-    /// The handles of the route called `name`, if the config has it.
-    pub fn route(&self, name: &str) -> Option<&Arc<RouteMetrics>> {
-        self.routes.iter().find(|route| route.name == name)
+    fn routes_locked(&self) -> std::sync::MutexGuard<'_, Vec<Arc<RouteMetrics>>> {
+        // Nothing panics while holding it; a poisoned list is still a valid list.
+        self.routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Every route's handles, in config order.
-    pub fn routes(&self) -> &[Arc<RouteMetrics>] {
-        &self.routes
+    /// The handles of the route called `name`, if one of that name was ever served.
+    pub fn route(&self, name: &str) -> Option<Arc<RouteMetrics>> {
+        self.routes_locked()
+            .iter()
+            .rev()
+            .find(|route| route.name == name)
+            .cloned()
+    }
+
+    /// The handles of `route`: those made before for its name and mode, or new ones (a route
+    /// a reload added, or whose mode it changed), registered from now on.
+    pub fn route_handles(&self, route: &Route) -> Arc<RouteMetrics> {
+        let mut routes = self.routes_locked();
+        if let Some(found) = routes
+            .iter()
+            .find(|known| known.name == route.name && known.mode == route.mode())
+        {
+            return Arc::clone(found);
+        }
+        let made = Arc::new(self.families.route_metrics(&route.name, route.mode()));
+        routes.push(Arc::clone(&made));
+        made
+    }
+
+    /// Every route's handles made so far, in the order they were made.
+    pub fn routes(&self) -> Vec<Arc<RouteMetrics>> {
+        self.routes_locked().clone()
     }
 
     /// The request handles of requests no route took.

@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::{duration_histogram, validity_histogram};
+use crate::config::Mode;
 use crate::error::UpstreamErrorKind;
 
 /// The `status_class` label values, in order: the index is the status's first digit minus one.
@@ -20,6 +21,8 @@ pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 pub struct RouteMetrics {
     /// The route's `name`.
     pub name: String,
+    /// The route's mode: the `mode` label of its request counts.
+    pub mode: Mode,
     /// Requests, durations, bytes.
     pub requests: Arc<RequestMetrics>,
     /// Upstream failures and refusals.
@@ -29,10 +32,11 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
-    /// Handles for route `name` that count into nothing registered.
-    pub fn unregistered(name: &str) -> Self {
+    /// Handles for route `name` of `mode` that count into nothing registered.
+    pub fn unregistered(name: &str, mode: Mode) -> Self {
         Self {
             name: name.to_owned(),
+            mode,
             requests: Arc::default(),
             upstream: UpstreamMetrics::default(),
             signing: SigningMetrics::default(),

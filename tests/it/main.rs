@@ -24,6 +24,7 @@ mod logging;
 mod properties;
 mod proxy;
 mod redirect;
+mod reload;
 mod safe_defaults;
 mod signing;
 mod site;

@@ -66,13 +66,8 @@ async fn requests_in_one_bucket_reuse_identical_credentials_from_the_cache() {
     let uris: Vec<String> = cdn.received().into_iter().map(|r| r.uri).collect();
     assert!(uris[..5].iter().all(|u| u == &uris[0]), "{uris:?}");
     assert_ne!(uris[5], uris[0]);
-    let cache = gateway
-        .state
-        .router
-        .by_name("r")
-        .expect("route")
-        .signer
-        .cache();
+    let signer = gateway.signer("r");
+    let cache = signer.cache();
     assert_eq!((cache.hits(), cache.misses()), (4, 2));
 }
 

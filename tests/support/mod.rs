@@ -143,14 +143,17 @@ impl TestGateway {
         format!("http://{}{path}", self.addr)
     }
 
-    /// The signer (and credential cache) of the route called `route`.
-    pub fn signer(&self, route: &str) -> &signgate::signer::RouteSigner {
-        &self
-            .state
-            .router
-            .by_name(route)
-            .expect("a route of that name")
-            .signer
+    /// The signer (and credential cache) of the route called `route`, in the routes serving now.
+    pub fn signer(&self, route: &str) -> Arc<signgate::signer::RouteSigner> {
+        Arc::clone(
+            &self
+                .state
+                .router
+                .load()
+                .by_name(route)
+                .expect("a route of that name")
+                .signer,
+        )
     }
 
     /// Signals shutdown and waits for `serve` to return; then stops the admin listener.
