@@ -161,22 +161,14 @@ fn lock(output: &Output) -> std::sync::MutexGuard<'_, Vec<u8>> {
 
 type ElementHandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-/// One selector list and one handler for every URL-bearing attribute: the selector engine then
-/// runs once per start tag instead of once per attribute name, and only elements carrying such
-/// an attribute reach the handler.
+/// One handler on every element, which looks at each attribute once ([`rewrite_element`]).
+/// Under callgrind this costs less than a selector list naming the 17 signed attributes (a
+/// 180 KiB gallery page: 10.7 million instructions against 12.6; a 460 KiB text page: 68.7
+/// million against 76.7): lol_html's selector engine tests each attribute selector on every
+/// start tag, where the handler's one pass over the attributes is cheap.
 fn attribute_handler(signer: &Arc<CdnUrlSigner>) -> Result<Handler, BoxError> {
     let extra = signer.rules().url_attributes.clone();
-    let selector = URL_ATTRIBUTES
-        .iter()
-        .chain(&SRCSET_ATTRIBUTES)
-        .copied()
-        .chain(extra.iter().map(String::as_str))
-        .chain(["style"])
-        .map(|name| format!("[{}]", name.replace(':', "\\:")))
-        .chain(["meta[content]".to_owned()])
-        .collect::<Vec<_>>()
-        .join(",");
-    let selector: Selector = selector.parse()?;
+    let selector: Selector = "*".parse()?;
     let signer = Arc::clone(signer);
     let handlers = ElementContentHandlers::default()
         .element(move |el: &mut Element<'_, '_>| rewrite_element(el, &signer, &extra));
