@@ -1225,6 +1225,10 @@ fn print_soak(settings: &SoakSettings, report: &SoakReport, tally: &Tally) {
         mib(report.after.rss_kib),
         report.before.fds,
         report.after.fds,
-        if report.flat() { "flat" } else { "NOT flat" }
+        match report.growth_kib() {
+            None => "too short to compare two cycles",
+            Some(_) if report.flat() => "flat",
+            Some(_) => "NOT flat",
+        }
     );
 }

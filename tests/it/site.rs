@@ -524,7 +524,28 @@ async fn a_compressed_page_streams_without_waiting_for_the_next_piece() {
         z.write_all(rest.as_bytes()).expect("deflate");
         (one, z.finish().expect("deflate"))
     };
-    for (encoding, (one, two)) in [("gzip", gzip()), ("deflate", deflate())] {
+    let brotli = || -> Pieces {
+        let mut br = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
+        br.write_all(first.as_bytes()).expect("br");
+        br.flush().expect("flush");
+        let one = std::mem::take(br.get_mut());
+        br.write_all(rest.as_bytes()).expect("br");
+        (one, br.into_inner())
+    };
+    let zstd = || -> Pieces {
+        let mut z = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("zstd");
+        z.write_all(first.as_bytes()).expect("zstd");
+        z.flush().expect("flush");
+        let one = std::mem::take(z.get_mut());
+        z.write_all(rest.as_bytes()).expect("zstd");
+        (one, z.finish().expect("zstd"))
+    };
+    for (encoding, (one, two)) in [
+        ("gzip", gzip()),
+        ("deflate", deflate()),
+        ("br", brotli()),
+        ("zstd", zstd()),
+    ] {
         let gate = Gate::new();
         let origin = {
             let gate = Arc::clone(&gate);
