@@ -353,6 +353,16 @@ pub enum StartupError {
         /// Why.
         reason: String,
     },
+    /// The listener's `tls_cert` or `tls_key` file is unreadable or invalid.
+    #[error("`server.{key}`: {}: {reason}", path.display())]
+    TlsFile {
+        /// `tls_cert` or `tls_key`.
+        key: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The TLS client for a route's upstream could not be set up (not down to its settings).
     #[error("route `{route}`: cannot set up TLS for the upstream: {reason}")]
     Tls {

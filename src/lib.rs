@@ -30,6 +30,7 @@
 //!   connection limits can need.
 //! - [`reload`]: hot reload: re-read, validate, refuse what needs a restart, swap the routes.
 //! - [`workers`]: one single-threaded runtime per core on `SO_REUSEPORT` listeners.
+//! - [`tls`]: the listener's TLS (`tls_cert`, `tls_key`), re-read on reload.
 //! - [`server`]: accept loop, limits, graceful drain, the request service.
 //! - [`activity`]: a connection's requests in flight, so an idle one can be closed.
 //! - [`error`]: `ProxyError` mapped to statuses in one place; `StartupError`.
@@ -65,6 +66,7 @@ pub mod secret;
 pub mod server;
 pub mod signer;
 pub mod tasks;
+pub mod tls;
 pub mod upstream;
 pub mod verify;
 pub mod workers;

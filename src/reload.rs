@@ -6,7 +6,9 @@
 //! settings, policy and tasks) keeps its signer and credential cache, and a site route also its
 //! signed-URL cache; each worker keeps its compression budget. Upstream clients (and so their
 //! connection pools, and the `ca_file` they trust) are built fresh: a reload re-reads
-//! certificates, and the old pools close once the requests still on them finish.
+//! certificates, and the old pools close once the requests still on them finish. The listener's
+//! `tls_cert` and `tls_key` are re-read too (their paths are fixed): connections accepted after
+//! the reload get the new certificate.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -68,7 +70,8 @@ fn list(changes: &[FixedKeyChange]) -> String {
 
 /// The settings of `new` that differ from `old` and are bound when the process starts: every
 /// key of `[server]` (the listeners, the worker count, the connection permits and slots, the
-/// HTTP builders' limits and timeouts, the pid file) and `[admin] listen`.
+/// HTTP builders' limits and timeouts, the pid file, the TLS files' paths, though not their
+/// contents) and `[admin] listen`.
 pub fn fixed_changes(old: &Config, new: &Config) -> Vec<FixedKeyChange> {
     let mut changes = Vec::new();
     let mut check = |key: &'static str, old: String, new: String| {
@@ -89,6 +92,7 @@ pub fn fixed_changes(old: &Config, new: &Config) -> Vec<FixedKeyChange> {
         workers,
         trusted_proxies,
         pid_file,
+        tls,
     } = &old.server;
     let b = &new.server;
     check("server.listen", listen.to_string(), b.listen.to_string());
@@ -134,6 +138,24 @@ pub fn fixed_changes(old: &Config, new: &Config) -> Vec<FixedKeyChange> {
             .map_or_else(|| "none".to_owned(), |p| format!("{:?}", p.display()))
     };
     check("server.pid_file", path(pid_file), path(&b.pid_file));
+    // The paths (and so TLS on or off) are bound at startup; the files' contents are re-read
+    // by every reload.
+    let tls_path = |tls: &Option<crate::config::TlsFiles>, cert: bool| {
+        path(
+            &tls.as_ref()
+                .map(|t| if cert { t.cert.clone() } else { t.key.clone() }),
+        )
+    };
+    check(
+        "server.tls_cert",
+        tls_path(tls, true),
+        tls_path(&b.tls, true),
+    );
+    check(
+        "server.tls_key",
+        tls_path(tls, false),
+        tls_path(&b.tls, false),
+    );
     let admin = |c: &Config| {
         c.admin
             .as_ref()
@@ -231,10 +253,21 @@ impl Reloader {
             .iter()
             .map(|state| state.router.load().reloaded(&config, &self.metrics))
             .collect::<Result<Vec<Router>, StartupError>>()?;
+        // The certificate and key are re-read, once for every worker, before anything is
+        // swapped: a bad file refuses the reload.
+        let tls = config
+            .server
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()?;
         let mut kept = 0;
         for (state, router) in self.workers.iter().zip(routers) {
             let old = state.router.swap(Arc::new(router));
             kept = kept_signers(&old, &state.router.load());
+            if let (Some(serving), Some(tls)) = (&state.tls, &tls) {
+                serving.store(Arc::clone(tls));
+            }
         }
         for warning in &config.warnings {
             tracing::warn!("{warning}");
@@ -310,6 +343,24 @@ mod tests {
              upstream = \"https://cdn.filestackcontent.com\"\n"
         );
         assert!(fixed_changes(&old, &config(&more)).is_empty());
+    }
+
+    #[test]
+    fn tls_paths_need_a_restart() {
+        let old = config(BASE);
+        let on = config(&BASE.replace(
+            "workers = 2\n",
+            "workers = 2\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n",
+        ));
+        let keys: Vec<_> = fixed_changes(&old, &on).iter().map(|c| c.key).collect();
+        assert_eq!(keys, ["server.tls_cert", "server.tls_key"]);
+        assert!(fixed_changes(&on, &on.clone()).is_empty());
+        let moved = config(&BASE.replace(
+            "workers = 2\n",
+            "workers = 2\ntls_cert = \"/c2.pem\"\ntls_key = \"/k.pem\"\n",
+        ));
+        let keys: Vec<_> = fixed_changes(&on, &moved).iter().map(|c| c.key).collect();
+        assert_eq!(keys, ["server.tls_cert"]);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The listener: accept loop with a connection limit, HTTP/1.1 and h2c on one port (told apart
-//! by [`crate::protocol`]), the request
+//! by [`crate::protocol`]) or TLS with ALPN (`h2`, `http/1.1`; [`crate::tls`]), the request
 //! service, idle connections closed, and graceful drain on shutdown.
 
 use std::convert::Infallible;
@@ -17,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_io_timeout::TimeoutWriter;
+use tokio_rustls::TlsAcceptor;
 
 use crate::activity::{Activity, InFlight};
 use crate::body::pumped;
@@ -51,6 +52,9 @@ pub struct AppState {
     pub health: Arc<Health>,
     /// Makes the ids of requests that bring no sane `X-Request-Id`.
     pub request_ids: RequestIds,
+    /// The listener's TLS, when `tls_cert` and `tls_key` are set: swapped by a reload (which
+    /// re-reads the files); each connection's handshake loads it once.
+    pub tls: Option<ArcSwap<rustls::ServerConfig>>,
 }
 
 impl AppState {
@@ -81,6 +85,10 @@ impl AppState {
             metrics,
             health,
             request_ids: RequestIds::new(),
+            tls: match &config.server.tls {
+                Some(files) => Some(ArcSwap::new(crate::tls::server_config(files)?)),
+                None => None,
+            },
         })
     }
 }
@@ -177,8 +185,10 @@ pub async fn serve(
         let peer = Peer {
             addr: peer,
             trusted: state.server.trusts(peer.ip()),
-            // This listener is plain TCP.
-            scheme: ListenerScheme::Http,
+            scheme: match state.tls {
+                Some(_) => ListenerScheme::Https,
+                None => ListenerScheme::Http,
+            },
         };
         let open = state.metrics.open_connection();
         let activity = Arc::new(Activity::holding(permit));
@@ -191,25 +201,62 @@ pub async fn serve(
         let idle_timeout = state.server.header_read_timeout;
         let mut drain_signal = drain_signal.clone();
         let (http1, http2) = (Arc::clone(&http1), Arc::clone(&http2));
+        // Loaded at accept: a reload's certificate serves the connections accepted after it.
+        let tls = state
+            .tls
+            .as_ref()
+            .map(|tls| TlsAcceptor::from(tls.load_full()));
         tokio::spawn(async move {
-            // The first bytes tell the version; a connection that sends none within
-            // `header_read_timeout` is closed, as HTTP/1.1's header timeout would.
-            let sniffed = tokio::select! {
-                sniffed = tokio::time::timeout(idle_timeout, sniff(Box::pin(stream))) => sniffed.ok(),
-                _ = drain_signal.wait_for(|draining| *draining) => None,
-            };
-            let result = match sniffed {
-                Some(Ok((Protocol::Http1, io))) => {
-                    let connection = http1
-                        .serve_connection(TokioIo::new(io), service)
-                        .with_upgrades();
-                    drive(connection, &activity, idle_timeout, &mut drain_signal).await
+            let result = match tls {
+                Some(acceptor) => {
+                    // A client that does not finish the handshake within `header_read_timeout`
+                    // is closed, as one that sends no request head would be.
+                    let handshake = tokio::select! {
+                        done = tokio::time::timeout(idle_timeout, acceptor.accept(Box::pin(stream))) => done.ok(),
+                        _ = drain_signal.wait_for(|draining| *draining) => None,
+                    };
+                    match handshake {
+                        Some(Ok(io))
+                            if io.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2) =>
+                        {
+                            let connection = http2.serve_connection(TokioIo::new(io), service);
+                            drive(connection, &activity, idle_timeout, &mut drain_signal).await
+                        }
+                        // `http/1.1`, or no ALPN at all.
+                        Some(Ok(io)) => {
+                            let connection = http1
+                                .serve_connection(TokioIo::new(io), service)
+                                .with_upgrades();
+                            drive(connection, &activity, idle_timeout, &mut drain_signal).await
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(peer = %peer.addr, error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        None => Ok(()),
+                    }
                 }
-                Some(Ok((Protocol::H2c, io))) => {
-                    let connection = http2.serve_connection(TokioIo::new(io), service);
-                    drive(connection, &activity, idle_timeout, &mut drain_signal).await
+                None => {
+                    // The first bytes tell the version; a connection that sends none within
+                    // `header_read_timeout` is closed, as HTTP/1.1's header timeout would.
+                    let sniffed = tokio::select! {
+                        sniffed = tokio::time::timeout(idle_timeout, sniff(Box::pin(stream))) => sniffed.ok(),
+                        _ = drain_signal.wait_for(|draining| *draining) => None,
+                    };
+                    match sniffed {
+                        Some(Ok((Protocol::Http1, io))) => {
+                            let connection = http1
+                                .serve_connection(TokioIo::new(io), service)
+                                .with_upgrades();
+                            drive(connection, &activity, idle_timeout, &mut drain_signal).await
+                        }
+                        Some(Ok((Protocol::H2c, io))) => {
+                            let connection = http2.serve_connection(TokioIo::new(io), service);
+                            drive(connection, &activity, idle_timeout, &mut drain_signal).await
+                        }
+                        Some(Err(_)) | None => Ok(()),
+                    }
                 }
-                Some(Err(_)) | None => Ok(()),
             };
             if let Err(e) = result {
                 tracing::debug!(peer = %peer.addr, error = %e, "connection ended with an error");

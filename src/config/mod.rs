@@ -182,6 +182,18 @@ pub struct ServerConfig {
     /// `pid_file`: where `signgate run` writes its process id (and removes it on a clean exit),
     /// for `signgate reload` to find. Default none.
     pub pid_file: Option<PathBuf>,
+    /// `tls_cert` and `tls_key`: when set (both or neither), the listener speaks TLS. Default
+    /// none: plain HTTP/1.1 and h2c.
+    pub tls: Option<TlsFiles>,
+}
+
+/// `[server] tls_cert` and `tls_key`: PEM files, read at start and on every reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `tls_cert`: the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// `tls_key`: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl ServerConfig {
@@ -403,5 +415,31 @@ fn build_server(server: &raw::RawServer) -> Result<ServerConfig, ConfigError> {
             }
             other => other.clone(),
         },
+        tls: build_tls(server)?,
     })
+}
+
+/// `tls_cert` and `tls_key`: both or neither. The files are read when the listener's TLS is
+/// built ([`crate::tls`]), so that a reload re-reads them.
+fn build_tls(server: &raw::RawServer) -> Result<Option<TlsFiles>, ConfigError> {
+    let path = |p: &Option<PathBuf>, key: &str| match p {
+        Some(path) if path.as_os_str().is_empty() => {
+            Err(invalid(key, "must be a file path, got an empty string"))
+        }
+        other => Ok(other.clone()),
+    };
+    let cert = path(&server.tls_cert, "`server.tls_cert`")?;
+    let key = path(&server.tls_key, "`server.tls_key`")?;
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(invalid(
+            "`server.tls_key`",
+            "missing: `tls_cert` is set, and TLS needs both `tls_cert` and `tls_key`",
+        )),
+        (None, Some(_)) => Err(invalid(
+            "`server.tls_cert`",
+            "missing: `tls_key` is set, and TLS needs both `tls_cert` and `tls_key`",
+        )),
+    }
 }

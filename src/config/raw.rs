@@ -40,6 +40,8 @@ pub(super) struct RawServer {
     pub json_hold_budget: Option<RawSize>,
     pub trusted_proxies: Option<Vec<String>>,
     pub pid_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[admin]`.

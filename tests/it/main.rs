@@ -28,6 +28,7 @@ mod reload;
 mod safe_defaults;
 mod signing;
 mod site;
+mod tls;
 mod upload_path;
 mod upstream;
 mod vectors;
