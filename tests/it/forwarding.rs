@@ -5,7 +5,7 @@
 use crate::support;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use http::{HeaderMap, Method, StatusCode};
@@ -28,20 +28,6 @@ const FORGED: [(&str, &str); 7] = [
     ),
     ("x-real-ip", "203.0.113.5"),
 ];
-
-/// An origin on 127.0.0.1:0 that answers `ok` and keeps the headers of every request.
-async fn recording_origin() -> (SocketAddr, Arc<Mutex<Vec<HeaderMap>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let origin = start_origin(Arc::new({
-        let seen = Arc::clone(&seen);
-        move |parts, _| {
-            seen.lock().expect("not poisoned").push(parts.headers);
-            respond(200, &[("content-type", "text/plain")], "ok")
-        }
-    }))
-    .await;
-    (origin, seen)
-}
 
 fn last(seen: &Mutex<Vec<HeaderMap>>) -> HeaderMap {
     seen.lock()

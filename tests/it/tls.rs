@@ -6,10 +6,10 @@ use crate::support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, Request, Version};
+use http::{Request, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -44,20 +44,6 @@ fn tls_server(cert: &Path, key: &Path) -> String {
         cert.display().to_string(),
         key.display().to_string()
     )
-}
-
-/// An origin on 127.0.0.1:0 that answers `ok` and keeps the headers of every request.
-async fn recording_origin() -> (SocketAddr, Arc<Mutex<Vec<HeaderMap>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let origin = start_origin(Arc::new({
-        let seen = Arc::clone(&seen);
-        move |parts, _| {
-            seen.lock().expect("not poisoned").push(parts.headers);
-            respond(200, &[("content-type", "text/plain")], "ok")
-        }
-    }))
-    .await;
-    (origin, seen)
 }
 
 /// A TLS connection to `addr` trusting only `trusted`, offering `alpn`.

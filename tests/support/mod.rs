@@ -365,6 +365,20 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
     }
 }
 
+/// An origin on 127.0.0.1:0 that answers `ok` and keeps the headers of every request.
+pub async fn recording_origin() -> (SocketAddr, Arc<Mutex<Vec<http::HeaderMap>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let origin = start_origin(Arc::new({
+        let seen = Arc::clone(&seen);
+        move |parts, _| {
+            seen.lock().expect("not poisoned").push(parts.headers);
+            respond(200, &[("content-type", "text/plain")], "ok")
+        }
+    }))
+    .await;
+    (origin, seen)
+}
+
 /// What a [`start_origin`] handler gets: the request head and its whole body.
 pub type OriginHandler =
     Arc<dyn Fn(http::request::Parts, Bytes) -> Response<TestBody> + Send + Sync>;
