@@ -422,7 +422,7 @@ fn the_admin_table_is_checked_by_name() {
 
 #[test]
 fn signgate_run_serves_the_admin_listener_until_sigterm() {
-    use std::io::{BufRead, BufReader, Read, Write as _};
+    use std::io::{Read, Write as _};
     let mut config = tempfile::NamedTempFile::new().expect("temp file");
     write!(
         config,
@@ -445,17 +445,7 @@ fn signgate_run_serves_the_admin_listener_until_sigterm() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut next_addr = || {
-        let line = lines.next().expect("a line").expect("utf-8");
-        line.rsplit("http://")
-            .next()
-            .expect("an address")
-            .trim_end_matches('/')
-            .to_owned()
-    };
-    let _traffic = next_addr();
-    let admin = next_addr();
+    let [_traffic, admin] = printed_addresses(child.stdout.take().expect("stdout"));
     let get_admin = |path: &str| {
         let mut stream = std::net::TcpStream::connect(&admin).expect("connects");
         write!(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-use crate::support::{FileBody, Gate, H, SECRET, TestCdn, client, get_request};
+use crate::support::{FileBody, Gate, H, SECRET, TestCdn, client, get_request, printed_addresses};
 
 /// `[server]` and `[admin]` of every test gateway: one worker (one credential cache, so cache
 /// counts are exact), ports of its own.
@@ -64,17 +64,7 @@ impl Gateway {
                 log.push('\n');
             }
         });
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut next_addr = || {
-            let line = lines.next().expect("a line").expect("utf-8");
-            line.rsplit("http://")
-                .next()
-                .expect("an address")
-                .trim_end_matches('/')
-                .to_owned()
-        };
-        let addr = next_addr();
-        let admin = next_addr();
+        let [addr, admin] = printed_addresses(child.stdout.take().expect("stdout"));
         Self {
             child,
             addr,

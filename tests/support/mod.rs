@@ -365,6 +365,21 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
     }
 }
 
+/// The first `N` addresses `signgate run` prints on `stdout` (`… http://ADDR/`), in order:
+/// the traffic listener's, then the admin listener's.
+pub fn printed_addresses<const N: usize>(stdout: std::process::ChildStdout) -> [String; N] {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    std::array::from_fn(|_| {
+        let line = lines.next().expect("a line").expect("utf-8");
+        line.rsplit("http://")
+            .next()
+            .expect("an address")
+            .trim_end_matches('/')
+            .to_owned()
+    })
+}
+
 /// An origin on 127.0.0.1:0 that answers `ok` and keeps the headers of every request.
 pub async fn recording_origin() -> (SocketAddr, Arc<Mutex<Vec<http::HeaderMap>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
