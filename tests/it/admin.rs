@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use prometheus_parse::{Scrape, Value};
+use support::process::http_get;
 use support::*;
 
 /// `[admin]` on a free port.
@@ -422,7 +423,7 @@ fn the_admin_table_is_checked_by_name() {
 
 #[test]
 fn signgate_run_serves_the_admin_listener_until_sigterm() {
-    use std::io::{Read, Write as _};
+    use std::io::Write as _;
     let mut config = tempfile::NamedTempFile::new().expect("temp file");
     write!(
         config,
@@ -446,17 +447,7 @@ fn signgate_run_serves_the_admin_listener_until_sigterm() {
         .spawn()
         .expect("starts");
     let [_traffic, admin] = printed_addresses(child.stdout.take().expect("stdout"));
-    let get_admin = |path: &str| {
-        let mut stream = std::net::TcpStream::connect(&admin).expect("connects");
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .expect("request");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("answer");
-        answer
-    };
+    let get_admin = |path: &str| http_get(&admin, path);
     assert!(get_admin("/healthz").starts_with("HTTP/1.1 200"));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !get_admin("/readyz").starts_with("HTTP/1.1 200") {

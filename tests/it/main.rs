@@ -26,6 +26,7 @@ mod proxy;
 mod redirect;
 mod reload;
 mod safe_defaults;
+mod scale_out;
 mod signing;
 mod site;
 mod tls;

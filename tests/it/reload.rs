@@ -3,22 +3,21 @@
 //! old config serves on, a download in flight finishes on the config it started with, and a
 //! route whose signing did not change keeps its cache.
 
-use std::io::{BufRead, BufReader, Read, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-use crate::support::{FileBody, Gate, H, SECRET, TestCdn, client, get_request, printed_addresses};
+use crate::support::process::{GatewayProcess, http_get, location};
+use crate::support::{FileBody, Gate, H, SIGNING, TestCdn, client, get_request};
 
 /// `[server]` and `[admin]` of every test gateway: one worker (one credential cache, so cache
 /// counts are exact), ports of its own.
 const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n";
 const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
-const SIGNING: &str = "[signing]\nsecret_env = \"SIGNGATE_RELOAD_SECRET\"\n";
 
 /// A redirect route `go` on `/go/` pointing at `upstream`.
 fn redirect_route(upstream: &str) -> String {
@@ -30,157 +29,14 @@ fn redirect_route(upstream: &str) -> String {
 const UPLOAD_ROUTE: &str =
     "[[route]]\nname = \"up\"\nprefix = \"/upload-policy\"\nmode = \"upload-policy\"\n";
 
-/// A `signgate run` process serving a config file in a directory of its own; killed on drop.
-struct Gateway {
-    child: Child,
-    addr: String,
-    admin: String,
-    dir: tempfile::TempDir,
-    log: Arc<Mutex<String>>,
-}
-
-impl Gateway {
-    fn start(server: &str, rest: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let gateway_path = dir.path().join("gateway.toml");
-        std::fs::write(&gateway_path, format!("{server}{ADMIN}{SIGNING}{rest}")).expect("write");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_signgate"))
-            .args(["run", "--config"])
-            .arg(&gateway_path)
-            .env("SIGNGATE_RELOAD_SECRET", SECRET)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut log = sink.lock().expect("log");
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let [addr, admin] = printed_addresses(child.stdout.take().expect("stdout"));
-        Self {
-            child,
-            addr,
-            admin,
-            dir,
-            log,
-        }
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("gateway.toml")
-    }
-
-    /// Replaces the config file's contents.
-    fn rewrite(&self, server: &str, rest: &str) {
-        std::fs::write(
-            self.config_path(),
-            format!("{server}{ADMIN}{SIGNING}{rest}"),
-        )
-        .expect("write");
-    }
-
-    fn signal(&self, name: &str) {
-        let sent = Command::new("kill")
-            .args([name, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success());
-    }
-
-    fn get(&self, path: &str) -> String {
-        http_get(&self.addr, path)
-    }
-
-    /// The value of the sample `series` (name and labels, as written) on `/metrics`.
-    fn metric(&self, series: &str) -> f64 {
-        let text = http_get(&self.admin, "/metrics");
-        text.lines()
-            .find_map(|line| {
-                let (name, value) = line.rsplit_once(' ')?;
-                (name == series).then(|| value.parse().expect("a number"))
-            })
-            .unwrap_or_else(|| panic!("no {series} in {text}"))
-    }
-
-    /// Waits until `signgate_config_reloads_total{outcome}` reaches `count`.
-    fn wait_for_reloads(&self, outcome: &str, count: f64) {
-        let series = format!("signgate_config_reloads_total{{outcome=\"{outcome}\"}}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.metric(&series) < count {
-            assert!(
-                Instant::now() < deadline,
-                "no {count} {outcome} reloads within 10 s; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert_eq!(self.metric(&series), count, "{series}");
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("log").clone()
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().expect("wait").is_none()
-    }
-
-    /// SIGTERM, then the exit code (failing if the process is still there 10 s later).
-    fn stop(mut self) -> Option<i32> {
-        self.signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running 10 s after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `GET path` over HTTP/1.1, the whole answer as text.
-fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connects");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("answer");
-    answer
-}
-
-/// The `Location` of a redirect answer.
-fn location(answer: &str) -> &str {
-    answer
-        .lines()
-        .find_map(|line| line.strip_prefix("location: "))
-        .unwrap_or_else(|| panic!("no location in {answer}"))
+/// A whole config file: `server`, the admin listener, signing, then `rest`.
+fn config(server: &str, rest: &str) -> String {
+    format!("{server}{ADMIN}{SIGNING}{rest}")
 }
 
 #[test]
 fn sighup_reloads_and_never_ends_the_process() {
-    let mut gateway = Gateway::start(SERVER, UPLOAD_ROUTE);
+    let mut gateway = GatewayProcess::start(&config(SERVER, UPLOAD_ROUTE));
     // Caught from the moment the address is announced, like SIGINT and SIGTERM.
     let status =
         std::fs::read_to_string(format!("/proc/{}/status", gateway.child.id())).expect("status");
@@ -234,7 +90,7 @@ async fn a_reload_moves_new_requests_while_a_download_in_flight_finishes_on_the_
     };
     let gateway = tokio::task::spawn_blocking({
         let route = route(&old_cdn);
-        move || Gateway::start(SERVER, &route)
+        move || GatewayProcess::start(&config(SERVER, &route))
     })
     .await
     .expect("starts");
@@ -255,7 +111,7 @@ async fn a_reload_moves_new_requests_while_a_download_in_flight_finishes_on_the_
         let reloading = Arc::clone(&gateway);
         let new_route = route(&new_cdn);
         tokio::task::spawn_blocking(move || {
-            reloading.rewrite(SERVER, &new_route);
+            reloading.rewrite(&config(SERVER, &new_route));
             reloading.signal("-HUP");
             reloading.wait_for_reloads("success", 1.0);
         })
@@ -281,19 +137,22 @@ async fn a_reload_moves_new_requests_while_a_download_in_flight_finishes_on_the_
 
 #[test]
 fn a_bad_file_is_refused_counted_and_the_old_config_serves_on() {
-    let gateway = Gateway::start(SERVER, &redirect_route("https://cdn.filestackcontent.com"));
+    let gateway = GatewayProcess::start(&config(
+        SERVER,
+        &redirect_route("https://cdn.filestackcontent.com"),
+    ));
     let before = gateway.get(&format!("/go/{H}"));
     assert!(before.starts_with("HTTP/1.1 307"), "{before}");
 
     // A bad value (and a good change beside it, which must not apply either).
-    gateway.rewrite(
+    gateway.rewrite(&config(
         SERVER,
         &format!(
             "{}{UPLOAD_ROUTE}[[route]]\nname = \"x\"\nprefix = \"/x/\"\nmode = \"redirect\"\n\
              upstream = \"https://cdn.example\"\nttl = \"soon\"\n",
             redirect_route("https://other.example")
         ),
-    );
+    ));
     gateway.signal("-HUP");
     gateway.wait_for_reloads("failure", 1.0);
     let log = gateway.log();
@@ -330,11 +189,11 @@ fn a_bad_file_is_refused_counted_and_the_old_config_serves_on() {
 
 #[test]
 fn a_changed_listen_address_is_refused_as_needing_a_restart() {
-    let gateway = Gateway::start(SERVER, UPLOAD_ROUTE);
-    gateway.rewrite(
+    let gateway = GatewayProcess::start(&config(SERVER, UPLOAD_ROUTE));
+    gateway.rewrite(&config(
         &SERVER.replace("127.0.0.1:0", "127.0.0.1:1"),
         &format!("{UPLOAD_ROUTE}{}", redirect_route("https://cdn.example")),
-    );
+    ));
     gateway.signal("-HUP");
     gateway.wait_for_reloads("failure", 1.0);
     let log = gateway.log();
@@ -352,20 +211,23 @@ fn a_changed_listen_address_is_refused_as_needing_a_restart() {
 
 #[test]
 fn a_route_whose_signing_did_not_change_keeps_its_cache() {
-    let gateway = Gateway::start(SERVER, &redirect_route("https://cdn.filestackcontent.com"));
+    let gateway = GatewayProcess::start(&config(
+        SERVER,
+        &redirect_route("https://cdn.filestackcontent.com"),
+    ));
     let hits = || gateway.metric("signgate_signature_cache_hits_total{route=\"go\"}");
     let minted = || gateway.metric("signgate_credentials_minted_total{route=\"go\"}");
     let first = gateway.get(&format!("/go/{H}"));
     assert_eq!((hits(), minted()), (0.0, 1.0));
 
     // Another route added; `go` signs as before.
-    gateway.rewrite(
+    gateway.rewrite(&config(
         SERVER,
         &format!(
             "{}{UPLOAD_ROUTE}",
             redirect_route("https://cdn.filestackcontent.com")
         ),
-    );
+    ));
     gateway.signal("-HUP");
     gateway.wait_for_reloads("success", 1.0);
     let again = gateway.get(&format!("/go/{H}"));
@@ -374,13 +236,13 @@ fn a_route_whose_signing_did_not_change_keeps_its_cache() {
     assert!(gateway.get("/upload-policy").starts_with("HTTP/1.1 200"));
 
     // A new ttl changes what is signed: a fresh cache.
-    gateway.rewrite(
+    gateway.rewrite(&config(
         SERVER,
         &format!(
             "{}ttl = \"2h\"\n",
             redirect_route("https://cdn.filestackcontent.com")
         ),
-    );
+    ));
     gateway.signal("-HUP");
     gateway.wait_for_reloads("success", 2.0);
     gateway.get(&format!("/go/{H}"));
@@ -401,17 +263,17 @@ fn signgate_reload_signals_the_process_in_the_pid_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pid_file = dir.path().join("signgate.pid");
     let server = format!("{SERVER}pid_file = \"{}\"\n", pid_file.display());
-    let gateway = Gateway::start(&server, UPLOAD_ROUTE);
+    let gateway = GatewayProcess::start(&config(&server, UPLOAD_ROUTE));
     let written = std::fs::read_to_string(&pid_file).expect("pid file");
     assert_eq!(written.trim(), gateway.child.id().to_string());
 
-    gateway.rewrite(
+    gateway.rewrite(&config(
         &server,
         &format!(
             "{UPLOAD_ROUTE}{}",
             redirect_route("https://cdn.filestackcontent.com")
         ),
-    );
+    ));
     let out = signgate(&["reload"], &gateway.config_path());
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("sent SIGHUP"));

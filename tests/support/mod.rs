@@ -7,6 +7,7 @@
 pub mod accept;
 mod cdn;
 pub mod faulty;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
