@@ -229,3 +229,37 @@ async fn a_reload_re_reads_the_certificate_for_new_connections() {
         .await
         .expect("the reloaded certificate still serves");
 }
+
+/// The same on the real binary: SIGHUP, as `systemctl reload` or `signgate reload` sends it,
+/// swaps the certificate that new connections get.
+#[tokio::test]
+async fn sighup_swaps_the_certificate_of_a_running_gateway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key, first) = self_signed(dir.path(), "server");
+    let config = format!(
+        "{}listen = \"127.0.0.1:0\"\nworkers = 1\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        tls_server(&cert, &key),
+        one_route("redirect", "/go/", "https://cdn.filestackcontent.com", "")
+    );
+    let gateway = tokio::task::spawn_blocking(move || process::GatewayProcess::start(&config))
+        .await
+        .expect("starts");
+    let addr: SocketAddr = gateway.addr.parse().expect("an address");
+    connect(addr, &first, b"http/1.1")
+        .await
+        .expect("the first certificate");
+
+    let (_, _, second) = self_signed(dir.path(), "server");
+    let mut gateway = tokio::task::spawn_blocking(move || {
+        gateway.signal("-HUP");
+        gateway.wait_for_reloads("success", 1.0);
+        gateway
+    })
+    .await
+    .expect("reloaded");
+    connect(addr, &second, b"http/1.1")
+        .await
+        .expect("a new connection sees the new certificate");
+    assert!(connect(addr, &first, b"http/1.1").await.is_err());
+    assert!(gateway.is_running());
+}
