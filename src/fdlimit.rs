@@ -17,23 +17,22 @@ const PER_WORKER: u64 = 8;
 pub struct FdBudget {
     /// The soft limit after raising.
     pub limit: u64,
-    /// For every worker: `max_connections` client connections and twice each fetching route's
-    /// `max_upstream_connections` (as many idle as busy); plus a reserve.
+    /// For every worker: `max_connections` client connections and, for each fetching route,
+    /// `max_upstream_connections` busy and `upstream_keepalive` idle; plus a reserve.
     pub needed: u64,
 }
 
 impl FdBudget {
     /// What `config` can need: per worker, every client connection it accepts and every
-    /// upstream connection its fetching routes may hold. Up to `max_upstream_connections` are
-    /// busy, and as many may sit idle in the pool (a connect that loses the race with a
-    /// returning connection joins it), so each route counts twice.
+    /// upstream connection its fetching routes may hold: up to `max_upstream_connections` busy
+    /// and `upstream_keepalive` idle.
     pub fn needed_for(config: &Config) -> u64 {
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         let upstream: u64 = config
             .routes
             .iter()
             .filter_map(|route| route.fetch())
-            .map(|fetch| count(fetch.max_connections.get()).saturating_mul(2))
+            .map(|fetch| count(fetch.max_connections.get()).saturating_add(count(fetch.keepalive)))
             .fold(0, u64::saturating_add);
         count(config.server.max_connections.get())
             .saturating_add(upstream)
@@ -82,11 +81,12 @@ mod tests {
 
     #[test]
     fn needs_every_client_and_upstream_connection_of_every_worker_plus_a_reserve() {
-        // Proxy 300 + site 1024 (the default), each twice; the redirect route never fetches.
+        // Proxy 300 busy + site 1024 (the default), each with 32 idle (the default keep-alive);
+        // the redirect route never fetches.
         let config = config("[server]\nmax_connections = 1000\nworkers = 2");
         assert_eq!(
             FdBudget::needed_for(&config),
-            2 * (1000 + 2 * (300 + 1024) + PER_WORKER) + RESERVED
+            2 * (1000 + (300 + 32) + (1024 + 32) + PER_WORKER) + RESERVED
         );
     }
 

@@ -84,6 +84,9 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `max_upstream_connections`: requests in flight to one route's upstream, per worker.
 pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 1024;
+/// Default `upstream_keepalive`: idle connections one route keeps to its upstream, per worker
+/// (nginx's `keepalive` is typically 32 to 64).
+pub const DEFAULT_UPSTREAM_KEEPALIVE: usize = 32;
 /// Default decoded bytes of one site answer that are rewritten.
 pub const DEFAULT_REWRITE_LIMIT: u64 = 64 * 1024 * 1024;
 /// Default largest request body a site route forwards.

@@ -107,6 +107,7 @@ pub(super) struct RawRoute {
     pub preserve_host: Option<bool>,
     pub websocket_idle_timeout: Option<String>,
     pub max_upstream_connections: Option<usize>,
+    pub upstream_keepalive: Option<usize>,
     pub max_response_headers: Option<usize>,
     pub tasks: Option<Vec<String>>,
     pub authorize_url: Option<String>,
@@ -170,6 +171,11 @@ impl RawRoute {
             (
                 "max_upstream_connections",
                 self.max_upstream_connections.is_some(),
+                FETCHING,
+            ),
+            (
+                "upstream_keepalive",
+                self.upstream_keepalive.is_some(),
                 FETCHING,
             ),
             ("rewrite_hosts", self.rewrite_hosts.is_some(), SITE),

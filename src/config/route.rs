@@ -16,7 +16,8 @@ use super::units::{parse_duration, parse_size};
 use super::{
     ConfigError, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_REQUEST_BODY,
     DEFAULT_MAX_RESPONSE_HEADERS, DEFAULT_MAX_UPSTREAM_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT,
-    DEFAULT_REWRITE_HOST, DEFAULT_REWRITE_LIMIT, DEFAULT_WEBSOCKET_IDLE_TIMEOUT, invalid,
+    DEFAULT_REWRITE_HOST, DEFAULT_REWRITE_LIMIT, DEFAULT_UPSTREAM_KEEPALIVE,
+    DEFAULT_WEBSOCKET_IDLE_TIMEOUT, invalid,
 };
 use crate::policy::{Call, PolicyLimits, PolicyTemplate};
 use crate::tasks::TaskAllowlist;
@@ -149,9 +150,11 @@ pub struct Fetch {
     pub ca_file: Option<PathBuf>,
     /// `max_upstream_connections`: requests in flight to the upstream at once, per worker (over
     /// HTTP/1.1 each holds its own connection; over HTTP/2 they share one); more wait up to
-    /// `response_timeout`, then get 503. Idle pooled connections are capped at the same number.
-    /// Default 1024.
+    /// `response_timeout`, then get 503. Default 1024.
     pub max_connections: NonZeroUsize,
+    /// `upstream_keepalive`: HTTP/1.1 connections kept open while idle, per worker, at most
+    /// `max_connections`; past it the oldest idle ones close. 0: none kept. Default 32.
+    pub keepalive: usize,
     /// `max_response_headers`: headers an upstream answer may carry; more is a 502 that says
     /// so in the log. Default 500.
     pub max_response_headers: NonZeroUsize,
@@ -663,11 +666,16 @@ fn build_fetch(raw: &RawRoute, key: &dyn Fn(&str) -> String) -> Result<Fetch, Co
             .unwrap_or(DEFAULT_MAX_RESPONSE_HEADERS),
     )
     .ok_or_else(|| invalid(key("max_response_headers"), "must be at least 1"))?;
+    let keepalive = raw
+        .upstream_keepalive
+        .unwrap_or(DEFAULT_UPSTREAM_KEEPALIVE)
+        .min(max_connections.get());
     Ok(Fetch {
         upstream,
         timeouts,
         ca_file: raw.ca_file.clone(),
         max_connections,
+        keepalive,
         max_response_headers,
     })
 }

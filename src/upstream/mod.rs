@@ -1,7 +1,8 @@
-//! The upstream client: pooled keep-alive connections, rustls for https (HTTP/2 by ALPN),
-//! timeouts and a connection cap; [`headers`] has what is stripped and added on the way.
+//! The upstream client: pooled keep-alive connections ([`pool`]), rustls for https (HTTP/2 by
+//! ALPN), timeouts and a connection cap; [`headers`] has what is stripped and added on the way.
 
 pub mod headers;
+pub mod pool;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,14 +10,12 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio::sync::Semaphore;
 
-use crate::body::{BoxError, Holding, IdleTimeout, ResponseBody};
+use crate::body::{Holding, IdleTimeout, ResponseBody};
 use crate::config::{Fetch, Timeouts, Upstream};
 use crate::error::{ProxyError, StartupError};
 use crate::mode::request_body::client_body_fault;
@@ -24,13 +23,14 @@ use http_body_util::BodyExt;
 use prometheus_client::metrics::counter::Counter;
 
 pub use headers::strip_hop_by_hop;
+use pool::{Pool, SendError};
 
 /// A pooled client for one route's upstream, with that route's timeouts, trust roots and
 /// connection limit.
 #[derive(Clone)]
 pub struct UpstreamClient {
     upstream: Upstream,
-    client: Client<HttpsConnector<HttpConnector>, ResponseBody>,
+    pool: Pool,
     timeouts: Timeouts,
     /// One per request in flight (over HTTP/1.1, one per connection in use): at most
     /// `max_upstream_connections`.
@@ -45,16 +45,10 @@ impl UpstreamClient {
     pub fn new(route_name: &str, fetch: &Fetch, forbidden: Counter) -> Result<Self, StartupError> {
         let https = connector(route_name, fetch.ca_file.as_deref(), fetch.timeouts.connect)?;
         let max_connections = fetch.max_connections.get();
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .pool_max_idle_per_host(max_connections)
-            .http1_max_headers(fetch.max_response_headers.get())
-            .build(https);
+        let pool = Pool::new(https, fetch.keepalive, fetch.max_response_headers.get());
         Ok(Self {
             upstream: fetch.upstream.clone(),
-            client,
+            pool,
             timeouts: fetch.timeouts,
             permits: Arc::new(Semaphore::new(max_connections)),
             forbidden,
@@ -83,17 +77,14 @@ impl UpstreamClient {
         .await
         .map_err(|_| ProxyError::UpstreamBusy)?
         .map_err(|e| ProxyError::Internal(e.into()))?;
-        let response = tokio::time::timeout(self.timeouts.response, self.client.request(request))
+        let response = tokio::time::timeout(self.timeouts.response, self.pool.send(request))
             .await
             .map_err(|_| ProxyError::UpstreamTimeout(self.timeouts.response))?
-            .map_err(|e| {
+            .map_err(|e| match e {
+                SendError::Connect(e) => ProxyError::UpstreamUnreachable(e),
                 // The client's body stalled or passed the limit while streaming up.
-                if let Some(fault) = client_body_fault(&e) {
-                    fault
-                } else if e.is_connect() {
-                    ProxyError::UpstreamUnreachable(e.into())
-                } else {
-                    ProxyError::UpstreamBroken(e.into())
+                SendError::Send(e) => {
+                    client_body_fault(&e).unwrap_or_else(|| ProxyError::UpstreamBroken(e.into()))
                 }
             })?;
         let (mut parts, body) = response.into_parts();
@@ -109,7 +100,7 @@ impl UpstreamClient {
             parts.headers.remove(http::header::CONTENT_LENGTH);
         }
         strip_hop_by_hop(&mut parts.headers);
-        let body = Holding::new(body.map_err(BoxError::from), permit);
+        let body = Holding::new(body, permit);
         let idle = if is_event_stream(&parts.headers) {
             self.timeouts.event_stream_idle
         } else {
