@@ -21,6 +21,7 @@ mod forwarding;
 mod hostile;
 mod limits;
 mod logging;
+mod pool;
 mod properties;
 mod proxy;
 mod redirect;
