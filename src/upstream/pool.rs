@@ -3,14 +3,19 @@
 //! idle (the most recently used; the oldest close first, as nginx's `keepalive N`), none idle
 //! longer than [`IDLE_TIMEOUT`]; one shared HTTP/2 connection where TLS's ALPN picks `h2`.
 //!
-//! The pool is built per route at config time and reached without hashing. A request that an
-//! idle connection could not take (the upstream had closed it) goes once more on a new
-//! connection; see [`Pool::send`].
+//! The pool is built per route at config time and reached without hashing. An HTTP/1.1
+//! connection has no task of its own: the request that holds it drives it (while it waits for
+//! the answer's head, then from its body as the client reads), so a proxied request wakes one
+//! task instead of two or three; while it waits idle, one sweeper per pool notices within
+//! [`SWEEP_EVERY`] that the upstream closed it. A request that an idle connection could not
+//! take (the upstream had closed it) goes once more on a new connection; see [`Pool::send`].
 
 use std::collections::VecDeque;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::future::poll_fn;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use http::header::HOST;
@@ -18,9 +23,10 @@ use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Method, Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 use tower_service::Service as _;
 
 use crate::body::{BoxError, ResponseBody};
@@ -28,6 +34,9 @@ use crate::body::{BoxError, ResponseBody};
 /// An idle connection older than this is closed instead of reused (nginx's upstream
 /// `keepalive_timeout` is 60 s too).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often idle connections are looked at for an upstream that closed them.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Why a request got no answer: the connection could not be made, or it broke.
 #[derive(Debug)]
@@ -52,6 +61,8 @@ struct Shared {
     max_headers: usize,
     /// Taken only between awaits, by the worker's one thread: never contended.
     state: Mutex<State>,
+    /// Whether the sweeper of idle connections runs.
+    sweeping: AtomicBool,
 }
 
 #[derive(Default)]
@@ -63,14 +74,49 @@ struct State {
 }
 
 struct Idle {
-    sender: http1::SendRequest<ResponseBody>,
+    connection: Http1,
     since: Instant,
+}
+
+/// The byte stream to an upstream: TCP, or TLS over it.
+type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
+
+/// An HTTP/1.1 connection: the handle requests go through, and the future that reads and
+/// writes the socket, polled by whoever holds the connection (`None` once it has ended).
+struct Http1 {
+    sender: http1::SendRequest<ResponseBody>,
+    driver: Option<http1::Connection<Io, ResponseBody>>,
+}
+
+impl Http1 {
+    /// Lets the connection read and write what it can; notes when it has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(driver) = &mut self.driver
+            && Pin::new(driver).poll(cx).is_ready()
+        {
+            self.driver = None;
+        }
+    }
+
+    /// Ready for a request: `false` once the connection has ended.
+    async fn ready(&mut self) -> bool {
+        poll_fn(|cx| {
+            self.drive(cx);
+            self.sender.poll_ready(cx).map(|ready| ready.is_ok())
+        })
+        .await
+    }
+
+    /// Whether the connection can still serve: its driver runs and its handle is open.
+    fn is_open(&self) -> bool {
+        self.driver.is_some() && !self.sender.is_closed()
+    }
 }
 
 /// A connection taken for one request.
 enum Taken {
     Http1 {
-        sender: http1::SendRequest<ResponseBody>,
+        connection: Http1,
         reused: bool,
     },
     Http2 {
@@ -101,6 +147,7 @@ impl Pool {
                 keepalive,
                 max_headers,
                 state: Mutex::new(State::default()),
+                sweeping: AtomicBool::new(false),
             }),
         }
     }
@@ -129,12 +176,21 @@ impl Pool {
             let taken = self.take(&uri).await?;
             let reused = taken.reused();
             let outcome = match taken {
-                Taken::Http1 { mut sender, .. } => {
+                Taken::Http1 { mut connection, .. } => {
                     *request.uri_mut() = origin_form(&uri);
-                    match sender.try_send_request(request).await {
-                        Ok(response) => Ok(self.returning(response, sender)),
-                        Err(error) => Err(error),
+                    if is_upgrade(&request)
+                        && let Some(driver) = connection.driver.take()
+                    {
+                        // The connection becomes the tunnel's: a task of its own hands it over.
+                        tokio::spawn(driver.with_upgrades());
                     }
+                    let mut sent = pin!(connection.sender.try_send_request(request));
+                    let answer = poll_fn(|cx| {
+                        connection.drive(cx);
+                        sent.as_mut().poll(cx)
+                    })
+                    .await;
+                    answer.map(|response| self.returning(response, connection))
                 }
                 Taken::Http2 { mut sender, .. } => {
                     *request.uri_mut() = uri.clone();
@@ -178,14 +234,14 @@ impl Pool {
                 state.evict_expired(Instant::now());
                 state.idle.pop_back()
             };
-            let Some(Idle { mut sender, .. }) = idle else {
+            let Some(Idle { mut connection, .. }) = idle else {
                 return self.connect(uri).await;
             };
             // Given back as its last answer ended, it may not have asked for the next request
-            // yet: its connection task does that at once, or finds the upstream gone.
-            if !sender.is_closed() && sender.ready().await.is_ok() {
+            // yet: driven once, it does that at once, or finds the upstream gone.
+            if connection.is_open() && connection.ready().await {
                 return Ok(Taken::Http1 {
-                    sender,
+                    connection,
                     reused: true,
                 });
             }
@@ -211,33 +267,28 @@ impl Pool {
                 reused: false,
             });
         }
-        let (sender, connection) = http1::Builder::new()
+        let (sender, driver) = http1::Builder::new()
             .max_headers(self.shared.max_headers)
             .handshake(stream)
             .await
             .map_err(SendError::Send)?;
-        tokio::spawn(connection.with_upgrades());
         Ok(Taken::Http1 {
-            sender,
+            connection: Http1 {
+                sender,
+                driver: Some(driver),
+            },
             reused: false,
         })
     }
 
-    /// `response` with a body that puts `sender` back among the idle connections once read to
-    /// its end.
-    fn returning(
-        &self,
-        response: Response<Incoming>,
-        sender: http1::SendRequest<ResponseBody>,
-    ) -> Response<ResponseBody> {
-        let give_back = GiveBack {
+    /// `response` with a body that drives `connection` and puts it back among the idle ones
+    /// once read to its end.
+    fn returning(&self, response: Response<Incoming>, connection: Http1) -> Response<ResponseBody> {
+        let held = Held {
             shared: Arc::clone(&self.shared),
-            sender,
+            connection,
         };
-        // An upgrade's connection is the tunnel's now; it never comes back.
-        let give_back =
-            (response.status() != http::StatusCode::SWITCHING_PROTOCOLS).then_some(give_back);
-        response.map(|body| PooledBody::new(body, give_back).boxed())
+        response.map(|body| PooledBody::new(body, Some(held)).boxed())
     }
 }
 
@@ -262,40 +313,67 @@ impl State {
     }
 }
 
-/// A connection to hand back once its answer's body has ended.
-struct GiveBack {
+/// The connection an answer's body came on: driven while the body is read, handed back at
+/// its end.
+struct Held {
     shared: Arc<Shared>,
-    sender: http1::SendRequest<ResponseBody>,
+    connection: Http1,
 }
 
-impl GiveBack {
+impl Held {
     fn give_back(self) {
-        if self.sender.is_closed() || self.shared.keepalive == 0 {
+        // An upgrade's connection is the tunnel's: its driver was spawned, and it never comes
+        // back. Neither does one the upstream closed.
+        if !self.connection.is_open() || self.shared.keepalive == 0 {
             return;
         }
         let now = Instant::now();
-        let mut state = self.shared.state();
-        state.evict_expired(now);
-        if state.idle.len() >= self.shared.keepalive {
-            state.idle.pop_front();
+        {
+            let mut state = self.shared.state();
+            state.evict_expired(now);
+            if state.idle.len() >= self.shared.keepalive {
+                state.idle.pop_front();
+            }
+            state.idle.push_back(Idle {
+                connection: self.connection,
+                since: now,
+            });
         }
-        state.idle.push_back(Idle {
-            sender: self.sender,
-            since: now,
+        if !self.shared.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep(Arc::downgrade(&self.shared)));
+        }
+    }
+}
+
+/// Every [`SWEEP_EVERY`], until the pool is gone: closes the idle connections that passed
+/// [`IDLE_TIMEOUT`] and drops those the upstream closed (each driven once, so that it reads
+/// the upstream's end of stream).
+async fn sweep(pool: Weak<Shared>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let Some(shared) = pool.upgrade() else {
+            return;
+        };
+        let mut state = shared.state();
+        state.evict_expired(Instant::now());
+        let mut cx = Context::from_waker(Waker::noop());
+        state.idle.retain_mut(|idle| {
+            idle.connection.drive(&mut cx);
+            idle.connection.is_open()
         });
     }
 }
 
-/// An answer's body; at its end, its connection goes back to the pool. Dropped before the end,
-/// the connection closes with it.
+/// An answer's body, driving the connection it comes on; at its end, the connection goes back
+/// to the pool. Dropped before the end, the connection closes with it.
 struct PooledBody {
     inner: Incoming,
-    give_back: Option<GiveBack>,
+    held: Option<Held>,
 }
 
 impl PooledBody {
-    fn new(inner: Incoming, give_back: Option<GiveBack>) -> Self {
-        let mut body = Self { inner, give_back };
+    fn new(inner: Incoming, held: Option<Held>) -> Self {
+        let mut body = Self { inner, held };
         if body.inner.is_end_stream() {
             body.finish();
         }
@@ -307,8 +385,8 @@ impl PooledBody {
     }
 
     fn finish(&mut self) {
-        if let Some(give_back) = self.give_back.take() {
-            give_back.give_back();
+        if let Some(held) = self.held.take() {
+            held.give_back();
         }
     }
 }
@@ -321,11 +399,14 @@ impl Body for PooledBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<bytes::Bytes>, BoxError>>> {
+        if let Some(held) = &mut self.held {
+            held.connection.drive(cx);
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => self.finish(),
             Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(),
-            Poll::Ready(Some(Err(_))) => self.give_back = None,
+            Poll::Ready(Some(Err(_))) => self.held = None,
             _ => {}
         }
         polled.map_err(BoxError::from)
@@ -381,6 +462,11 @@ fn set_host(request: &mut Request<ResponseBody>) {
     if let Ok(value) = HeaderValue::from_str(host) {
         request.headers_mut().insert(HOST, value);
     }
+}
+
+/// Whether `request` asks to switch protocols (a WebSocket handshake).
+fn is_upgrade(request: &Request<ResponseBody>) -> bool {
+    request.headers().contains_key(http::header::UPGRADE)
 }
 
 /// The request target an HTTP/1.1 origin server expects: path and query only.

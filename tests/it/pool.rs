@@ -21,6 +21,8 @@ use tokio::sync::Semaphore;
 enum Reply {
     /// 200 with a small body, keep-alive.
     Ok,
+    /// 200 with a small body, keep-alive, then the connection closed 300 ms later.
+    OkThenClose,
     /// Reads the request, then closes the connection without a word.
     Close,
     /// A status line followed by a header no parser accepts.
@@ -100,14 +102,19 @@ async fn serve_scripted(
         if let Some(gate) = &gate {
             gate.acquire().await.expect("open").forget();
         }
-        let answer: &[u8] = match script(connection, nth) {
-            Reply::Ok => {
+        let reply = script(connection, nth);
+        let answer: &[u8] = match reply {
+            Reply::Ok | Reply::OkThenClose => {
                 b"HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: 2\r\n\r\nok"
             }
             Reply::Close => return,
             Reply::Garbage => b"HTTP/1.1 200 OK\r\ncontent-length: two\r\n\r\nok",
         };
         if stream.write_all(answer).await.is_err() {
+            return;
+        }
+        if reply == Reply::OkThenClose {
+            tokio::time::sleep(Duration::from_millis(300)).await;
             return;
         }
     }
@@ -224,4 +231,38 @@ async fn a_connection_that_broke_the_protocol_is_not_used_again() {
     assert_eq!(status(Method::GET, &url).await, 200);
     assert_eq!(origin.opened(), 2);
     eventually("the broken connection closed", || origin.open() == 1).await;
+}
+
+/// Sockets of this process (the gateway runs in it) connected to `port` and half-closed by
+/// their peer (`CLOSE_WAIT`), from `/proc/net/tcp`.
+fn half_closed_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let remote = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 3 && fields[2].ends_with(&remote) && fields[3] == "08"
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closed_is_let_go_within_the_sweep() {
+    let origin = ScriptedOrigin::start(Arc::new(|_, _| Reply::OkThenClose), None).await;
+    let gateway = gateway_for(&origin, "proxy", "").await;
+    let url = gateway.url(&format!("/img/{H}"));
+    assert_eq!(status(Method::GET, &url).await, 200);
+    eventually("the origin closed its side", || origin.open() == 0).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(half_closed_to(origin.addr.port()), 1, "idle, half-closed");
+    let deadline = Instant::now() + signgate::upstream::pool::SWEEP_EVERY + Duration::from_secs(3);
+    while half_closed_to(origin.addr.port()) > 0 {
+        assert!(Instant::now() < deadline, "the idle connection still open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And the next request finds no dead connection to try first.
+    assert_eq!(status(Method::GET, &url).await, 200);
+    assert_eq!(origin.opened(), 2);
 }

@@ -834,6 +834,23 @@ async fn pages_in_legacy_charsets_and_with_invalid_bytes_pass_byte_for_byte() {
     }
 }
 
+/// An origin answering every request with `page` as HTML: its first 4 KiB at once, the rest
+/// once `gate` opens. The client then has the answer's head before the rewriting reaches what
+/// comes after.
+async fn page_in_two_pieces(page: String, gate: &Arc<Gate>) -> std::net::SocketAddr {
+    let page = Bytes::from(page);
+    let gate = Arc::clone(gate);
+    start_origin(Arc::new(move |_, _| {
+        let body = gated(page.slice(..4096), page.slice(4096..), Arc::clone(&gate));
+        let mut response = hyper::Response::new(body.boxed());
+        response
+            .headers_mut()
+            .insert("content-type", "text/html".parse().expect("value"));
+        response
+    }))
+    .await
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn an_answer_past_rewrite_limit_continues_unsigned_or_is_cut_off_as_configured() {
     let (captured, _guard) = CapturedLog::this_thread();
@@ -850,8 +867,9 @@ async fn an_answer_past_rewrite_limit_continues_unsigned_or_is_cut_off_as_config
     assert_access_line(&captured, &["rewrite=partial", "complete=true"]).await;
     passing.shutdown().await.expect("clean shutdown");
 
+    let gate = Gate::new();
     let aborting = site_gateway(
-        origin,
+        page_in_two_pieces(page, &gate).await,
         "rewrite_limit = \"16KiB\"\nrewrite_overflow = \"abort\"",
     )
     .await;
@@ -860,6 +878,7 @@ async fn an_answer_past_rewrite_limit_continues_unsigned_or_is_cut_off_as_config
         .await
         .expect("headers arrive");
     assert_eq!(response.status(), StatusCode::OK);
+    gate.open();
     let body = response.into_body().collect().await;
     assert!(
         body.is_err(),
@@ -1209,15 +1228,9 @@ async fn an_aborted_recompressed_page_is_not_ended_cleanly() {
         "<html><body>{}</body></html>",
         format!("<img src=\"https://cdn.filestackcontent.com/{H}\">\n").repeat(2_000)
     );
-    let origin = {
-        let page = Bytes::from(page);
-        start_origin(Arc::new(move |_, _| {
-            respond(200, &[("content-type", "text/html")], page.clone())
-        }))
-        .await
-    };
+    let gate = Gate::new();
     let gateway = site_gateway(
-        origin,
+        page_in_two_pieces(page, &gate).await,
         "rewrite_limit = \"16KiB\"\nrewrite_overflow = \"abort\"",
     )
     .await;
@@ -1226,6 +1239,7 @@ async fn an_aborted_recompressed_page_is_not_ended_cleanly() {
         .headers_mut()
         .insert("accept-encoding", http::HeaderValue::from_static("gzip"));
     let response = client().request(request).await.expect("headers arrive");
+    gate.open();
     assert_eq!(response.headers()["content-encoding"], "gzip");
     assert!(response.into_body().collect().await.is_err());
 }
