@@ -23,9 +23,10 @@ pub struct AccessLog {
     /// Request method.
     pub method: http::Method,
     /// Route name, or `-` when none matched.
-    pub route: String,
-    /// The path with any credentials removed.
-    pub path: String,
+    pub route: Arc<str>,
+    /// The request target as received: logged as its path with any credentials removed
+    /// ([`redact_path`]), worked out only when the line is written.
+    pub target: http::Uri,
     /// Response status.
     pub status: u16,
     /// `hit`, `miss` or `-`.
@@ -129,7 +130,7 @@ impl Drop for Metered {
             target: "signgate::access",
             method = %printable(log.method.as_str(), METHOD_LOG_MAX),
             route = %log.route,
-            path = %log.path,
+            path = %redact_path(log.target.path()),
             status = log.status,
             bytes = self.bytes,
             duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),

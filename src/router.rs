@@ -15,8 +15,8 @@ use crate::upstream::UpstreamClient;
 
 /// A route ready to serve: its name and prefix, its signer (and cache), and what its mode needs.
 pub struct ActiveRoute {
-    /// `name`, for logs.
-    pub name: String,
+    /// `name`, for logs: shared, so each request's access line takes it without a copy.
+    pub name: Arc<str>,
     /// `prefix`.
     pub prefix: String,
     /// Signs for this route.
@@ -129,7 +129,7 @@ impl ActiveRoute {
             RouteKind::UploadPolicy(upload) => ActiveKind::UploadPolicy(upload.clone()),
         };
         Ok(Self {
-            name: route.name.clone(),
+            name: Arc::from(route.name.as_str()),
             prefix: route.prefix.clone(),
             signer,
             authorizer: Authorizer::for_route(route)?,
@@ -141,7 +141,7 @@ impl ActiveRoute {
     /// Whether `route` would sign exactly as this route does, so its credentials (and cache)
     /// stay valid: same name and mode, secret, signing settings, policy and tasks.
     pub fn signs_like(&self, route: &Route) -> bool {
-        self.name == route.name
+        *self.name == *route.name
             && self.mode() == route.mode()
             && self.signer.signing() == &route.signing
             && self.signer.template() == &route.policy
@@ -226,7 +226,7 @@ impl Router {
 
     /// The route called `name`.
     pub fn by_name(&self, name: &str) -> Option<&Arc<ActiveRoute>> {
-        self.routes.iter().find(|r| r.name == name)
+        self.routes.iter().find(|r| *r.name == *name)
     }
 }
 
@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn longest_prefix_on_segment_boundaries_wins() {
         let router = router();
-        let find = |p| router.find(p).map(|(r, rest)| (r.name.as_str(), rest));
+        let find = |p| router.find(p).map(|(r, rest)| (&*r.name, rest));
         assert_eq!(find("/img/abc"), Some(("images", "abc")));
         assert_eq!(find("/img/thumbs/abc"), Some(("thumbs", "abc")));
         assert_eq!(find("/upload-policy"), Some(("upload", "")));

@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::mode::{self, RequestContext};
 use crate::protocol::{Protocol, ServedConnection, sniff};
 use crate::request_id::{RequestIds, X_REQUEST_ID};
-use crate::request_log::{AccessLog, Metered, UpstreamStatus, log_error, redact_path};
+use crate::request_log::{AccessLog, Metered, UpstreamStatus, log_error};
 use crate::rewrite::RewriteMark;
 use crate::router::Router;
 
@@ -386,7 +386,7 @@ async fn handle_request(
     let started = Instant::now();
     let method = request.method().clone();
     let version = request.version();
-    let path = request.uri().path().to_owned();
+    let target = request.uri().clone();
     let ctx = RequestContext {
         peer: peer.addr,
         now: state.clock.now_unix(),
@@ -406,11 +406,11 @@ async fn handle_request(
     let mut in_flight = Some(in_flight);
     // The one load of the routing state: this request is served by this snapshot to its end.
     let router = state.router.load_full();
-    let (route_name, route, result) = match (admitted, router.find(&path)) {
-        (Err(e), _) => ("-".to_owned(), None, Err(e)),
-        (Ok(()), None) => ("-".to_owned(), None, Err(ProxyError::NoRoute)),
+    let (route_name, route, result) = match (admitted, router.find(target.path())) {
+        (Err(e), _) => (Arc::from("-"), None, Err(e)),
+        (Ok(()), None) => (Arc::from("-"), None, Err(ProxyError::NoRoute)),
         (Ok(()), Some((active, rest))) => (
-            active.name.clone(),
+            Arc::clone(&active.name),
             Some(Arc::clone(&active.metrics)),
             mode::handle(active, rest, request, ctx).await,
         ),
@@ -449,7 +449,7 @@ async fn handle_request(
     let log = AccessLog {
         method,
         route: route_name,
-        path: redact_path(&path),
+        target,
         status: parts.status.as_u16(),
         cache: cache.map_or("-", |c| c.as_str()),
         rewrite: parts.extensions.remove::<RewriteMark>(),

@@ -45,7 +45,12 @@ impl UpstreamClient {
     pub fn new(route_name: &str, fetch: &Fetch, forbidden: Counter) -> Result<Self, StartupError> {
         let https = connector(route_name, fetch.ca_file.as_deref(), fetch.timeouts.connect)?;
         let max_connections = fetch.max_connections.get();
-        let pool = Pool::new(https, fetch.keepalive, fetch.max_response_headers.get());
+        let pool = Pool::new(
+            https,
+            fetch.keepalive,
+            fetch.max_response_headers.get(),
+            fetch.upstream.host_header().clone(),
+        );
         Ok(Self {
             upstream: fetch.upstream.clone(),
             pool,

@@ -59,6 +59,8 @@ struct Shared {
     keepalive: usize,
     /// `max_response_headers`.
     max_headers: usize,
+    /// The `Host` of requests that bring none.
+    host: HeaderValue,
     /// Taken only between awaits, by the worker's one thread: never contended.
     state: Mutex<State>,
     /// Whether the sweeper of idle connections runs.
@@ -135,18 +137,21 @@ impl Taken {
 }
 
 impl Pool {
-    /// A pool connecting with `connector`, keeping at most `keepalive` idle connections and
-    /// accepting answers with at most `max_headers` headers.
+    /// A pool connecting with `connector`, keeping at most `keepalive` idle connections,
+    /// accepting answers with at most `max_headers` headers, and sending `host` as the `Host`
+    /// of HTTP/1.1 requests that bring none.
     pub fn new(
         connector: HttpsConnector<HttpConnector>,
         keepalive: usize,
         max_headers: usize,
+        host: HeaderValue,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 connector,
                 keepalive,
                 max_headers,
+                host,
                 state: Mutex::new(State::default()),
                 sweeping: AtomicBool::new(false),
             }),
@@ -170,7 +175,6 @@ impl Pool {
         mut request: Request<ResponseBody>,
     ) -> Result<Response<ResponseBody>, SendError> {
         let uri = request.uri().clone();
-        set_host(&mut request);
         let replay = Replay::of(&request);
         let mut retried = false;
         loop {
@@ -179,6 +183,12 @@ impl Pool {
             let outcome = match taken {
                 Taken::Http1 { mut connection, .. } => {
                     *request.uri_mut() = origin_form(&uri);
+                    // HTTP/1.1 needs a `Host`; HTTP/2 has the URI's authority instead.
+                    let shared = &self.shared;
+                    request
+                        .headers_mut()
+                        .entry(HOST)
+                        .or_insert_with(|| shared.host.clone());
                     if is_upgrade(&request)
                         && let Some(driver) = connection.driver.take()
                     {
@@ -445,23 +455,6 @@ impl Replay {
         *request.method_mut() = self.method.clone();
         *request.headers_mut() = self.headers.clone();
         request
-    }
-}
-
-/// `Host` from the URI's authority unless the request names one (HTTP/1.1 requires it).
-fn set_host(request: &mut Request<ResponseBody>) {
-    if request.headers().contains_key(HOST) {
-        return;
-    }
-    let Some(authority) = request.uri().authority() else {
-        return;
-    };
-    let host = match (request.uri().port_u16(), request.uri().scheme_str()) {
-        (Some(80), Some("http")) | (Some(443), Some("https")) => authority.host(),
-        _ => authority.as_str(),
-    };
-    if let Ok(value) = HeaderValue::from_str(host) {
-        request.headers_mut().insert(HOST, value);
     }
 }
 

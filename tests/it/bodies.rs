@@ -355,7 +355,7 @@ fn access_log() -> AccessLog {
     AccessLog {
         method: http::Method::GET,
         route: "images".into(),
-        path: format!("/img/{H}"),
+        target: format!("/img/{H}").parse().expect("a path"),
         status: 200,
         cache: "hit",
         rewrite: None,
