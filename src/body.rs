@@ -40,16 +40,23 @@ pub struct BodyIdleTimeout(pub Duration);
 pub struct ClientBodyIdle(pub Duration);
 
 /// Fails a body that goes quiet for longer than `idle` between frames.
+///
+/// The timer is armed only when the body has nothing to give (made on the first such pause,
+/// re-armed on the next): a body whose frames are ready when asked for, as a small file's
+/// usually are, never touches the timer wheel.
 pub struct IdleTimeout<B> {
     inner: B,
     idle: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// Made on the first pause.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Whether `sleep` runs for the current pause.
+    armed: bool,
     /// The error a pause gives: whose body it was.
     error: fn(Duration) -> BoxError,
 }
 
 impl<B> IdleTimeout<B> {
-    /// Wraps an upstream's body, failing it with [`BodyIdleTimeout`]; the clock starts now.
+    /// Wraps an upstream's body, failing it with [`BodyIdleTimeout`].
     pub fn new(inner: B, idle: Duration) -> Self {
         Self::failing_with(inner, idle, |idle| BodyIdleTimeout(idle).into())
     }
@@ -63,7 +70,8 @@ impl<B> IdleTimeout<B> {
         Self {
             inner,
             idle,
-            sleep: Box::pin(tokio::time::sleep(idle)),
+            sleep: None,
+            armed: false,
             error,
         }
     }
@@ -84,12 +92,24 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let deadline = tokio::time::Instant::now() + this.idle;
-                this.sleep.as_mut().reset(deadline);
+                // A timer left registered with an old deadline may wake the task once for
+                // nothing; it is re-armed before it can fail the body.
+                this.armed = false;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                ready!(this.sleep.as_mut().poll(cx));
+                let sleep = match &mut this.sleep {
+                    Some(sleep) if this.armed => sleep,
+                    Some(sleep) => {
+                        sleep
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + this.idle);
+                        sleep
+                    }
+                    None => this.sleep.insert(Box::pin(tokio::time::sleep(this.idle))),
+                };
+                this.armed = true;
+                ready!(sleep.as_mut().poll(cx));
                 Poll::Ready(Some(Err((this.error)(this.idle))))
             }
         }
