@@ -66,9 +66,13 @@ pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
 /// Default `websocket_idle_timeout`: nginx's `proxy_read_timeout` is 60s and is usually raised
 /// for WebSockets; apps ping every 25-30s.
 pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Default `max_response_headers`: hyper's own default is 100, which real sites pass (a
-/// dozen `Set-Cookie`s, CSP reports, tracing headers).
+/// Default `max_response_headers` of a site route: hyper's own default is 100, which real
+/// sites pass (a dozen `Set-Cookie`s, CSP reports, tracing headers).
 pub const DEFAULT_MAX_RESPONSE_HEADERS: usize = 500;
+/// Default `max_response_headers` of a proxy route: a CDN's file answer carries a few dozen.
+/// It is hyper's own limit, the one that costs nothing per answer: any other makes hyper fill
+/// two arrays of that many entries for every answer's head (about 4,900 instructions at 500).
+pub const DEFAULT_PROXY_MAX_RESPONSE_HEADERS: usize = 100;
 /// Default time in-flight requests get to finish after SIGINT/SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default time to open a connection to an upstream.

@@ -15,9 +15,9 @@ use super::signing::{Signing, build_signing};
 use super::units::{parse_duration, parse_size};
 use super::{
     ConfigError, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_REQUEST_BODY,
-    DEFAULT_MAX_RESPONSE_HEADERS, DEFAULT_MAX_UPSTREAM_CONNECTIONS, DEFAULT_RESPONSE_TIMEOUT,
-    DEFAULT_REWRITE_HOST, DEFAULT_REWRITE_LIMIT, DEFAULT_UPSTREAM_KEEPALIVE,
-    DEFAULT_WEBSOCKET_IDLE_TIMEOUT, invalid,
+    DEFAULT_MAX_RESPONSE_HEADERS, DEFAULT_MAX_UPSTREAM_CONNECTIONS,
+    DEFAULT_PROXY_MAX_RESPONSE_HEADERS, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_REWRITE_HOST,
+    DEFAULT_REWRITE_LIMIT, DEFAULT_UPSTREAM_KEEPALIVE, DEFAULT_WEBSOCKET_IDLE_TIMEOUT, invalid,
 };
 use crate::policy::{Call, PolicyLimits, PolicyTemplate};
 use crate::tasks::TaskAllowlist;
@@ -156,7 +156,7 @@ pub struct Fetch {
     /// `max_connections`; past it the oldest idle ones close. 0: none kept. Default 32.
     pub keepalive: usize,
     /// `max_response_headers`: headers an upstream answer may carry; more is a 502 that says
-    /// so in the log. Default 500.
+    /// so in the log. Default 100 for a proxy route, 500 for a site route.
     pub max_response_headers: NonZeroUsize,
 }
 
@@ -433,7 +433,7 @@ pub(super) fn build_route(
     let authorize = build_authorize(&raw, &key)?;
     let kind = match mode {
         Mode::Proxy => RouteKind::Proxy(ProxyRoute {
-            fetch: build_fetch(&raw, &key)?,
+            fetch: build_fetch(&raw, &key, DEFAULT_PROXY_MAX_RESPONSE_HEADERS)?,
             serving: FileServing {
                 inline_types: match &raw.inline_types {
                     None => FileServing::default().inline_types,
@@ -449,7 +449,7 @@ pub(super) fn build_route(
             upstream: required_upstream(&raw, mode, &key)?,
         },
         Mode::Site => RouteKind::Site(SiteRoute {
-            fetch: build_fetch(&raw, &key)?,
+            fetch: build_fetch(&raw, &key, DEFAULT_MAX_RESPONSE_HEADERS)?,
             rewrite: RewriteRules {
                 hosts: match &raw.rewrite_hosts {
                     None => RewriteRules::default().hosts,
@@ -621,7 +621,12 @@ fn required_upstream(
     Upstream::parse(text).map_err(|r| invalid(key("upstream"), r))
 }
 
-fn build_fetch(raw: &RawRoute, key: &dyn Fn(&str) -> String) -> Result<Fetch, ConfigError> {
+/// `max_headers`: the mode's default `max_response_headers`.
+fn build_fetch(
+    raw: &RawRoute,
+    key: &dyn Fn(&str) -> String,
+    max_headers: usize,
+) -> Result<Fetch, ConfigError> {
     let upstream = required_upstream(raw, Mode::Proxy, key)?;
     let duration = |text: Option<&str>, default: Duration, k: &str| {
         text.map_or(Ok(default), |t| {
@@ -661,11 +666,9 @@ fn build_fetch(raw: &RawRoute, key: &dyn Fn(&str) -> String) -> Result<Fetch, Co
             .unwrap_or(DEFAULT_MAX_UPSTREAM_CONNECTIONS),
     )
     .ok_or_else(|| invalid(key("max_upstream_connections"), "must be at least 1"))?;
-    let max_response_headers = NonZeroUsize::new(
-        raw.max_response_headers
-            .unwrap_or(DEFAULT_MAX_RESPONSE_HEADERS),
-    )
-    .ok_or_else(|| invalid(key("max_response_headers"), "must be at least 1"))?;
+    let max_response_headers =
+        NonZeroUsize::new(raw.max_response_headers.unwrap_or(max_headers))
+            .ok_or_else(|| invalid(key("max_response_headers"), "must be at least 1"))?;
     let keepalive = raw
         .upstream_keepalive
         .unwrap_or(DEFAULT_UPSTREAM_KEEPALIVE)
@@ -802,6 +805,26 @@ mod tests {
         ] {
             assert!(Upstream::parse(text).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn a_proxy_route_takes_hyper_s_header_limit_and_a_site_route_more() {
+        let config = crate::config::Config::from_toml_str(
+            "[signing]\nsecret_env = \"S\"\n\
+             [[route]]\nname = \"img\"\nprefix = \"/img/\"\nmode = \"proxy\"\n\
+             upstream = \"https://cdn.example\"\n\
+             [[route]]\nname = \"site\"\nprefix = \"/\"\nmode = \"site\"\n\
+             upstream = \"http://127.0.0.1:3000\"\n",
+            |_| Some("secret".into()),
+        )
+        .expect("valid");
+        let limits: Vec<usize> = config
+            .routes
+            .iter()
+            .filter_map(|route| route.fetch())
+            .map(|fetch| fetch.max_response_headers.get())
+            .collect();
+        assert_eq!(limits, [100, 500]);
     }
 
     #[test]

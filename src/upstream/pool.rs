@@ -35,6 +35,10 @@ use crate::body::{BoxError, ResponseBody};
 /// `keepalive_timeout` is 60 s too).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// hyper's own limit on an answer's headers, which it parses into arrays on the stack; any
+/// other limit is set per connection and costs per answer.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// How often idle connections are looked at for an upstream that closed them.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -278,11 +282,12 @@ impl Pool {
                 reused: false,
             });
         }
-        let (sender, driver) = http1::Builder::new()
-            .max_headers(self.shared.max_headers)
-            .handshake(stream)
-            .await
-            .map_err(SendError::Send)?;
+        let mut builder = http1::Builder::new();
+        if self.shared.max_headers != HYPER_MAX_HEADERS {
+            // Costs per answer: hyper then fills two arrays of this many entries for each head.
+            builder.max_headers(self.shared.max_headers);
+        }
+        let (sender, driver) = builder.handshake(stream).await.map_err(SendError::Send)?;
         Ok(Taken::Http1 {
             connection: Http1 {
                 sender,
