@@ -1,8 +1,9 @@
-//! deploy/ against the gateway itself: the configs it ships pass `signgate check` and serve; every
-//! metric the Grafana dashboard and the alert rules read is one the gateway exports, and the
-//! dashboard shows every one; the pod, the unit and the image give signgate the time, the
-//! descriptors, the ports and the paths its config asks for; and `signgate health`, the image's
-//! HEALTHCHECK, tells a serving gateway from one that is not.
+//! deploy/ against the gateway itself: the configs it ships pass `signgate check` and serve;
+//! under `signgate run` the pods' config reloads through its pid file, refuses what needs a
+//! restart and drains on SIGTERM; every metric the Grafana dashboard and the alert rules read is
+//! one the gateway exports, and the dashboard shows every one; the pod, the unit and the image
+//! give signgate the time, the descriptors, the ports and the paths its config asks for; and
+//! `signgate health`, the image's HEALTHCHECK, tells a serving gateway from one that is not.
 //!
 //! `deploy/validate` checks the same files against Kubernetes' schemas, hadolint, promtool and
 //! systemd-analyze.
@@ -17,6 +18,7 @@ use http::StatusCode;
 use signgate::config::{Config, SecretsNeeded};
 
 use crate::admin::{scrape_after, value};
+use crate::reload::Gateway;
 use crate::support::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -275,6 +277,55 @@ async fn the_deploy_config_serves_and_exports_every_metric_the_dashboard_and_ale
             "{family} is in no dashboard query"
         );
     }
+}
+
+#[test]
+fn signgate_run_serves_the_deploy_config_then_reloads_reports_and_drains() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = dir.path().join("filestack");
+    std::fs::write(&secret, SECRET).expect("write");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+    let pid_file = dir.path().join("signgate.pid");
+    let toml = replaced(
+        &configmap_toml(),
+        &[
+            ("\"0.0.0.0:8080\"", "\"127.0.0.1:0\""),
+            ("\"0.0.0.0:9090\"", "\"127.0.0.1:0\""),
+            (
+                "\"/run/secrets/signgate/filestack\"",
+                &format!("{secret:?}"),
+            ),
+            ("\"/run/signgate/signgate.pid\"", &format!("{pid_file:?}")),
+        ],
+    );
+    let gateway = Gateway::start_with(&toml);
+    let nowhere = Path::new("/nonexistent");
+    // The image's HEALTHCHECK, and Prometheus.
+    let health = signgate(&["health", "--admin", &gateway.admin], nowhere);
+    assert_eq!(health.status.code(), Some(0), "{health:?}");
+
+    // `kubectl exec POD -- signgate reload`: through the config's pid file.
+    let reload = |text: String| {
+        std::fs::write(gateway.config_path(), text).expect("write");
+        let out = signgate(&["reload"], &gateway.config_path());
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    };
+    reload(replaced(&toml, &[("ttl = \"1h\"", "ttl = \"2h\"")]));
+    gateway.wait_for_reloads("success", 1.0);
+    // A [server] change needs a rollout restart: refused and counted, the old config serving on.
+    reload(replaced(
+        &toml,
+        &[("shutdown_grace = \"30s\"", "shutdown_grace = \"20s\"")],
+    ));
+    gateway.wait_for_reloads("failure", 1.0);
+    assert!(gateway.log().contains("restart signgate to apply it"));
+
+    assert_eq!(gateway.stop(), Some(0), "SIGTERM drains and exits 0");
+    assert!(
+        !pid_file.exists(),
+        "the pid file is removed on a clean exit"
+    );
 }
 
 #[test]

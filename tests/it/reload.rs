@@ -31,19 +31,25 @@ const UPLOAD_ROUTE: &str =
     "[[route]]\nname = \"up\"\nprefix = \"/upload-policy\"\nmode = \"upload-policy\"\n";
 
 /// A `signgate run` process serving a config file in a directory of its own; killed on drop.
-struct Gateway {
+pub(crate) struct Gateway {
     child: Child,
     addr: String,
-    admin: String,
+    pub(crate) admin: String,
     dir: tempfile::TempDir,
     log: Arc<Mutex<String>>,
 }
 
 impl Gateway {
     fn start(server: &str, rest: &str) -> Self {
+        Self::start_with(&format!("{server}{ADMIN}{SIGNING}{rest}"))
+    }
+
+    /// Serves `config`, a whole file (an `[admin] listen` on its own port, traffic on another);
+    /// `secret_env = "SIGNGATE_RELOAD_SECRET"` in it resolves to the test secret.
+    pub(crate) fn start_with(config: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let gateway_path = dir.path().join("gateway.toml");
-        std::fs::write(&gateway_path, format!("{server}{ADMIN}{SIGNING}{rest}")).expect("write");
+        std::fs::write(&gateway_path, config).expect("write");
         let mut child = Command::new(env!("CARGO_BIN_EXE_signgate"))
             .args(["run", "--config"])
             .arg(&gateway_path)
@@ -74,7 +80,7 @@ impl Gateway {
         }
     }
 
-    fn config_path(&self) -> PathBuf {
+    pub(crate) fn config_path(&self) -> PathBuf {
         self.dir.path().join("gateway.toml")
     }
 
@@ -111,7 +117,7 @@ impl Gateway {
     }
 
     /// Waits until `signgate_config_reloads_total{outcome}` reaches `count`.
-    fn wait_for_reloads(&self, outcome: &str, count: f64) {
+    pub(crate) fn wait_for_reloads(&self, outcome: &str, count: f64) {
         let series = format!("signgate_config_reloads_total{{outcome=\"{outcome}\"}}");
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.metric(&series) < count {
@@ -125,7 +131,7 @@ impl Gateway {
         assert_eq!(self.metric(&series), count, "{series}");
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().expect("log").clone()
     }
 
@@ -134,7 +140,7 @@ impl Gateway {
     }
 
     /// SIGTERM, then the exit code (failing if the process is still there 10 s later).
-    fn stop(mut self) -> Option<i32> {
+    pub(crate) fn stop(mut self) -> Option<i32> {
         self.signal("-TERM");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
