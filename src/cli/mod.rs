@@ -4,6 +4,7 @@ mod check;
 #[cfg(feature = "demo")]
 mod demo;
 mod explain;
+mod health;
 pub mod logs;
 mod reload;
 mod run;
@@ -24,6 +25,8 @@ pub const DEFAULT_CONFIG: &str = "gateway.toml";
 pub const EXIT_OK: u8 = 0;
 /// Exit code of `explain` for a URL whose credentials are not valid.
 pub const EXIT_INVALID: u8 = 1;
+/// Exit code of `health` when the gateway did not answer healthy.
+pub const EXIT_UNHEALTHY: u8 = 1;
 /// Exit code for a usage or configuration error.
 pub const EXIT_USAGE: u8 = 2;
 
@@ -81,6 +84,14 @@ pub enum Command {
         #[arg(long, value_name = "P")]
         pid_file: Option<PathBuf>,
     },
+    /// Ask the running gateway's admin listener for `/healthz`: exit 0 on 200, 1 on anything
+    /// else or no answer, 2 when there is no admin address. For a container's HEALTHCHECK.
+    Health {
+        /// The admin listener's address [default: the config's `admin.listen`; a wildcard
+        /// address is asked on loopback].
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<std::net::SocketAddr>,
+    },
     /// Decode a CDN URL: what it asks for, what its policy grants, whether it is valid and why.
     #[command(after_help = explain::EXIT_CODES)]
     Explain(explain::Args),
@@ -103,6 +114,7 @@ pub fn main() -> ExitCode {
         }),
         Some(Command::Check { strict }) => check::run(&config_path, strict),
         Some(Command::Reload { pid_file }) => reload::run(&config_path, pid_file.as_deref()),
+        Some(Command::Health { admin }) => health::run(&config_path, admin),
         Some(Command::Explain(args)) => explain::run(&args, cli.config.as_deref()),
         #[cfg(feature = "demo")]
         Some(Command::Demo { listen }) => demo::run(listen, cli.log_format.unwrap_or_default()),

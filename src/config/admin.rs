@@ -22,12 +22,7 @@ pub(super) fn build_admin(
     let Some(text) = raw.and_then(|admin| admin.listen.as_deref()) else {
         return Ok(None);
     };
-    let listen: SocketAddr = text.parse().map_err(|_| {
-        invalid(
-            "`admin.listen`",
-            format!("must be an address such as \"127.0.0.1:9090\", got {text:?}"),
-        )
-    })?;
+    let listen = parse_listen(text)?;
     if overlaps(listen, server_listen) {
         return Err(invalid(
             "`admin.listen`",
@@ -38,6 +33,17 @@ pub(super) fn build_admin(
         ));
     }
     Ok(Some(AdminConfig { listen }))
+}
+
+/// `admin.listen`'s text as an address; also read on its own by `signgate health`, which must
+/// find the listener even when the rest of the file would be refused.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| {
+        invalid(
+            "`admin.listen`",
+            format!("must be an address such as \"127.0.0.1:9090\", got {text:?}"),
+        )
+    })
 }
 
 /// Whether binding both addresses would collide: the same fixed port on the same address, or

@@ -59,7 +59,7 @@ async fn scrape(gateway: &TestGateway) -> (Scrape, String) {
 
 /// The value of sample `name` whose labels include `labels` (a counter, a gauge, or a
 /// histogram's count); panics when there is none or more than one.
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     let found: Vec<f64> = scrape
         .samples
         .iter()
@@ -77,7 +77,7 @@ fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 /// Scrapes until the gateway has counted `requests` requests in all (each is counted as its
 /// answer's body is dropped, just after the client has read it), within 5 s.
-async fn scrape_after(gateway: &TestGateway, requests: f64) -> (Scrape, String) {
+pub(crate) async fn scrape_after(gateway: &TestGateway, requests: f64) -> (Scrape, String) {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             let (scrape, text) = scrape(gateway).await;

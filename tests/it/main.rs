@@ -15,6 +15,7 @@ mod browser;
 mod cli;
 mod config;
 mod demo;
+mod deploy;
 mod explain;
 mod faults;
 mod forwarding;
