@@ -7,6 +7,14 @@
 //! (`taskset -c 1`), wrk to core 0 (2 threads, 64 connections, a Lua script cycling through the
 //! 1,000 handles). Each target gets a 2 s warm-up, then a measured run (10 s by default).
 //!
+//! Then the cost of the admin listener (issue 13: throughput with it on within 3 % of off): the
+//! same signgate without `[admin]` ("off") and with `[admin] listen` on a free loopback port
+//! while a scraper on core 0 GETs `/metrics` once a second on one keep-alive connection, as
+//! Prometheus would ("on"), alternating off, on, off, on in the same run so that drift shows.
+//! It prints the on/off ratios of throughput, p99 and CPU per request, how far the runs of one
+//! kind differ among themselves, and whether the throughput ratio is within 3 %. It only
+//! reports: a bench never fails on timings.
+//!
 //! Run:
 //! ```text
 //! apt-get update && apt-get install -y wrk nginx util-linux
@@ -21,8 +29,10 @@
 //! `LOAD_BARE=1` (adds two rows for a minimal hyper proxy that does no signing, on a
 //! `current_thread` runtime: `pool` with hyper-util's pooled client as signgate, `direct` with one
 //! upstream connection per client connection).
+//! `LOAD_ADMIN_ROUNDS` (off/on pairs in the admin comparison, default 2, at least 2).
 //! Without `--bench` (as under `cargo test --benches`) it only runs a smoke check: origin and
-//! gateway in-process, 10 requests, no wrk or nginx needed.
+//! gateway with its admin listener in-process, 10 requests and two scrapes of `/metrics`, no
+//! wrk or nginx needed.
 //!
 //! The gateway here logs nothing (no tracing subscriber), as nginx has `access_log off`.
 //!
@@ -55,8 +65,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use signgate::clock::SystemClock;
+use signgate::admin::{self, Admin, AdminListener};
+use signgate::clock::{Clock, SystemClock};
 use signgate::config::Config;
+use signgate::health::Health;
+use signgate::metrics::Metrics;
 use signgate::server::{AppState, serve};
 use signgate::workers::Workers;
 
@@ -83,6 +96,12 @@ const RUNTIME_ENV: &str = "SIGNGATE_LOAD_RUNTIME";
 /// Bare role: `pool` (hyper-util pooled client) or `direct` (one upstream connection per client
 /// connection).
 const BARE_ENV: &str = "SIGNGATE_LOAD_BARE";
+/// Gateway role (`workers`): `1` adds `[admin] listen` on a free loopback port.
+const ADMIN_ENV: &str = "SIGNGATE_LOAD_ADMIN";
+/// Scraper role: the admin listener's port.
+const SCRAPE_PORT_ENV: &str = "SIGNGATE_LOAD_SCRAPE_PORT";
+/// Scraper role: the file it appends one line per scrape to.
+const SCRAPE_OUT_ENV: &str = "SIGNGATE_LOAD_SCRAPE_OUT";
 /// Gateway and bare roles: the origin's URL.
 const UPSTREAM_ENV: &str = "SIGNGATE_LOAD_UPSTREAM";
 /// The environment variable the gateway's config names in `secret_env`.
@@ -93,6 +112,10 @@ const BODY_LEN: usize = 2048;
 const HANDLES: usize = 1000;
 const IDLE_CONNECTIONS: usize = 1000;
 const WARMUP_SECONDS: u64 = 2;
+/// How often the scraper GETs `/metrics`: a demanding Prometheus `scrape_interval`.
+const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
+/// The cost issue 13 allows the admin listener and its scraping: throughput within 3 %.
+const ADMIN_TOLERANCE: f64 = 0.03;
 const SERVER_CORE: &str = "1";
 const LOAD_CORE: &str = "0";
 const INSTALL: &str = "apt-get update && apt-get install -y wrk nginx util-linux";
@@ -210,9 +233,15 @@ async fn serve_bare(listener: TcpListener, upstream: SocketAddr, pooled: bool) {
     }
 }
 
-fn gateway_config(upstream: &str) -> Config {
+/// One `proxy` route in front of `upstream`; with `admin`, `[admin] listen` on a free port.
+fn gateway_config(upstream: &str, admin: bool) -> Config {
+    let admin = if admin {
+        "[admin]\nlisten = \"127.0.0.1:0\"\n"
+    } else {
+        ""
+    };
     let toml = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\n{admin}\
          [signing]\nsecret_env = \"{SECRET_ENV}\"\n\
          [[route]]\nname = \"img\"\nprefix = \"/img/\"\nmode = \"proxy\"\nupstream = \"{upstream}\"\n"
     );
@@ -223,7 +252,7 @@ fn gateway_config(upstream: &str) -> Config {
 }
 
 fn gateway_state(upstream: &str) -> Arc<AppState> {
-    let config = gateway_config(upstream);
+    let config = gateway_config(upstream, false);
     Arc::new(AppState::new(&config, Arc::new(SystemClock)).expect("gateway state builds"))
 }
 
@@ -239,16 +268,21 @@ fn run_role(role: &str) -> ExitCode {
 
     let multi_thread = std::env::var(RUNTIME_ENV).is_ok_and(|flavor| flavor == "multi_thread");
     if role == "gateway" && !multi_thread {
-        // As `signgate run`: one current_thread runtime per core this process may use.
         let upstream = std::env::var(UPSTREAM_ENV).expect("upstream URL in the env");
-        let config = gateway_config(&upstream);
-        let workers =
-            Workers::bind(config.server.listen, config.server.workers.get()).expect("bind");
-        announce(workers.addr.port());
-        workers
-            .run(&config, Arc::new(SystemClock), std::future::pending())
-            .expect("serve");
-        return ExitCode::SUCCESS;
+        let admin = std::env::var(ADMIN_ENV).is_ok_and(|v| v == "1");
+        run_workers(&gateway_config(&upstream, admin));
+    }
+    if role == "scraper" {
+        let port = std::env::var(SCRAPE_PORT_ENV)
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .expect("admin port in the env");
+        let out = std::env::var_os(SCRAPE_OUT_ENV).expect("scrape log path in the env");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(scrape_forever(port, Path::new(&out)));
     }
     let current_thread = role != "gateway" || !multi_thread;
     let runtime = if current_thread {
@@ -265,13 +299,13 @@ fn run_role(role: &str) -> ExitCode {
         let port = listener.local_addr().expect("local addr").port();
         match role {
             "origin" => {
-                announce(port);
+                announce(&[port]);
                 serve_origin(listener).await;
             }
             "gateway" => {
                 let upstream = std::env::var(UPSTREAM_ENV).expect("upstream URL in the env");
                 let state = gateway_state(&upstream);
-                announce(port);
+                announce(&[port]);
                 serve(listener, state, std::future::pending())
                     .await
                     .expect("serve");
@@ -283,7 +317,7 @@ fn run_role(role: &str) -> ExitCode {
                     .parse()
                     .expect("upstream address");
                 let pooled = std::env::var(BARE_ENV).is_ok_and(|kind| kind == "pool");
-                announce(port);
+                announce(&[port]);
                 serve_bare(listener, upstream, pooled).await;
             }
             other => panic!("unknown {ROLE_ENV} {other:?}"),
@@ -292,9 +326,96 @@ fn run_role(role: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn announce(port: u16) {
+/// Serves `config` as `signgate run` does: one `current_thread` worker per core this process
+/// may use, all counting into one registry, and with `[admin] listen` the admin listener on a
+/// thread of its own, reading that registry. Announces the traffic port, then the admin port.
+fn run_workers(config: &Config) -> ! {
+    let admin_listener = config
+        .admin
+        .as_ref()
+        .map(|admin| AdminListener::bind(admin.listen).expect("bind the admin listener"));
+    let workers = Workers::bind(config.server.listen, config.server.workers.get()).expect("bind");
+    let mut ports = vec![workers.addr.port()];
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let metrics = Arc::new(Metrics::new(config));
+    let running = workers
+        .start(config, Arc::clone(&clock), Arc::clone(&metrics))
+        .expect("workers start");
+    // Held, never stopped: the process ends when the bench closes its stdin.
+    let _admin = admin_listener.map(|listener| {
+        ports.push(listener.addr.port());
+        let admin = Admin::new(config, metrics, Arc::clone(running.health()), clock);
+        listener
+            .start(Arc::new(admin))
+            .expect("admin listener starts")
+    });
+    announce(&ports);
+    loop {
+        std::thread::park();
+    }
+}
+
+/// GETs `/metrics` from the admin listener on `port` every [`SCRAPE_INTERVAL`] on one
+/// keep-alive connection, as Prometheus does, appending `ok <µs> <bytes>` or `failed <why>`
+/// to `out` per scrape. Announces itself after the first scrape succeeds.
+async fn scrape_forever(port: u16, out: &Path) -> ! {
+    let mut log = std::fs::File::create(out).expect("scrape log");
+    let mut ticks = tokio::time::interval(SCRAPE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut connection: Option<TcpStream> = None;
+    let mut announced = false;
+    loop {
+        ticks.tick().await;
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+            if connection.is_none() {
+                connection = Some(
+                    TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            let stream = connection.as_mut().ok_or("no connection")?;
+            scrape(stream).await
+        })
+        .await
+        .unwrap_or_else(|_| Err("no answer within 5 s".into()));
+        let line = match outcome {
+            Ok(bytes) => format!("ok {} {bytes}\n", started.elapsed().as_micros()),
+            Err(e) => {
+                // Prometheus would open a new connection for its next scrape.
+                connection = None;
+                if !announced {
+                    println!("FAILED {e}");
+                    std::process::exit(1);
+                }
+                format!("failed {e}\n")
+            }
+        };
+        log.write_all(line.as_bytes()).expect("scrape log");
+        if !announced {
+            announce(&[]);
+            announced = true;
+        }
+    }
+}
+
+/// One `GET /metrics` on `stream`: the body's length, when the answer is 200 with a body.
+async fn scrape(stream: &mut TcpStream) -> Result<usize, String> {
+    match get_on(stream, "/metrics").await? {
+        (200, bytes) if bytes > 0 => Ok(bytes),
+        (status, bytes) => Err(format!("/metrics answered {status} with {bytes} bytes")),
+    }
+}
+
+/// `READY` and the ports the role listens on: what [`spawn_process`] waits for.
+fn announce(ports: &[u16]) {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "READY {port}").expect("stdout");
+    write!(out, "READY").expect("stdout");
+    for port in ports {
+        write!(out, " {port}").expect("stdout");
+    }
+    writeln!(out).expect("stdout");
     out.flush().expect("stdout");
 }
 
@@ -314,12 +435,30 @@ fn smoke() {
             let origin_addr = origin.local_addr().expect("addr");
             tokio::spawn(serve_origin(origin));
 
-            let state = gateway_state(&format!("http://{origin_addr}"));
+            // With the admin listener, as the bench's "admin on" gateway.
+            let config = gateway_config(&format!("http://{origin_addr}"), true);
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            let metrics = Arc::new(Metrics::new(&config));
+            let health = Arc::new(Health::new(1));
+            let state = AppState::sharing(
+                &config,
+                Arc::clone(&clock),
+                Arc::clone(&metrics),
+                Arc::clone(&health),
+            )
+            .expect("gateway state builds");
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let addr = listener.local_addr().expect("addr");
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(serve(listener, state, async {
+            let server = tokio::spawn(serve(listener, Arc::new(state), async {
                 let _ = stopped.await;
+            }));
+            let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let admin_addr = admin_listener.local_addr().expect("addr");
+            let admin = Arc::new(Admin::new(&config, metrics, health, clock));
+            let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+            let admin_server = tokio::spawn(admin::serve(admin_listener, admin, async {
+                let _ = admin_stopped.await;
             }));
 
             let client = Client::builder(TokioExecutor::new())
@@ -335,6 +474,17 @@ fn smoke() {
                 let body = response.into_body().collect().await.expect("body");
                 assert_eq!(body.to_bytes().len(), BODY_LEN, "GET {uri}");
             }
+            // Two scrapes on one connection, as the scraper role makes them.
+            let mut scraper = TcpStream::connect(admin_addr).await.expect("admin accepts");
+            for _ in 0..2 {
+                scrape(&mut scraper).await.expect("GET /metrics");
+            }
+            drop(scraper);
+            let _ = stop_admin.send(());
+            admin_server
+                .await
+                .expect("admin task")
+                .expect("admin serve");
             let _ = stop.send(());
             server.await.expect("serve task").expect("serve");
         })
@@ -344,17 +494,32 @@ fn smoke() {
     // The server's graceful drain would wait for the client's pooled connections; don't.
     runtime.shutdown_timeout(Duration::from_millis(100));
     println!(
-        "load bench smoke check: 10 proxied GETs answered 200 in {:?} (run `cargo bench --bench load` for the load figures)",
+        "load bench smoke check: 10 proxied GETs answered 200 and /metrics scraped twice in {:?} (run `cargo bench --bench load` for the load figures)",
         started.elapsed()
     );
 }
 
 /// Re-executes this binary as `role` on the server core; returns it and the port it listens on.
 fn spawn_role(role: &str, env: &[(&str, &str)], deadline: u64) -> Result<(Spawned, u16), String> {
+    let (spawned, ports) = spawn_process(role, SERVER_CORE, env, deadline)?;
+    let port = *ports
+        .first()
+        .ok_or_else(|| format!("{role} announced no port"))?;
+    Ok((spawned, port))
+}
+
+/// Re-executes this binary as `role` on `core`; returns it once it has announced itself, and
+/// the ports it announced.
+fn spawn_process(
+    role: &str,
+    core: &str,
+    env: &[(&str, &str)],
+    deadline: u64,
+) -> Result<(Spawned, Vec<u16>), String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let mut command = Command::new("taskset");
     command
-        .args(["-c", SERVER_CORE])
+        .args(["-c", core])
         .arg(&exe)
         .env(ROLE_ENV, role)
         .env(DEADLINE_ENV, deadline.to_string())
@@ -376,12 +541,12 @@ fn spawn_role(role: &str, env: &[(&str, &str)], deadline: u64) -> Result<(Spawne
         group: false,
     };
     let line = line?;
-    let port = line
-        .trim()
-        .strip_prefix("READY ")
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| format!("{role} said {line:?} instead of READY <port>"))?;
-    Ok((spawned, port))
+    let mut words = line.split_whitespace();
+    let ports = (words.next() == Some("READY"))
+        .then(|| words.map(|p| p.parse().ok()).collect::<Option<Vec<u16>>>())
+        .flatten()
+        .ok_or_else(|| format!("{role} said {line:?} instead of READY <port>..."))?;
+    Ok((spawned, ports))
 }
 
 fn spawn_nginx(dir: &Path, origin_port: u16, deadline: u64) -> Result<(Spawned, u16), String> {
@@ -519,6 +684,28 @@ fn context_switches(pid: u32) -> (u64, usize) {
             .sum::<u64>();
     }
     (switches, threads)
+}
+
+/// A core's busy time (user, nice, system, steal: not interrupts, which our own traffic causes
+/// without them being charged to any process) and its total time, in clock ticks.
+fn core_ticks(core: &str) -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let prefix = format!("cpu{core} ");
+    let Some(line) = stat.lines().find(|l| l.starts_with(&prefix)) else {
+        return (0, 0);
+    };
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+    (
+        field(0) + field(1) + field(2) + field(7),
+        fields.iter().sum(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -767,6 +954,114 @@ struct Row {
     cpu_us: (f64, f64),
     /// Context switches per request of the target's process, and its thread count.
     switches: (f64, usize),
+    /// Shares of the server core's time that went to neither the target nor the origin, and of
+    /// the load core's that did not go to wrk (other builds on a shared machine, the
+    /// hypervisor's steal), while measured.
+    others: (f64, f64),
+}
+
+/// One "admin off" or "admin on" measurement of the admin listener comparison.
+struct AdminRound {
+    row: Row,
+    /// What the scraper saw, when the admin listener was on.
+    scrapes: Option<Scrapes>,
+}
+
+/// A warm-up, then `seconds` of load on `target`, with its process's CPU time and context
+/// switches over the measured part, and what other processes than it and the origin
+/// (`origin_pid`) took of the server core meanwhile.
+fn measure(
+    target: &Target,
+    origin_pid: u32,
+    script: &Path,
+    seconds: u64,
+    connections: u64,
+    ticks: f64,
+) -> Result<Row, String> {
+    eprintln!(
+        "{}: {WARMUP_SECONDS} s warm-up, then {seconds} s with {connections} connections",
+        target.name
+    );
+    run_wrk(script, target.port, WARMUP_SECONDS, connections)?;
+    let before = CoreUse::now(target.pid, origin_pid);
+    let (user0, system0) = cpu_ticks(target.pid);
+    let (switches0, _) = context_switches(target.pid);
+    let wrk = run_wrk(script, target.port, seconds, connections)?;
+    let (user1, system1) = cpu_ticks(target.pid);
+    let (switches1, threads) = context_switches(target.pid);
+    let after = CoreUse::now(target.pid, origin_pid);
+    let per_request = |t: u64| t as f64 / ticks * 1e6 / wrk.requests.max(1) as f64;
+    Ok(Row {
+        name: target.name.clone(),
+        cpu_us: (
+            per_request(user1.saturating_sub(user0)),
+            per_request(system1.saturating_sub(system0)),
+        ),
+        switches: (
+            switches1.saturating_sub(switches0) as f64 / wrk.requests.max(1) as f64,
+            threads,
+        ),
+        others: after.others_since(&before),
+        wrk,
+    })
+}
+
+/// The server and load cores' busy and total ticks, and what our own processes have used: on
+/// the server core the target and the origin, on the load core this process and the children
+/// it has waited for (wrk, through `timeout`).
+struct CoreUse {
+    server: (u64, u64),
+    load: (u64, u64),
+    servers: u64,
+    load_generator: u64,
+}
+
+impl CoreUse {
+    fn now(target_pid: u32, origin_pid: u32) -> Self {
+        let mut pids = vec![target_pid, origin_pid];
+        pids.dedup();
+        let servers = pids
+            .iter()
+            .map(|&pid| {
+                let (user, system) = cpu_ticks(pid);
+                user + system
+            })
+            .sum();
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let fields = stat_fields(&stat);
+        // utime, stime, cutime, cstime.
+        let load_generator = (11..=14)
+            .filter_map(|i| fields.get(i).and_then(|v| v.parse::<u64>().ok()))
+            .sum();
+        Self {
+            server: core_ticks(SERVER_CORE),
+            load: core_ticks(LOAD_CORE),
+            servers,
+            load_generator,
+        }
+    }
+
+    /// The share of the server core, then of the load core, that went to other processes
+    /// since `earlier`.
+    fn others_since(&self, earlier: &Self) -> (f64, f64) {
+        let share = |now: (u64, u64), then: (u64, u64), ours: u64| {
+            let busy = now.0.saturating_sub(then.0);
+            let total = now.1.saturating_sub(then.1);
+            busy.saturating_sub(ours) as f64 / total.max(1) as f64
+        };
+        (
+            share(
+                self.server,
+                earlier.server,
+                self.servers.saturating_sub(earlier.servers),
+            ),
+            share(
+                self.load,
+                earlier.load,
+                self.load_generator.saturating_sub(earlier.load_generator),
+            ),
+        )
+    }
 }
 
 fn bench() -> Result<(), String> {
@@ -784,6 +1079,8 @@ fn bench() -> Result<(), String> {
     let connections = env_u64("LOAD_CONNECTIONS", 64, 1..=4000)?;
     let with_current_thread = std::env::var("LOAD_MULTI_THREAD").is_ok_and(|v| v == "1");
     let with_bare = std::env::var("LOAD_BARE").is_ok_and(|v| v == "1");
+    // At least two of each, so that drift between them shows.
+    let rounds = env_u64("LOAD_ADMIN_ROUNDS", 2, 2..=10)?;
     let cores = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
@@ -802,7 +1099,7 @@ fn bench() -> Result<(), String> {
     let script = dir.path().join("handles.lua");
     std::fs::write(&script, lua_script()).map_err(|e| format!("{}: {e}", script.display()))?;
 
-    let targets_count = 3 + u64::from(with_current_thread) + 2 * u64::from(with_bare);
+    let targets_count = 3 + u64::from(with_current_thread) + 2 * u64::from(with_bare) + 2 * rounds;
     let deadline = targets_count * (WARMUP_SECONDS + seconds + 40) + 180;
 
     let (origin, origin_port) = spawn_role("origin", &[], deadline)?;
@@ -820,6 +1117,18 @@ fn bench() -> Result<(), String> {
         eprintln!("gateways run with {key}={value}");
     }
     let (gateway, gateway_port) = spawn_role("gateway", &gateway_env("workers"), deadline)?;
+    let (admin_gateway, admin_gateway_port, admin_port) = {
+        let mut env = gateway_env("workers");
+        env.push((ADMIN_ENV, "1"));
+        match spawn_process("gateway", SERVER_CORE, &env, deadline)? {
+            (process, ports) if ports.len() == 2 => (process, ports[0], ports[1]),
+            (_, ports) => {
+                return Err(format!(
+                    "the gateway with [admin] announced ports {ports:?}, not traffic and admin"
+                ));
+            }
+        }
+    };
     let current_thread = if with_current_thread {
         Some(spawn_role(
             "gateway",
@@ -884,32 +1193,53 @@ fn bench() -> Result<(), String> {
     for target in &targets {
         runtime.block_on(check_target(&target.name, target.port))?;
     }
+    runtime.block_on(check_target("signgate, admin on", admin_gateway_port))?;
 
     let ticks = clock_ticks_per_second() as f64;
     let mut rows = Vec::new();
     for target in &targets {
-        eprintln!(
-            "{}: {WARMUP_SECONDS} s warm-up, then {seconds} s with {connections} connections",
-            target.name
-        );
-        run_wrk(&script, target.port, WARMUP_SECONDS, connections)?;
-        let (user0, system0) = cpu_ticks(target.pid);
-        let (switches0, _) = context_switches(target.pid);
-        let wrk = run_wrk(&script, target.port, seconds, connections)?;
-        let (user1, system1) = cpu_ticks(target.pid);
-        let (switches1, threads) = context_switches(target.pid);
-        let per_request = |t: u64| t as f64 / ticks * 1e6 / wrk.requests.max(1) as f64;
-        rows.push(Row {
-            name: target.name.clone(),
-            cpu_us: (
-                per_request(user1.saturating_sub(user0)),
-                per_request(system1.saturating_sub(system0)),
-            ),
-            switches: (
-                switches1.saturating_sub(switches0) as f64 / wrk.requests.max(1) as f64,
-                threads,
-            ),
-            wrk,
+        rows.push(measure(
+            target,
+            origin.pid(),
+            &script,
+            seconds,
+            connections,
+            ticks,
+        )?);
+    }
+
+    // The admin listener's cost: the same gateway without and with `[admin] listen` and a
+    // scraper, alternately, so that drift over the run shows in both.
+    let mut admin_rounds = Vec::new();
+    for round in 1..=rounds {
+        let off = Target {
+            name: format!("signgate, admin off #{round}"),
+            port: gateway_port,
+            pid: gateway.pid(),
+        };
+        let on = Target {
+            name: format!("signgate, admin on #{round}"),
+            port: admin_gateway_port,
+            pid: admin_gateway.pid(),
+        };
+        admin_rounds.push(AdminRound {
+            row: measure(&off, origin.pid(), &script, seconds, connections, ticks)?,
+            scrapes: None,
+        });
+        // Only while "on" is measured: scraping is part of its cost, not of "off"'s.
+        let log = dir.path().join(format!("scrapes-{round}.txt"));
+        let scraper_env = [
+            (SCRAPE_PORT_ENV, admin_port.to_string()),
+            (SCRAPE_OUT_ENV, log.display().to_string()),
+        ];
+        let scraper_env: Vec<(&str, &str)> =
+            scraper_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (scraper, _) = spawn_process("scraper", LOAD_CORE, &scraper_env, deadline)?;
+        let row = measure(&on, origin.pid(), &script, seconds, connections, ticks)?;
+        drop(scraper);
+        admin_rounds.push(AdminRound {
+            row,
+            scrapes: Some(read_scrapes(&log)?),
         });
     }
 
@@ -919,10 +1249,12 @@ fn bench() -> Result<(), String> {
         runtime.block_on(memory_with_idle_connections(nginx_worker_pid, nginx_port))?;
 
     print_report(&rows, &gateway_memory, &nginx_memory, seconds, connections);
+    print_admin_report(&admin_rounds);
 
     drop(nginx);
     drop(bare);
     drop(current_thread);
+    drop(admin_gateway);
     drop(gateway);
     drop(origin);
     drop(runtime);
@@ -952,28 +1284,7 @@ fn print_report(rows: &[Row], gateway: &Memory, nginx: &Memory, seconds: u64, co
         command_output("wrk", &["-v"]).lines().next().unwrap_or(""),
     );
     println!();
-    println!(
-        "{:<26} {:>10} {:>10} {:>10} {:>8} {:>22} {:>13}  socket errors",
-        "target", "req/s", "p50", "p99", "non-2xx", "CPU/req usr+sys (µs)", "ctxsw/req (thr)"
-    );
-    for row in rows {
-        println!(
-            "{:<26} {:>10.0} {:>10} {:>10} {:>8} {:>22} {:>13}  {}",
-            row.name,
-            row.wrk.requests_per_second,
-            fmt_us(row.wrk.p50_us),
-            fmt_us(row.wrk.p99_us),
-            row.wrk.non_2xx,
-            format!(
-                "{:.1} + {:.1} = {:.1}",
-                row.cpu_us.0,
-                row.cpu_us.1,
-                row.cpu_us.0 + row.cpu_us.1
-            ),
-            format!("{:.2} ({})", row.switches.0, row.switches.1),
-            row.wrk.socket_errors,
-        );
-    }
+    print_rows(rows);
     let rps = |name: &str| {
         rows.iter()
             .find(|r| r.name == name)
@@ -1006,4 +1317,201 @@ fn print_report(rows: &[Row], gateway: &Memory, nginx: &Memory, seconds: u64, co
         nginx.idle_kib as f64 / 1024.0,
         per_connection(nginx),
     );
+}
+
+/// The table of measured rows, with its header.
+fn print_rows<'a>(rows: impl IntoIterator<Item = &'a Row>) {
+    println!(
+        "{:<26} {:>10} {:>10} {:>10} {:>8} {:>22} {:>13}  socket errors",
+        "target", "req/s", "p50", "p99", "non-2xx", "CPU/req usr+sys (µs)", "ctxsw/req (thr)"
+    );
+    for row in rows {
+        println!(
+            "{:<26} {:>10.0} {:>10} {:>10} {:>8} {:>22} {:>13}  {}",
+            row.name,
+            row.wrk.requests_per_second,
+            fmt_us(row.wrk.p50_us),
+            fmt_us(row.wrk.p99_us),
+            row.wrk.non_2xx,
+            format!(
+                "{:.1} + {:.1} = {:.1}",
+                row.cpu_us.0,
+                row.cpu_us.1,
+                row.cpu_us.0 + row.cpu_us.1
+            ),
+            format!("{:.2} ({})", row.switches.0, row.switches.1),
+            row.wrk.socket_errors,
+        );
+    }
+}
+
+/// The admin listener comparison: its rows in the order run, what the scraper saw, the on/off
+/// ratios, and whether throughput with it on is within [`ADMIN_TOLERANCE`] of off.
+fn print_admin_report(rounds: &[AdminRound]) {
+    let (on, off): (Vec<&AdminRound>, Vec<&AdminRound>) =
+        rounds.iter().partition(|r| r.scrapes.is_some());
+    println!();
+    println!(
+        "admin listener cost (issue 13: throughput with it on within {:.0} % of off), side by side in this run, off and on alternating, {} of each:",
+        ADMIN_TOLERANCE * 100.0,
+        off.len()
+    );
+    println!(
+        "  off: the signgate above; on: the same config plus [admin] listen on a loopback port, GET /metrics once a second on one keep-alive connection from core {LOAD_CORE} (as Prometheus would) through warm-up and measurement"
+    );
+    println!();
+    print_rows(rounds.iter().map(|r| &r.row));
+    println!();
+    for (index, round) in on.iter().enumerate() {
+        if let Some(scrapes) = &round.scrapes {
+            println!("scrapes, round {}: {scrapes}", index + 1);
+        }
+    }
+
+    let others: Vec<String> = rounds
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {:.0} / {:.0} %",
+                r.row.name.trim_start_matches("signgate, admin "),
+                r.row.others.0 * 100.0,
+                r.row.others.1 * 100.0,
+            )
+        })
+        .collect();
+    println!(
+        "other processes (a shared machine's builds, steal) on core {SERVER_CORE} / core {LOAD_CORE} while measured: {}",
+        others.join(", ")
+    );
+    let mean = |rounds: &[&AdminRound], value: fn(&Row) -> f64| {
+        rounds.iter().map(|r| value(&r.row)).sum::<f64>() / rounds.len().max(1) as f64
+    };
+    let rps = |row: &Row| row.wrk.requests_per_second;
+    let p99 = |row: &Row| row.wrk.p99_us;
+    let cpu = |row: &Row| row.cpu_us.0 + row.cpu_us.1;
+    let throughput = mean(&on, rps) / mean(&off, rps);
+    let per_round: Vec<String> = off
+        .iter()
+        .zip(&on)
+        .map(|(off, on)| format!("{:.3}", rps(&on.row) / rps(&off.row)))
+        .collect();
+    println!(
+        "admin on/off: throughput {throughput:.3} ({:.0} / {:.0} req/s; by round {}), p99 {:.2} ({} / {}), CPU per request {:.3} ({:.1} / {:.1} µs)",
+        mean(&on, rps),
+        mean(&off, rps),
+        per_round.join(", "),
+        mean(&on, p99) / mean(&off, p99),
+        fmt_us(mean(&on, p99)),
+        fmt_us(mean(&off, p99)),
+        mean(&on, cpu) / mean(&off, cpu),
+        mean(&on, cpu),
+        mean(&off, cpu),
+    );
+    let spread = |rounds: &[&AdminRound]| {
+        let (min, max) = rounds
+            .iter()
+            .map(|r| rps(&r.row))
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(min, max), v| {
+                (min.min(v), max.max(v))
+            });
+        (max - min) / mean(rounds, rps)
+    };
+    let noise = spread(&off).max(spread(&on));
+    println!(
+        "noise in this run: the off runs differ among themselves by {:.1} %, the on runs by {:.1} %",
+        spread(&off) * 100.0,
+        spread(&on) * 100.0,
+    );
+    let within = (throughput - 1.0).abs() <= ADMIN_TOLERANCE;
+    let mut caveats = Vec::new();
+    if noise > ADMIN_TOLERANCE {
+        caveats.push(format!(
+            "the runs of one kind differ by more than {:.0} %",
+            ADMIN_TOLERANCE * 100.0
+        ));
+    }
+    let most_others = rounds
+        .iter()
+        .map(|r| r.row.others.0.max(r.row.others.1))
+        .fold(0.0, f64::max);
+    if most_others > ADMIN_TOLERANCE {
+        caveats.push(format!(
+            "other processes took up to {:.0} % of a core the bench uses",
+            most_others * 100.0
+        ));
+    }
+    println!(
+        "within {:.0} %: {} (on/off throughput {throughput:.3}, {:+.1} %){}",
+        ADMIN_TOLERANCE * 100.0,
+        if within { "yes" } else { "NO" },
+        (throughput - 1.0) * 100.0,
+        if caveats.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; but {}, so this run cannot settle it: repeat it on a quiet machine",
+                caveats.join(" and ")
+            )
+        },
+    );
+}
+
+/// What the scraper saw in one "admin on" round.
+struct Scrapes {
+    ok: usize,
+    failed: Vec<String>,
+    /// Body sizes of the successful scrapes, bytes.
+    bytes: Vec<usize>,
+    /// Times of the successful scrapes, µs, sorted.
+    times_us: Vec<u64>,
+}
+
+impl std::fmt::Display for Scrapes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let median = self.times_us.get(self.times_us.len() / 2).copied();
+        let max = self.times_us.last().copied();
+        write!(
+            f,
+            "{} ok, {} failed, {:.1} KiB each, median {}, max {}",
+            self.ok,
+            self.failed.len(),
+            self.bytes.iter().sum::<usize>() as f64 / self.bytes.len().max(1) as f64 / 1024.0,
+            median.map_or_else(|| "-".into(), |us| fmt_us(us as f64)),
+            max.map_or_else(|| "-".into(), |us| fmt_us(us as f64)),
+        )?;
+        if let Some(first) = self.failed.first() {
+            write!(f, " (first failure: {first})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The scraper's log: `ok <µs> <bytes>` or `failed <why>` per line. The scraper is stopped
+/// mid-interval, so a last line cut short is skipped.
+fn read_scrapes(log: &Path) -> Result<Scrapes, String> {
+    let text = std::fs::read_to_string(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut scrapes = Scrapes {
+        ok: 0,
+        failed: Vec::new(),
+        bytes: Vec::new(),
+        times_us: Vec::new(),
+    };
+    for line in text.lines() {
+        let mut words = line.splitn(3, ' ');
+        match (words.next(), words.next(), words.next()) {
+            (Some("ok"), Some(us), Some(bytes)) => {
+                if let (Ok(us), Ok(bytes)) = (us.parse(), bytes.parse()) {
+                    scrapes.ok += 1;
+                    scrapes.times_us.push(us);
+                    scrapes.bytes.push(bytes);
+                }
+            }
+            (Some("failed"), ..) => scrapes
+                .failed
+                .push(line.trim_start_matches("failed ").to_owned()),
+            _ => {}
+        }
+    }
+    scrapes.times_us.sort_unstable();
+    Ok(scrapes)
 }
