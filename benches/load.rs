@@ -1,11 +1,31 @@
 //! End-to-end load: keep-alive GETs of 2 KiB files straight at a stand-in origin, through
 //! signgate (one `proxy` route, 1,000 distinct handles, so every request is signed from the
-//! credential cache) and through nginx `proxy_pass` (the reference; it does no signing), plus
-//! signgate's resident memory with 1,000 idle keep-alive client connections open.
+//! credential cache), through nginx `proxy_pass` (the reference; it does no signing) and through
+//! nginx with an njs signer (the best existing signing proxy); then signgate and nginx
+//! `proxy_pass` in front of a second origin serving 256 KiB files; plus signgate's resident
+//! memory with 1,000 idle keep-alive client connections open.
 //!
-//! Everything runs on 127.0.0.1. The origin, signgate and nginx are pinned to core 1
+//! Everything runs on 127.0.0.1. The origins, signgate and nginx are pinned to core 1
 //! (`taskset -c 1`), wrk to core 0 (2 threads, 64 connections, a Lua script cycling through the
 //! 1,000 handles). Each target gets a 2 s warm-up, then a measured run (10 s by default).
+//!
+//! "nginx + njs signer" is Debian's nginx with its njs module (`libnginx-mod-http-js`) and a
+//! script the bench writes next to that nginx's `nginx.conf`: for `GET /img/HANDLE` (a regex
+//! location checks the handle, as signgate's route does) a `js_set` variable computes what
+//! signgate's proxy route sends upstream, `/HANDLE?policy=P&signature=S` with P the url-safe
+//! base64 (padding kept, written `%3D`) of `{"expiry":E,"call":["read"],"handle":"HANDLE"}`, E
+//! now + the route's `ttl` rounded up to its `bucket` (signgate's defaults, 1 h and 5 min), and
+//! S the hex HMAC-SHA256 of P under the same secret; `proxy_pass` sends it to the same
+//! keep-alive upstream as the plain nginx. It signs per request, without a cache, as a typical
+//! njs deployment does (signgate reuses credentials for a bucket from its cache). Before
+//! measuring, every signing target is checked: the origin echoes the request target it received
+//! to a check request (see [`CHECK_AGENT`]), and the bench verifies the policy byte for byte
+//! against signgate's own encoding and the signature with the hmac crate.
+//!
+//! After the table it prints issue 14's targets as ratios of rows of this run, each met or
+//! missed: signgate/nginx `proxy_pass` throughput at 2 KiB (≥ 0.85) and at 256 KiB (≥ 1.0),
+//! signgate/njs throughput at 2 KiB (≥ 1.5), and signgate's p99 against nginx `proxy_pass`'s at
+//! 2 KiB (no worse).
 //!
 //! Then the cost of the admin listener (issue 13: throughput with it on within 3 % of off): the
 //! same signgate without `[admin]` ("off") and with `[admin] listen` on a free loopback port
@@ -17,11 +37,13 @@
 //!
 //! Run:
 //! ```text
-//! apt-get update && apt-get install -y wrk nginx util-linux
+//! apt-get update && apt-get install -y wrk nginx libnginx-mod-http-js util-linux
 //! cargo bench --bench load
 //! ```
 //! Environment: `LOAD_SECONDS` (measured seconds per target, default 10), `LOAD_CONNECTIONS`
-//! (wrk connections, default 64), `LOAD_MULTI_THREAD=1` (adds a row for signgate served by
+//! (wrk connections, default 64), `LOAD_NJS=0` (skips the nginx + njs row, and the need for
+//! `libnginx-mod-http-js`), `LOAD_LARGE=0` (skips the 256 KiB origin and its two rows),
+//! `LOAD_MULTI_THREAD=1` (adds a row for signgate served by
 //! tokio's multi-thread runtime instead of the per-core `current_thread` workers `signgate run`
 //! uses),
 //! `LOAD_GATEWAY_ENV_<NAME>=value` (sets `NAME` for the gateway processes only, e.g.
@@ -31,8 +53,9 @@
 //! upstream connection per client connection).
 //! `LOAD_ADMIN_ROUNDS` (off/on pairs in the admin comparison, default 2, at least 2).
 //! Without `--bench` (as under `cargo test --benches`) it only runs a smoke check: origin and
-//! gateway with its admin listener in-process, 10 requests and two scrapes of `/metrics`, no
-//! wrk or nginx needed.
+//! gateway with its admin listener in-process, 10 requests, one check request whose credentials
+//! are verified as the bench verifies the njs signer's, a 256 KiB origin, and two scrapes of
+//! `/metrics`, no wrk or nginx needed.
 //!
 //! The gateway here logs nothing (no tracing subscriber), as nginx has `access_log off`.
 //!
@@ -48,7 +71,8 @@
 //!
 //! signgate/nginx throughput 0.61 / 0.64. signgate RSS with 1,000 idle keep-alive connections:
 //! 56.0 / 55.8 MiB (21.3 MiB before, ≈ 35 KiB per connection); the nginx worker: 7.3 / 6.6 MiB.
-//! Run-to-run noise on this VM is about ±10 %.
+//! Run-to-run noise on this VM is about ±10 %. The nginx + njs and 256 KiB rows have no
+//! figures recorded here yet.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -57,7 +81,10 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
+use hmac::{Hmac, KeyInit, Mac};
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -65,11 +92,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use sha2::Sha256;
 use signgate::admin::{self, Admin, AdminListener};
 use signgate::clock::{Clock, SystemClock};
 use signgate::config::Config;
 use signgate::health::Health;
 use signgate::metrics::Metrics;
+use signgate::policy::{Call, Policy, PolicyLimits, bucketed_expiry};
 use signgate::server::{AppState, serve};
 use signgate::workers::Workers;
 
@@ -107,8 +136,17 @@ const UPSTREAM_ENV: &str = "SIGNGATE_LOAD_UPSTREAM";
 /// The environment variable the gateway's config names in `secret_env`.
 const SECRET_ENV: &str = "SIGNGATE_LOAD_SECRET";
 const SECRET: &str = "load-bench-secret-not-a-real-one-0123456789";
+/// Origin role: the size of the bodies it serves, in bytes ([`BODY_LEN`] when unset).
+const BODY_BYTES_ENV: &str = "SIGNGATE_LOAD_BODY_BYTES";
+/// The `User-Agent` of the checks before measuring: the origin answers it with the request
+/// target it received in [`TARGET_ECHO`]. signgate forwards only an allowlist of client headers,
+/// `User-Agent` among them; wrk sends none, so measured requests never pay for the echo.
+const CHECK_AGENT: &str = "signgate-load-check";
+/// The origin's answer to [`CHECK_AGENT`]: the request target it received.
+const TARGET_ECHO: &str = "x-origin-target";
 
 const BODY_LEN: usize = 2048;
+const LARGE_BODY_LEN: usize = 256 * 1024;
 const HANDLES: usize = 1000;
 const IDLE_CONNECTIONS: usize = 1000;
 const WARMUP_SECONDS: u64 = 2;
@@ -118,7 +156,18 @@ const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
 const ADMIN_TOLERANCE: f64 = 0.03;
 const SERVER_CORE: &str = "1";
 const LOAD_CORE: &str = "0";
-const INSTALL: &str = "apt-get update && apt-get install -y wrk nginx util-linux";
+const INSTALL: &str =
+    "apt-get update && apt-get install -y wrk nginx libnginx-mod-http-js util-linux";
+/// Debian's njs module for nginx (package `libnginx-mod-http-js`).
+const NJS_MODULE: &str = "/usr/lib/nginx/modules/ngx_http_js_module.so";
+const NJS_PACKAGE: &str = "libnginx-mod-http-js";
+
+/// Rows issue 14's targets compare.
+const SIGNGATE_ROW: &str = "signgate";
+const NGINX_ROW: &str = "nginx";
+const NJS_ROW: &str = "nginx + njs signer";
+const SIGNGATE_LARGE_ROW: &str = "signgate, 256 KiB";
+const NGINX_LARGE_ROW: &str = "nginx, 256 KiB";
 
 fn handle(i: usize) -> String {
     format!("h{i:0>19}")
@@ -145,18 +194,40 @@ fn main() -> ExitCode {
 // ---------------------------------------------------------------------------------------------
 // The servers: a lean origin and the gateway, shared by the role processes and the smoke check.
 
-/// Answers every request with 200 and the same 2 KiB body, keep-alive, until the process ends.
-async fn serve_origin(listener: TcpListener) {
-    let body = patterned_body(BODY_LEN);
-    serve_http1_forever(listener, move |_request| {
+/// Answers every request with 200 and the same `body_len` bytes, keep-alive, until the process
+/// ends; a request from [`CHECK_AGENT`] also gets the target it asked for in [`TARGET_ECHO`].
+async fn serve_origin(listener: TcpListener, body_len: usize) {
+    let body = patterned_body(body_len);
+    serve_http1_forever(listener, move |request| {
         let mut response = Response::new(Full::new(body.clone()));
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             http::HeaderValue::from_static("image/png"),
         );
+        if request
+            .headers()
+            .get(header::USER_AGENT)
+            .is_some_and(|agent| agent == CHECK_AGENT)
+            && let Ok(target) = http::HeaderValue::from_str(&request.uri().to_string())
+        {
+            headers.insert(TARGET_ECHO, target);
+        }
         response
     })
     .await;
+}
+
+/// The origin role's body size from [`BODY_BYTES_ENV`]'s value, [`BODY_LEN`] when unset.
+fn origin_body_len(value: Option<&str>) -> Result<usize, String> {
+    value.map_or(Ok(BODY_LEN), |text| {
+        text.parse()
+            .ok()
+            .filter(|&len| len > 0 && len <= 64 << 20)
+            .ok_or_else(|| {
+                format!("{BODY_BYTES_ENV} must be a size in bytes up to 64 MiB, got {text:?}")
+            })
+    })
 }
 
 /// The request to send upstream for `request`.
@@ -299,8 +370,11 @@ fn run_role(role: &str) -> ExitCode {
         let port = listener.local_addr().expect("local addr").port();
         match role {
             "origin" => {
+                let body_len = std::env::var(BODY_BYTES_ENV).ok();
+                let body_len =
+                    origin_body_len(body_len.as_deref()).unwrap_or_else(|e| panic!("{e}"));
                 announce(&[port]);
-                serve_origin(listener).await;
+                serve_origin(listener, body_len).await;
             }
             "gateway" => {
                 let upstream = std::env::var(UPSTREAM_ENV).expect("upstream URL in the env");
@@ -433,7 +507,7 @@ fn smoke() {
         tokio::time::timeout(Duration::from_secs(8), async {
             let origin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let origin_addr = origin.local_addr().expect("addr");
-            tokio::spawn(serve_origin(origin));
+            tokio::spawn(serve_origin(origin, BODY_LEN));
 
             // With the admin listener, as the bench's "admin on" gateway.
             let config = gateway_config(&format!("http://{origin_addr}"), true);
@@ -474,6 +548,8 @@ fn smoke() {
                 let body = response.into_body().collect().await.expect("body");
                 assert_eq!(body.to_bytes().len(), BODY_LEN, "GET {uri}");
             }
+            check_signing(addr.port()).await;
+            check_large_origin().await;
             // Two scrapes on one connection, as the scraper role makes them.
             let mut scraper = TcpStream::connect(admin_addr).await.expect("admin accepts");
             for _ in 0..2 {
@@ -494,9 +570,87 @@ fn smoke() {
     // The server's graceful drain would wait for the client's pooled connections; don't.
     runtime.shutdown_timeout(Duration::from_millis(100));
     println!(
-        "load bench smoke check: 10 proxied GETs answered 200 and /metrics scraped twice in {:?} (run `cargo bench --bench load` for the load figures)",
+        "load bench smoke check: 10 proxied GETs answered 200, signgate's credentials passed the check the njs signer must pass, a 256 KiB origin answered, /metrics scraped twice, in {:?} (run `cargo bench --bench load` for the load figures)",
         started.elapsed()
     );
+}
+
+/// The check the bench makes of every signing target before measuring, here on the gateway
+/// listening on `port`: the origin's echo comes back through it and its credentials pass.
+/// Then that the check refuses what is not signgate's signing.
+async fn check_signing(port: u16) {
+    let expiry = Expiry::of_bench_route();
+    let origin = Origin {
+        pid: 0,
+        body_len: BODY_LEN,
+    };
+    let gateway = Target {
+        name: SIGNGATE_ROW.into(),
+        port,
+        pid: 0,
+        origin,
+        signs: true,
+    };
+    check_target(&gateway, expiry)
+        .await
+        .expect("signgate's credentials pass the bench's check");
+
+    let handle = handle(1);
+    let before = SystemClock.now_unix();
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("gateway accepts");
+    let answer = exchange(&mut stream, &format!("/img/{handle}"), CHECK_AGENT)
+        .await
+        .expect("gateway answers");
+    let after = SystemClock.now_unix();
+    let seen = answer.header(TARGET_ECHO).expect("the origin's echo");
+    check_credentials(seen, &handle, expiry, before, after).expect("signgate's credentials");
+    let last = if seen.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{last}", &seen[..seen.len() - 1]);
+    let later = Expiry {
+        ttl: expiry.ttl + expiry.bucket,
+        ..expiry
+    };
+    for (what, seen, expiry) in [
+        ("a wrong signature", forged.as_str(), expiry),
+        ("no credentials", &format!("/{handle}")[..], expiry),
+        ("another expiry", seen, later),
+    ] {
+        assert!(
+            check_credentials(seen, &handle, expiry, before, after).is_err(),
+            "the check passes {what}"
+        );
+    }
+}
+
+/// The origin role's body size knob, and an origin serving 256 KiB as the bench starts one.
+async fn check_large_origin() {
+    assert_eq!(origin_body_len(None), Ok(BODY_LEN));
+    assert_eq!(
+        origin_body_len(Some(&LARGE_BODY_LEN.to_string())),
+        Ok(LARGE_BODY_LEN)
+    );
+    for bad in ["", "0", "256k", "-1"] {
+        assert!(origin_body_len(Some(bad)).is_err(), "{bad:?}");
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let len = origin_body_len(Some(&LARGE_BODY_LEN.to_string())).expect("a size");
+    tokio::spawn(serve_origin(listener, len));
+    let origin = Target {
+        name: "origin, 256 KiB".into(),
+        port,
+        pid: 0,
+        origin: Origin {
+            pid: 0,
+            body_len: LARGE_BODY_LEN,
+        },
+        signs: false,
+    };
+    check_target(&origin, Expiry::of_bench_route())
+        .await
+        .expect("the 256 KiB origin answers");
 }
 
 /// Re-executes this binary as `role` on the server core; returns it and the port it listens on.
@@ -549,15 +703,63 @@ fn spawn_process(
     Ok((spawned, ports))
 }
 
-fn spawn_nginx(dir: &Path, origin_port: u16, deadline: u64) -> Result<(Spawned, u16), String> {
-    let port = free_port()?;
-    let prefix = dir.join("nginx");
-    for sub in ["", "client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
-        std::fs::create_dir_all(prefix.join(sub)).map_err(|e| e.to_string())?;
-    }
+/// What an nginx instance does in front of its origin.
+#[derive(Clone, Copy)]
+enum NginxKind {
+    /// `proxy_pass` as it is: the reference that signs nothing.
+    ProxyPass,
+    /// `proxy_pass` with credentials from [`njs_signer`], dated as `Expiry` says.
+    NjsSigner(Expiry),
+}
+
+/// The njs signer's script (see the module documentation); `js_set` runs it once per request.
+fn njs_signer(expiry: Expiry) -> String {
+    let ttl = expiry.ttl.as_secs();
+    let bucket = expiry.bucket.as_secs().max(1);
+    format!(
+        r#"// The load bench's njs signer (benches/load.rs): for GET /img/HANDLE, the upstream target
+// signgate's proxy route sends, computed per request without a cache.
+var crypto = require('crypto');
+
+var SECRET = {SECRET:?};
+var TTL = {ttl};
+var BUCKET = {bucket};
+
+function signed_uri(r) {{
+    var handle = r.uri.slice('/img/'.length);
+    // now + TTL, rounded up to a multiple of BUCKET.
+    var expiry = Math.ceil((Math.floor(Date.now() / 1000) + TTL) / BUCKET) * BUCKET;
+    var json = JSON.stringify({{expiry: expiry, call: ['read'], handle: handle}});
+    // Url-safe base64, padding kept, as signgate writes it.
+    var policy = Buffer.from(json).toString('base64').replace(/\+/g, '-').replace(/\//g, '_');
+    var signature = crypto.createHmac('sha256', SECRET).update(policy).digest('hex');
+    return '/' + handle + '?policy=' + policy.replace(/=/g, '%3D') + '&signature=' + signature;
+}}
+
+export default {{signed_uri}};
+"#
+    )
+}
+
+/// nginx's config with its files under `prefix`, listening on `port` in front of the origin on
+/// `origin_port`; for the njs signer, its script is `prefix/signer.js`.
+fn nginx_conf(prefix: &Path, kind: NginxKind, port: u16, origin_port: u16) -> String {
     let p = prefix.display();
-    let conf = format!(
-        "worker_processes 1;\n\
+    let (module, signer, location, target) = match kind {
+        NginxKind::ProxyPass => (String::new(), String::new(), "/", ""),
+        NginxKind::NjsSigner(_) => (
+            format!("load_module {NJS_MODULE};\n"),
+            format!(
+                "js_import signer from {p}/signer.js;\njs_set $signed_uri signer.signed_uri;\n"
+            ),
+            // The handle checked as signgate checks it: 20 characters of the handle alphabet.
+            "~ \"^/img/[A-Za-z0-9_-]{20}$\"",
+            "$signed_uri",
+        ),
+    };
+    format!(
+        "{module}\
+         worker_processes 1;\n\
          daemon off;\n\
          pid {p}/nginx.pid;\n\
          error_log {p}/error.log warn;\n\
@@ -571,6 +773,7 @@ fn spawn_nginx(dir: &Path, origin_port: u16, deadline: u64) -> Result<(Spawned, 
            uwsgi_temp_path {p}/uwsgi;\n\
            scgi_temp_path {p}/scgi;\n\
            keepalive_requests 1000000;\n\
+         {signer}\
            upstream origin {{\n\
              server 127.0.0.1:{origin_port};\n\
              keepalive 64;\n\
@@ -578,14 +781,34 @@ fn spawn_nginx(dir: &Path, origin_port: u16, deadline: u64) -> Result<(Spawned, 
            }}\n\
            server {{\n\
              listen 127.0.0.1:{port};\n\
-             location / {{\n\
-               proxy_pass http://origin;\n\
+             location {location} {{\n\
+               proxy_pass http://origin{target};\n\
                proxy_http_version 1.1;\n\
                proxy_set_header Connection \"\";\n\
              }}\n\
            }}\n\
          }}\n"
-    );
+    )
+}
+
+/// Starts nginx with its files under `prefix`, on the server core, in front of the origin on
+/// `origin_port`.
+fn spawn_nginx(
+    prefix: &Path,
+    kind: NginxKind,
+    origin_port: u16,
+    deadline: u64,
+) -> Result<(Spawned, u16), String> {
+    let port = free_port()?;
+    for sub in ["", "client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+        std::fs::create_dir_all(prefix.join(sub)).map_err(|e| e.to_string())?;
+    }
+    if let NginxKind::NjsSigner(expiry) = kind {
+        let script = prefix.join("signer.js");
+        std::fs::write(&script, njs_signer(expiry))
+            .map_err(|e| format!("{}: {e}", script.display()))?;
+    }
+    let conf = nginx_conf(prefix, kind, port, origin_port);
     let conf_path = prefix.join("nginx.conf");
     std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
     let child = Command::new("timeout")
@@ -599,7 +822,7 @@ fn spawn_nginx(dir: &Path, origin_port: u16, deadline: u64) -> Result<(Spawned, 
         ])
         .arg("nginx")
         .arg("-p")
-        .arg(&prefix)
+        .arg(prefix)
         .arg("-c")
         .arg(&conf_path)
         .arg("-e")
@@ -619,7 +842,13 @@ fn spawn_nginx(dir: &Path, origin_port: u16, deadline: u64) -> Result<(Spawned, 
     loop {
         if spawned.exited() {
             let log = std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default();
-            return Err(format!("nginx exited at start:\n{log}"));
+            let hint = match kind {
+                NginxKind::NjsSigner(_) => format!(
+                    "\n(the njs signer needs nginx's njs module, {NJS_MODULE}: apt-get install -y {NJS_PACKAGE}, or LOAD_NJS=0 to skip it)"
+                ),
+                NginxKind::ProxyPass => String::new(),
+            };
+            return Err(format!("nginx exited at start:\n{log}{hint}"));
         }
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok((spawned, port));
@@ -631,9 +860,9 @@ fn spawn_nginx(dir: &Path, origin_port: u16, deadline: u64) -> Result<(Spawned, 
     }
 }
 
-/// The nginx worker: the child of the master named in the pid file.
-fn nginx_worker(dir: &Path) -> Result<u32, String> {
-    let master: u32 = std::fs::read_to_string(dir.join("nginx/nginx.pid"))
+/// The worker of the nginx under `prefix`: the child of the master named in its pid file.
+fn nginx_worker(prefix: &Path) -> Result<u32, String> {
+    let master: u32 = std::fs::read_to_string(prefix.join("nginx.pid"))
         .map_err(|e| format!("nginx pid file: {e}"))?
         .trim()
         .parse()
@@ -814,8 +1043,31 @@ fn latency_us(text: &str) -> Option<f64> {
 
 /// Sends `GET path` on `stream` and reads the whole answer; returns the status and body length.
 async fn get_on(stream: &mut TcpStream, path: &str) -> Result<(u16, usize), String> {
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: load-bench\r\n\r\n");
+    let answer = exchange(stream, path, "load-bench").await?;
+    Ok((answer.status, answer.body_len))
+}
+
+/// An answer read by [`exchange`].
+struct Answer {
+    status: u16,
+    body_len: usize,
+    /// The head as received, status line included.
+    head: String,
+}
+
+impl Answer {
+    /// The first value of header `name`, trimmed.
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// Sends `GET path` with `User-Agent: agent` on `stream` and reads the whole answer.
+async fn exchange(stream: &mut TcpStream, path: &str, agent: &str) -> Result<Answer, String> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {agent}\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .await
@@ -835,17 +1087,18 @@ async fn get_on(stream: &mut TcpStream, path: &str) -> Result<(u16, usize), Stri
         }
         buf.extend_from_slice(&chunk[..n]);
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let status: u16 = head
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let lower = head.to_ascii_lowercase();
+    let status: u16 = lower
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or("no status")?;
-    let content_length = head.lines().find_map(|l| {
+    let content_length = lower.lines().find_map(|l| {
         l.strip_prefix("content-length:")
             .and_then(|v| v.trim().parse::<usize>().ok())
     });
-    let chunked = head.contains("transfer-encoding: chunked");
+    let chunked = lower.contains("transfer-encoding: chunked");
     loop {
         let body = &buf[head_end..];
         let done = match content_length {
@@ -854,7 +1107,11 @@ async fn get_on(stream: &mut TcpStream, path: &str) -> Result<(u16, usize), Stri
             None => true,
         };
         if done {
-            return Ok((status, content_length.unwrap_or(body.len())));
+            return Ok(Answer {
+                status,
+                body_len: content_length.unwrap_or(body.len()),
+                head,
+            });
         }
         if buf.len() > 1024 * 1024 {
             return Err("response body too large".into());
@@ -867,21 +1124,138 @@ async fn get_on(stream: &mut TcpStream, path: &str) -> Result<(u16, usize), Stri
     }
 }
 
-/// One request on a fresh connection; the answer must be 200 with the 2 KiB body.
-async fn check_target(name: &str, port: u16) -> Result<(), String> {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port))
+/// One request from [`CHECK_AGENT`] on a fresh connection: the answer must be 200 with the
+/// body of the target's origin, and the origin must have received valid credentials when the
+/// target signs.
+async fn check_target(target: &Target, expiry: Expiry) -> Result<(), String> {
+    let handle = handle(0);
+    let before = SystemClock.now_unix();
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut stream = TcpStream::connect(("127.0.0.1", target.port))
             .await
             .map_err(|e| e.to_string())?;
-        match get_on(&mut stream, &format!("/img/{}", handle(0))).await? {
-            (200, BODY_LEN) => Ok(()),
-            (status, len) => Err(format!("status {status}, {len} bytes")),
-        }
+        exchange(&mut stream, &format!("/img/{handle}"), CHECK_AGENT).await
     })
     .await
     .map_err(|_| "no answer within 5 s".to_owned())
-    .and_then(|r| r)
-    .map_err(|e| format!("{name} on port {port}: {e}"))
+    .and_then(|r| r);
+    let after = SystemClock.now_unix();
+    answer
+        .and_then(|answer| {
+            if (answer.status, answer.body_len) != (200, target.origin.body_len) {
+                return Err(format!(
+                    "status {}, {} bytes, expected 200 with {} bytes",
+                    answer.status, answer.body_len, target.origin.body_len
+                ));
+            }
+            if target.signs {
+                let seen = answer
+                    .header(TARGET_ECHO)
+                    .ok_or("the origin's echo of the request target did not come back")?;
+                check_credentials(seen, &handle, expiry, before, after)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| format!("{} on port {}: {e}", target.name, target.port))
+}
+
+/// How the bench's route dates its policies: the `ttl` and `bucket` of its `[signing]`
+/// (signgate's defaults), which the njs signer and the credential checks use too.
+#[derive(Clone, Copy)]
+struct Expiry {
+    ttl: Duration,
+    bucket: Duration,
+}
+
+impl Expiry {
+    fn of_bench_route() -> Self {
+        let config = gateway_config("http://127.0.0.1:9", false);
+        let signing = &config
+            .routes
+            .first()
+            .expect("the bench config has one route")
+            .signing;
+        Self {
+            ttl: signing.ttl,
+            bucket: signing.bucket,
+        }
+    }
+
+    /// The expiry of credentials signed at unix second `now`.
+    fn at(self, now: u64) -> u64 {
+        bucketed_expiry(now, self.ttl, self.bucket)
+    }
+}
+
+/// Checks the request target the origin received for `GET /img/HANDLE` through a signing
+/// target asked between unix seconds `before` and `after`: `/HANDLE?policy=P&signature=S`, P
+/// byte for byte the policy signgate writes for the handle (url-safe base64 with `=` as `%3D`,
+/// calls `read`, expiry as `expiry` dates a second in between), and S the hex HMAC-SHA256 of P
+/// under [`SECRET`], computed here with the hmac crate rather than signgate's own signer.
+fn check_credentials(
+    seen: &str,
+    handle: &str,
+    expiry: Expiry,
+    before: u64,
+    after: u64,
+) -> Result<(), String> {
+    let (path, query) = seen
+        .split_once('?')
+        .ok_or_else(|| format!("the origin received {seen:?}, without credentials"))?;
+    if path.strip_prefix('/') != Some(handle) {
+        return Err(format!("the origin received path {path:?}, not /{handle}"));
+    }
+    let (mut policy, mut signature) = (None, None);
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("policy", value)) if policy.is_none() => policy = Some(value),
+            Some(("signature", value)) if signature.is_none() => signature = Some(value),
+            _ => return Err(format!("unexpected query parameter {pair:?} in {seen:?}")),
+        }
+    }
+    let (Some(policy), Some(signature)) = (policy, signature) else {
+        return Err(format!("no policy and signature in {seen:?}"));
+    };
+    let policy = policy.replace("%3D", "=");
+    let signgates = |now: u64| Policy {
+        expiry: expiry.at(now),
+        call: vec![Call::Read],
+        handle: Some(handle.to_owned()),
+        limits: PolicyLimits::default(),
+    };
+    if ![before, after]
+        .into_iter()
+        .any(|now| signgates(now).encode() == policy)
+    {
+        let json = URL_SAFE_NO_PAD
+            .decode(policy.trim_end_matches('='))
+            .map_or_else(
+                |e| format!("not url-safe base64: {e}"),
+                |json| String::from_utf8_lossy(&json).into_owned(),
+            );
+        return Err(format!(
+            "policy {policy:?} ({json}) is not signgate's {:?} ({})",
+            signgates(before).encode(),
+            signgates(before).to_json()
+        ));
+    }
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(policy.as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .flat_map(|byte| [HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]])
+        .map(char::from)
+        .collect();
+    if signature != expected {
+        return Err(format!(
+            "signature {signature} is not the HMAC-SHA256 of the policy under the bench's secret ({expected})"
+        ));
+    }
+    Ok(())
 }
 
 /// Opens `count` keep-alive connections to `port`, one request each, and keeps them open.
@@ -945,6 +1319,17 @@ struct Target {
     port: u16,
     /// The process whose CPU time is charged to the target.
     pid: u32,
+    /// The origin behind it.
+    origin: Origin,
+    /// Whether it signs: its check verifies the credentials the origin received.
+    signs: bool,
+}
+
+/// An origin process and the size of the bodies it serves.
+#[derive(Clone, Copy)]
+struct Origin {
+    pid: u32,
+    body_len: usize,
 }
 
 struct Row {
@@ -968,11 +1353,10 @@ struct AdminRound {
 }
 
 /// A warm-up, then `seconds` of load on `target`, with its process's CPU time and context
-/// switches over the measured part, and what other processes than it and the origin
-/// (`origin_pid`) took of the server core meanwhile.
+/// switches over the measured part, and what other processes than it and its origin took of
+/// the server core meanwhile.
 fn measure(
     target: &Target,
-    origin_pid: u32,
     script: &Path,
     seconds: u64,
     connections: u64,
@@ -983,6 +1367,7 @@ fn measure(
         target.name
     );
     run_wrk(script, target.port, WARMUP_SECONDS, connections)?;
+    let origin_pid = target.origin.pid;
     let before = CoreUse::now(target.pid, origin_pid);
     let (user0, system0) = cpu_ticks(target.pid);
     let (switches0, _) = context_switches(target.pid);
@@ -1079,6 +1464,13 @@ fn bench() -> Result<(), String> {
     let connections = env_u64("LOAD_CONNECTIONS", 64, 1..=4000)?;
     let with_current_thread = std::env::var("LOAD_MULTI_THREAD").is_ok_and(|v| v == "1");
     let with_bare = std::env::var("LOAD_BARE").is_ok_and(|v| v == "1");
+    let with_njs = !std::env::var("LOAD_NJS").is_ok_and(|v| v == "0");
+    let with_large = !std::env::var("LOAD_LARGE").is_ok_and(|v| v == "0");
+    if with_njs && !Path::new(NJS_MODULE).is_file() {
+        return Err(format!(
+            "nginx's njs module {NJS_MODULE} is missing, which the \"{NJS_ROW}\" row needs; install it with:\n    apt-get install -y {NJS_PACKAGE}\nor skip that row with LOAD_NJS=0"
+        ));
+    }
     // At least two of each, so that drift between them shows.
     let rounds = env_u64("LOAD_ADMIN_ROUNDS", 2, 2..=10)?;
     let cores = std::fs::read_to_string("/proc/cpuinfo")
@@ -1099,26 +1491,35 @@ fn bench() -> Result<(), String> {
     let script = dir.path().join("handles.lua");
     std::fs::write(&script, lua_script()).map_err(|e| format!("{}: {e}", script.display()))?;
 
-    let targets_count = 3 + u64::from(with_current_thread) + 2 * u64::from(with_bare) + 2 * rounds;
+    let targets_count = 3
+        + u64::from(with_current_thread)
+        + 2 * u64::from(with_bare)
+        + u64::from(with_njs)
+        + 2 * u64::from(with_large)
+        + 2 * rounds;
     let deadline = targets_count * (WARMUP_SECONDS + seconds + 40) + 180;
+    let expiry = Expiry::of_bench_route();
 
-    let (origin, origin_port) = spawn_role("origin", &[], deadline)?;
+    let (origin_process, origin_port) = spawn_role("origin", &[], deadline)?;
+    let origin = Origin {
+        pid: origin_process.pid(),
+        body_len: BODY_LEN,
+    };
     let upstream = format!("http://127.0.0.1:{origin_port}");
     // `LOAD_GATEWAY_ENV_X=v` sets `X=v` for the gateways only (e.g. `LD_PRELOAD` of an allocator).
     let extra_env: Vec<(String, String)> = std::env::vars()
         .filter_map(|(k, v)| Some((k.strip_prefix("LOAD_GATEWAY_ENV_")?.to_owned(), v)))
         .collect();
-    let gateway_env = |runtime: &'static str| {
-        let mut env = vec![(UPSTREAM_ENV, upstream.as_str()), (RUNTIME_ENV, runtime)];
-        env.extend(extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        env
-    };
     for (key, value) in &extra_env {
         eprintln!("gateways run with {key}={value}");
     }
-    let (gateway, gateway_port) = spawn_role("gateway", &gateway_env("workers"), deadline)?;
+    let (gateway, gateway_port) = spawn_role(
+        "gateway",
+        &gateway_env(&upstream, "workers", &extra_env),
+        deadline,
+    )?;
     let (admin_gateway, admin_gateway_port, admin_port) = {
-        let mut env = gateway_env("workers");
+        let mut env = gateway_env(&upstream, "workers", &extra_env);
         env.push((ADMIN_ENV, "1"));
         match spawn_process("gateway", SERVER_CORE, &env, deadline)? {
             (process, ports) if ports.len() == 2 => (process, ports[0], ports[1]),
@@ -1132,7 +1533,7 @@ fn bench() -> Result<(), String> {
     let current_thread = if with_current_thread {
         Some(spawn_role(
             "gateway",
-            &gateway_env("multi_thread"),
+            &gateway_env(&upstream, "multi_thread", &extra_env),
             deadline,
         )?)
     } else {
@@ -1151,79 +1552,145 @@ fn bench() -> Result<(), String> {
             ));
         }
     }
-    let (nginx, nginx_port) = spawn_nginx(dir.path(), origin_port, deadline)?;
-    let nginx_worker_pid = nginx_worker(dir.path())?;
+    let nginx_prefix = dir.path().join("nginx");
+    let (nginx, nginx_port) =
+        spawn_nginx(&nginx_prefix, NginxKind::ProxyPass, origin_port, deadline)?;
+    let nginx_worker_pid = nginx_worker(&nginx_prefix)?;
+    let njs = if with_njs {
+        let prefix = dir.path().join("nginx-njs");
+        let (process, port) =
+            spawn_nginx(&prefix, NginxKind::NjsSigner(expiry), origin_port, deadline)?;
+        Some((process, port, nginx_worker(&prefix)?))
+    } else {
+        None
+    };
+    // The 256 KiB origin, and signgate and nginx `proxy_pass` in front of it.
+    let large = if with_large {
+        let (process, port) = spawn_role(
+            "origin",
+            &[(BODY_BYTES_ENV, &LARGE_BODY_LEN.to_string())],
+            deadline,
+        )?;
+        let upstream = format!("http://127.0.0.1:{port}");
+        let gateway = spawn_role(
+            "gateway",
+            &gateway_env(&upstream, "workers", &extra_env),
+            deadline,
+        )?;
+        let prefix = dir.path().join("nginx-large");
+        let nginx = spawn_nginx(&prefix, NginxKind::ProxyPass, port, deadline)?;
+        let nginx_worker_pid = nginx_worker(&prefix)?;
+        Some((process, gateway, nginx, nginx_worker_pid))
+    } else {
+        None
+    };
 
+    let target = |name: &str, port: u16, pid: u32, origin: Origin, signs: bool| Target {
+        name: name.to_owned(),
+        port,
+        pid,
+        origin,
+        signs,
+    };
     let mut targets = vec![
-        Target {
-            name: "origin".into(),
-            port: origin_port,
-            pid: origin.pid(),
-        },
-        Target {
-            name: "signgate".into(),
-            port: gateway_port,
-            pid: gateway.pid(),
-        },
+        target("origin", origin_port, origin.pid, origin, false),
+        target(SIGNGATE_ROW, gateway_port, gateway.pid(), origin, true),
     ];
     if let Some((ct, port)) = &current_thread {
-        targets.push(Target {
-            name: "signgate (multi_thread)".into(),
-            port: *port,
-            pid: ct.pid(),
-        });
+        targets.push(target(
+            "signgate (multi_thread)",
+            *port,
+            ct.pid(),
+            origin,
+            true,
+        ));
     }
     for (kind, (process, port)) in &bare {
-        targets.push(Target {
-            name: format!("bare hyper ({kind})"),
-            port: *port,
-            pid: process.pid(),
-        });
+        targets.push(target(
+            &format!("bare hyper ({kind})"),
+            *port,
+            process.pid(),
+            origin,
+            false,
+        ));
     }
-    targets.push(Target {
-        name: "nginx".into(),
-        port: nginx_port,
-        pid: nginx_worker_pid,
-    });
+    targets.push(target(
+        NGINX_ROW,
+        nginx_port,
+        nginx_worker_pid,
+        origin,
+        false,
+    ));
+    if let Some((_, port, worker)) = &njs {
+        targets.push(target(NJS_ROW, *port, *worker, origin, true));
+    }
+    if let Some((process, (gateway, gateway_port), (_, nginx_port), nginx_worker_pid)) = &large {
+        let origin = Origin {
+            pid: process.pid(),
+            body_len: LARGE_BODY_LEN,
+        };
+        targets.push(target(
+            SIGNGATE_LARGE_ROW,
+            *gateway_port,
+            gateway.pid(),
+            origin,
+            true,
+        ));
+        targets.push(target(
+            NGINX_LARGE_ROW,
+            *nginx_port,
+            *nginx_worker_pid,
+            origin,
+            false,
+        ));
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
+    // Every target answers as it should, and the signing ones sign as signgate does.
     for target in &targets {
-        runtime.block_on(check_target(&target.name, target.port))?;
+        runtime.block_on(check_target(target, expiry))?;
     }
-    runtime.block_on(check_target("signgate, admin on", admin_gateway_port))?;
+    let admin_target = |name: String, port: u16, pid: u32| Target {
+        name,
+        port,
+        pid,
+        origin,
+        signs: true,
+    };
+    runtime.block_on(check_target(
+        &admin_target(
+            "signgate, admin on".into(),
+            admin_gateway_port,
+            admin_gateway.pid(),
+        ),
+        expiry,
+    ))?;
 
     let ticks = clock_ticks_per_second() as f64;
     let mut rows = Vec::new();
     for target in &targets {
-        rows.push(measure(
-            target,
-            origin.pid(),
-            &script,
-            seconds,
-            connections,
-            ticks,
-        )?);
+        rows.push(measure(target, &script, seconds, connections, ticks)?);
     }
 
     // The admin listener's cost: the same gateway without and with `[admin] listen` and a
     // scraper, alternately, so that drift over the run shows in both.
     let mut admin_rounds = Vec::new();
     for round in 1..=rounds {
-        let off = Target {
-            name: format!("signgate, admin off #{round}"),
-            port: gateway_port,
-            pid: gateway.pid(),
-        };
-        let on = Target {
-            name: format!("signgate, admin on #{round}"),
-            port: admin_gateway_port,
-            pid: admin_gateway.pid(),
-        };
+        let off = admin_target(
+            format!("signgate, admin off #{round}"),
+            gateway_port,
+            gateway.pid(),
+        );
+        let on = admin_target(
+            format!("signgate, admin on #{round}"),
+            admin_gateway_port,
+            admin_gateway.pid(),
+        );
         admin_rounds.push(AdminRound {
-            row: measure(&off, origin.pid(), &script, seconds, connections, ticks)?,
+            row: measure(&off, &script, seconds, connections, ticks)?,
             scrapes: None,
         });
         // Only while "on" is measured: scraping is part of its cost, not of "off"'s.
@@ -1235,7 +1702,7 @@ fn bench() -> Result<(), String> {
         let scraper_env: Vec<(&str, &str)> =
             scraper_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (scraper, _) = spawn_process("scraper", LOAD_CORE, &scraper_env, deadline)?;
-        let row = measure(&on, origin.pid(), &script, seconds, connections, ticks)?;
+        let row = measure(&on, &script, seconds, connections, ticks)?;
         drop(scraper);
         admin_rounds.push(AdminRound {
             row,
@@ -1251,16 +1718,30 @@ fn bench() -> Result<(), String> {
     print_report(&rows, &gateway_memory, &nginx_memory, seconds, connections);
     print_admin_report(&admin_rounds);
 
+    drop(large);
+    drop(njs);
     drop(nginx);
     drop(bare);
     drop(current_thread);
     drop(admin_gateway);
     drop(gateway);
-    drop(origin);
+    drop(origin_process);
     drop(runtime);
     dir.close()
         .map_err(|e| format!("removing the temp dir: {e}"))?;
     Ok(())
+}
+
+/// The environment of a gateway role in front of `upstream` on `runtime`, with the extra
+/// variables of `LOAD_GATEWAY_ENV_*`.
+fn gateway_env<'a>(
+    upstream: &'a str,
+    runtime: &'a str,
+    extra: &'a [(String, String)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![(UPSTREAM_ENV, upstream), (RUNTIME_ENV, runtime)];
+    env.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    env
 }
 
 fn fmt_us(us: f64) -> String {
@@ -1274,11 +1755,19 @@ fn fmt_us(us: f64) -> String {
 fn print_report(rows: &[Row], gateway: &Memory, nginx: &Memory, seconds: u64, connections: u64) {
     println!();
     println!(
-        "signgate load bench: {seconds} s per target after {WARMUP_SECONDS} s warm-up, wrk {} thread(s) x {connections} connections on core {LOAD_CORE}, servers on core {SERVER_CORE}, 2 KiB bodies, {HANDLES} handles",
+        "signgate load bench: {seconds} s per target after {WARMUP_SECONDS} s warm-up, wrk {} thread(s) x {connections} connections on core {LOAD_CORE}, servers on core {SERVER_CORE}, 2 KiB bodies (256 KiB where the row says so), {HANDLES} handles",
         connections.min(2)
     );
+    let njs = if rows.iter().any(|r| r.name == NJS_ROW) {
+        format!(
+            "; njs {}",
+            command_output("dpkg-query", &["-W", "-f=${Version}", NJS_PACKAGE])
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "machine: {}; {}; {}",
+        "machine: {}; {}{njs}; {}",
         machine_line(),
         command_output("nginx", &["-v"]),
         command_output("wrk", &["-v"]).lines().next().unwrap_or(""),
@@ -1291,10 +1780,11 @@ fn print_report(rows: &[Row], gateway: &Memory, nginx: &Memory, seconds: u64, co
             .map_or(f64::NAN, |r| r.wrk.requests_per_second)
     };
     println!();
+    print_goals(rows);
+    println!();
     println!(
-        "signgate/nginx throughput: {:.2}   signgate/origin throughput: {:.2}",
-        rps("signgate") / rps("nginx"),
-        rps("signgate") / rps("origin")
+        "signgate/origin throughput: {:.2}",
+        rps(SIGNGATE_ROW) / rps("origin")
     );
     if rows.iter().any(|r| r.name == "signgate (multi_thread)") {
         println!(
@@ -1317,6 +1807,98 @@ fn print_report(rows: &[Row], gateway: &Memory, nginx: &Memory, seconds: u64, co
         nginx.idle_kib as f64 / 1024.0,
         per_connection(nginx),
     );
+}
+
+/// One of issue 14's targets: a ratio of two rows of one run.
+struct Goal {
+    ours: &'static str,
+    theirs: &'static str,
+    what: &'static str,
+    /// Throughput at least `bound` times theirs, or p99 at most `bound` times theirs.
+    metric: GoalMetric,
+    bound: f64,
+    /// The knob that leaves the rows out.
+    skipped_by: &'static str,
+}
+
+#[derive(Clone, Copy)]
+enum GoalMetric {
+    Throughput,
+    P99,
+}
+
+const GOALS: [Goal; 4] = [
+    Goal {
+        ours: SIGNGATE_ROW,
+        theirs: NGINX_ROW,
+        what: "signgate/nginx proxy_pass throughput, 2 KiB",
+        metric: GoalMetric::Throughput,
+        bound: 0.85,
+        skipped_by: "",
+    },
+    Goal {
+        ours: SIGNGATE_ROW,
+        theirs: NJS_ROW,
+        what: "signgate/nginx + njs signer throughput, 2 KiB",
+        metric: GoalMetric::Throughput,
+        bound: 1.5,
+        skipped_by: "LOAD_NJS=0",
+    },
+    Goal {
+        ours: SIGNGATE_ROW,
+        theirs: NGINX_ROW,
+        what: "signgate/nginx proxy_pass p99, 2 KiB",
+        metric: GoalMetric::P99,
+        bound: 1.0,
+        skipped_by: "",
+    },
+    Goal {
+        ours: SIGNGATE_LARGE_ROW,
+        theirs: NGINX_LARGE_ROW,
+        what: "signgate/nginx proxy_pass throughput, 256 KiB",
+        metric: GoalMetric::Throughput,
+        bound: 1.0,
+        skipped_by: "LOAD_LARGE=0",
+    },
+];
+
+/// Issue 14's targets as ratios of `rows`, each met or missed. It only reports.
+fn print_goals(rows: &[Row]) {
+    let row = |name: &str| rows.iter().find(|r| r.name == name);
+    println!(
+        "issue 14's targets, as ratios of the rows above (one run of each: a ratio within the VM's run-to-run noise of its bound settles nothing):"
+    );
+    for goal in &GOALS {
+        let (Some(ours), Some(theirs)) = (row(goal.ours), row(goal.theirs)) else {
+            println!("  {:<46} not measured ({})", goal.what, goal.skipped_by);
+            continue;
+        };
+        let (ratio, bound, met, figures) = match goal.metric {
+            GoalMetric::Throughput => {
+                let ratio = ours.wrk.requests_per_second / theirs.wrk.requests_per_second;
+                let figures = format!(
+                    "{:.0} / {:.0} req/s",
+                    ours.wrk.requests_per_second, theirs.wrk.requests_per_second
+                );
+                (ratio, '≥', ratio >= goal.bound, figures)
+            }
+            GoalMetric::P99 => {
+                let ratio = ours.wrk.p99_us / theirs.wrk.p99_us;
+                let figures = format!(
+                    "{} / {}",
+                    fmt_us(ours.wrk.p99_us),
+                    fmt_us(theirs.wrk.p99_us)
+                );
+                (ratio, '≤', ratio <= goal.bound, figures)
+            }
+        };
+        println!(
+            "  {:<46} {ratio:>5.2}  target {bound} {:.2}  {:<6}  ({figures})",
+            goal.what,
+            goal.bound,
+            if met { "met" } else { "missed" },
+        );
+    }
 }
 
 /// The table of measured rows, with its header.
