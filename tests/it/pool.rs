@@ -32,12 +32,13 @@ enum Reply {
 type Script = dyn Fn(usize, usize) -> Reply + Send + Sync;
 
 /// An origin speaking just enough HTTP/1.1 by hand to misbehave on cue. `opened` counts
-/// accepted connections, `open` those not yet closed; `gate`, when given, holds every answer
-/// until it has a permit.
+/// accepted connections, `open` those not yet closed, `heads` the request heads read; `gate`,
+/// when given, holds every answer until it has a permit.
 struct ScriptedOrigin {
     addr: std::net::SocketAddr,
     opened: Arc<AtomicUsize>,
     open: Arc<AtomicUsize>,
+    heads: Arc<AtomicUsize>,
 }
 
 impl ScriptedOrigin {
@@ -45,7 +46,8 @@ impl ScriptedOrigin {
         let (listener, addr) = bind().await;
         let opened = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(AtomicUsize::new(0));
-        let (counted, live) = (Arc::clone(&opened), Arc::clone(&open));
+        let heads = Arc::new(AtomicUsize::new(0));
+        let (counted, live, read) = (Arc::clone(&opened), Arc::clone(&open), Arc::clone(&heads));
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -53,14 +55,24 @@ impl ScriptedOrigin {
                 };
                 let connection = counted.fetch_add(1, Ordering::SeqCst);
                 live.fetch_add(1, Ordering::SeqCst);
-                let (script, gate, live) = (Arc::clone(&script), gate.clone(), Arc::clone(&live));
+                let (script, gate, live, read) = (
+                    Arc::clone(&script),
+                    gate.clone(),
+                    Arc::clone(&live),
+                    Arc::clone(&read),
+                );
                 tokio::spawn(async move {
-                    serve_scripted(stream, connection, &*script, gate).await;
+                    serve_scripted(stream, connection, &*script, gate, &read).await;
                     live.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
-        Self { addr, opened, open }
+        Self {
+            addr,
+            opened,
+            open,
+            heads,
+        }
     }
 
     fn url(&self) -> String {
@@ -74,6 +86,10 @@ impl ScriptedOrigin {
     fn open(&self) -> usize {
         self.open.load(Ordering::SeqCst)
     }
+
+    fn heads(&self) -> usize {
+        self.heads.load(Ordering::SeqCst)
+    }
 }
 
 /// Serves one connection: each request head read whole (the tests send no bodies), then the
@@ -83,6 +99,7 @@ async fn serve_scripted(
     connection: usize,
     script: &Script,
     gate: Option<Arc<Semaphore>>,
+    heads: &AtomicUsize,
 ) {
     let mut buffer = Vec::new();
     for nth in 0.. {
@@ -99,6 +116,7 @@ async fn serve_scripted(
             .expect("a head")
             + 4;
         buffer.drain(..end);
+        heads.fetch_add(1, Ordering::SeqCst);
         if let Some(gate) = &gate {
             gate.acquire().await.expect("open").forget();
         }
@@ -151,26 +169,53 @@ async fn sequential_requests_share_one_kept_alive_connection() {
     assert_eq!(origin.opened(), 1);
 }
 
-#[tokio::test]
-async fn after_a_burst_only_upstream_keepalive_connections_stay_open() {
-    let gate = Arc::new(Semaphore::new(0));
-    let origin = ScriptedOrigin::start(Arc::new(|_, _| Reply::Ok), Some(Arc::clone(&gate))).await;
-    let gateway = gateway_for(&origin, "proxy", "upstream_keepalive = 2").await;
-    let url = gateway.url(&format!("/img/{H}"));
+/// Sends ten GETs to `url` at once, lets the gated `origin` answer them once all ten are
+/// there, and checks each is 200.
+async fn burst_of_ten(url: &str, origin: &ScriptedOrigin, gate: &Semaphore) {
+    let before = origin.heads();
     let burst: Vec<_> = (0..10)
         .map(|_| {
-            let url = url.clone();
+            let url = url.to_owned();
             tokio::spawn(async move { send(Method::GET, &url, &[]).await })
         })
         .collect();
-    // All ten are at the origin at once, each on a connection of its own.
-    eventually("ten connections", || origin.opened() == 10).await;
+    eventually("ten requests at the origin", || {
+        origin.heads() == before + 10
+    })
+    .await;
     gate.add_permits(10);
     for request in burst {
         assert_eq!(request.await.expect("no panic").status, 200);
     }
-    eventually("eight idle connections closed", || origin.open() == 2).await;
+}
 
+#[tokio::test]
+async fn a_burst_keeps_its_connections_while_it_lasts_then_only_upstream_keepalive_stay_open() {
+    let gate = Arc::new(Semaphore::new(0));
+    let origin = ScriptedOrigin::start(Arc::new(|_, _| Reply::Ok), Some(Arc::clone(&gate))).await;
+    let gateway = gateway_for(&origin, "proxy", "upstream_keepalive = 2").await;
+    let url = gateway.url(&format!("/img/{H}"));
+    // All ten are at the origin at once, each on a connection of its own.
+    burst_of_ten(&url, &origin, &gate).await;
+    assert_eq!(origin.opened(), 10);
+    // A second burst right after finds the first one's connections still open: closing the
+    // eight past `upstream_keepalive` at once would make it connect anew.
+    burst_of_ten(&url, &origin, &gate).await;
+    assert_eq!(origin.opened(), 10, "the second burst connected anew");
+
+    // Once unused for a while, the sweeper closes the eight past `upstream_keepalive`.
+    let deadline = Instant::now()
+        + signgate::upstream::pool::SWEEP_EVERY * 2
+        + signgate::upstream::pool::EXCESS_GRACE
+        + Duration::from_secs(2);
+    while origin.open() != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "{} idle connections still open",
+            origin.open()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The two kept serve what comes next.
     gate.add_permits(2);
     assert_eq!(status(Method::GET, &url).await, 200);
