@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -206,27 +207,32 @@ pub async fn serve(
             .tls
             .as_ref()
             .map(|tls| TlsAcceptor::from(tls.load_full()));
-        tokio::spawn(async move {
+        // The task stays small (under 1 KiB) whichever protocol it ends up speaking: the TLS
+        // stream and the connection go on the heap at their own size.
+        let task = async move {
             let result = match tls {
                 Some(acceptor) => {
                     // A client that does not finish the handshake within `header_read_timeout`
                     // is closed, as one that sends no request head would be.
                     let handshake = tokio::select! {
-                        done = tokio::time::timeout(idle_timeout, acceptor.accept(Box::pin(stream))) => done.ok(),
+                        done = tokio::time::timeout(idle_timeout, Box::pin(acceptor.accept(Box::pin(stream)))) => done.ok().map(|tls| tls.map(Box::new)),
                         _ = drain_signal.wait_for(|draining| *draining) => None,
                     };
                     match handshake {
                         Some(Ok(io))
                             if io.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2) =>
                         {
-                            let connection = http2.serve_connection(TokioIo::new(io), service);
+                            let connection =
+                                Box::pin(http2.serve_connection(TokioIo::new(io), service));
                             drive(connection, &activity, idle_timeout, &mut drain_signal).await
                         }
                         // `http/1.1`, or no ALPN at all.
                         Some(Ok(io)) => {
-                            let connection = http1
-                                .serve_connection(TokioIo::new(io), service)
-                                .with_upgrades();
+                            let connection = Box::pin(
+                                http1
+                                    .serve_connection(TokioIo::new(io), service)
+                                    .with_upgrades(),
+                            );
                             drive(connection, &activity, idle_timeout, &mut drain_signal).await
                         }
                         Some(Err(e)) => {
@@ -245,13 +251,16 @@ pub async fn serve(
                     };
                     match sniffed {
                         Some(Ok((Protocol::Http1, io))) => {
-                            let connection = http1
-                                .serve_connection(TokioIo::new(io), service)
-                                .with_upgrades();
+                            let connection = Box::pin(
+                                http1
+                                    .serve_connection(TokioIo::new(io), service)
+                                    .with_upgrades(),
+                            );
                             drive(connection, &activity, idle_timeout, &mut drain_signal).await
                         }
                         Some(Ok((Protocol::H2c, io))) => {
-                            let connection = http2.serve_connection(TokioIo::new(io), service);
+                            let connection =
+                                Box::pin(http2.serve_connection(TokioIo::new(io), service));
                             drive(connection, &activity, idle_timeout, &mut drain_signal).await
                         }
                         Some(Err(_)) | None => Ok(()),
@@ -262,7 +271,8 @@ pub async fn serve(
                 tracing::debug!(peer = %peer.addr, error = %e, "connection ended with an error");
             }
             drop(open);
-        });
+        };
+        tokio::spawn(task);
     }
 
     drop(listener);
@@ -284,12 +294,11 @@ pub async fn serve(
 /// Serves one connection until it ends, closing it once no request has been in flight for
 /// `idle_timeout` or when the server drains.
 async fn drive<C: ServedConnection>(
-    connection: C,
+    mut connection: Pin<Box<C>>,
     activity: &Activity,
     idle_timeout: Duration,
     drain_signal: &mut watch::Receiver<bool>,
 ) -> Result<(), hyper::Error> {
-    tokio::pin!(connection);
     let closing = tokio::select! {
         result = connection.as_mut() => Closing::Ended(result),
         // HTTP/1.1 has its header timeout between requests; HTTP/2 has nothing of its own, so

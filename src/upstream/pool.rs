@@ -258,7 +258,10 @@ impl Pool {
                 state.idle.pop_back()
             };
             let Some(Idle { mut connection, .. }) = idle else {
-                return self.connect(uri).await;
+                // Boxed: connecting (TCP, TLS, the HTTP/2 handshake) takes a future of about
+                // 6.5 KiB that would otherwise sit inside every request's future, and in the
+                // slot hyper keeps for it on each client connection.
+                return Box::pin(self.connect(uri)).await;
             };
             // Given back as its last answer ended, it may not have asked for the next request
             // yet: driven once, it does that at once, or finds the upstream gone.
