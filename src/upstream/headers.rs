@@ -23,18 +23,28 @@ pub const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Removes hop-by-hop headers, including those listed in `Connection`, and `Upgrade`.
+///
+/// One pass over the names present, which compare without hashing: the map is searched only
+/// for the names found (usually none), not once for every name on the list.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if name == header::UPGRADE || HOP_BY_HOP.contains(name) {
+            doomed.push(name.clone());
+        }
+    }
+    if doomed.contains(&header::CONNECTION) {
+        let listed = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok());
+        doomed.extend(listed);
+    }
+    for name in &doomed {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
 }
 
 /// The `Via` token signgate adds.
