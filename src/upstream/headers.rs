@@ -246,7 +246,9 @@ mod tests {
             );
         }
         strip_hop_by_hop(&mut headers);
-        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        // Removing reorders what is left; the order of different names carries no meaning.
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
         assert_eq!(left, ["content-type", "etag"]);
     }
 
