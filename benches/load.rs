@@ -59,20 +59,26 @@
 //!
 //! The gateway here logs nothing (no tracing subscriber), as nginx has `access_log off`.
 //!
-//! Last recorded: 2026-11-29, 2-core VM ("Intel(R) Xeon(R) Processor", kernel 6.18), nginx
-//! 1.22.1, wrk 4.1.0, `cargo bench --bench load` (10 s, 64 connections), two runs (CPU/req is
-//! the target process's own user + system CPU per request):
+//! Last recorded: 2026-11-30 23:48 UTC, commit `ddb6493`, 2-core VM ("Intel(R) Xeon(R)
+//! Processor", kernel 6.18), nginx 1.22.1, njs 0.7.9, wrk 4.1.0, `LOAD_ADMIN_ROUNDS=3 cargo
+//! bench --bench load` (10 s, 64 connections; CPU/req is the target process's own user + system
+//! CPU per request; no other process took a share of either core):
 //!
-//! | target   | req/s           | p50             | p99            | CPU/req       |
-//! |----------|-----------------|-----------------|----------------|---------------|
-//! | origin   | 145,683/148,629 | 161 µs / 159 µs | 4.25 / 4.28 ms | 6.3 / 6.2 µs  |
-//! | signgate |  31,202/ 32,718 | 1.89 / 1.82 ms  | 3.88 / 3.77 ms | 24.5 / 23.4 µs|
-//! | nginx    |  51,277/ 50,860 | 1.16 / 1.17 ms  | 2.51 / 2.65 ms | 13.3 / 13.4 µs|
+//! | target             | req/s   | p50     | p99      | CPU/req   |
+//! |--------------------|---------|---------|----------|-----------|
+//! | origin             | 169,002 | 136 µs  | 4.21 ms  | 5.5 µs    |
+//! | signgate           |  32,109 | 1.97 ms | 3.03 ms  | 23.2 µs   |
+//! | nginx              |  56,290 | 1.10 ms | 1.84 ms  | 12.3 µs   |
+//! | nginx + njs signer |  26,313 | 2.40 ms | 3.42 ms  | 30.3 µs   |
+//! | signgate, 256 KiB  |   6,310 | 9.79 ms | 16.34 ms | 118.3 µs  |
+//! | nginx, 256 KiB     |   4,980 | 12.65 ms| 17.57 ms | 165.9 µs  |
 //!
-//! signgate/nginx throughput 0.61 / 0.64. signgate RSS with 1,000 idle keep-alive connections:
-//! 56.0 / 55.8 MiB (21.3 MiB before, ≈ 35 KiB per connection); the nginx worker: 7.3 / 6.6 MiB.
-//! Run-to-run noise on this VM is about ±10 %. The nginx + njs and 256 KiB rows have no
-//! figures recorded here yet.
+//! signgate/nginx 0.57 (2 KiB), 1.27 (256 KiB); signgate/njs signer 1.22; p99 1.65× nginx's.
+//! Admin on/off throughput 0.976 (by round 0.997, 0.952, 0.979; the off runs differed by 4.1 %
+//! among themselves). signgate RSS with 1,000 idle keep-alive connections: 52.6 MiB (20.7 MiB
+//! before, 32.6 KiB per connection); the nginx worker: 7.4 MiB. Two earlier runs that evening:
+//! signgate/nginx 0.37 (the pool closing connections past `upstream_keepalive` at once, since
+//! fixed) and 0.54; admin on/off 0.994 and 1.015. Run-to-run noise on this VM is about ±5 %.
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -34,11 +34,13 @@
 //! `SOAK_MINUTES` (default 14, at least 13: two whole cycles after the warm-up), `SOAK_SAMPLE_SECONDS` (default 10), `SOAK_CLIENTS` (soak
 //! connections, default 256).
 //!
-//! Last recorded: 2026-11-30, 2-core VM ("AMD EPYC", kernel 6.18), compilers busy on the
-//! clients' core:
-//! - hold: 10,000 connections held 65 s, 460,220 requests (6,861 req/s), 0 errors, 0 lost;
-//!   latency p50 311 ms, p99 1.5 s; 11,040 descriptors, 475 MiB RSS at most.
-//! - soak: 3,194,364 requests in 840 s (3,803 req/s), 0 errors; RSS a sawtooth with the
+//! Last recorded:
+//! - hold, 2026-11-30 23:39 UTC, 2-core VM ("Intel(R) Xeon(R) Processor", kernel 6.18), quiet,
+//!   `SOAK_PHASES=hold`: 10,000 connections held 65 s, 653,058 requests (9,823 req/s), 0
+//!   errors, 0 lost; latency p50 608 µs, p99 23 ms; 10,516 descriptors, 415.8 MiB RSS at most
+//!   (40.1 KiB per connection); 80.1 MiB a minute after the burst (24.2 MiB before it).
+//! - soak, 2026-11-30, 2-core VM ("AMD EPYC", kernel 6.18), compilers busy on the clients' core:
+//!   3,194,364 requests in 840 s (3,803 req/s), 0 errors; RSS a sawtooth with the
 //!   5-minute bucket, 79.9–139.9 MiB over the first cycle after the warm-up and 71.0–134.8 MiB
 //!   over the last: flat.
 //!
