@@ -15,6 +15,7 @@ use super::cors::add_cors_headers;
 use crate::body::{ResponseBody, empty, full};
 use crate::config::FileServing;
 use crate::filelink::strip_url_credentials;
+use crate::upstream::headers::names_where;
 
 /// Sandboxes any document the browser might still render: no scripts, no plugins, no requests.
 const FILE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; sandbox";
@@ -60,15 +61,10 @@ pub fn serve_file_answer(
     }
 
     let headers = &mut parts.headers;
-    for name in &ORIGIN_WIDE {
-        headers.remove(name);
-    }
-    let cors: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("access-control-"))
-        .cloned()
-        .collect();
-    for name in cors {
+    let origin_wide = names_where(headers, |name| {
+        ORIGIN_WIDE.contains(name) || name.as_str().starts_with("access-control-")
+    });
+    for name in &origin_wide {
         headers.remove(name);
     }
     for name in [header::LOCATION, header::CONTENT_LOCATION] {

@@ -23,16 +23,10 @@ pub const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Removes hop-by-hop headers, including those listed in `Connection`, and `Upgrade`.
-///
-/// One pass over the names present, which compare without hashing: the map is searched only
-/// for the names found (usually none), not once for every name on the list.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    for name in headers.keys() {
-        if name == header::UPGRADE || HOP_BY_HOP.contains(name) {
-            doomed.push(name.clone());
-        }
-    }
+    let mut doomed = names_where(headers, |name| {
+        name == header::UPGRADE || HOP_BY_HOP.contains(name)
+    });
     if doomed.contains(&header::CONNECTION) {
         let listed = headers
             .get_all(header::CONNECTION)
@@ -45,6 +39,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in &doomed {
         headers.remove(name);
     }
+}
+
+/// The names present in `headers` that `pick` chooses, in one pass over the names (which
+/// compare without hashing): removing those alone searches the map only for what is there,
+/// usually nothing, where removing every name of a list searches it once per name.
+pub fn names_where(headers: &HeaderMap, pick: impl Fn(&HeaderName) -> bool) -> Vec<HeaderName> {
+    headers.keys().filter(|name| pick(name)).cloned().collect()
 }
 
 /// The `Via` token signgate adds.
