@@ -39,10 +39,10 @@
 //!   `SOAK_PHASES=hold`: 10,000 connections held 65 s, 653,058 requests (9,823 req/s), 0
 //!   errors, 0 lost; latency p50 608 µs, p99 23 ms; 10,516 descriptors, 415.8 MiB RSS at most
 //!   (40.1 KiB per connection); 80.1 MiB a minute after the burst (24.2 MiB before it).
-//! - soak, 2026-11-30, 2-core VM ("AMD EPYC", kernel 6.18), compilers busy on the clients' core:
-//!   3,194,364 requests in 840 s (3,803 req/s), 0 errors; RSS a sawtooth with the
-//!   5-minute bucket, 79.9–139.9 MiB over the first cycle after the warm-up and 71.0–134.8 MiB
-//!   over the last: flat.
+//! - soak, 2026-11-30 23:54 UTC, same VM, `SOAK_PHASES=soak`: 17,732,767 requests in 840 s
+//!   (21,110 req/s), 0 errors; p50 12.0 ms, p99 17.4 ms; RSS a sawtooth with the 5-minute
+//!   bucket, 126.4–159.2 MiB over the first cycle after the warm-up and 125.9–157.5 MiB over
+//!   the last: flat.
 //!
 //! Without `--bench` (as under `cargo test --benches`) both phases run in miniature (50
 //! connections for 2 s, then 3 s of soak), unpinned, as a check that the harness works.
