@@ -117,13 +117,14 @@ pub fn add_forwarding_headers(
             upstream_headers.insert(name.clone(), value);
         }
     }
-    if !upstream_headers.contains_key(&X_FORWARDED_PROTO) {
-        upstream_headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    }
-    if let Some(host) = host
-        && !upstream_headers.contains_key(&X_FORWARDED_HOST)
-    {
-        upstream_headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    // `entry`: one lookup where `contains_key` then `insert` made two.
+    upstream_headers
+        .entry(&X_FORWARDED_PROTO)
+        .or_insert_with(|| HeaderValue::from_static(proto));
+    if let Some(host) = host {
+        upstream_headers
+            .entry(&X_FORWARDED_HOST)
+            .or_insert_with(|| host.clone());
     }
     // The id the server settled on the request (see `crate::request_id`): the upstream's
     // logs and signgate's then name a request alike.
@@ -211,12 +212,20 @@ fn push_token_or_quoted(out: &mut Vec<u8>, value: &str) {
 
 /// Appends signgate to the `Via` header.
 pub fn add_via(headers: &mut HeaderMap) {
-    let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(earlier) => HeaderValue::try_from(format!("{earlier}, {VIA}")).ok(),
-        None => Some(HeaderValue::from_static(VIA)),
-    };
-    if let Some(value) = value {
-        headers.insert(header::VIA, value);
+    match headers.entry(header::VIA) {
+        header::Entry::Vacant(vacant) => {
+            vacant.insert(HeaderValue::from_static(VIA));
+        }
+        header::Entry::Occupied(mut occupied) => {
+            let joined = occupied
+                .get()
+                .to_str()
+                .ok()
+                .and_then(|earlier| HeaderValue::try_from(format!("{earlier}, {VIA}")).ok());
+            if let Some(value) = joined {
+                occupied.insert(value);
+            }
+        }
     }
 }
 
