@@ -153,8 +153,9 @@ pub struct Fetch {
     /// `response_timeout`, then get 503. Default 1024.
     pub max_connections: NonZeroUsize,
     /// `upstream_keepalive`: HTTP/1.1 connections kept open while idle, per worker, at most
-    /// `max_connections`; past it the oldest close once idle for a second (within the 5 s
-    /// sweep), so a burst's connections carry the load while it lasts. 0: none kept. Default 32.
+    /// `max_connections`; past it the oldest close once idle for a second (at the pool's sweep,
+    /// every 5 s), so a burst's connections carry the load while it lasts. 0: none kept.
+    /// Default 32.
     pub keepalive: usize,
     /// `max_response_headers`: headers an upstream answer may carry; more is a 502 that says
     /// so in the log. Default 100 for a proxy route, 500 for a site route.

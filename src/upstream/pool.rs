@@ -1,8 +1,8 @@
 //! One route's upstream connections, kept by the worker that made them: HTTP/1.1 connections
 //! reused only after an answer's body was read to its end, the most recently used first; past
-//! a burst at most `upstream_keepalive` of them stay idle (the oldest close within
-//! [`SWEEP_EVERY`] once idle for [`EXCESS_GRACE`]), none idle longer than [`IDLE_TIMEOUT`]; one
-//! shared HTTP/2 connection where TLS's ALPN picks `h2`.
+//! a burst at most `upstream_keepalive` of them stay idle (the oldest close at the first sweep,
+//! every [`SWEEP_EVERY`], that finds them idle for [`EXCESS_GRACE`]), none idle longer than
+//! [`IDLE_TIMEOUT`]; one shared HTTP/2 connection where TLS's ALPN picks `h2`.
 //!
 //! The pool is built per route at config time and reached without hashing. An HTTP/1.1
 //! connection has no task of its own: the request that holds it drives it (while it waits for
@@ -67,7 +67,8 @@ pub struct Pool {
 
 struct Shared {
     connector: HttpsConnector<HttpConnector>,
-    /// How many HTTP/1.1 connections may wait idle.
+    /// How many idle HTTP/1.1 connections the sweeper leaves open (more wait idle between
+    /// sweeps, after a burst).
     keepalive: usize,
     /// `max_response_headers`.
     max_headers: usize,
@@ -379,10 +380,10 @@ impl Held {
     }
 }
 
-/// Every [`SWEEP_EVERY`], until the pool is gone: closes the idle connections that passed
-/// [`IDLE_TIMEOUT`], the oldest of those past `keepalive` that have waited [`EXCESS_GRACE`],
-/// and drops those the upstream closed (each driven once, so that it reads the upstream's end
-/// of stream).
+/// Every [`SWEEP_EVERY`], until the pool is gone: drops the idle connections the upstream
+/// closed (each driven once, so that it reads the upstream's end of stream) and those that
+/// passed [`IDLE_TIMEOUT`], then the oldest of those past `keepalive` that have waited
+/// [`EXCESS_GRACE`]: dead ones first, so that they never count towards what is kept.
 async fn sweep(pool: Weak<Shared>) {
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
@@ -390,14 +391,14 @@ async fn sweep(pool: Weak<Shared>) {
             return;
         };
         let mut state = shared.state();
-        let now = Instant::now();
-        state.evict_expired(now);
-        state.evict_idle_since(now, EXCESS_GRACE, shared.keepalive);
         let mut cx = Context::from_waker(Waker::noop());
         state.idle.retain_mut(|idle| {
             idle.connection.drive(&mut cx);
             idle.connection.is_open()
         });
+        let now = Instant::now();
+        state.evict_expired(now);
+        state.evict_idle_since(now, EXCESS_GRACE, shared.keepalive);
     }
 }
 

@@ -311,3 +311,58 @@ async fn an_idle_connection_the_upstream_closed_is_let_go_within_the_sweep() {
     assert_eq!(status(Method::GET, &url).await, 200);
     assert_eq!(origin.opened(), 2);
 }
+
+#[tokio::test]
+async fn the_sweep_keeps_upstream_keepalive_live_connections_when_newer_idle_ones_died() {
+    // Four connections at once; answered one at a time, so that they go idle in that order.
+    // The two answered first stay open, the two answered last are closed by the origin.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let script = {
+        let answered = Arc::clone(&answered);
+        Arc::new(
+            move |_: usize, _: usize| match answered.fetch_add(1, Ordering::SeqCst) {
+                2 | 3 => Reply::OkThenClose,
+                _ => Reply::Ok,
+            },
+        )
+    };
+    let gate = Arc::new(Semaphore::new(0));
+    let origin = ScriptedOrigin::start(script, Some(Arc::clone(&gate))).await;
+    let gateway = gateway_for(&origin, "proxy", "upstream_keepalive = 2").await;
+    let url = gateway.url(&format!("/img/{H}"));
+    let done = Arc::new(AtomicUsize::new(0));
+    let burst: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, done) = (url.clone(), Arc::clone(&done));
+            tokio::spawn(async move {
+                let status = send(Method::GET, &url, &[]).await.status;
+                done.fetch_add(1, Ordering::SeqCst);
+                status
+            })
+        })
+        .collect();
+    eventually("four requests at the origin", || origin.heads() == 4).await;
+    for n in 1..=4 {
+        gate.add_permits(1);
+        eventually("one more answered", || done.load(Ordering::SeqCst) == n).await;
+    }
+    for request in burst {
+        assert_eq!(request.await.expect("no panic"), 200);
+    }
+    assert_eq!(origin.opened(), 4);
+    eventually("the origin closed the newest two", || origin.open() == 2).await;
+
+    // A sweep finds the two oldest idle past the grace and two dead: it must drop the dead ones
+    // and keep the live ones, not close the oldest two as past `upstream_keepalive`.
+    tokio::time::sleep(
+        signgate::upstream::pool::SWEEP_EVERY
+            + signgate::upstream::pool::EXCESS_GRACE
+            + Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(origin.open(), 2, "the sweep closed live connections");
+    gate.add_permits(2);
+    assert_eq!(status(Method::GET, &url).await, 200);
+    assert_eq!(status(Method::GET, &url).await, 200);
+    assert_eq!(origin.opened(), 4, "a kept connection was not reused");
+}
