@@ -59,26 +59,27 @@
 //!
 //! The gateway here logs nothing (no tracing subscriber), as nginx has `access_log off`.
 //!
-//! Last recorded: 2026-11-30 23:48 UTC, commit `ddb6493`, 2-core VM ("Intel(R) Xeon(R)
+//! Last recorded: 2026-12-01 00:23 UTC, commit `79e5f9c`, 2-core VM ("Intel(R) Xeon(R)
 //! Processor", kernel 6.18), nginx 1.22.1, njs 0.7.9, wrk 4.1.0, `LOAD_ADMIN_ROUNDS=3 cargo
 //! bench --bench load` (10 s, 64 connections; CPU/req is the target process's own user + system
 //! CPU per request; no other process took a share of either core):
 //!
-//! | target             | req/s   | p50     | p99      | CPU/req   |
-//! |--------------------|---------|---------|----------|-----------|
-//! | origin             | 169,002 | 136 µs  | 4.21 ms  | 5.5 µs    |
-//! | signgate           |  32,109 | 1.97 ms | 3.03 ms  | 23.2 µs   |
-//! | nginx              |  56,290 | 1.10 ms | 1.84 ms  | 12.3 µs   |
-//! | nginx + njs signer |  26,313 | 2.40 ms | 3.42 ms  | 30.3 µs   |
-//! | signgate, 256 KiB  |   6,310 | 9.79 ms | 16.34 ms | 118.3 µs  |
-//! | nginx, 256 KiB     |   4,980 | 12.65 ms| 17.57 ms | 165.9 µs  |
+//! | target             | req/s   | p50      | p99      | CPU/req   |
+//! |--------------------|---------|----------|----------|-----------|
+//! | origin             | 181,239 | 132 µs   | 4.20 ms  | 5.4 µs    |
+//! | signgate           |  32,487 | 1.93 ms  | 3.08 ms  | 22.9 µs   |
+//! | nginx              |  55,267 | 1.12 ms  | 1.91 ms  | 12.5 µs   |
+//! | nginx + njs signer |  27,546 | 2.27 ms  | 3.30 ms  | 28.7 µs   |
+//! | signgate, 256 KiB  |   7,896 | 7.95 ms  | 12.15 ms | 94.7 µs   |
+//! | nginx, 256 KiB     |   5,148 | 12.28 ms | 15.28 ms | 161.3 µs  |
 //!
-//! signgate/nginx 0.57 (2 KiB), 1.27 (256 KiB); signgate/njs signer 1.22; p99 1.65× nginx's.
-//! Admin on/off throughput 0.976 (by round 0.997, 0.952, 0.979; the off runs differed by 4.1 %
+//! signgate/nginx 0.59 (2 KiB), 1.53 (256 KiB); signgate/njs signer 1.18; p99 1.61× nginx's.
+//! Admin on/off throughput 0.991 (by round 0.991, 0.974, 1.008; the off runs differed by 4.3 %
 //! among themselves). signgate RSS with 1,000 idle keep-alive connections: 52.6 MiB (20.7 MiB
-//! before, 32.6 KiB per connection); the nginx worker: 7.4 MiB. Two earlier runs that evening:
+//! before, 32.6 KiB per connection); the nginx worker: 7.2 MiB. Earlier runs that evening:
 //! signgate/nginx 0.37 (the pool closing connections past `upstream_keepalive` at once, since
-//! fixed) and 0.54; admin on/off 0.994 and 1.015. Run-to-run noise on this VM is about ±5 %.
+//! fixed), 0.54 and 0.57; admin on/off 0.994, 1.015 and 0.976. Run-to-run noise on this VM is
+//! about ±5 %.
 
 use std::io::Write;
 use std::net::SocketAddr;
