@@ -63,6 +63,7 @@ pub mod request_log;
 pub mod rewrite;
 pub mod router;
 pub mod secret;
+pub mod secret_watch;
 pub mod server;
 pub mod signer;
 pub mod tasks;

@@ -15,6 +15,7 @@ use crate::error::StartupError;
 use crate::fdlimit::FdBudget;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
+use crate::secret_watch::{SecretFiles, WATCH_EVERY};
 use crate::workers::Workers;
 
 /// Runs the gateway from the config at `path`: one single-threaded runtime per worker,
@@ -87,19 +88,41 @@ fn run_workers(path: &Path) -> Result<(), StartupError> {
     if let Some((_, _, admin_addr)) = &admin {
         println!("signgate admin on http://{admin_addr}/");
     }
+    let mut secret_files = SecretFiles::watching(&config.secret_files);
     let mut reloader = Reloader::new(
         path,
         config,
         running.states().to_vec(),
-        metrics,
+        Arc::clone(&metrics),
         admin.as_ref().map(|(admin, _, _)| Arc::clone(admin)),
         clock,
     );
     let mut signals = signals;
     runtime.block_on(async {
-        while signals.next().await == SignalEvent::Reload {
-            // Refusals are logged and counted inside; the process serves on either way.
+        let mut look = tokio::time::interval(WATCH_EVERY);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = signals.next() => match event {
+                    SignalEvent::Reload => {}
+                    SignalEvent::Stop => break,
+                },
+                _ = look.tick() => {
+                    let changed = secret_files.changed();
+                    if changed.is_empty() {
+                        continue;
+                    }
+                    for file in &changed {
+                        // The path only: the value is read by the reload, and never logged.
+                        tracing::info!(secret_file = %file.display(), "secret file changed: reloading");
+                        metrics.count_secret_file_change();
+                    }
+                }
+            }
+            // Refusals (an empty or unreadable secret file among them) are logged and counted
+            // inside; the process serves on with the old config either way.
             let _ = reloader.reload();
+            secret_files.rewatch(&reloader.current().secret_files);
         }
     });
     // The admin listener outlives the drain, so `/readyz` answers 503 throughout it.

@@ -155,6 +155,9 @@ pub struct Config {
     /// Things that work but should not be so (a world-readable `secret_file`, a secret not
     /// available to `signgate check`): logged at start and printed by `signgate check`.
     pub warnings: Vec<String>,
+    /// Every `secret_file` the file names (`[signing]` and routes'), each once: what
+    /// `signgate run` watches for a new secret.
+    pub secret_files: Vec<PathBuf>,
 }
 
 /// `[server]`: bound when the process starts, so a reload that changes any of it is refused.
@@ -292,6 +295,12 @@ impl Config {
                 ))
             })
             .collect();
+        let mut watched: Vec<PathBuf> = Vec::new();
+        for (_, path) in secret_files {
+            if !watched.contains(&path) {
+                watched.push(path);
+            }
+        }
         let mut names = HashSet::new();
         let mut prefixes = HashSet::new();
         let mut routes = Vec::with_capacity(raw.routes.len());
@@ -328,6 +337,7 @@ impl Config {
             log,
             routes,
             warnings,
+            secret_files: watched,
         })
     }
 }

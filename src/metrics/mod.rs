@@ -193,6 +193,7 @@ pub struct Metrics {
     unrouted: Arc<RequestMetrics>,
     open_connections: Gauge,
     reloads: Family<ReloadLabels, Counter>,
+    secret_file_changes: Counter,
     started: Instant,
 }
 
@@ -215,6 +216,7 @@ impl Metrics {
             Family::new_with_constructor(validity_histogram);
         let open_connections = Gauge::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
+        let secret_file_changes = Counter::default();
 
         let mut registry = Registry::with_prefix("signgate");
         registry.register(
@@ -282,6 +284,11 @@ impl Metrics {
             "Config reloads, by outcome",
             reloads.clone(),
         );
+        registry.register(
+            "secret_file_changes",
+            "Changes to a secret file noticed while serving (each sets off a reload)",
+            secret_file_changes.clone(),
+        );
         for outcome in [ReloadOutcome::Success, ReloadOutcome::Failure] {
             // At zero from the start, so a rate over it has a series to read.
             drop(reloads.get_or_create(&ReloadLabels {
@@ -315,6 +322,7 @@ impl Metrics {
             unrouted,
             open_connections,
             reloads,
+            secret_file_changes,
             started: Instant::now(),
         }
     }
@@ -378,6 +386,11 @@ impl Metrics {
                 outcome: outcome.as_str(),
             })
             .inc();
+    }
+
+    /// Counts a change to a secret file.
+    pub fn count_secret_file_change(&self) {
+        self.secret_file_changes.inc();
     }
 
     /// Time since these metrics were made: the process's serving time.

@@ -312,3 +312,67 @@ fn signgate_reload_without_a_pid_file_says_what_to_set() {
         "{stderr}"
     );
 }
+
+/// Which of `secrets` signed the credentials in a redirect's `location`.
+fn signed_with<'a>(location: &str, secrets: &[&'a str]) -> Option<&'a str> {
+    use hmac::{Hmac, KeyInit, Mac};
+    let query = location.split_once('?').map_or("", |(_, query)| query);
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("no {name} in {location}"))
+    };
+    let (policy, signature) = (param("policy"), param("signature"));
+    secrets.iter().copied().find(|secret| {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
+        mac.update(policy.as_bytes());
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        hex == signature
+    })
+}
+
+#[test]
+fn a_rewritten_secret_file_is_in_use_without_sighup_and_an_empty_one_is_refused() {
+    const FIRST: &str = "first-watched-secret-value";
+    const SECOND: &str = "second-watched-secret-value";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, FIRST).expect("write");
+    let gateway = GatewayProcess::start(&format!(
+        "{SERVER}{ADMIN}[signing]\nsecret_file = \"{}\"\n{}",
+        secret.display(),
+        redirect_route("https://cdn.example")
+    ));
+    let signed = || {
+        let answer = gateway.get(&format!("/go/{H}"));
+        signed_with(location(&answer), &[FIRST, SECOND])
+    };
+    assert_eq!(signed(), Some(FIRST));
+
+    // Rewritten as a rotation script would: no signal is sent.
+    std::fs::write(&secret, SECOND).expect("write");
+    gateway.wait_for_reloads("success", 1.0);
+    assert_eq!(signed(), Some(SECOND), "signed with the new secret");
+    assert_eq!(gateway.metric("signgate_secret_file_changes_total"), 1.0);
+
+    // An empty file is refused: the last good secret signs on, and the log says why.
+    std::fs::write(&secret, "").expect("write");
+    gateway.wait_for_reloads("failure", 1.0);
+    assert_eq!(signed(), Some(SECOND), "the old secret kept");
+    assert_eq!(gateway.metric("signgate_secret_file_changes_total"), 2.0);
+    let log = gateway.log();
+    assert!(log.contains("secret file changed"), "{log}");
+    assert!(
+        log.contains("secret_file"),
+        "the refusal names the key: {log}"
+    );
+    for value in [FIRST, SECOND] {
+        assert!(!log.contains(value), "a secret in the log: {log}");
+    }
+}
