@@ -118,6 +118,29 @@ mod tests {
     }
 
     #[test]
+    fn a_kubernetes_style_symlink_swap_is_noticed() {
+        // A Secret volume: `secret` -> `..data/secret`, `..data` -> a timestamped directory that
+        // the kubelet replaces whole, then swaps `..data` to with a rename.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path();
+        let first = root.join("..2026_11_30_first");
+        std::fs::create_dir(&first).expect("mkdir");
+        std::fs::write(first.join("secret"), "one").expect("write");
+        std::os::unix::fs::symlink("..2026_11_30_first", root.join("..data")).expect("symlink");
+        std::os::unix::fs::symlink("..data/secret", root.join("secret")).expect("symlink");
+        let path = root.join("secret");
+        let mut files = SecretFiles::watching(std::slice::from_ref(&path));
+
+        let second = root.join("..2026_12_01_second");
+        std::fs::create_dir(&second).expect("mkdir");
+        std::fs::write(second.join("secret"), "two").expect("write");
+        std::os::unix::fs::symlink("..2026_12_01_second", root.join("..data_tmp"))
+            .expect("symlink");
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("swap");
+        assert_eq!(files.changed(), std::slice::from_ref(&path));
+    }
+
+    #[test]
     fn rewatching_keeps_what_was_seen_of_a_file_still_named() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
