@@ -91,10 +91,10 @@ impl ActiveRoute {
             Some(old) => Arc::clone(&old.signer),
             None => Arc::new(RouteSigner::for_route(route).with_metrics(metrics.signing.clone())),
         };
-        let forbidden = &metrics.upstream.forbidden;
+        let (upstream_metrics, max_skew) = (&metrics.upstream, route.signing.max_clock_skew);
         let kind = match &route.kind {
             RouteKind::Proxy(ProxyRoute { fetch, serving }) => ActiveKind::Proxy(ActiveProxy {
-                client: UpstreamClient::new(&route.name, fetch, forbidden.clone())?,
+                client: UpstreamClient::new(&route.name, fetch, upstream_metrics, max_skew)?,
                 serving: serving.clone(),
             }),
             RouteKind::Redirect { upstream } => ActiveKind::Redirect(upstream.clone()),
@@ -112,7 +112,7 @@ impl ActiveRoute {
                     _ => None,
                 };
                 ActiveKind::Site(ActiveSite {
-                    client: UpstreamClient::new(&route.name, fetch, forbidden.clone())?,
+                    client: UpstreamClient::new(&route.name, fetch, upstream_metrics, max_skew)?,
                     urls: kept_urls.unwrap_or_else(|| {
                         Arc::new(SiteUrls::new(
                             Arc::clone(&signer),

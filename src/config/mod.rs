@@ -51,6 +51,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 /// Default expiry rounding.
 pub const DEFAULT_BUCKET: Duration = Duration::from_secs(300);
+/// Default `max_clock_skew`: an upstream `Date` further than this from the local clock is
+/// logged as a warning.
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
 /// Longest `ttl`: URLs valid for longer than this are refused by `check`.
 pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Longest `bucket` (and never longer than `ttl`).

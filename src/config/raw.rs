@@ -69,6 +69,7 @@ pub(super) struct RawSigning {
     pub min_validity: Option<String>,
     pub cache_size: Option<usize>,
     pub url_style: Option<UrlStyle>,
+    pub max_clock_skew: Option<String>,
 }
 
 /// One `[[route]]`.
@@ -121,6 +122,7 @@ pub(super) struct RawRoute {
     pub min_validity: Option<String>,
     pub cache_size: Option<usize>,
     pub url_style: Option<UrlStyle>,
+    pub max_clock_skew: Option<String>,
 }
 
 /// Routes that fetch from their upstream.
@@ -234,6 +236,7 @@ impl RawRoute {
             min_validity: self.min_validity.clone(),
             cache_size: self.cache_size,
             url_style: self.url_style,
+            max_clock_skew: self.max_clock_skew.clone(),
         }
     }
 }

@@ -7,7 +7,8 @@ use super::raw::RawSigning;
 use super::secret_source::{SecretsNeeded, load_secret};
 use super::units::parse_duration;
 use super::{
-    ConfigError, DEFAULT_BUCKET, DEFAULT_CACHE_SIZE, DEFAULT_TTL, MAX_BUCKET, MAX_TTL, invalid,
+    ConfigError, DEFAULT_BUCKET, DEFAULT_CACHE_SIZE, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_TTL,
+    MAX_BUCKET, MAX_TTL, invalid,
 };
 use crate::filelink::UrlStyle;
 use crate::secret::Secret;
@@ -31,6 +32,10 @@ pub struct Signing {
     pub cache_size: NonZeroUsize,
     /// `url_style`: query or task form. Default query.
     pub url_style: UrlStyle,
+    /// `max_clock_skew`: how far an upstream answer's `Date` may be from this machine's clock
+    /// before a warning is logged (expiries are computed from this clock, and checked against
+    /// the CDN's). Default 30s.
+    pub max_clock_skew: Duration,
 }
 
 /// Builds a route's signing from its own keys, falling back to `[signing]` key by key; errors
@@ -125,12 +130,25 @@ pub(super) fn build_signing(
             "must be at least 1",
         )
     })?;
+    let max_clock_skew = duration(
+        &route.max_clock_skew,
+        &defaults.max_clock_skew,
+        "max_clock_skew",
+        DEFAULT_MAX_CLOCK_SKEW,
+    )?;
+    if max_clock_skew < Duration::from_secs(1) {
+        return Err(invalid(
+            pick(route.max_clock_skew.is_some(), "max_clock_skew"),
+            "must be at least 1s: an upstream's `Date` has whole seconds",
+        ));
+    }
     let signing = Signing {
         secret,
         ttl,
         bucket,
         min_validity,
         cache_size,
+        max_clock_skew,
         url_style: route
             .url_style
             .or(defaults.url_style)
@@ -253,5 +271,32 @@ mod tests {
         assert!(error.starts_with("route `r`: `min_validity`:"), "{error}");
         let signing = check("30d", "1d", Some("1m")).expect("the maxima are allowed");
         assert_eq!(signing.min_validity, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn max_clock_skew_defaults_to_30s_is_inherited_and_is_at_least_a_second() {
+        let build = |route: RawSigning, defaults: RawSigning| {
+            build_signing(&route, &defaults, &env, "r", SecretsNeeded::Required)
+                .map(|(signing, _)| signing.max_clock_skew)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            build(with_env(), RawSigning::default()),
+            Ok(Duration::from_secs(30))
+        );
+        let defaults = RawSigning {
+            max_clock_skew: Some("2m".into()),
+            ..RawSigning::default()
+        };
+        assert_eq!(build(with_env(), defaults), Ok(Duration::from_secs(120)));
+        let zero = RawSigning {
+            max_clock_skew: Some("500ms".into()),
+            ..with_env()
+        };
+        let error = build(zero, RawSigning::default()).expect_err("under a second");
+        assert!(
+            error.starts_with("route `r`: `max_clock_skew`: must be at least 1s"),
+            "{error}"
+        );
     }
 }

@@ -123,6 +123,7 @@ struct RouteFamilies {
     response_bytes: Family<RouteLabel, Counter>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     upstream_403: Family<RouteLabel, Counter>,
+    clock_skew: Family<RouteLabel, Gauge>,
     cache_hits: Family<RouteLabel, Counter>,
     cache_misses: Family<RouteLabel, Counter>,
     cache_evictions: Family<RouteLabel, Counter>,
@@ -167,6 +168,7 @@ impl RouteFamilies {
                         })
                 }),
                 forbidden: self.upstream_403.get_or_create_owned(&label),
+                clock_skew: self.clock_skew.get_or_create_owned(&label),
             },
             signing: SigningMetrics {
                 cache: CacheMetrics {
@@ -207,6 +209,7 @@ impl Metrics {
         let response_bytes = Family::<RouteLabel, Counter>::default();
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
         let upstream_403 = Family::<RouteLabel, Counter>::default();
+        let clock_skew = Family::<RouteLabel, Gauge>::default();
         let cache_hits = Family::<RouteLabel, Counter>::default();
         let cache_misses = Family::<RouteLabel, Counter>::default();
         let cache_evictions = Family::<RouteLabel, Counter>::default();
@@ -243,6 +246,11 @@ impl Metrics {
             "upstream_403",
             "Upstream answers with status 403 (on a CDN: our signature was refused)",
             upstream_403.clone(),
+        );
+        registry.register(
+            "upstream_clock_skew_seconds",
+            "The upstream's clock less this machine's, from the Date of its answers (sampled once a second)",
+            clock_skew.clone(),
         );
         registry.register(
             "signature_cache_hits",
@@ -302,6 +310,7 @@ impl Metrics {
             response_bytes,
             upstream_errors,
             upstream_403,
+            clock_skew,
             cache_hits,
             cache_misses,
             cache_evictions,

@@ -97,6 +97,8 @@ pub struct UpstreamMetrics {
     pub errors: [Counter; 5],
     /// Upstream answers with status 403.
     pub forbidden: Counter,
+    /// The upstream's clock less this machine's, in seconds, from its last answer's `Date`.
+    pub clock_skew: Gauge,
 }
 
 impl UpstreamMetrics {

@@ -3,6 +3,7 @@
 
 pub mod headers;
 pub mod pool;
+pub mod skew;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +22,9 @@ use crate::error::{ProxyError, StartupError};
 use crate::mode::request_body::client_body_fault;
 use http_body_util::BodyExt;
 use prometheus_client::metrics::counter::Counter;
+use skew::ClockSkew;
+
+use crate::metrics::route::UpstreamMetrics;
 
 pub use headers::strip_hop_by_hop;
 use pool::{Pool, SendError};
@@ -37,12 +41,20 @@ pub struct UpstreamClient {
     permits: Arc<Semaphore>,
     /// Answers with status 403: on a CDN, the alarm that our signatures are refused.
     forbidden: Counter,
+    /// The upstream's clock, from the `Date` of its answers.
+    skew: Arc<ClockSkew>,
 }
 
 impl UpstreamClient {
     /// Builds the client for route `route_name`'s `fetch`: webpki roots plus its `ca_file`,
-    /// if any; every answer with status 403 adds one to `forbidden`.
-    pub fn new(route_name: &str, fetch: &Fetch, forbidden: Counter) -> Result<Self, StartupError> {
+    /// if any; every answer with status 403 adds one to `metrics`' `forbidden`, and the
+    /// upstream's clock is watched, with a warning past `max_clock_skew`.
+    pub fn new(
+        route_name: &str,
+        fetch: &Fetch,
+        metrics: &UpstreamMetrics,
+        max_clock_skew: Duration,
+    ) -> Result<Self, StartupError> {
         let https = connector(route_name, fetch.ca_file.as_deref(), fetch.timeouts.connect)?;
         let max_connections = fetch.max_connections.get();
         let pool = Pool::new(
@@ -56,7 +68,12 @@ impl UpstreamClient {
             pool,
             timeouts: fetch.timeouts,
             permits: Arc::new(Semaphore::new(max_connections)),
-            forbidden,
+            forbidden: metrics.forbidden.clone(),
+            skew: Arc::new(ClockSkew::new(
+                route_name,
+                max_clock_skew,
+                metrics.clock_skew.clone(),
+            )),
         })
     }
 
@@ -99,6 +116,8 @@ impl UpstreamClient {
         if parts.status == http::StatusCode::FORBIDDEN {
             self.forbidden.inc();
         }
+        self.skew
+            .observe(&parts.headers, std::time::SystemTime::now());
         // A message with both is framed by its transfer coding (RFC 9112 section 6.3): the
         // length is a lie that would make a cut-short body look complete to the client.
         if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {

@@ -470,3 +470,35 @@ fn signgate_run_serves_the_admin_listener_until_sigterm() {
         "the admin listener stopped with it"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_upstream_clock_minutes_ahead_shows_in_the_skew_gauge_and_a_warning() {
+    let (captured, _guard) = CapturedLog::this_thread();
+    let ahead = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(300));
+    let cdn = start_origin(Arc::new(move |_, _| {
+        respond(
+            200,
+            &[("content-type", "image/png"), ("date", &ahead)],
+            "png",
+        )
+    }))
+    .await;
+    let config = format!(
+        "{SIGNING}{ADMIN}{}",
+        proxy_route("r", "/img/", &format!("http://{cdn}"))
+    );
+    let gateway = TestGateway::start(&config).await;
+    assert_eq!(get(&gateway.url(&format!("/img/{H}"))).await.status, 200);
+    let (scrape, _) = scrape_after(&gateway, 1.0).await;
+    let skew = value(
+        &scrape,
+        "signgate_upstream_clock_skew_seconds",
+        &[("route", "r")],
+    );
+    assert!((298.0..=301.0).contains(&skew), "skew {skew}");
+    let log = captured.text();
+    assert!(
+        log.contains("WARN") && log.contains("clock is off") && log.contains("route=r"),
+        "{log}"
+    );
+}
