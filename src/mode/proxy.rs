@@ -75,7 +75,7 @@ pub async fn handle(
     }
     add_forwarding_headers(headers, &parts, &ctx);
 
-    let response = upstream.send(upstream_request).await?;
+    let response = upstream.send(upstream_request, ctx.now).await?;
     let mut response = serve_file_answer(response, &proxy.serving, &parts.method, &parts.headers);
     add_via(response.headers_mut());
     if signing.authorizer.is_some() {

@@ -101,7 +101,7 @@ pub async fn handle(
     *upstream_request.uri_mut() = uri;
     *upstream_request.headers_mut() = headers;
 
-    let mut response = client.send(upstream_request).await?;
+    let mut response = client.send(upstream_request, ctx.now).await?;
     if let Some(public_origin) = &public_origin {
         public_origin.restore(upstream, response.headers_mut());
     }

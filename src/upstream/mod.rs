@@ -87,10 +87,13 @@ impl UpstreamClient {
     /// for its response headers (504 after that). The body then fails if it pauses longer than
     /// `body_idle_timeout`, and holds the permit until it is dropped. Hop-by-hop headers are
     /// stripped; the status is kept in the extensions as an
-    /// [`UpstreamStatus`](crate::request_log::UpstreamStatus) for the access log.
+    /// [`UpstreamStatus`](crate::request_log::UpstreamStatus) for the access log. `now` is the
+    /// request's time (Unix seconds) from the gateway's clock, which the answer's `Date` is
+    /// compared with.
     pub async fn send(
         &self,
         request: Request<ResponseBody>,
+        now: u64,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let permit = tokio::time::timeout(
             self.timeouts.response,
@@ -116,8 +119,7 @@ impl UpstreamClient {
         if parts.status == http::StatusCode::FORBIDDEN {
             self.forbidden.inc();
         }
-        self.skew
-            .observe(&parts.headers, std::time::SystemTime::now());
+        self.skew.observe(&parts.headers, now);
         // A message with both is framed by its transfer coding (RFC 9112 section 6.3): the
         // length is a lie that would make a cut-short body look complete to the client.
         if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use http::HeaderMap;
 use http::header::DATE;
@@ -15,7 +15,7 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// One route's view of its upstream's clock: a gauge of the skew, and a warning past
 /// `max_clock_skew`. A `Date` is read at most once a second (it has whole seconds), so an
-/// answer otherwise costs one clock read.
+/// answer otherwise costs one atomic swap.
 pub struct ClockSkew {
     route: Arc<str>,
     max: Duration,
@@ -38,10 +38,10 @@ impl ClockSkew {
         }
     }
 
-    /// Notes the `Date` of an answer received at `now`, if this second has none noted yet.
-    /// Returns the skew read (the upstream's clock less this one, in seconds), if any.
-    pub fn observe(&self, headers: &HeaderMap, now: SystemTime) -> Option<i64> {
-        let local = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    /// Notes the `Date` of an answer to a request signed at `now` (Unix seconds, from the
+    /// clock every expiry is computed from), if this second has none noted yet. Returns the
+    /// skew read (the upstream's clock less that one, in seconds), if any.
+    pub fn observe(&self, headers: &HeaderMap, local: u64) -> Option<i64> {
         if self.last_read.swap(local, Ordering::Relaxed) == local {
             return None;
         }
@@ -72,9 +72,11 @@ impl ClockSkew {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
-    fn dated(at: SystemTime) -> HeaderMap {
+    fn dated(at: u64) -> HeaderMap {
         let mut headers = HeaderMap::new();
+        let at: SystemTime = UNIX_EPOCH + Duration::from_secs(at);
         headers.insert(
             DATE,
             httpdate::fmt_http_date(at).parse().expect("a header value"),
@@ -86,29 +88,21 @@ mod tests {
     fn the_skew_is_read_once_a_second_and_kept_in_the_gauge() {
         let gauge = Gauge::default();
         let skew = ClockSkew::new("r", Duration::from_secs(30), gauge.clone());
-        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let ahead = dated(now + Duration::from_secs(300));
-        assert_eq!(skew.observe(&ahead, now), Some(300));
+        let now = 1_800_000_000;
+        assert_eq!(skew.observe(&dated(now + 300), now), Some(300));
         assert_eq!(gauge.get(), 300);
         // The same second again: not read.
-        let behind = dated(now - Duration::from_secs(90));
-        assert_eq!(
-            skew.observe(&behind, now + Duration::from_millis(500)),
-            None
-        );
+        let behind = dated(now - 90);
+        assert_eq!(skew.observe(&behind, now), None);
         assert_eq!(gauge.get(), 300);
         // The next second: read.
-        assert_eq!(
-            skew.observe(&behind, now + Duration::from_secs(1)),
-            Some(-91)
-        );
+        assert_eq!(skew.observe(&behind, now + 1), Some(-91));
         assert_eq!(gauge.get(), -91);
         // No `Date`, or one that does not parse: nothing changes.
-        let now = now + Duration::from_secs(2);
-        assert_eq!(skew.observe(&HeaderMap::new(), now), None);
+        assert_eq!(skew.observe(&HeaderMap::new(), now + 2), None);
         let mut garbled = HeaderMap::new();
         garbled.insert(DATE, "yesterday".parse().expect("a header value"));
-        assert_eq!(skew.observe(&garbled, now + Duration::from_secs(1)), None);
+        assert_eq!(skew.observe(&garbled, now + 3), None);
         assert_eq!(gauge.get(), -91);
     }
 }
