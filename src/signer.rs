@@ -103,9 +103,19 @@ impl RouteSigner {
             .observe(expiry.saturating_sub(now) as f64);
     }
 
-    /// The expiry credentials handed out at `now` carry.
+    /// The expiry credentials handed out at `now` carry: at least `ttl` and `skew_margin` on.
     pub fn expiry_at(&self, now: u64) -> u64 {
-        bucketed_expiry(now, self.signing.ttl, self.signing.bucket)
+        bucketed_expiry(
+            now,
+            self.signing.ttl + self.signing.skew_margin,
+            self.signing.bucket,
+        )
+    }
+
+    /// Until when, on this machine's clock, a URL expiring at `expiry` is sure to be accepted
+    /// by a CDN whose clock runs up to `skew_margin` ahead: what cache lifetimes count from.
+    pub fn usable_until(&self, expiry: u64) -> u64 {
+        expiry.saturating_sub(self.signing.skew_margin.as_secs())
     }
 
     /// Credentials granting the route's whole `calls` list for `handle` (or the route alone,

@@ -70,6 +70,7 @@ pub(super) struct RawSigning {
     pub cache_size: Option<usize>,
     pub url_style: Option<UrlStyle>,
     pub max_clock_skew: Option<String>,
+    pub skew_margin: Option<String>,
 }
 
 /// One `[[route]]`.
@@ -123,6 +124,7 @@ pub(super) struct RawRoute {
     pub cache_size: Option<usize>,
     pub url_style: Option<UrlStyle>,
     pub max_clock_skew: Option<String>,
+    pub skew_margin: Option<String>,
 }
 
 /// Routes that fetch from their upstream.
@@ -237,6 +239,7 @@ impl RawRoute {
             cache_size: self.cache_size,
             url_style: self.url_style,
             max_clock_skew: self.max_clock_skew.clone(),
+            skew_margin: self.skew_margin.clone(),
         }
     }
 }

@@ -36,6 +36,10 @@ pub struct Signing {
     /// before a warning is logged (expiries are computed from this clock, and checked against
     /// the CDN's). Default 30s.
     pub max_clock_skew: Duration,
+    /// `skew_margin`: added to every expiry, so that a CDN whose clock runs up to this far
+    /// ahead still accepts each URL for the whole `ttl`; cache lifetimes and redirects'
+    /// `max-age` do not count it. At most `ttl`. Default 0.
+    pub skew_margin: Duration,
 }
 
 /// Builds a route's signing from its own keys, falling back to `[signing]` key by key; errors
@@ -142,6 +146,23 @@ pub(super) fn build_signing(
             "must be at least 1s: an upstream's `Date` has whole seconds",
         ));
     }
+    let skew_margin = duration(
+        &route.skew_margin,
+        &defaults.skew_margin,
+        "skew_margin",
+        Duration::ZERO,
+    )?;
+    if skew_margin > ttl {
+        return Err(invalid(
+            pick(route.skew_margin.is_some(), "skew_margin"),
+            format!(
+                "{} is longer than `ttl` ({}): expected a margin for clock skew, seconds or \
+                 minutes",
+                as_seconds(skew_margin),
+                as_seconds(ttl)
+            ),
+        ));
+    }
     let signing = Signing {
         secret,
         ttl,
@@ -149,6 +170,7 @@ pub(super) fn build_signing(
         min_validity,
         cache_size,
         max_clock_skew,
+        skew_margin,
         url_style: route
             .url_style
             .or(defaults.url_style)
@@ -296,6 +318,32 @@ mod tests {
         let error = build(zero, RawSigning::default()).expect_err("under a second");
         assert!(
             error.starts_with("route `r`: `max_clock_skew`: must be at least 1s"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn skew_margin_defaults_to_none_and_is_at_most_ttl() {
+        let build = |margin: Option<&str>| {
+            let route = RawSigning {
+                skew_margin: margin.map(Into::into),
+                ..with_env()
+            };
+            build_signing(
+                &route,
+                &RawSigning::default(),
+                &env,
+                "r",
+                SecretsNeeded::Required,
+            )
+            .map(|(signing, _)| signing.skew_margin)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(build(None), Ok(Duration::ZERO));
+        assert_eq!(build(Some("2m")), Ok(Duration::from_secs(120)));
+        let error = build(Some("2h")).expect_err("longer than ttl");
+        assert!(
+            error.starts_with("route `r`: `skew_margin`: 7200s is longer than `ttl`"),
             "{error}"
         );
     }

@@ -133,7 +133,9 @@ impl CdnUrlSigner {
     /// still find them valid for the route's `min_validity`.
     pub fn cache_limit(&self) -> u64 {
         let min_validity = self.urls.signer.signing().min_validity.as_secs();
-        self.expiry()
+        self.urls
+            .signer
+            .usable_until(self.expiry())
             .saturating_sub(self.now)
             .saturating_sub(min_validity)
     }

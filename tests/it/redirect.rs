@@ -55,6 +55,28 @@ async fn redirect_location_verifies_and_is_cached_no_longer_than_min_validity_al
 }
 
 #[tokio::test]
+async fn skew_margin_lengthens_the_expiry_but_not_what_caches_may_keep() {
+    let clock = Arc::new(ManualClock::new(1_800_000_100));
+    let gateway = TestGateway::start_with_clock(
+        &one_route(
+            "redirect",
+            "/go/",
+            "https://cdn.example",
+            "ttl = \"1h\"\nbucket = \"5m\"\nskew_margin = \"5m\"",
+        ),
+        clock,
+    )
+    .await;
+    let answer = get(&gateway.url(&format!("/go/{H}"))).await;
+    let location = answer.headers["location"].to_str().expect("ascii");
+    let policy = verify_at(location, &secret(), 1_800_000_100, Call::Read).expect("valid");
+    // ttl and the margin on, rounded up to the bucket: a CDN 5 minutes ahead still sees an hour.
+    assert_eq!(policy.expiry, 1_800_004_200);
+    // What a browser may keep counts from the expiry less the margin: as without it.
+    assert_eq!(answer.headers["cache-control"], "private, max-age=2900");
+}
+
+#[tokio::test]
 async fn upload_policy_carries_the_route_limits_and_is_never_cached() {
     let gateway = TestGateway::start(&upload_route(
         "max_size = \"1MB\"\npath = \"/gallery/\"\ncontainer = \"photos\"",
