@@ -262,6 +262,13 @@ mod tests {
         assert!(error.contains("no secret"), "{error}");
     }
 
+    /// Route `r`'s signing from its own keys and `defaults`, or the error's text.
+    fn built(route: &RawSigning, defaults: &RawSigning) -> Result<Signing, String> {
+        build_signing(route, defaults, &env, "r", SecretsNeeded::Required)
+            .map(|(signing, _)| signing)
+            .map_err(|e| e.to_string())
+    }
+
     #[test]
     fn ttl_and_bucket_are_bounded() {
         let check = |ttl: &str, bucket: &str, min_validity: Option<&str>| {
@@ -271,15 +278,7 @@ mod tests {
                 min_validity: min_validity.map(Into::into),
                 ..with_env()
             };
-            build_signing(
-                &route,
-                &RawSigning::default(),
-                &env,
-                "r",
-                SecretsNeeded::Required,
-            )
-            .map(|(signing, _)| signing)
-            .map_err(|e| e.to_string())
+            built(&route, &RawSigning::default())
         };
         let error = check("1s", "10y", None).expect_err("bucket > ttl");
         assert!(error.starts_with("route `r`: `bucket`:"), "{error}");
@@ -298,9 +297,7 @@ mod tests {
     #[test]
     fn max_clock_skew_defaults_to_30s_is_inherited_and_is_at_least_a_second() {
         let build = |route: RawSigning, defaults: RawSigning| {
-            build_signing(&route, &defaults, &env, "r", SecretsNeeded::Required)
-                .map(|(signing, _)| signing.max_clock_skew)
-                .map_err(|e| e.to_string())
+            built(&route, &defaults).map(|signing| signing.max_clock_skew)
         };
         assert_eq!(
             build(with_env(), RawSigning::default()),
@@ -329,15 +326,7 @@ mod tests {
                 skew_margin: margin.map(Into::into),
                 ..with_env()
             };
-            build_signing(
-                &route,
-                &RawSigning::default(),
-                &env,
-                "r",
-                SecretsNeeded::Required,
-            )
-            .map(|(signing, _)| signing.skew_margin)
-            .map_err(|e| e.to_string())
+            built(&route, &RawSigning::default()).map(|signing| signing.skew_margin)
         };
         assert_eq!(build(None), Ok(Duration::ZERO));
         assert_eq!(build(Some("2m")), Ok(Duration::from_secs(120)));

@@ -16,19 +16,18 @@ fn upload_route(extra: &str) -> String {
     )
 }
 
+/// A gateway on `clock` with one redirect route at `/go/` to `https://cdn.example`, ttl 1h,
+/// bucket 5m, and the `extra` route keys.
+async fn redirect_gateway(clock: Arc<ManualClock>, extra: &str) -> TestGateway {
+    let keys = format!("ttl = \"1h\"\nbucket = \"5m\"\n{extra}");
+    let config = one_route("redirect", "/go/", "https://cdn.example", &keys);
+    TestGateway::start_with_clock(&config, clock).await
+}
+
 #[tokio::test]
 async fn redirect_location_verifies_and_is_cached_no_longer_than_min_validity_allows() {
     let clock = Arc::new(ManualClock::new(1_800_000_100));
-    let gateway = TestGateway::start_with_clock(
-        &one_route(
-            "redirect",
-            "/go/",
-            "https://cdn.example",
-            "ttl = \"1h\"\nbucket = \"5m\"",
-        ),
-        clock.clone(),
-    )
-    .await;
+    let gateway = redirect_gateway(clock.clone(), "").await;
     let answer = get(&gateway.url(&format!("/go/{H}?dl=true"))).await;
     assert_eq!(answer.status, StatusCode::TEMPORARY_REDIRECT);
     let location = answer.headers["location"].to_str().expect("ascii");
@@ -57,16 +56,7 @@ async fn redirect_location_verifies_and_is_cached_no_longer_than_min_validity_al
 #[tokio::test]
 async fn skew_margin_lengthens_the_expiry_but_not_what_caches_may_keep() {
     let clock = Arc::new(ManualClock::new(1_800_000_100));
-    let gateway = TestGateway::start_with_clock(
-        &one_route(
-            "redirect",
-            "/go/",
-            "https://cdn.example",
-            "ttl = \"1h\"\nbucket = \"5m\"\nskew_margin = \"5m\"",
-        ),
-        clock,
-    )
-    .await;
+    let gateway = redirect_gateway(clock, "skew_margin = \"5m\"").await;
     let answer = get(&gateway.url(&format!("/go/{H}"))).await;
     let location = answer.headers["location"].to_str().expect("ascii");
     let policy = verify_at(location, &secret(), 1_800_000_100, Call::Read).expect("valid");
