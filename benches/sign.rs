@@ -38,7 +38,7 @@ fn bench(c: &mut Criterion) {
     let uncached = signer(1);
     let handle = handles(1)[0];
     group.bench_function("miss: policy + base64 + hmac", |b| {
-        b.iter(|| uncached.sign_uncached(black_box(NOW + 3600), black_box(Some(handle))))
+        b.iter(|| uncached.sign_uncached(NOW, black_box(NOW + 3600), black_box(Some(handle))))
     });
 
     // 4096 handles through a 1024-entry cache: every lookup misses, signs, inserts and evicts.

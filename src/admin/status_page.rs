@@ -7,7 +7,6 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::Admin;
 use crate::metrics::ReloadOutcome;
-use crate::policy::bucketed_expiry;
 use crate::reload::ReloadRecord;
 
 /// Renders the page from what `admin` reads now; remembers this view for the next one's
@@ -76,7 +75,7 @@ pub fn render(admin: &Admin) -> String {
             continue;
         };
         let (hits, lookups) = route.signing.cache.lookups();
-        let validity = bucketed_expiry(unix_now, summary.ttl, summary.bucket) - unix_now;
+        let validity = summary.signing.expiry_at(unix_now).saturating_sub(unix_now);
         let _ = writeln!(
             page,
             "<tr><td>{name}</td><td>{mode}</td><td><code>{prefix}</code></td>\

@@ -71,6 +71,10 @@ pub(super) struct RawSigning {
     pub url_style: Option<UrlStyle>,
     pub max_clock_skew: Option<String>,
     pub skew_margin: Option<String>,
+    pub secret_next_env: Option<String>,
+    pub secret_next_file: Option<PathBuf>,
+    /// A string or a TOML date-time: both are read as RFC 3339.
+    pub switch_at: Option<toml::Value>,
 }
 
 /// One `[[route]]`.
@@ -125,6 +129,10 @@ pub(super) struct RawRoute {
     pub url_style: Option<UrlStyle>,
     pub max_clock_skew: Option<String>,
     pub skew_margin: Option<String>,
+    pub secret_next_env: Option<String>,
+    pub secret_next_file: Option<PathBuf>,
+    /// A string or a TOML date-time: both are read as RFC 3339.
+    pub switch_at: Option<toml::Value>,
 }
 
 /// Routes that fetch from their upstream.
@@ -240,6 +248,9 @@ impl RawRoute {
             url_style: self.url_style,
             max_clock_skew: self.max_clock_skew.clone(),
             skew_margin: self.skew_margin.clone(),
+            secret_next_env: self.secret_next_env.clone(),
+            secret_next_file: self.secret_next_file.clone(),
+            switch_at: self.switch_at.clone(),
         }
     }
 }

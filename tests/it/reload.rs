@@ -56,7 +56,7 @@ fn sighup_reloads_and_never_ends_the_process() {
     assert!(gateway.get("/upload-policy").starts_with("HTTP/1.1 200"));
     let status_page = http_get(&gateway.admin, "/");
     assert!(status_page.contains("Z, success</td>"), "{status_page}");
-    assert!(gateway.log().contains("config reloaded"));
+    gateway.wait_for_log("config reloaded");
     assert_eq!(gateway.stop(), Some(0));
 }
 
@@ -171,7 +171,7 @@ fn a_bad_file_is_refused_counted_and_the_old_config_serves_on() {
     .expect("write");
     gateway.signal("-HUP");
     gateway.wait_for_reloads("failure", 2.0);
-    assert!(gateway.log().contains("SIGNGATE_RELOAD_UNSET"));
+    gateway.wait_for_log("SIGNGATE_RELOAD_UNSET");
 
     assert_eq!(
         gateway.metric("signgate_config_reloads_total{outcome=\"success\"}"),
