@@ -3,8 +3,10 @@
 //! so the request path only bumps atomics and never builds a label set.
 //!
 //! Labels stay bounded: route names from the config and fixed enums, never a path or a handle.
-//! - [`route`]: one route's handles (requests, upstream, signing, cache).
+//! - [`route`]: one route's handles (requests, upstream, signing, cache);
+//! - [`canary`]: a route's canary checks.
 
+pub mod canary;
 pub mod route;
 
 use std::sync::{Arc, Mutex};
@@ -20,6 +22,7 @@ use prometheus_client::registry::Registry;
 
 use crate::config::{Config, Mode, Route};
 use crate::error::UpstreamErrorKind;
+pub use canary::CanaryMetrics;
 pub use route::{
     CacheMetrics, RequestMetrics, RouteMetrics, STATUS_CLASSES, SigningMetrics, UpstreamMetrics,
 };
@@ -196,6 +199,7 @@ pub struct Metrics {
     open_connections: Gauge,
     reloads: Family<ReloadLabels, Counter>,
     secret_file_changes: Counter,
+    canaries: canary::CanaryFamilies,
     started: Instant,
 }
 
@@ -304,6 +308,11 @@ impl Metrics {
             }));
         }
 
+        let canaries = canary::CanaryFamilies::register(&mut registry);
+        for route in config.routes.iter().filter(|route| route.canary.is_some()) {
+            drop(canaries.handles(&route.name));
+        }
+
         let families = RouteFamilies {
             requests,
             duration,
@@ -332,6 +341,7 @@ impl Metrics {
             open_connections,
             reloads,
             secret_file_changes,
+            canaries,
             started: Instant::now(),
         }
     }
@@ -400,6 +410,16 @@ impl Metrics {
     /// Counts a change to a secret file.
     pub fn count_secret_file_change(&self) {
         self.secret_file_changes.inc();
+    }
+
+    /// The canary series of route `route`, made at zero if it has none yet.
+    pub fn canary(&self, route: &str) -> CanaryMetrics {
+        self.canaries.handles(route)
+    }
+
+    /// Drops the gauges of route `route`'s canary, which no longer runs.
+    pub fn forget_canary(&self, route: &str) {
+        self.canaries.forget(route);
     }
 
     /// Time since these metrics were made: the process's serving time.

@@ -176,6 +176,11 @@ async fn the_deploy_config_serves_and_exports_every_metric_the_dashboard_and_ale
                 "\"/run/secrets/signgate/filestack\"",
                 &format!("{:?}", secret.path()),
             ),
+            // The canary the config suggests, on: its series exist from the start.
+            (
+                "# canary_handle = \"AbCdEfGhIjKlMnOpQrSt\"",
+                &format!("canary_handle = \"{H}\""),
+            ),
         ],
     );
     let gateway = TestGateway::start(&toml).await;
