@@ -1,5 +1,5 @@
 //! The admin listener, apart from traffic: `GET /healthz` (the process serves), `GET /readyz`
-//! (every worker accepting; 503 while draining), `GET /metrics` (Prometheus text format) and
+//! (every worker accepting; 503 while draining, or while a gating canary is refused), `GET /metrics` (Prometheus text format) and
 //! `GET /` (a status page a person can read without Grafana). It stops after the workers have
 //! drained, so probes see the drain.
 //!
@@ -122,7 +122,16 @@ impl Admin {
         match page {
             Page::Health => text(StatusCode::OK, "ok\n"),
             Page::Ready => match self.health.readiness() {
-                Readiness::Ready => text(StatusCode::OK, "ready\n"),
+                Readiness::Ready => match self.health.canaries().refused_gate() {
+                    None => text(StatusCode::OK, "ready\n"),
+                    Some(route) => with_type(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain; charset=utf-8",
+                        format!(
+                            "canary refused: the CDN refuses the signature of route `{route}`\n"
+                        ),
+                    ),
+                },
                 Readiness::Starting => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
                 Readiness::Draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
             },

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::Admin;
+use crate::health::Readiness;
 use crate::metrics::ReloadOutcome;
 use crate::reload::ReloadRecord;
 
@@ -56,7 +57,7 @@ pub fn render(admin: &Admin) -> String {
          <tr><th>upstream 403s</th><td>{refused}</td></tr>\n\
          <tr><th>last reload</th><td>{reload}</td></tr>\n\
          </table>\n",
-        state = admin.health.readiness().as_str(),
+        state = state(admin),
         uptime = humantime::format_duration(Duration::from_secs(uptime.as_secs())),
         average = rate(total, uptime),
         recent = recent.map_or_else(String::new, |r| format!(", {r:.2}/s since the last view")),
@@ -92,8 +93,10 @@ pub fn render(admin: &Admin) -> String {
             validity = humantime::format_duration(Duration::from_secs(validity)),
         );
     }
+    page.push_str("</table>\n");
+    canaries(&mut page, admin);
     page.push_str(
-        "</table>\n<p>Machine-readable: <a href=\"/metrics\">/metrics</a> (Prometheus), \
+        "<p>Machine-readable: <a href=\"/metrics\">/metrics</a> (Prometheus), \
          <a href=\"/healthz\">/healthz</a>, <a href=\"/readyz\">/readyz</a>.</p>\n\
          </body>\n</html>\n",
     );
@@ -107,6 +110,52 @@ table { border-collapse: collapse; margin-bottom: 1.5em; }\n\
 th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: left; }\n\
 table.facts th { background: #f4f4f4; }\n\
 </style>\n</head>\n<body>\n";
+
+/// The readiness `/readyz` answers with.
+fn state(admin: &Admin) -> String {
+    let readiness = admin.health.readiness();
+    match admin.health.canaries().refused_gate() {
+        Some(route) if readiness == Readiness::Ready => format!(
+            "not ready: the CDN refuses the canary of route {}",
+            escape(&route)
+        ),
+        _ => readiness.as_str().to_owned(),
+    }
+}
+
+/// The canaries' table, when a route has one.
+fn canaries(page: &mut String, admin: &Admin) {
+    let states = admin.health.canaries().states();
+    if states.is_empty() {
+        return;
+    }
+    page.push_str(
+        "<h2>CDN canaries</h2>\n<table>\n<tr><th>route</th><th>handle</th>\
+         <th>last check</th><th>outcome</th><th>gates readiness</th></tr>\n",
+    );
+    for state in states {
+        let (at, outcome) = match state.last {
+            None => ("not yet".to_owned(), "-".to_owned()),
+            Some(check) => (
+                humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(check.at))
+                    .to_string(),
+                match check.status {
+                    Some(status) => format!("{} ({})", check.outcome.as_str(), status.as_u16()),
+                    None => check.outcome.as_str().to_owned(),
+                },
+            ),
+        };
+        let _ = writeln!(
+            page,
+            "<tr><td>{route}</td><td><code>{handle}</code></td><td>{at}</td><td>{outcome}</td>\
+             <td>{gates}</td></tr>",
+            route = escape(&state.route),
+            handle = state.handle,
+            gates = if state.gates_readiness { "yes" } else { "no" },
+        );
+    }
+    page.push_str("</table>\n");
+}
 
 /// "never", or the time (UTC) and the outcome of the last reload.
 fn last_reload(record: Option<ReloadRecord>) -> String {

@@ -12,10 +12,12 @@
 //! - [`secret_source`]: `secret_env` / `secret_file`, and refusing a secret in the file;
 //! - [`signing`]: `[signing]` and its per-route overrides;
 //! - [`route`]: a type per route kind, built and validated;
-//! - [`access`]: who may get a signature: `tasks`, `authorize_url` and its settings.
+//! - [`access`]: who may get a signature: `tasks`, `authorize_url` and its settings;
+//! - [`canary`]: `canary_handle` and its settings.
 
 pub mod access;
 pub mod admin;
+pub mod canary;
 pub mod cidr;
 pub mod log;
 mod raw;
@@ -32,6 +34,7 @@ use std::time::Duration;
 
 pub use access::Authorize;
 pub use admin::AdminConfig;
+pub use canary::Canary;
 pub use cidr::Cidr;
 pub use log::{LogConfig, LogFormat};
 pub use route::{

@@ -119,6 +119,9 @@ pub(super) struct RawRoute {
     pub authorize_url: Option<String>,
     pub authorize_timeout: Option<String>,
     pub authorize_cache: Option<String>,
+    pub canary_handle: Option<String>,
+    pub canary_interval: Option<String>,
+    pub canary_gates_readiness: Option<bool>,
     // The [signing] keys, each overridable per route (serde's flatten cannot deny unknown keys).
     pub secret_env: Option<String>,
     pub secret_file: Option<PathBuf>,
@@ -151,6 +154,8 @@ const CORS: &[Mode] = &[Mode::Proxy, Mode::UploadPolicy];
 const SIGNING_FILES: &[Mode] = &[Mode::Proxy, Mode::Redirect, Mode::Site];
 /// Routes that hand a signature to the client who asks (site routes sign what the site wrote).
 const ASKING: &[Mode] = &[Mode::Proxy, Mode::Redirect, Mode::UploadPolicy];
+/// Routes whose upstream is the CDN they sign for: where a canary can fetch.
+const CANARY: &[Mode] = &[Mode::Proxy, Mode::Redirect];
 
 impl RawRoute {
     /// The keys this route sets that only some modes take, each with those modes: the one table
@@ -229,6 +234,13 @@ impl RawRoute {
                 ASKING,
             ),
             ("authorize_cache", self.authorize_cache.is_some(), ASKING),
+            ("canary_handle", self.canary_handle.is_some(), CANARY),
+            ("canary_interval", self.canary_interval.is_some(), CANARY),
+            (
+                "canary_gates_readiness",
+                self.canary_gates_readiness.is_some(),
+                CANARY,
+            ),
         ]
         .into_iter()
         .filter(|(_, set, _)| *set)

@@ -3,8 +3,10 @@
 //! so the request path only bumps atomics and never builds a label set.
 //!
 //! Labels stay bounded: route names from the config and fixed enums, never a path or a handle.
-//! - [`route`]: one route's handles (requests, upstream, signing, cache).
+//! - [`route`]: one route's handles (requests, upstream, signing, cache);
+//! - [`canary`]: a route's canary checks.
 
+pub mod canary;
 pub mod route;
 
 use std::sync::{Arc, Mutex};
@@ -20,6 +22,7 @@ use prometheus_client::registry::Registry;
 
 use crate::config::{Config, Mode, Route, SecretRole};
 use crate::error::UpstreamErrorKind;
+pub use canary::CanaryMetrics;
 pub use route::{
     CacheMetrics, RequestMetrics, RouteMetrics, STATUS_CLASSES, SigningMetrics, UpstreamMetrics,
 };
@@ -216,6 +219,7 @@ pub struct Metrics {
     secret_file_changes: Counter,
     secret_switch: Family<RouteLabel, Gauge>,
     secret_in_use: Family<SecretLabels, Gauge>,
+    canaries: canary::CanaryFamilies,
     started: Instant,
 }
 
@@ -336,6 +340,11 @@ impl Metrics {
             }));
         }
 
+        let canaries = canary::CanaryFamilies::register(&mut registry);
+        for route in config.routes.iter().filter(|route| route.canary.is_some()) {
+            drop(canaries.handles(&route.name));
+        }
+
         let families = RouteFamilies {
             requests,
             duration,
@@ -366,6 +375,7 @@ impl Metrics {
             secret_file_changes,
             secret_switch,
             secret_in_use,
+            canaries,
             started: Instant::now(),
         }
     }
@@ -460,6 +470,16 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(i64::from(role == state.in_use));
         }
+    }
+
+    /// The canary series of route `route`, made at zero if it has none yet.
+    pub fn canary(&self, route: &str) -> CanaryMetrics {
+        self.canaries.handles(route)
+    }
+
+    /// Drops the gauges of route `route`'s canary, which no longer runs.
+    pub fn forget_canary(&self, route: &str) {
+        self.canaries.forget(route);
     }
 
     /// Time since these metrics were made: the process's serving time.

@@ -181,6 +181,11 @@ async fn the_deploy_config_serves_and_exports_every_metric_the_dashboard_and_ale
                 "[signing]\n",
                 "[signing]\nswitch_at = \"2099-01-01T00:00:00Z\"\n",
             ),
+            // The canary the config suggests, on: its series exist from the start.
+            (
+                "# canary_handle = \"AbCdEfGhIjKlMnOpQrSt\"",
+                &format!("canary_handle = \"{H}\""),
+            ),
         ],
     );
     let gateway = TestGateway::start(&toml).await;
