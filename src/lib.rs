@@ -53,6 +53,7 @@ pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
+pub mod external;
 pub mod fdlimit;
 pub mod filelink;
 pub mod health;
