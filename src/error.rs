@@ -128,6 +128,13 @@ pub enum ProxyError {
     /// The request carries a transformation task the route's `tasks` do not list.
     #[error("task not allowed on this route")]
     TaskNotAllowed,
+    /// The path names an external URL source that is not plainly written (user info, encoded
+    /// slashes or dots, dot segments, a query).
+    #[error("not a plain external source")]
+    BadSource,
+    /// The path names an external URL source outside the route's `external_sources`.
+    #[error("external source not allowed on this route")]
+    SourceNotAllowed,
     /// The route's `authorize_url` answered 401 or 403: that answer goes back to the client.
     #[error("refused by the authorization service ({})", .0.status())]
     Denied(Arc<Denial>),
@@ -181,10 +188,13 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NotAHandle
+            | ProxyError::BadSource
             | ProxyError::BadHost
             | ProxyError::BadTarget
             | ProxyError::BadMethod => StatusCode::BAD_REQUEST,
-            ProxyError::CallNotAllowed | ProxyError::TaskNotAllowed => StatusCode::FORBIDDEN,
+            ProxyError::CallNotAllowed
+            | ProxyError::TaskNotAllowed
+            | ProxyError::SourceNotAllowed => StatusCode::FORBIDDEN,
             ProxyError::Denied(denial) => denial.status(),
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -216,6 +226,8 @@ impl ProxyError {
             | ProxyError::BadMethod
             | ProxyError::CallNotAllowed
             | ProxyError::TaskNotAllowed
+            | ProxyError::BadSource
+            | ProxyError::SourceNotAllowed
             | ProxyError::Denied(_)
             | ProxyError::TooManyHeaders
             | ProxyError::ClientBodyTimeout(_)
@@ -250,6 +262,8 @@ impl ProxyError {
             | ProxyError::NotAHandle
             | ProxyError::CallNotAllowed
             | ProxyError::TaskNotAllowed
+            | ProxyError::BadSource
+            | ProxyError::SourceNotAllowed
             | ProxyError::Denied(_)
             | ProxyError::AuthorizeUnreachable(_)
             | ProxyError::AuthorizeFailed(_)
@@ -274,6 +288,12 @@ impl ProxyError {
             ProxyError::BadMethod => "bad request: method too long\n",
             ProxyError::CallNotAllowed => "forbidden: this route does not allow that call\n",
             ProxyError::TaskNotAllowed => "forbidden: this route does not allow that task\n",
+            ProxyError::BadSource => {
+                "bad request: an external source must be a plain http(s) URL with no query\n"
+            }
+            ProxyError::SourceNotAllowed => {
+                "forbidden: this route does not sign that external source\n"
+            }
             ProxyError::Denied(_) => "forbidden\n",
             ProxyError::AuthorizeUnreachable(_) | ProxyError::AuthorizeFailed(_) => {
                 "bad gateway: authorization failed\n"

@@ -11,6 +11,9 @@
 
 use std::fmt;
 
+use crate::filelink::parse_tasks;
+use crate::policy::Credentials;
+
 /// Why a text is not a source signgate signs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
@@ -26,6 +29,78 @@ pub enum SourceError {
         "an external source's path must be plain: no encoded slashes or dots, no dot segments, no query"
     )]
     Path,
+    /// A quote at one end of the source only.
+    #[error("an external source's quotes must be at both ends")]
+    Quote,
+    /// A segment before the source is not a transformation task.
+    #[error("not a transformation task")]
+    Task,
+}
+
+/// An external source as a client names it after the route's prefix (and any API key):
+/// transformation tasks, then the source, quoted or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalRef<'a> {
+    /// Transformation tasks in order, client credentials removed.
+    pub tasks: Vec<&'a str>,
+    /// The source, without quotes.
+    pub source: Source<'a>,
+    /// Whether it was written in double quotes (`"https://…"`, as filestack-js writes it).
+    pub quoted: bool,
+}
+
+impl<'a> ExternalRef<'a> {
+    /// Parses `[TASKS/]SOURCE`; `Ok(None)` when the path names no external source (a handle,
+    /// then). The source runs to the end of the path: a request's query is never part of it.
+    pub fn parse(path: &'a str) -> Result<Option<Self>, SourceError> {
+        let Some(start) = source_start(path) else {
+            return Ok(None);
+        };
+        let tasks = match path[..start].strip_suffix('/') {
+            None => Vec::new(),
+            Some(tasks) => parse_tasks(tasks).map_err(|_| SourceError::Task)?,
+        };
+        let (source, quoted) = unquote_source(&path[start..]).ok_or(SourceError::Quote)?;
+        Ok(Some(Self {
+            tasks,
+            source: Source::parse(source)?,
+            quoted,
+        }))
+    }
+
+    /// The URL of this source, signed with `credentials`, on the CDN at `base`: the API key,
+    /// the tasks, the `security` task, then the source, unquoted (as filestack-python writes
+    /// it), and the client's `query` (already stripped of credentials).
+    pub fn signed_url(
+        &self,
+        base: &str,
+        api_key: &str,
+        query: Option<&str>,
+        credentials: &Credentials,
+    ) -> String {
+        let source = self.source.as_str();
+        let mut url = String::with_capacity(
+            base.len() + api_key.len() + source.len() + 32 + credentials.policy.len() + 64,
+        );
+        url.push_str(base);
+        url.push('/');
+        url.push_str(api_key);
+        for task in &self.tasks {
+            url.push('/');
+            url.push_str(task);
+        }
+        url.push_str("/security=p:");
+        url.push_str(&credentials.policy);
+        url.push_str(",s:");
+        url.push_str(&credentials.signature);
+        url.push('/');
+        url.push_str(source);
+        if let Some(query) = query.filter(|q| !q.is_empty()) {
+            url.push('?');
+            url.push_str(query);
+        }
+        url
+    }
 }
 
 /// A plain `http(s)://host[:port]/path` URL, checked; borrowed from the text it was read from.

@@ -78,19 +78,13 @@ impl<'a> FileRef<'a> {
             None => (None, path),
         };
         let handle = Handle::parse(handle)?;
-        let mut kept = Vec::new();
-        for task in tasks.into_iter().flat_map(|t| t.split('/')) {
-            if !is_task(task) {
-                return Err(FileRefError::BadTask);
-            }
-            if !is_credential_task(task) {
-                kept.push(task);
-            }
-        }
-        Ok(Self {
-            tasks: kept,
-            handle,
-        })
+        let tasks = match tasks {
+            None => Vec::new(),
+            // `/HANDLE`: an empty segment is no task.
+            Some("") => return Err(FileRefError::BadTask),
+            Some(tasks) => parse_tasks(tasks)?,
+        };
+        Ok(Self { tasks, handle })
     }
 
     /// Whether the reference carries transformation tasks (which need the `convert` call).
@@ -109,6 +103,33 @@ impl<'a> FileRef<'a> {
             &[Call::Read]
         }
     }
+}
+
+/// The transformation tasks in `text` (`resize=width:300/flip`, or empty), in order, with the
+/// client's own credential tasks dropped; an error when a segment is not a task.
+pub fn parse_tasks(text: &str) -> Result<Vec<&str>, FileRefError> {
+    let mut kept = Vec::new();
+    if text.is_empty() {
+        return Ok(kept);
+    }
+    for task in text.split('/') {
+        if !is_task(task) {
+            return Err(FileRefError::BadTask);
+        }
+        if !is_credential_task(task) {
+            kept.push(task);
+        }
+    }
+    Ok(kept)
+}
+
+/// `path` without a leading `API_KEY/` segment when it starts with `api_key`'s: the form
+/// `client.transform()` writes (`APIKEY/resize=…/HANDLE`). The same file either way.
+pub fn strip_api_key<'a>(path: &'a str, api_key: Option<&str>) -> &'a str {
+    api_key
+        .and_then(|key| path.strip_prefix(key))
+        .and_then(|rest| rest.strip_prefix('/'))
+        .unwrap_or(path)
 }
 
 /// Whether a task segment is the `security=` task that carries credentials, in any case.

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use crate::cache::{CacheKey, CacheOutcome, CredentialCache};
-use crate::config::{Route, Signing};
+use crate::cache::{BucketCache, CacheKey, CacheOutcome, CredentialCache};
+use crate::config::{AppKey, Route, Signing};
+use crate::external::{ExternalRef, Source};
 use crate::filelink::{FileRef, Handle};
 use crate::metrics::SigningMetrics;
-use crate::policy::{Call, Credentials, Policy, PolicyTemplate};
+use crate::policy::{Call, Credentials, Policy, PolicyLimits, PolicyTemplate};
 use crate::tasks::TaskAllowlist;
 
 /// Why a route does not sign a file reference.
@@ -17,6 +18,8 @@ pub enum Refusal {
     Call(Call),
     /// The URL carries a task the route's `tasks` do not list.
     Task,
+    /// The URL's external source is not under the route's `external_sources`.
+    Source,
 }
 
 /// Signs credentials for one route, reusing them while their expiry bucket holds.
@@ -26,6 +29,10 @@ pub struct RouteSigner {
     tasks: TaskAllowlist,
     cache: CredentialCache,
     metrics: SigningMetrics,
+    /// `api_key` and `external_sources`, when the route sets them.
+    app: Option<AppKey>,
+    /// Credentials per external source, made only for a route with sources.
+    external_cache: Option<BucketCache<String, Credentials>>,
 }
 
 impl RouteSigner {
@@ -39,13 +46,29 @@ impl RouteSigner {
             tasks,
             cache,
             metrics: SigningMetrics::default(),
+            app: None,
+            external_cache: None,
         }
+    }
+
+    /// Reads file references after the app's API key, and signs external sources under
+    /// `app.sources`.
+    pub fn with_app(mut self, app: Option<AppKey>) -> Self {
+        self.external_cache = app
+            .as_ref()
+            .filter(|app| !app.sources.prefixes().is_empty())
+            .map(|_| BucketCache::new(self.signing.cache_size));
+        self.app = app;
+        self
     }
 
     /// Counts this signer's cache, the credentials it mints and the validity of those it hands
     /// out in `metrics`; call it before the first signature.
     pub fn with_metrics(mut self, metrics: SigningMetrics) -> Self {
         self.cache = self.cache.with_metrics(metrics.cache.clone());
+        self.external_cache = self
+            .external_cache
+            .map(|cache| cache.with_metrics(metrics.cache.clone()));
         self.metrics = metrics;
         self
     }
@@ -57,6 +80,7 @@ impl RouteSigner {
             route.policy.clone(),
             route.tasks.clone(),
         )
+        .with_app(route.app.clone())
     }
 
     /// The calls `file` is signed with, if the route signs it: the route's `calls` must hold
@@ -94,6 +118,58 @@ impl RouteSigner {
         });
         self.observe_validity(now, expiry);
         found
+    }
+
+    /// Whether the route signs `file`, an external source: it must be under the route's
+    /// `external_sources`, and the route's `calls` must hold `convert` and its `tasks` every
+    /// task the URL carries.
+    pub fn check_external(&self, file: &ExternalRef<'_>) -> Result<(), Refusal> {
+        let allowed = self
+            .app
+            .as_ref()
+            .is_some_and(|app| app.sources.allows(&file.source));
+        if !allowed {
+            return Err(Refusal::Source);
+        }
+        if !self.template.allows(Call::Convert) {
+            return Err(Refusal::Call(Call::Convert));
+        }
+        if self.tasks.first_refused(&file.tasks).is_some() {
+            return Err(Refusal::Task);
+        }
+        Ok(())
+    }
+
+    /// Credentials for the external `source` (checked with [`RouteSigner::check_external`]):
+    /// `{"expiry","call":["convert"],"url":PATTERN}` where the pattern matches that source and
+    /// no other, valid at least `ttl` from `now`; from the cache while this bucket's are there.
+    pub fn external_credentials(
+        &self,
+        now: u64,
+        source: &Source<'_>,
+    ) -> Option<(Arc<Credentials>, CacheOutcome)> {
+        let cache = self.external_cache.as_ref()?;
+        let expiry = self.expiry_at(now);
+        let found = cache.get_or_sign(source.as_str(), expiry, || {
+            self.metrics.minted.inc();
+            Policy {
+                expiry,
+                call: vec![Call::Convert],
+                handle: None,
+                limits: PolicyLimits {
+                    url: Some(source.url_pattern()),
+                    ..PolicyLimits::default()
+                },
+            }
+            .sign(self.signing.secret_at(now))
+        });
+        self.observe_validity(now, expiry);
+        Some(found)
+    }
+
+    /// The route's `api_key` and `external_sources`, if it sets them.
+    pub fn app(&self) -> Option<&AppKey> {
+        self.app.as_ref()
     }
 
     /// Records the validity left on credentials for `expiry` handed out at `now`.

@@ -56,6 +56,11 @@ impl ParsedUrl {
         if self.upload.is_some() {
             return vec![Call::Store];
         }
+        // The CDN fetches an external source to transform it: `convert` alone (as the SDKs'
+        // policies for one grant).
+        if matches!(self.target, Some(Target::External(_))) {
+            return vec![Call::Convert];
+        }
         let base = if self.metadata {
             Call::Stat
         } else {
@@ -124,6 +129,15 @@ pub enum Invalid {
     /// The policy's `call` list does not include a call the URL needs.
     #[error("call {0} not allowed by the policy")]
     CallNotAllowed(Call),
+    /// The policy's `url` pattern does not match the URL's external source (or is not a
+    /// regular expression).
+    #[error("policy url {pattern:?} does not match the source {url:?}")]
+    SourceNotMatched {
+        /// The policy's `url`.
+        pattern: String,
+        /// The URL's external source.
+        url: String,
+    },
 }
 
 impl From<DecodeError> for Invalid {
@@ -164,8 +178,16 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, Invalid> {
     }
 
     let path = percent_decode_str(path).decode_utf8_lossy();
+    // An external source runs to the end of the path, slashes and all (`…/https://a.b/c.jpg`).
+    let (path, external) = match crate::external::source_start(path.trim_start_matches('/')) {
+        Some(start) => {
+            let start = start + (path.len() - path.trim_start_matches('/').len());
+            (&path[..start], Some(unquote(&path[start..]).to_owned()))
+        }
+        None => (&path[..], None),
+    };
     let mut segments = Vec::new();
-    for segment in split_outside_quotes(&path, '/') {
+    for segment in split_outside_quotes(path, '/') {
         if crate::filelink::is_security_task(segment) {
             read_security_task(&segment["security=".len()..], &mut parsed)?;
         } else if !segment.is_empty() {
@@ -182,7 +204,9 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, Invalid> {
         parsed.metadata = true;
         segments.pop();
     }
-    if let Some(last) = segments.pop() {
+    if let Some(source) = external {
+        parsed.target = Some(Target::External(source));
+    } else if let Some(last) = segments.pop() {
         parsed.target = Some(if last.starts_with('"') || last.contains("://") {
             Target::External(unquote(last).to_owned())
         } else {
@@ -265,10 +289,26 @@ pub fn check_policy(
             });
         }
     }
+    if let (Some(pattern), Some(Target::External(source))) = (&decoded.limits.url, &parsed.target)
+        && !url_pattern_matches(pattern, source)
+    {
+        return Err(Invalid::SourceNotMatched {
+            pattern: pattern.clone(),
+            url: source.clone(),
+        });
+    }
     if let Some(&refused) = needed.iter().find(|&&call| !decoded.allows(call)) {
         return Err(Invalid::CallNotAllowed(refused));
     }
     Ok(decoded)
+}
+
+/// Whether a policy's `url` pattern allows `source`, as the CDN reads it: a regular expression
+/// found anywhere in the source unless anchored (the docs' `https://upload\\.wikimedia\\.org/…`
+/// is not). signgate's own patterns are anchored at both ends. A pattern that is not a regular
+/// expression allows nothing.
+pub fn url_pattern_matches(pattern: &str, source: &str) -> bool {
+    regex::Regex::new(pattern).is_ok_and(|pattern| pattern.is_match(source))
 }
 
 fn set_once(slot: &mut Option<String>, value: String, name: &'static str) -> Result<(), Invalid> {

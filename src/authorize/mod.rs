@@ -20,7 +20,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use denial::Denial;
-pub use question::{Question, Subject};
+pub use question::{Question, Subject, SubjectFile};
 
 use crate::body::{ResponseBody, empty};
 use crate::cache::BucketCache;

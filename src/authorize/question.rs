@@ -27,15 +27,25 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {
     /// The file, none for an upload policy.
-    pub handle: Option<Handle>,
+    pub file: Option<SubjectFile<'a>>,
     /// Its transformation tasks, in order (client credentials already dropped).
     pub tasks: &'a [&'a str],
+}
+
+/// The file a client asks for.
+#[derive(Debug, Clone, Copy)]
+pub enum SubjectFile<'a> {
+    /// A file on the CDN: the service is told `handle=…`.
+    Handle(Handle),
+    /// An external URL source: the service is told `source=…`.
+    Source(&'a str),
 }
 
 /// Everything the authorization service is told about one request.
 #[derive(Debug)]
 pub struct Question {
-    /// `handle=…&tasks=…&route=…` (only `route=…` for an upload policy), percent-encoded.
+    /// `handle=…&tasks=…&route=…` (`source=…` for an external source, only `route=…` for an
+    /// upload policy), percent-encoded.
     pub query: String,
     /// The client's request target and method, and its `Cookie` (HTTP/2's split cookies joined
     /// with `; `, as RFC 9113 says) and `Authorization` values.
@@ -46,10 +56,14 @@ impl Question {
     /// The question for `subject` on route `route`, from the client's request head.
     pub fn new(route: &str, subject: Subject<'_>, parts: &Parts) -> Result<Self, ProxyError> {
         let mut query = String::with_capacity(64);
-        if let Some(handle) = subject.handle {
+        if let Some(file) = subject.file {
             let tasks = subject.tasks.join("/");
-            query.push_str("handle=");
-            query.extend(utf8_percent_encode(handle.as_str(), QUERY_VALUE));
+            let (name, value) = match &file {
+                SubjectFile::Handle(handle) => ("handle=", handle.as_str()),
+                SubjectFile::Source(source) => ("source=", *source),
+            };
+            query.push_str(name);
+            query.extend(utf8_percent_encode(value, QUERY_VALUE));
             query.push_str("&tasks=");
             query.extend(utf8_percent_encode(&tasks, QUERY_VALUE));
             query.push('&');
@@ -124,7 +138,7 @@ mod tests {
     fn question(headers: &[(&str, &str)]) -> Question {
         let handle = Handle::parse(H).expect("handle");
         let subject = Subject {
-            handle: Some(handle),
+            file: Some(SubjectFile::Handle(handle)),
             tasks: &["resize=width:3", "flip"],
         };
         Question::new("my images", subject, &parts(headers)).expect("question")
@@ -162,11 +176,20 @@ mod tests {
     #[test]
     fn an_upload_policy_question_names_the_route_only() {
         let subject = Subject {
-            handle: None,
+            file: None,
             tasks: &[],
         };
         let asked = Question::new("upload", subject, &parts(&[])).expect("question");
         assert_eq!(asked.query, "route=upload");
+        let external = Subject {
+            file: Some(SubjectFile::Source("https://example.com/a b.jpg")),
+            tasks: &["flip"],
+        };
+        let asked = Question::new("images", external, &parts(&[])).expect("question");
+        assert_eq!(
+            asked.query,
+            "source=https%3A%2F%2Fexample.com%2Fa%20b.jpg&tasks=flip&route=images"
+        );
     }
 
     #[test]

@@ -122,6 +122,8 @@ pub(super) struct RawRoute {
     pub canary_handle: Option<String>,
     pub canary_interval: Option<String>,
     pub canary_gates_readiness: Option<bool>,
+    pub api_key: Option<String>,
+    pub external_sources: Option<Vec<String>>,
     // The [signing] keys, each overridable per route (serde's flatten cannot deny unknown keys).
     pub secret_env: Option<String>,
     pub secret_file: Option<PathBuf>,
@@ -240,6 +242,12 @@ impl RawRoute {
                 "canary_gates_readiness",
                 self.canary_gates_readiness.is_some(),
                 CANARY,
+            ),
+            ("api_key", self.api_key.is_some(), SIGNING_FILES),
+            (
+                "external_sources",
+                self.external_sources.is_some(),
+                SIGNING_FILES,
             ),
         ]
         .into_iter()

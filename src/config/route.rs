@@ -20,6 +20,7 @@ use super::{
     DEFAULT_PROXY_MAX_RESPONSE_HEADERS, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_REWRITE_HOST,
     DEFAULT_REWRITE_LIMIT, DEFAULT_UPSTREAM_KEEPALIVE, DEFAULT_WEBSOCKET_IDLE_TIMEOUT, invalid,
 };
+use crate::external::SourceList;
 use crate::policy::{Call, PolicyLimits, PolicyTemplate};
 use crate::tasks::TaskAllowlist;
 
@@ -85,8 +86,25 @@ pub struct Route {
     /// `canary_handle` and its settings: a file fetched from the CDN with the route's signing
     /// on a timer (proxy and redirect routes). Default none.
     pub canary: Option<Canary>,
+    /// `api_key` and `external_sources`: file references written after the app's API key, and
+    /// the external URL sources the route signs (proxy, redirect and site routes). Default
+    /// none.
+    pub app: Option<AppKey>,
     /// The mode and what only that mode uses.
     pub kind: RouteKind,
+}
+
+/// The app's public API key, and where external URL sources may be signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppKey {
+    /// `api_key`: the app's public key (not a secret). A path may start with it
+    /// (`/APIKEY/resize=…/HANDLE`, as `client.transform()` writes), and an external source's
+    /// URL carries it.
+    pub key: String,
+    /// `external_sources`: URL prefixes under which external sources are signed, with the
+    /// `convert` call and a policy `url` for that one source. Default none: every external
+    /// source is refused.
+    pub sources: SourceList,
 }
 
 impl Route {
@@ -439,6 +457,7 @@ pub(super) fn build_route(
     let tasks = build_tasks(&raw, &key)?;
     let authorize = build_authorize(&raw, &key)?;
     let canary = build_canary(&raw, &policy, &key)?;
+    let app = build_app_key(&raw, &policy, &key)?;
     let kind = match mode {
         Mode::Proxy => RouteKind::Proxy(ProxyRoute {
             fetch: build_fetch(&raw, &key, DEFAULT_PROXY_MAX_RESPONSE_HEADERS)?,
@@ -512,9 +531,57 @@ pub(super) fn build_route(
         tasks,
         authorize,
         canary,
+        app,
         kind,
     };
     Ok((route, warning))
+}
+
+/// `api_key` and `external_sources`: sources need the key (their URLs carry it) and the
+/// `convert` call (the CDN checks it for them).
+fn build_app_key(
+    raw: &RawRoute,
+    policy: &PolicyTemplate,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Option<AppKey>, ConfigError> {
+    let sources =
+        SourceList::new(raw.external_sources.clone().unwrap_or_default()).map_err(|r| {
+            invalid(
+                key("external_sources"),
+                format!(
+                    "{r}; expected URL prefixes such as \"https://images.example.org/gallery/\""
+                ),
+            )
+        })?;
+    let Some(api_key) = &raw.api_key else {
+        if raw.external_sources.is_some() {
+            return Err(invalid(
+                key("external_sources"),
+                "needs `api_key`: the CDN reads an external source's URL after the app's API key",
+            ));
+        }
+        return Ok(None);
+    };
+    let plain =
+        (10..=64).contains(&api_key.len()) && api_key.bytes().all(|b| b.is_ascii_alphanumeric());
+    if !plain {
+        return Err(invalid(
+            key("api_key"),
+            "must be the app's API key: 10 to 64 letters and digits (the public key from the \
+             CDN's dashboard, never the secret)",
+        ));
+    }
+    if !sources.prefixes().is_empty() && !policy.allows(Call::Convert) {
+        return Err(invalid(
+            key("external_sources"),
+            "external sources are signed with the `convert` call, which `calls` does not \
+             hold: add \"convert\" to `calls`",
+        ));
+    }
+    Ok(Some(AppKey {
+        key: api_key.clone(),
+        sources,
+    }))
 }
 
 fn parse_calls(names: Option<&[String]>, mode: Mode) -> Result<Vec<Call>, String> {

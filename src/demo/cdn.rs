@@ -19,7 +19,7 @@ use crate::body::{ResponseBody, empty, full};
 use crate::clock::{Clock, SystemClock};
 use crate::policy::{Call, DecodedPolicy};
 use crate::secret::Secret;
-use crate::verify::{Invalid, parse_url, verify_at, verify_parsed};
+use crate::verify::{Invalid, Target, parse_url, verify_at, verify_parsed};
 
 /// A stored file.
 #[derive(Clone)]
@@ -212,7 +212,7 @@ impl StandInCdn {
         let mut response = match verdict {
             Some(verdict) if upload => self.upload(request, verdict).await,
             Some(Ok(_)) => self.read(&request),
-            Some(Err(reason)) => policy_error(handle_of(&request), &reason),
+            Some(Err(reason)) => policy_error(&handle_of(&request), &reason),
             None if request.method() == Method::OPTIONS => status(StatusCode::NO_CONTENT, ""),
             None => status(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         };
@@ -260,7 +260,7 @@ impl StandInCdn {
     /// Serves a file to a request whose credentials verified.
     fn read(&self, request: &Request<Incoming>) -> Response<ResponseBody> {
         let handle = handle_of(request);
-        let Some(file) = lock(&self.files).get(handle).cloned() else {
+        let Some(file) = lock(&self.files).get(&handle).cloned() else {
             return status(StatusCode::NOT_FOUND, "file not found");
         };
         // The handle names the bytes: a file stored under a handle never changes.
@@ -473,9 +473,23 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The last path segment: the handle a read asks for.
-fn handle_of<B>(request: &Request<B>) -> &str {
-    request.uri().path().rsplit('/').next().unwrap_or_default()
+/// What a read asks for: the handle (the last path segment), or an external source as the
+/// URL names it (`…/https://partner.example/a.png`).
+fn handle_of<B>(request: &Request<B>) -> String {
+    let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    match parse_url(path_and_query)
+        .ok()
+        .and_then(|parsed| parsed.target)
+    {
+        Some(Target::External(source)) => source,
+        _ => request
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    }
 }
 
 /// The width a `resize=width:N` task asks for.

@@ -17,11 +17,12 @@ use http::request::Parts;
 use http::{Method, Response};
 use hyper::body::Incoming;
 
-use crate::authorize::{Authorizer, Subject};
+use crate::authorize::{Authorizer, Subject, SubjectFile};
 use crate::body::ResponseBody;
 use crate::cache::CacheOutcome;
 use crate::error::ProxyError;
-use crate::filelink::{FileRef, signed_url, strip_client_credentials};
+use crate::external::ExternalRef;
+use crate::filelink::{FileRef, signed_url, strip_api_key, strip_client_credentials};
 use crate::policy::Credentials;
 use crate::router::{ActiveKind, ActiveRoute};
 use crate::server::ListenerScheme;
@@ -120,10 +121,11 @@ pub fn require_get_or_head(parts: &Parts) -> Result<(), ProxyError> {
     }
 }
 
-/// Parses `rest` as `[TASKS/]HANDLE`, checks the route allows what it asks (its calls and
-/// tasks) and that the route's `authorize_url`, if any, allows this client, and signs its URL
-/// under `base` (an origin and base path, or only the base path for a URI built from parts) with
-/// only the calls it needs, keeping the client's query minus any credentials it carried.
+/// Parses `rest` as `[APIKEY/][TASKS/]HANDLE` or `[APIKEY/][TASKS/]SOURCE` (an external URL
+/// source), checks the route allows what it asks (its calls, tasks and external sources) and
+/// that the route's `authorize_url`, if any, allows this client, and signs its URL under `base`
+/// (an origin and base path, or only the base path for a URI built from parts) with only the
+/// calls it needs, keeping the client's query minus any credentials it carried.
 pub async fn sign_file_ref(
     signing: Signing<'_>,
     base: &str,
@@ -131,19 +133,37 @@ pub async fn sign_file_ref(
     parts: &Parts,
     now: u64,
 ) -> Result<SignedTarget, ProxyError> {
-    let file = FileRef::parse(rest).map_err(|_| ProxyError::NotAHandle)?;
     let signer = signing.signer;
-    let calls = signer.check_file(&file).map_err(|refusal| match refusal {
-        Refusal::Call(_) => ProxyError::CallNotAllowed,
-        Refusal::Task => ProxyError::TaskNotAllowed,
-    })?;
+    let api_key = signer.app().map(|app| app.key.as_str());
+    let rest = strip_api_key(rest, api_key);
+    let query = parts.uri.query().map(strip_client_credentials);
+    if let Some(external) = ExternalRef::parse(rest).map_err(|_| ProxyError::BadSource)? {
+        signer.check_external(&external).map_err(refused)?;
+        let subject = Subject {
+            file: Some(SubjectFile::Source(external.source.as_str())),
+            tasks: &external.tasks,
+        };
+        signing.authorize(parts, subject, now).await?;
+        let (Some(api_key), Some((credentials, cache))) =
+            (api_key, signer.external_credentials(now, &external.source))
+        else {
+            return Err(ProxyError::SourceNotAllowed);
+        };
+        let url = external.signed_url(base, api_key, query.as_deref(), &credentials);
+        return Ok(SignedTarget {
+            url,
+            credentials,
+            cache,
+        });
+    }
+    let file = FileRef::parse(rest).map_err(|_| ProxyError::NotAHandle)?;
+    let calls = signer.check_file(&file).map_err(refused)?;
     let subject = Subject {
-        handle: Some(file.handle),
+        file: Some(SubjectFile::Handle(file.handle)),
         tasks: &file.tasks,
     };
     signing.authorize(parts, subject, now).await?;
     let (credentials, cache) = signer.file_credentials(now, file.handle, calls);
-    let query = parts.uri.query().map(strip_client_credentials);
     let url = signed_url(
         base,
         &file,
@@ -156,4 +176,13 @@ pub async fn sign_file_ref(
         credentials,
         cache,
     })
+}
+
+/// The error for a route's refusal to sign.
+fn refused(refusal: Refusal) -> ProxyError {
+    match refusal {
+        Refusal::Call(_) => ProxyError::CallNotAllowed,
+        Refusal::Task => ProxyError::TaskNotAllowed,
+        Refusal::Source => ProxyError::SourceNotAllowed,
+    }
 }

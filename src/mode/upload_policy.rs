@@ -43,7 +43,7 @@ pub async fn handle(
     }
     require_get_or_head(&parts)?;
     let subject = Subject {
-        handle: None,
+        file: None,
         tasks: &[],
     };
     signing.authorize(&parts, subject, ctx.now).await?;

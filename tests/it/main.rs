@@ -18,6 +18,7 @@ mod config;
 mod demo;
 mod deploy;
 mod explain;
+mod external;
 mod faults;
 mod forwarding;
 mod hostile;
