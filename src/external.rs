@@ -69,8 +69,8 @@ impl<'a> ExternalRef<'a> {
     }
 
     /// The URL of this source, signed with `credentials`, on the CDN at `base`: the API key,
-    /// the tasks, the `security` task, then the source, unquoted (as filestack-python writes
-    /// it), and the client's `query` (already stripped of credentials).
+    /// the tasks, the `security` task, then the source (in quotes if it was written in them),
+    /// and the client's `query` (already stripped of credentials).
     pub fn signed_url(
         &self,
         base: &str,
@@ -94,7 +94,13 @@ impl<'a> ExternalRef<'a> {
         url.push_str(",s:");
         url.push_str(&credentials.signature);
         url.push('/');
-        url.push_str(source);
+        if self.quoted {
+            url.push('"');
+            url.push_str(source);
+            url.push('"');
+        } else {
+            url.push_str(source);
+        }
         if let Some(query) = query.filter(|q| !q.is_empty()) {
             url.push('?');
             url.push_str(query);
@@ -172,6 +178,14 @@ impl<'a> Source<'a> {
     /// The source as written.
     pub fn as_str(&self) -> &'a str {
         self.text
+    }
+
+    /// The source without its scheme (`host/path`): what a page reflecting it would hold even
+    /// if it dropped or changed the scheme.
+    pub fn without_scheme(&self) -> &'a str {
+        self.text
+            .split_once("://")
+            .map_or(self.text, |(_, rest)| rest)
     }
 
     /// The policy `url` that allows this source and no other: the source with every regular

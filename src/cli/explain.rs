@@ -25,7 +25,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::policy::{Call, DecodedPolicy};
 use crate::secret::Secret;
-use crate::verify::{Invalid, ParsedUrl, Target, check_policy, parse_url};
+use crate::verify::{Invalid, ParsedUrl, Target, check_policy, parse_url, url_pattern_matches};
 
 /// The exit codes, for `--help`.
 pub const EXIT_CODES: &str = "Exit codes: 0 valid (signature checked); 1 credentials missing or \
@@ -378,11 +378,32 @@ fn describe_request(report: &mut Report, parsed: &ParsedUrl) {
         Some(Target::External(url)) => {
             report.line("kind", "transformation of an external URL");
             report.line("external url", url);
+            if let Some(policy) = parsed.policy.as_deref() {
+                describe_source(report, policy, url);
+            }
         }
         None => report.line("handle", "(none)"),
     }
     if !parsed.tasks.is_empty() {
         report.line("tasks", parsed.tasks.join("/"));
+    }
+}
+
+/// Whether the policy's `url` pattern allows the external source `url`.
+fn describe_source(report: &mut Report, policy: &str, url: &str) {
+    let Ok(decoded) = DecodedPolicy::decode(policy) else {
+        return;
+    };
+    match &decoded.limits.url {
+        Some(pattern) if url_pattern_matches(pattern, url) => report.line(
+            "source",
+            format_args!("allowed by the policy's url {pattern:?}"),
+        ),
+        Some(pattern) => report.line(
+            "source",
+            format_args!("NOT allowed by the policy's url {pattern:?}"),
+        ),
+        None => report.line("source", "any (the policy has no `url` pattern)"),
     }
 }
 

@@ -137,7 +137,9 @@ pub async fn sign_file_ref(
     let api_key = signer.app().map(|app| app.key.as_str());
     let rest = strip_api_key(rest, api_key);
     let query = parts.uri.query().map(strip_client_credentials);
-    if let Some(external) = ExternalRef::parse(rest).map_err(|_| ProxyError::BadSource)? {
+    if let Some(mut external) = ExternalRef::parse(rest).map_err(|_| ProxyError::BadSource)? {
+        // Upstream, the source goes unquoted, as filestack-python writes it.
+        external.quoted = false;
         signer.check_external(&external).map_err(refused)?;
         let subject = Subject {
             file: Some(SubjectFile::Source(external.source.as_str())),

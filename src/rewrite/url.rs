@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cache::{BucketCache, Weigher};
 use crate::config::{Config, RewriteRules, RouteKind};
-use crate::filelink::{FileRef, HANDLE_LEN, Handle, signed_url, strip_client_credentials};
+use crate::external::ExternalRef;
+use crate::filelink::{FileRef, HANDLE_LEN, signed_url, strip_api_key, strip_client_credentials};
 use crate::signer::RouteSigner;
 
 /// Most signed URLs a site route keeps (a few hundred bytes each, so a few MiB at most).
@@ -150,11 +151,12 @@ impl CdnUrlSigner {
         self.now
     }
 
-    /// Whether the request named `handle` itself.
-    fn is_reflected(&self, handle: &Handle) -> bool {
+    /// Whether the request named `file` (a handle, or an external source without its scheme)
+    /// itself.
+    fn is_reflected(&self, file: &str) -> bool {
         self.reflected
             .as_deref()
-            .is_some_and(|target| target.contains(handle.as_str()))
+            .is_some_and(|target| target.contains(file))
     }
 
     /// The signed form of `url` if it is a file URL on one of the route's hosts, else `None`.
@@ -168,13 +170,9 @@ impl CdnUrlSigner {
         if !self.urls.rules.is_rewrite_host(parts.host) {
             return None;
         }
-        let file = FileRef::parse(parts.path.strip_prefix('/')?).ok()?;
         let signer = &self.urls.signer;
-        let calls = signer.check_file(&file).ok()?;
-        if self.is_reflected(&file.handle) {
-            return None;
-        }
-        let (credentials, _outcome) = signer.file_credentials(self.now, file.handle, calls);
+        let api_key = signer.app().map(|app| app.key.as_str());
+        let path = strip_api_key(parts.path.strip_prefix('/')?, api_key);
         let query = parts.query.map(strip_client_credentials);
         // A signature is a bearer credential: it does not travel in the clear unless the route
         // says its CDN has no https.
@@ -186,14 +184,34 @@ impl CdnUrlSigner {
             }
             _ => Cow::Borrowed(parts.origin),
         };
+        let mut signed = match ExternalRef::parse(path).ok()? {
+            // What `client.transform()` writes for a picture kept elsewhere: signed where the
+            // route lists its source, left alone otherwise.
+            Some(external) => {
+                signer.check_external(&external).ok()?;
+                if self.is_reflected(external.source.without_scheme()) {
+                    return None;
+                }
+                let (credentials, _) = signer.external_credentials(self.now, &external.source)?;
+                external.signed_url(&origin, api_key?, query.as_deref(), &credentials)
+            }
+            None => {
+                let file = FileRef::parse(path).ok()?;
+                let calls = signer.check_file(&file).ok()?;
+                if self.is_reflected(file.handle.as_str()) {
+                    return None;
+                }
+                let (credentials, _outcome) = signer.file_credentials(self.now, file.handle, calls);
+                signed_url(
+                    &origin,
+                    &file,
+                    query.as_deref(),
+                    &credentials,
+                    signer.signing().url_style,
+                )
+            }
+        };
         self.signed_any.store(true, Ordering::Relaxed);
-        let mut signed = signed_url(
-            &origin,
-            &file,
-            query.as_deref(),
-            &credentials,
-            signer.signing().url_style,
-        );
         // A fragment never reaches the CDN; one that looks like credentials is dropped anyway,
         // so a signed URL never reads as carrying two sets.
         let fragment = parts.fragment.filter(|f| {
@@ -272,7 +290,8 @@ impl CdnUrlSigner {
 }
 
 /// `target` percent-decoded (twice, for a doubly encoded handle), if it holds a run of handle
-/// characters long enough to be one; else `None`, and nothing needs guarding.
+/// characters long enough to be one, or a `//` that could start an external source; else
+/// `None`, and nothing needs guarding.
 fn reflection_text(target: &str) -> Option<String> {
     let decode = |text: &str| {
         percent_encoding::percent_decode_str(text)
@@ -291,7 +310,8 @@ fn reflection_text(target: &str) -> Option<String> {
         .map(str::len)
         .max()
         .unwrap_or(0);
-    (longest_run >= HANDLE_LEN).then_some(text)
+    // A handle, or an external source (`host/path` after a `//`).
+    (longest_run >= HANDLE_LEN || text.contains("//")).then_some(text)
 }
 
 /// The pieces of an absolute or protocol-relative URL signgate cares about.

@@ -288,3 +288,39 @@ fn a_url_signed_with_the_next_secret_is_named_as_such() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("matches route `images`'s secret"), "{out}");
 }
+
+#[test]
+fn an_external_source_is_named_with_whether_the_policy_allows_it() {
+    let credentials = Policy {
+        expiry: FAR,
+        call: vec![Call::Convert],
+        limits: signgate::policy::PolicyLimits {
+            url: Some(r"^https://images\.example\.org/gallery/a\.png$".into()),
+            ..Default::default()
+        },
+        ..Policy::default()
+    }
+    .sign(&Secret::new(SECRET.into()).expect("not empty"));
+    let url = |source: &str| {
+        format!(
+            "https://cdn.filestackcontent.com/AbCdEfGhIjKlMnOpQrStUvW/resize=width:300/security=p:{},s:{}/{source}",
+            credentials.policy, credentials.signature
+        )
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    config_file(dir.path());
+    let (code, out, _) = explain_in(
+        dir.path(),
+        &[&url("https://images.example.org/gallery/a.png")],
+        true,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("https://images.example.org/gallery/a.png"),
+        "{out}"
+    );
+    assert!(out.contains("allowed by the policy's url"), "{out}");
+    let (code, out, _) = explain_in(dir.path(), &[&url("https://evil.example/a.png")], true);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("NOT allowed by the policy's url"), "{out}");
+}

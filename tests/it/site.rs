@@ -1370,3 +1370,83 @@ async fn near_a_secret_switch_pages_carry_urls_that_die_by_it_and_caches_keep_th
     assert_eq!(expiries, [at; 5]);
     assert_eq!(cache_control, "public, max-age=0");
 }
+
+#[tokio::test]
+async fn pages_written_by_client_transform_get_their_listed_sources_signed_and_no_others() {
+    const API_KEY: &str = "AbCdEfGhIjKlMnOpQrStUvW";
+    let page = format!(
+        r#"<html><body>
+<img id="listed" src="https://cdn.filestackcontent.com/{API_KEY}/resize=width:300/https://images.example.org/gallery/pop-art.png">
+<img id="quoted" src='https://cdn.filestackcontent.com/{API_KEY}/resize=width:300/"https://images.example.org/gallery/b.png"'>
+<img id="unlisted" src="https://cdn.filestackcontent.com/{API_KEY}/resize=width:300/https://elsewhere.example/x.png">
+<img id="handle" src="https://cdn.filestackcontent.com/{API_KEY}/resize=width:300/{H}">
+</body></html>"#
+    );
+    let origin = start_origin(Arc::new(move |request, _| {
+        // A page that reflects its query, as a search page does.
+        let reflected = request
+            .uri
+            .query()
+            .and_then(|q| q.strip_prefix("q="))
+            .map(|q| {
+                let q = percent_encoding::percent_decode_str(q).decode_utf8_lossy();
+                format!("<img id=\"reflected\" src=\"{q}\">")
+            })
+            .unwrap_or_default();
+        respond(
+            200,
+            &[("content-type", "text/html")],
+            format!("{page}{reflected}"),
+        )
+    }))
+    .await;
+    let gateway = site_gateway(
+        origin,
+        &format!(
+            "api_key = \"{API_KEY}\"\nexternal_sources = [\"https://images.example.org/gallery/\"]"
+        ),
+    )
+    .await;
+    let html = get(&gateway.url("/")).await.text();
+    let src = |id: &str| -> String {
+        let at = html.find(&format!("id=\"{id}\"")).expect(id);
+        let rest = &html[at..];
+        let start = rest.find("src=").expect("src") + 5;
+        let quote = rest.as_bytes()[start - 1] as char;
+        let end = rest[start..].find(quote).expect("end") + start;
+        rest[start..end]
+            .replace("&amp;", "&")
+            .replace("&quot;", "\"")
+    };
+    let listed = src("listed");
+    assert!(
+        listed.starts_with(&format!(
+            "https://cdn.filestackcontent.com/{API_KEY}/resize=width:300/security=p:"
+        )),
+        "{listed}"
+    );
+    verify_at(&listed, &secret(), now(), Call::Convert).expect("valid for its source");
+    let quoted = src("quoted");
+    assert!(
+        quoted.ends_with("/\"https://images.example.org/gallery/b.png\""),
+        "{quoted}"
+    );
+    verify_at(&quoted, &secret(), now(), Call::Convert).expect("valid for its source");
+    assert_eq!(
+        src("unlisted"),
+        format!(
+            "https://cdn.filestackcontent.com/{API_KEY}/resize=width:300/https://elsewhere.example/x.png"
+        )
+    );
+    let handle = src("handle");
+    verify_at(&handle, &secret(), now(), Call::Read).expect("the handle behind the key");
+    // A source the request itself carried is not signed, listed or not.
+    let reflected_source = "https://cdn.filestackcontent.com/resize=width:9/https://images.example.org/gallery/private.png";
+    let html = get(&gateway.url(&format!("/?q={reflected_source}")))
+        .await
+        .text();
+    assert!(
+        html.contains(&format!("src=\"{reflected_source}\"")),
+        "{html}"
+    );
+}
