@@ -35,8 +35,9 @@ pub use admin::AdminConfig;
 pub use cidr::Cidr;
 pub use log::{LogConfig, LogFormat};
 pub use route::{
-    DEFAULT_INLINE_TYPES, Fetch, FileServing, Mode, OnOverflow, ProxyRoute, RewriteRules, Route,
-    RouteKind, SiteRoute, Timeouts, UploadPolicyRoute, Upstream,
+    DEFAULT_INLINE_TYPES, Fetch, FileServing, MAX_EXPIRY_GRACE, Mode, OnOverflow, ProxyRoute,
+    RewriteRules, Route, RouteKind, SiteRoute, Timeouts, UploadPolicyRoute, Upstream, VerifyChecks,
+    VerifyRoute,
 };
 pub use secret_source::SecretsNeeded;
 pub use signing::Signing;
