@@ -462,12 +462,16 @@ pub(super) fn build_route(
     for (k, modes) in raw.mode_specific_keys() {
         if !modes.contains(&mode) {
             let names: Vec<&str> = modes.iter().map(|m| m.as_str()).collect();
+            // "proxy, site and verify".
+            let names = match names.split_last() {
+                Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+                _ => names.concat(),
+            };
             return Err(invalid(
                 key(k),
                 format!(
-                    "does not apply to {} routes; it is for {} routes: remove it",
-                    mode.as_str(),
-                    names.join(" and ")
+                    "does not apply to {} routes; it is for {names} routes: remove it",
+                    mode.as_str()
                 ),
             ));
         }
@@ -481,11 +485,11 @@ pub(super) fn build_route(
     let authorize = build_authorize(&raw, &key)?;
     let kind = match mode {
         Mode::Proxy => RouteKind::Proxy(ProxyRoute {
-            fetch: build_fetch(&raw, &key, DEFAULT_PROXY_MAX_RESPONSE_HEADERS)?,
+            fetch: build_fetch(&raw, mode, &key, DEFAULT_PROXY_MAX_RESPONSE_HEADERS)?,
             serving: build_serving(&raw, &key)?,
         }),
         Mode::Verify => RouteKind::Verify(VerifyRoute {
-            fetch: build_fetch(&raw, &key, DEFAULT_PROXY_MAX_RESPONSE_HEADERS)?,
+            fetch: build_fetch(&raw, mode, &key, DEFAULT_PROXY_MAX_RESPONSE_HEADERS)?,
             serving: build_serving(&raw, &key)?,
             checks: build_verify_checks(&raw, &key)?,
         }),
@@ -493,7 +497,7 @@ pub(super) fn build_route(
             upstream: required_upstream(&raw, mode, &key)?,
         },
         Mode::Site => RouteKind::Site(SiteRoute {
-            fetch: build_fetch(&raw, &key, DEFAULT_MAX_RESPONSE_HEADERS)?,
+            fetch: build_fetch(&raw, mode, &key, DEFAULT_MAX_RESPONSE_HEADERS)?,
             rewrite: RewriteRules {
                 hosts: match &raw.rewrite_hosts {
                     None => RewriteRules::default().hosts,
@@ -728,10 +732,11 @@ fn required_upstream(
 /// `max_headers`: the mode's default `max_response_headers`.
 fn build_fetch(
     raw: &RawRoute,
+    mode: Mode,
     key: &dyn Fn(&str) -> String,
     max_headers: usize,
 ) -> Result<Fetch, ConfigError> {
-    let upstream = required_upstream(raw, Mode::Proxy, key)?;
+    let upstream = required_upstream(raw, mode, key)?;
     let duration = |text: Option<&str>, default: Duration, k: &str| {
         text.map_or(Ok(default), |t| {
             parse_duration(t).map_err(|r| invalid(key(k), r))
