@@ -468,11 +468,7 @@ mod tests {
             (format!("../{H}"), Some(read.clone()), Check::Target),
             (format!("{H}/metadata"), Some(read.clone()), Check::Target),
             ("short".into(), Some(read.clone()), Check::Target),
-            (
-                format!("resize=width:3/{H}"),
-                Some(read.clone()),
-                Check::Call,
-            ),
+            (format!("resize=width:3/{H}"), Some(read), Check::Call),
             (
                 H.into(),
                 Some(format!(
