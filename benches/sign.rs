@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
     let uncached = signer(1);
     let handle = handles(1)[0];
     group.bench_function("miss: policy + base64 + hmac", |b| {
-        b.iter(|| uncached.sign_uncached(black_box(NOW + 3600), black_box(Some(handle))))
+        b.iter(|| uncached.sign_uncached(NOW, black_box(NOW + 3600), black_box(Some(handle))))
     });
 
     // 4096 handles through a 1024-entry cache: every lookup misses, signs, inserts and evicts.
@@ -85,7 +85,7 @@ fn verify(c: &mut Criterion) {
         unreachable!("a verify route");
     };
     let handle = handles(1)[0];
-    let credentials = RouteSigner::for_route(route).sign_uncached(NOW + 3600, Some(handle));
+    let credentials = RouteSigner::for_route(route).sign_uncached(NOW, NOW + 3600, Some(handle));
     let query = format!(
         "policy={}&signature={}",
         credentials.policy_for_query(),

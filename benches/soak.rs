@@ -31,6 +31,10 @@
 //! `SOAK_CONNECTIONS` (hold, default 10000), `SOAK_HOLD_SECONDS` (default 60),
 //! `SOAK_PAUSE_MS` (hold, mean pause between a connection's requests, default 1000),
 //! `SOAK_QUIET_SECONDS` (hold, idle time after the burst before memory is read, default 60),
+//! `SOAK_SIGNGATE` (a gateway binary to run instead of this build's, for comparisons),
+//! `SOAK_HOLD_HANDLES` (hold, handles the requests draw on, default 1000000: the credential
+//! cache fills to its 100,000 entries and, being valid for the bucket, stays after the burst;
+//! 1 leaves only what the connections left behind),
 //! `SOAK_MINUTES` (default 14, at least 13: two whole cycles after the warm-up), `SOAK_SAMPLE_SECONDS` (default 10), `SOAK_CLIENTS` (soak
 //! connections, default 256).
 //!
@@ -39,6 +43,10 @@
 //!   `SOAK_PHASES=hold`: 10,000 connections held 65 s, 653,058 requests (9,823 req/s), 0
 //!   errors, 0 lost; latency p50 608 µs, p99 23 ms; 10,516 descriptors, 415.8 MiB RSS at most
 //!   (40.1 KiB per connection); 80.1 MiB a minute after the burst (24.2 MiB before it).
+//! - hold, 2026-12-01 01:42 UTC, same VM, compilers busy on the other core,
+//!   `SOAK_PHASES=hold SOAK_HOLD_HANDLES=1`: 652,057 requests, 0 errors; 36.2 KiB per
+//!   connection; 45.9 MiB a minute after the burst (24.3 MiB before it): what the connections
+//!   leave behind without the credential cache's 36.5 MiB (README "Memory after a spike").
 //! - soak, 2026-11-30 23:54 UTC, same VM, `SOAK_PHASES=soak`: 17,732,767 requests in 840 s
 //!   (21,110 req/s), 0 errors; p50 12.0 ms, p99 17.4 ms; RSS a sawtooth with the 5-minute
 //!   bucket, 126.4–159.2 MiB over the first cycle after the warm-up and 125.9–157.5 MiB over
@@ -287,7 +295,12 @@ struct Gateway {
 fn spawn_gateway(config: &Path, core: Option<&str>) -> Result<Gateway, String> {
     let log = config.with_file_name("gateway.log");
     let log_file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-    let mut child = pinned(core, Path::new(env!("CARGO_BIN_EXE_signgate")))
+    // Another build of the gateway to compare (an allocator, a branch): `SOAK_SIGNGATE`.
+    let binary = std::env::var_os("SOAK_SIGNGATE").map_or_else(
+        || env!("CARGO_BIN_EXE_signgate").into(),
+        std::path::PathBuf::from,
+    );
+    let mut child = pinned(core, &binary)
         .arg("run")
         .arg("--config")
         .arg(config)
@@ -626,6 +639,9 @@ struct HoldSettings {
     /// again: issue 14 wants RSS back within [`QUIET_RSS_TOLERANCE`] of its pre-burst level a
     /// minute after the burst.
     quiet: Duration,
+    /// Handles the requests are drawn from: with many, the credential cache fills (100,000
+    /// entries at the default `cache_size`, valid for the bucket) and stays after the burst.
+    handles: u64,
 }
 
 /// How far above its pre-burst level RSS may stay once the gateway has been idle for
@@ -637,6 +653,7 @@ const QUIET_RSS_TOLERANCE: f64 = 0.10;
 async fn held_connection(
     addr: SocketAddr,
     index: usize,
+    handles: u64,
     pause: Duration,
     ramp: Arc<tokio::sync::Semaphore>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -653,7 +670,7 @@ async fn held_connection(
         sender
     };
     loop {
-        let path = format!("/img/{}", handle(rng.below(HANDLE_SPACE)));
+        let path = format!("/img/{}", handle(rng.below(handles)));
         if !exchange(&mut sender, Ask::File, &path, &tally).await {
             tally.open.fetch_sub(1, Ordering::Relaxed);
             tally.lost.fetch_add(1, Ordering::Relaxed);
@@ -721,6 +738,7 @@ async fn hold_phase(
         tasks.spawn(held_connection(
             gateway.addr,
             index,
+            settings.handles,
             settings.pause,
             Arc::clone(&ramp),
             stop_rx.clone(),
@@ -990,6 +1008,7 @@ fn run(full: bool) -> Result<(), String> {
         } else {
             1
         }),
+        handles: env_u64("SOAK_HOLD_HANDLES", HANDLE_SPACE, 1..=HANDLE_SPACE)?,
     };
     let soak = SoakSettings {
         clients: if full {
@@ -1210,9 +1229,10 @@ fn print_hold(settings: &HoldSettings, report: &HoldReport, tally: &Tally) {
     );
     let quiet_over = report.quiet.rss_kib as f64 / report.before.rss_kib.max(1) as f64 - 1.0;
     println!(
-        "  memory after the burst: {:.1} MiB before it, {:.1} MiB {} s after the connections closed ({:+.1} %; issue 14's target: within {:.0} %: {})",
+        "  memory after the burst: {:.1} MiB before it, {:.1} MiB and {} descriptors {} s after the connections closed ({:+.1} %; issue 14's target: within {:.0} %: {}); requests drew on {} handles",
         mib(report.before.rss_kib),
         mib(report.quiet.rss_kib),
+        report.quiet.fds,
         settings.quiet.as_secs() + 2,
         quiet_over * 100.0,
         QUIET_RSS_TOLERANCE * 100.0,
@@ -1221,6 +1241,7 @@ fn print_hold(settings: &HoldSettings, report: &HoldReport, tally: &Tally) {
         } else {
             "missed"
         },
+        settings.handles,
     );
 }
 

@@ -1,8 +1,10 @@
-//! Readiness: whether every worker is accepting, and whether the gateway is draining; what the
-//! admin listener's `/readyz` answers from. Shared by `Arc` between the workers and the admin
-//! listener, never a global.
+//! Readiness: whether every worker is accepting, whether the gateway is draining, and what the
+//! CDN canaries found; what the admin listener's `/readyz` answers from. Shared by `Arc` between
+//! the workers, the canaries and the admin listener, never a global.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::canary::CanaryBoard;
 
 /// Where the gateway is in its life, for `/readyz` and the status page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,7 @@ pub struct Health {
     workers: usize,
     accepting: AtomicUsize,
     draining: AtomicBool,
+    canaries: CanaryBoard,
 }
 
 impl Health {
@@ -41,7 +44,14 @@ impl Health {
             workers: workers.max(1),
             accepting: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
+            canaries: CanaryBoard::default(),
         }
+    }
+
+    /// The CDN canaries' last checks: a refusal on one that gates readiness makes `/readyz`
+    /// answer 503 (see [`crate::canary`]).
+    pub fn canaries(&self) -> &CanaryBoard {
+        &self.canaries
     }
 
     /// A worker's accept loop has started.

@@ -22,7 +22,10 @@
 //!   them first and compressing them again on the way out.
 //! - [`body`]: the response body type and its wrappers (idle timeout, held permit, pumping).
 //! - [`metrics`]: the Prometheus registry every worker counts into, per-route handles.
-//! - [`health`]: readiness (every worker accepting, or draining) for `/readyz`.
+//! - [`health`]: readiness (every worker accepting, or draining; the canaries' findings) for
+//!   `/readyz`.
+//! - [`canary`]: per route, a handle signed and fetched from the CDN on a timer, so a refused
+//!   secret is caught by the gateway first.
 //! - [`admin`]: the admin listener: `/healthz`, `/readyz`, `/metrics`, the status page.
 //! - [`request_log`]: the access-log line per request, path redaction, error logging.
 //! - [`request_id`]: `X-Request-Id`, kept from the client when sane or made, sent both ways.
@@ -43,12 +46,14 @@ pub mod admin;
 pub mod authorize;
 pub mod body;
 pub mod cache;
+pub mod canary;
 pub mod cli;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
+pub mod external;
 pub mod fdlimit;
 pub mod filelink;
 pub mod health;

@@ -7,7 +7,7 @@ use crate::cache::{CacheKey, CacheOutcome, CredentialCache};
 use crate::config::{Route, Signing};
 use crate::filelink::{FileRef, Handle};
 use crate::metrics::SigningMetrics;
-use crate::policy::{Call, Credentials, Policy, PolicyTemplate, bucketed_expiry};
+use crate::policy::{Call, Credentials, Policy, PolicyTemplate};
 use crate::tasks::TaskAllowlist;
 
 /// Why a route does not sign a file reference.
@@ -90,7 +90,7 @@ impl RouteSigner {
             self.metrics.minted.inc();
             let mut policy = self.policy(expiry, Some(handle));
             policy.call = calls.to_vec();
-            policy.sign(&self.signing.secret)
+            policy.sign(self.signing.secret_at(now))
         });
         self.observe_validity(now, expiry);
         found
@@ -103,13 +103,9 @@ impl RouteSigner {
             .observe(expiry.saturating_sub(now) as f64);
     }
 
-    /// The expiry credentials handed out at `now` carry: at least `ttl` and `skew_margin` on.
+    /// The expiry credentials handed out at `now` carry ([`Signing::expiry_at`]).
     pub fn expiry_at(&self, now: u64) -> u64 {
-        bucketed_expiry(
-            now,
-            self.signing.ttl + self.signing.skew_margin,
-            self.signing.bucket,
-        )
+        self.signing.expiry_at(now)
     }
 
     /// Until when, on this machine's clock, a URL expiring at `expiry` is sure to be accepted
@@ -133,15 +129,17 @@ impl RouteSigner {
         };
         let found = self.cache.get_or_sign(&key, expiry, || {
             self.metrics.minted.inc();
-            self.sign_uncached(expiry, handle)
+            self.sign_uncached(now, expiry, handle)
         });
         self.observe_validity(now, expiry);
         found
     }
 
-    /// Signs with an explicit expiry, bypassing the cache (for `signgate sign --expiry`).
-    pub fn sign_uncached(&self, expiry: u64, handle: Option<Handle>) -> Credentials {
-        self.policy(expiry, handle).sign(&self.signing.secret)
+    /// Signs with an explicit expiry, bypassing the cache (for `signgate sign --expiry`), with
+    /// the secret that signs at `now`.
+    pub fn sign_uncached(&self, now: u64, expiry: u64, handle: Option<Handle>) -> Credentials {
+        self.policy(expiry, handle)
+            .sign(self.signing.secret_at(now))
     }
 
     /// The policy this route signs for `handle` at `expiry`.

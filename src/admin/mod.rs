@@ -1,5 +1,5 @@
 //! The admin listener, apart from traffic: `GET /healthz` (the process serves), `GET /readyz`
-//! (every worker accepting; 503 while draining), `GET /metrics` (Prometheus text format) and
+//! (every worker accepting; 503 while draining, or while a gating canary is refused), `GET /metrics` (Prometheus text format) and
 //! `GET /` (a status page a person can read without Grafana). It stops after the workers have
 //! drained, so probes see the drain.
 //!
@@ -25,10 +25,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::clock::Clock;
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, Signing};
 use crate::error::StartupError;
 use crate::health::{Health, Readiness};
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Metrics, RotationState};
 use crate::reload::ReloadRecord;
 
 /// Connections the admin listener serves at once; more wait in the backlog. Probes and a
@@ -50,10 +50,8 @@ pub struct RouteSummary {
     pub mode: Mode,
     /// `prefix`.
     pub prefix: String,
-    /// `ttl`: least validity of what the route hands out.
-    pub ttl: Duration,
-    /// `bucket`: expiries are rounded up to it.
-    pub bucket: Duration,
+    /// The route's signing: the expiries it hands out, its secret rotation.
+    pub signing: Signing,
 }
 
 /// Everything the admin listener answers from: the shared metrics and health, and the routes.
@@ -124,11 +122,20 @@ impl Admin {
         match page {
             Page::Health => text(StatusCode::OK, "ok\n"),
             Page::Ready => match self.health.readiness() {
-                Readiness::Ready => text(StatusCode::OK, "ready\n"),
+                Readiness::Ready => match self.health.canaries().refused_gate() {
+                    None => text(StatusCode::OK, "ready\n"),
+                    Some(route) => with_type(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain; charset=utf-8",
+                        format!(
+                            "canary refused: the CDN refuses the signature of route `{route}`\n"
+                        ),
+                    ),
+                },
                 Readiness::Starting => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
                 Readiness::Draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
             },
-            Page::Metrics => match self.metrics.encode() {
+            Page::Metrics => match self.observe_rotations().encode() {
                 Ok(body) => with_type(StatusCode::OK, metrics::CONTENT_TYPE, body),
                 Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n"),
             },
@@ -149,6 +156,21 @@ impl Admin {
     }
 }
 
+impl Admin {
+    /// The metrics, with each route's rotation gauges set for this moment.
+    fn observe_rotations(&self) -> &Metrics {
+        let now = self.clock.now_unix();
+        for route in self.routes.load().iter() {
+            let state = RotationState {
+                switch_at: route.signing.rotation.switch_at(),
+                in_use: route.signing.role_at(now),
+            };
+            self.metrics.observe_rotation(&route.name, state, now);
+        }
+        &self.metrics
+    }
+}
+
 fn summaries(config: &Config) -> Vec<RouteSummary> {
     config
         .routes
@@ -157,8 +179,7 @@ fn summaries(config: &Config) -> Vec<RouteSummary> {
             name: route.name.clone(),
             mode: route.mode(),
             prefix: route.prefix.clone(),
-            ttl: route.signing.ttl,
-            bucket: route.signing.bucket,
+            signing: route.signing.clone(),
         })
         .collect()
 }

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::Admin;
+use crate::health::Readiness;
 use crate::metrics::ReloadOutcome;
-use crate::policy::bucketed_expiry;
 use crate::reload::ReloadRecord;
 
 /// Renders the page from what `admin` reads now; remembers this view for the next one's
@@ -57,7 +57,7 @@ pub fn render(admin: &Admin) -> String {
          <tr><th>upstream 403s</th><td>{refused}</td></tr>\n\
          <tr><th>last reload</th><td>{reload}</td></tr>\n\
          </table>\n",
-        state = admin.health.readiness().as_str(),
+        state = state(admin),
         uptime = humantime::format_duration(Duration::from_secs(uptime.as_secs())),
         average = rate(total, uptime),
         recent = recent.map_or_else(String::new, |r| format!(", {r:.2}/s since the last view")),
@@ -76,7 +76,7 @@ pub fn render(admin: &Admin) -> String {
             continue;
         };
         let (hits, lookups) = route.signing.cache.lookups();
-        let validity = bucketed_expiry(unix_now, summary.ttl, summary.bucket) - unix_now;
+        let validity = summary.signing.expiry_at(unix_now).saturating_sub(unix_now);
         let _ = writeln!(
             page,
             "<tr><td>{name}</td><td>{mode}</td><td><code>{prefix}</code></td>\
@@ -93,8 +93,10 @@ pub fn render(admin: &Admin) -> String {
             validity = humantime::format_duration(Duration::from_secs(validity)),
         );
     }
+    page.push_str("</table>\n");
+    canaries(&mut page, admin);
     page.push_str(
-        "</table>\n<p>Machine-readable: <a href=\"/metrics\">/metrics</a> (Prometheus), \
+        "<p>Machine-readable: <a href=\"/metrics\">/metrics</a> (Prometheus), \
          <a href=\"/healthz\">/healthz</a>, <a href=\"/readyz\">/readyz</a>.</p>\n\
          </body>\n</html>\n",
     );
@@ -108,6 +110,52 @@ table { border-collapse: collapse; margin-bottom: 1.5em; }\n\
 th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: left; }\n\
 table.facts th { background: #f4f4f4; }\n\
 </style>\n</head>\n<body>\n";
+
+/// The readiness `/readyz` answers with.
+fn state(admin: &Admin) -> String {
+    let readiness = admin.health.readiness();
+    match admin.health.canaries().refused_gate() {
+        Some(route) if readiness == Readiness::Ready => format!(
+            "not ready: the CDN refuses the canary of route {}",
+            escape(&route)
+        ),
+        _ => readiness.as_str().to_owned(),
+    }
+}
+
+/// The canaries' table, when a route has one.
+fn canaries(page: &mut String, admin: &Admin) {
+    let states = admin.health.canaries().states();
+    if states.is_empty() {
+        return;
+    }
+    page.push_str(
+        "<h2>CDN canaries</h2>\n<table>\n<tr><th>route</th><th>handle</th>\
+         <th>last check</th><th>outcome</th><th>gates readiness</th></tr>\n",
+    );
+    for state in states {
+        let (at, outcome) = match state.last {
+            None => ("not yet".to_owned(), "-".to_owned()),
+            Some(check) => (
+                humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(check.at))
+                    .to_string(),
+                match check.status {
+                    Some(status) => format!("{} ({})", check.outcome.as_str(), status.as_u16()),
+                    None => check.outcome.as_str().to_owned(),
+                },
+            ),
+        };
+        let _ = writeln!(
+            page,
+            "<tr><td>{route}</td><td><code>{handle}</code></td><td>{at}</td><td>{outcome}</td>\
+             <td>{gates}</td></tr>",
+            route = escape(&state.route),
+            handle = state.handle,
+            gates = if state.gates_readiness { "yes" } else { "no" },
+        );
+    }
+    page.push_str("</table>\n");
+}
 
 /// "never", or the time (UTC) and the outcome of the last reload.
 fn last_reload(record: Option<ReloadRecord>) -> String {

@@ -216,16 +216,23 @@ impl Keys {
         let mut keys = Self::default();
         let mut routes_per_var: Vec<(&str, Vec<&str>)> = Vec::new();
         for route in &config.routes {
-            let probe = route.signing.secret.sign_hex(PROBE);
-            match unset.iter().find(|(_, p)| *p == probe) {
-                Some((var, _)) => match routes_per_var.iter_mut().find(|(v, _)| v == var) {
-                    Some((_, routes)) => routes.push(&route.name),
-                    None => routes_per_var.push((var, vec![&route.name])),
-                },
-                None => keys.secrets.push((
-                    format!("route `{}`'s secret", route.name),
-                    route.signing.secret.clone(),
-                )),
+            let next = route.signing.rotation.next().map(|next| {
+                let whose = format!("route `{}`'s next secret (`secret_next_*`)", route.name);
+                (whose, next)
+            });
+            let current = (
+                format!("route `{}`'s secret", route.name),
+                &route.signing.secret,
+            );
+            for (whose, secret) in std::iter::once(current).chain(next) {
+                let probe = secret.sign_hex(PROBE);
+                match unset.iter().find(|(_, p)| *p == probe) {
+                    Some((var, _)) => match routes_per_var.iter_mut().find(|(v, _)| v == var) {
+                        Some((_, routes)) => routes.push(&route.name),
+                        None => routes_per_var.push((var, vec![&route.name])),
+                    },
+                    None => keys.secrets.push((whose, secret.clone())),
+                }
             }
         }
         for (var, routes) in routes_per_var {

@@ -9,6 +9,7 @@ use super::logs::{init_tracing, run_format};
 use super::signals::{SignalEvent, Signals};
 use super::{EXIT_OK, EXIT_USAGE};
 use crate::admin::{Admin, AdminListener};
+use crate::canary::Canaries;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LogFormat};
 use crate::error::StartupError;
@@ -88,6 +89,17 @@ fn run_workers(path: &Path) -> Result<(), StartupError> {
     if let Some((_, _, admin_addr)) = &admin {
         println!("signgate admin on http://{admin_addr}/");
     }
+    // One canary per route for the process, on this thread's runtime (driven by the loop
+    // below): the workers' runtimes are for traffic.
+    let mut canaries = {
+        let _context = runtime.enter();
+        Canaries::start(
+            &config,
+            Arc::clone(running.health()),
+            Arc::clone(&metrics),
+            Arc::clone(&clock),
+        )
+    };
     let mut secret_files = SecretFiles::watching(&config.secret_files);
     let mut reloader = Reloader::new(
         path,
@@ -121,10 +133,13 @@ fn run_workers(path: &Path) -> Result<(), StartupError> {
             }
             // Refusals (an empty or unreadable secret file among them) are logged and counted
             // inside; the process serves on with the old config either way.
-            let _ = reloader.reload();
+            if reloader.reload().is_ok() {
+                canaries.apply(reloader.current());
+            }
             secret_files.rewatch(&reloader.current().secret_files);
         }
     });
+    drop(canaries);
     // The admin listener outlives the drain, so `/readyz` answers 503 throughout it.
     running.stop();
     if let Some((_, admin, _)) = admin {

@@ -69,9 +69,17 @@ pub fn run(
             );
             return ExitCode::from(EXIT_USAGE);
         }
-        Some(expiry) => expiry,
+        Some(expiry) => match route.signing.deadline_at(now) {
+            Some(at) if expiry > at => {
+                eprintln!(
+                    "signgate: --expiry: {expiry} is after the route's switch_at ({at}): the secret in use now is replaced then; give a unix time at or before it"
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+            _ => expiry,
+        },
     };
-    let credentials = signer.sign_uncached(expiry, handle);
+    let credentials = signer.sign_uncached(now, expiry, handle);
     let url = match (cdn_base(route), handle) {
         (Some(base), Some(handle)) => Some(signed_url(
             &base,

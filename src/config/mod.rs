@@ -12,10 +12,12 @@
 //! - [`secret_source`]: `secret_env` / `secret_file`, and refusing a secret in the file;
 //! - [`signing`]: `[signing]` and its per-route overrides;
 //! - [`route`]: a type per route kind, built and validated;
-//! - [`access`]: who may get a signature: `tasks`, `authorize_url` and its settings.
+//! - [`access`]: who may get a signature: `tasks`, `authorize_url` and its settings;
+//! - [`canary`]: `canary_handle` and its settings.
 
 pub mod access;
 pub mod admin;
+pub mod canary;
 pub mod cidr;
 pub mod log;
 mod raw;
@@ -32,6 +34,7 @@ use std::time::Duration;
 
 pub use access::Authorize;
 pub use admin::AdminConfig;
+pub use canary::Canary;
 pub use cidr::Cidr;
 pub use log::{LogConfig, LogFormat};
 pub use route::{
@@ -40,7 +43,7 @@ pub use route::{
     VerifyRoute,
 };
 pub use secret_source::SecretsNeeded;
-pub use signing::Signing;
+pub use signing::{Rotation, SecretRole, Signing};
 
 use raw::RawConfig;
 use secret_source::{refuse_inline_secrets, world_readable_mode};
@@ -159,8 +162,8 @@ pub struct Config {
     /// Things that work but should not be so (a world-readable `secret_file`, a secret not
     /// available to `signgate check`): logged at start and printed by `signgate check`.
     pub warnings: Vec<String>,
-    /// Every `secret_file` the file names (`[signing]` and routes'), each once: what
-    /// `signgate run` watches for a new secret.
+    /// Every `secret_file` and `secret_next_file` the file names (`[signing]` and routes'),
+    /// each once: what `signgate run` watches for a new secret.
     pub secret_files: Vec<PathBuf>,
 }
 
@@ -278,15 +281,22 @@ impl Config {
         }
         warn_of_ignored_json_keys(&raw);
         let mut secret_files: Vec<(String, PathBuf)> = Vec::new();
-        if let Some(path) = &raw.signing.secret_file {
-            secret_files.push(("`signing.secret_file`".to_owned(), path.clone()));
+        for (key, path) in [
+            ("secret_file", &raw.signing.secret_file),
+            ("secret_next_file", &raw.signing.secret_next_file),
+        ] {
+            if let Some(path) = path {
+                secret_files.push((format!("`signing.{key}`"), path.clone()));
+            }
         }
         for route in &raw.routes {
-            if let Some(path) = &route.secret_file {
-                secret_files.push((
-                    format!("route `{}`: `secret_file`", route.name),
-                    path.clone(),
-                ));
+            for (key, path) in [
+                ("secret_file", &route.secret_file),
+                ("secret_next_file", &route.secret_next_file),
+            ] {
+                if let Some(path) = path {
+                    secret_files.push((format!("route `{}`: `{key}`", route.name), path.clone()));
+                }
             }
         }
         let mut warnings: Vec<String> = secret_files

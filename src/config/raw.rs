@@ -71,6 +71,10 @@ pub(super) struct RawSigning {
     pub url_style: Option<UrlStyle>,
     pub max_clock_skew: Option<String>,
     pub skew_margin: Option<String>,
+    pub secret_next_env: Option<String>,
+    pub secret_next_file: Option<PathBuf>,
+    /// A string or a TOML date-time: both are read as RFC 3339.
+    pub switch_at: Option<toml::Value>,
 }
 
 /// One `[[route]]`.
@@ -118,6 +122,9 @@ pub(super) struct RawRoute {
     pub expired_status: Option<u16>,
     pub expiry_grace: Option<String>,
     pub origin_container: Option<String>,
+    pub canary_handle: Option<String>,
+    pub canary_interval: Option<String>,
+    pub canary_gates_readiness: Option<bool>,
     // The [signing] keys, each overridable per route (serde's flatten cannot deny unknown keys).
     pub secret_env: Option<String>,
     pub secret_file: Option<PathBuf>,
@@ -128,6 +135,10 @@ pub(super) struct RawRoute {
     pub url_style: Option<UrlStyle>,
     pub max_clock_skew: Option<String>,
     pub skew_margin: Option<String>,
+    pub secret_next_env: Option<String>,
+    pub secret_next_file: Option<PathBuf>,
+    /// A string or a TOML date-time: both are read as RFC 3339.
+    pub switch_at: Option<toml::Value>,
 }
 
 /// Routes that fetch from their upstream.
@@ -151,6 +162,8 @@ const SIGNING: &[Mode] = &[Mode::Proxy, Mode::Redirect, Mode::Site, Mode::Upload
 const VERIFY: &[Mode] = &[Mode::Verify];
 /// Routes that hand a signature to the client who asks (site routes sign what the site wrote).
 const ASKING: &[Mode] = &[Mode::Proxy, Mode::Redirect, Mode::UploadPolicy];
+/// Routes whose upstream is the CDN they sign for: where a canary can fetch.
+const CANARY: &[Mode] = &[Mode::Proxy, Mode::Redirect];
 
 impl RawRoute {
     /// The keys this route sets that only some modes take, each with those modes: the one table
@@ -234,6 +247,13 @@ impl RawRoute {
                 ASKING,
             ),
             ("authorize_cache", self.authorize_cache.is_some(), ASKING),
+            ("canary_handle", self.canary_handle.is_some(), CANARY),
+            ("canary_interval", self.canary_interval.is_some(), CANARY),
+            (
+                "canary_gates_readiness",
+                self.canary_gates_readiness.is_some(),
+                CANARY,
+            ),
         ]
         .into_iter()
         .filter(|(_, set, _)| *set)
@@ -253,6 +273,9 @@ impl RawRoute {
             url_style: self.url_style,
             max_clock_skew: self.max_clock_skew.clone(),
             skew_margin: self.skew_margin.clone(),
+            secret_next_env: self.secret_next_env.clone(),
+            secret_next_file: self.secret_next_file.clone(),
+            switch_at: self.switch_at.clone(),
         }
     }
 }

@@ -9,6 +9,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Uri};
 
 use super::access::{Authorize, build_authorize, build_tasks};
+use super::canary::{Canary, build_canary, refuse_on_site};
 use super::raw::{RawRoute, RawSigning};
 use super::secret_source::SecretsNeeded;
 use super::signing::{Signing, build_signing};
@@ -92,6 +93,9 @@ pub struct Route {
     /// upload-policy routes; the config refuses it on a site route). Default none: anyone who
     /// reaches the route gets signatures.
     pub authorize: Option<Authorize>,
+    /// `canary_handle` and its settings: a file fetched from the CDN with the route's signing
+    /// on a timer (proxy and redirect routes). Default none.
+    pub canary: Option<Canary>,
     /// The mode and what only that mode uses.
     pub kind: RouteKind,
 }
@@ -459,6 +463,7 @@ pub(super) fn build_route(
             ),
         )
     })?;
+    refuse_on_site(&raw, mode, &key)?;
     for (k, modes) in raw.mode_specific_keys() {
         if !modes.contains(&mode) {
             let names: Vec<&str> = modes.iter().map(|m| m.as_str()).collect();
@@ -483,6 +488,7 @@ pub(super) fn build_route(
     };
     let tasks = build_tasks(&raw, mode, &key)?;
     let authorize = build_authorize(&raw, &key)?;
+    let canary = build_canary(&raw, &policy, &key)?;
     let kind = match mode {
         Mode::Proxy => RouteKind::Proxy(ProxyRoute {
             fetch: build_fetch(&raw, mode, &key, DEFAULT_PROXY_MAX_RESPONSE_HEADERS)?,
@@ -551,6 +557,7 @@ pub(super) fn build_route(
         policy,
         tasks,
         authorize,
+        canary,
         kind,
     };
     Ok((route, warning))

@@ -25,60 +25,100 @@ pub(super) fn load_secret(
     at: &str,
     needed: SecretsNeeded,
 ) -> Result<(Secret, Option<String>), ConfigError> {
-    let key = |k: &str| {
-        if at.ends_with('.') {
-            format!("`{at}{k}`")
-        } else {
-            format!("{at}`{k}`")
-        }
+    let source = SecretSource {
+        var: raw.secret_env.as_deref(),
+        file: raw.secret_file.as_deref(),
+        keys: ("secret_env", "secret_file"),
     };
-    let missing = |k: &str, reason: String| match needed {
-        SecretsNeeded::Required => Err(invalid(key(k), reason)),
-        SecretsNeeded::Optional => Ok((
-            Secret::placeholder(),
-            Some(format!("{}: {reason} (not checked further)", key(k))),
-        )),
+    source
+        .load(env, at, needed)?
+        .ok_or_else(|| invalid(key_at(at, "secret_env"), "no secret configured"))
+}
+
+/// Reads the next secret `raw` names (`secret_next_env` or `secret_next_file`), if it names
+/// one; as [`load_secret`] otherwise.
+pub(super) fn load_next_secret(
+    raw: &RawSigning,
+    env: &dyn Fn(&str) -> Option<String>,
+    at: &str,
+    needed: SecretsNeeded,
+) -> Result<Option<(Secret, Option<String>)>, ConfigError> {
+    let source = SecretSource {
+        var: raw.secret_next_env.as_deref(),
+        file: raw.secret_next_file.as_deref(),
+        keys: ("secret_next_env", "secret_next_file"),
     };
-    match (&raw.secret_env, &raw.secret_file) {
-        (Some(_), Some(_)) => Err(invalid(
-            key("secret_env"),
-            "set `secret_env` or `secret_file`, not both",
-        )),
-        (Some(var), None) => {
-            let Some(value) = env(var) else {
-                return missing(
-                    "secret_env",
-                    format!("environment variable {var} is not set"),
-                );
-            };
-            let secret = Secret::new(value).map_err(|_| {
-                invalid(
-                    key("secret_env"),
-                    format!("environment variable {var} is empty"),
-                )
-            })?;
-            Ok((secret, None))
+    source.load(env, at, needed)
+}
+
+/// `key` where the keys are (`at`), as messages name it.
+fn key_at(at: &str, key: &str) -> String {
+    if at.ends_with('.') {
+        format!("`{at}{key}`")
+    } else {
+        format!("{at}`{key}`")
+    }
+}
+
+/// A secret's variable or file, and the names of the two keys that give them.
+struct SecretSource<'a> {
+    var: Option<&'a str>,
+    file: Option<&'a Path>,
+    keys: (&'static str, &'static str),
+}
+
+impl SecretSource<'_> {
+    /// The secret, `None` when neither key is set.
+    fn load(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+        at: &str,
+        needed: SecretsNeeded,
+    ) -> Result<Option<(Secret, Option<String>)>, ConfigError> {
+        let (env_key, file_key) = self.keys;
+        let key = |k: &str| key_at(at, k);
+        let missing = |k: &str, reason: String| match needed {
+            SecretsNeeded::Required => Err(invalid(key(k), reason)),
+            SecretsNeeded::Optional => Ok(Some((
+                Secret::placeholder(),
+                Some(format!("{}: {reason} (not checked further)", key(k))),
+            ))),
+        };
+        match (self.var, self.file) {
+            (Some(_), Some(_)) => Err(invalid(
+                key(env_key),
+                format!("set `{env_key}` or `{file_key}`, not both"),
+            )),
+            (Some(var), None) => {
+                let Some(value) = env(var) else {
+                    return missing(env_key, format!("environment variable {var} is not set"));
+                };
+                let secret = Secret::new(value).map_err(|_| {
+                    invalid(key(env_key), format!("environment variable {var} is empty"))
+                })?;
+                Ok(Some((secret, None)))
+            }
+            (None, Some(path)) => {
+                let text = match std::fs::read_to_string(path) {
+                    Ok(text) => text,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return missing(file_key, format!("{} does not exist", path.display()));
+                    }
+                    Err(e) => {
+                        return Err(invalid(
+                            key(file_key),
+                            format!("cannot read {}: {e}", path.display()),
+                        ));
+                    }
+                };
+                let text = text.strip_suffix('\n').unwrap_or(&text);
+                let text = text.strip_suffix('\r').unwrap_or(text);
+                let secret = Secret::new(text.to_owned())
+                    .map_err(|_| invalid(key(file_key), format!("{} is empty", path.display())))?;
+                Ok(Some((secret, None)))
+            }
+            (None, None) => Ok(None),
         }
-        (None, Some(path)) => {
-            let text = match std::fs::read_to_string(path) {
-                Ok(text) => text,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return missing("secret_file", format!("{} does not exist", path.display()));
-                }
-                Err(e) => {
-                    return Err(invalid(
-                        key("secret_file"),
-                        format!("cannot read {}: {e}", path.display()),
-                    ));
-                }
-            };
-            let text = text.strip_suffix('\n').unwrap_or(&text);
-            let text = text.strip_suffix('\r').unwrap_or(text);
-            let secret = Secret::new(text.to_owned())
-                .map_err(|_| invalid(key("secret_file"), format!("{} is empty", path.display())))?;
-            Ok((secret, None))
-        }
-        (None, None) => Err(invalid(key("secret_env"), "no secret configured")),
     }
 }
 

@@ -68,6 +68,54 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         })
 }
 
+/// What a moment key expects, in every message about one.
+const MOMENT_EXPECTED: &str =
+    "an RFC 3339 date-time with its UTC offset, such as \"2027-01-01T00:00:00Z\"";
+
+/// Unix seconds from an RFC 3339 date-time, written as a string or as a TOML date-time. The
+/// offset is required: a moment every replica reads alike, whatever its time zone.
+pub fn parse_moment(value: &toml::Value) -> Result<u64, String> {
+    let datetime = match value {
+        toml::Value::Datetime(datetime) => *datetime,
+        toml::Value::String(text) => text
+            .parse::<toml::value::Datetime>()
+            .map_err(|_| format!("must be {MOMENT_EXPECTED}, got {text:?}"))?,
+        other => return Err(format!("must be {MOMENT_EXPECTED}, got {other}")),
+    };
+    let (Some(date), Some(time), Some(offset)) = (datetime.date, datetime.time, datetime.offset)
+    else {
+        return Err(format!(
+            "must be {MOMENT_EXPECTED}: {datetime} lacks a date, a time or an offset"
+        ));
+    };
+    let offset_minutes = match offset {
+        toml::value::Offset::Z => 0,
+        toml::value::Offset::Custom { minutes } => i64::from(minutes),
+    };
+    let days = days_from_civil(
+        i64::from(date.year),
+        i64::from(date.month),
+        i64::from(date.day),
+    );
+    let seconds = days * 86_400
+        + i64::from(time.hour) * 3600
+        + i64::from(time.minute) * 60
+        + i64::from(time.second.unwrap_or(0))
+        - offset_minutes * 60;
+    u64::try_from(seconds).map_err(|_| format!("must be after 1970, got {datetime}"))
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 /// Bytes from a size: `KB`/`MB` are powers of 1000, `KiB`/`MiB` powers of 1024.
 pub fn parse_size(raw: &RawSize) -> Result<u64, String> {
     let text = match raw {
@@ -100,6 +148,28 @@ pub fn parse_size(raw: &RawSize) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn moments_are_read_with_their_offset_and_refused_without_one() {
+        let text = |t: &str| super::parse_moment(&toml::Value::String(t.into()));
+        assert_eq!(text("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(text("2027-01-01T00:00:00Z"), Ok(1_798_761_600));
+        assert_eq!(text("2024-02-29T12:30:15Z"), Ok(1_709_209_815));
+        assert_eq!(text("2027-01-01T01:00:00+01:00"), Ok(1_798_761_600));
+        assert_eq!(text("2026-12-31T19:00:00-05:00"), Ok(1_798_761_600));
+        let toml: toml::Table = toml::from_str("at = 2027-01-01T00:00:00Z").expect("toml");
+        assert_eq!(super::parse_moment(&toml["at"]), Ok(1_798_761_600));
+        for bad in [
+            "2027-01-01T00:00:00",
+            "2027-01-01",
+            "tomorrow",
+            "1969-12-31T23:59:59Z",
+        ] {
+            let error = text(bad).expect_err(bad);
+            assert!(error.starts_with("must be"), "{bad}: {error}");
+        }
+        assert!(super::parse_moment(&toml::Value::Integer(5)).is_err());
+    }
+
     use super::*;
 
     #[test]

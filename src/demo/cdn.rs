@@ -77,7 +77,8 @@ pub struct Received {
 
 /// The stand-in CDN and its files.
 pub struct StandInCdn {
-    secret: Secret,
+    /// The app secret it verifies with: replaceable, as on the real CDN's dashboard.
+    secret: arc_swap::ArcSwap<Secret>,
     base: String,
     files: Mutex<HashMap<String, StoredFile>>,
     /// Every request received, when recording (see [`StandInCdn::recording`]).
@@ -141,7 +142,7 @@ impl StandInCdn {
     /// answers to uploads.
     pub fn new(secret: Secret, base: String) -> Self {
         Self {
-            secret,
+            secret: arc_swap::ArcSwap::from_pointee(secret),
             base,
             files: Mutex::new(HashMap::new()),
             received: None,
@@ -160,6 +161,11 @@ impl StandInCdn {
         self.received
             .as_ref()
             .map_or_else(Vec::new, |received| lock(received).clone())
+    }
+
+    /// Verifies with `secret` from now on, as after a change on the real CDN's dashboard.
+    pub fn set_secret(&self, secret: Secret) {
+        self.secret.store(std::sync::Arc::new(secret));
     }
 
     /// Stores `file` under `handle`, replacing any file there.
@@ -190,17 +196,16 @@ impl StandInCdn {
     /// `HEAD`, `store` for an upload), records it, then serves, stores or refuses.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
         let now = SystemClock.now_unix();
+        let secret = self.secret.load_full();
         let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let upload =
             request.method() == Method::POST && request.uri().path().starts_with("/api/store/");
         let verdict = match *request.method() {
             _ if upload => Some(
                 parse_url(path_and_query)
-                    .and_then(|parsed| verify_parsed(&parsed, &self.secret, now, &[Call::Store])),
+                    .and_then(|parsed| verify_parsed(&parsed, &secret, now, &[Call::Store])),
             ),
-            Method::GET | Method::HEAD => {
-                Some(verify_at(path_and_query, &self.secret, now, Call::Read))
-            }
+            Method::GET | Method::HEAD => Some(verify_at(path_and_query, &secret, now, Call::Read)),
             _ => None,
         };
         self.record(&request, verdict.as_ref(), now);

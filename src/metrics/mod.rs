@@ -3,8 +3,10 @@
 //! so the request path only bumps atomics and never builds a label set.
 //!
 //! Labels stay bounded: route names from the config and fixed enums, never a path or a handle.
-//! - [`route`]: one route's handles (requests, upstream, signing, cache).
+//! - [`route`]: one route's handles (requests, upstream, signing, cache);
+//! - [`canary`]: a route's canary checks.
 
+pub mod canary;
 pub mod route;
 
 use std::sync::{Arc, Mutex};
@@ -18,9 +20,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::config::{Config, Mode, Route};
+use crate::config::{Config, Mode, Route, SecretRole};
 use crate::error::UpstreamErrorKind;
 use crate::mode::verify::VerifyMark;
+pub use canary::CanaryMetrics;
 pub use route::{
     CacheMetrics, RequestMetrics, RouteMetrics, STATUS_CLASSES, SigningMetrics, UpstreamMetrics,
     VerifyMetrics,
@@ -74,6 +77,24 @@ pub struct VerifyLabels {
 pub struct ReloadLabels {
     /// `success` or `failure`.
     pub outcome: &'static str,
+}
+
+/// `{route, secret}` of `signgate_secret_in_use`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecretLabels {
+    /// The route's `name`.
+    pub route: String,
+    /// `current` or `next`.
+    pub secret: &'static str,
+}
+
+/// A route's secret rotation as the metrics show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationState {
+    /// `switch_at`, unix seconds.
+    pub switch_at: Option<u64>,
+    /// Which secret signs now.
+    pub in_use: SecretRole,
 }
 
 /// How a config reload ended.
@@ -221,6 +242,9 @@ pub struct Metrics {
     open_connections: Gauge,
     reloads: Family<ReloadLabels, Counter>,
     secret_file_changes: Counter,
+    secret_switch: Family<RouteLabel, Gauge>,
+    secret_in_use: Family<SecretLabels, Gauge>,
+    canaries: canary::CanaryFamilies,
     started: Instant,
 }
 
@@ -246,6 +270,8 @@ impl Metrics {
         let open_connections = Gauge::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let secret_file_changes = Counter::default();
+        let secret_switch = Family::<RouteLabel, Gauge>::default();
+        let secret_in_use = Family::<SecretLabels, Gauge>::default();
 
         let mut registry = Registry::with_prefix("signgate");
         registry.register(
@@ -328,11 +354,26 @@ impl Metrics {
             "Changes to a secret file noticed while serving (each sets off a reload)",
             secret_file_changes.clone(),
         );
+        registry.register(
+            "secret_switch_seconds",
+            "Seconds until the route's switch_at (negative once it has passed); only routes with one",
+            secret_switch.clone(),
+        );
+        registry.register(
+            "secret_in_use",
+            "1 for the secret the route signs with now (current or next), 0 for the other",
+            secret_in_use.clone(),
+        );
         for outcome in [ReloadOutcome::Success, ReloadOutcome::Failure] {
             // At zero from the start, so a rate over it has a series to read.
             drop(reloads.get_or_create(&ReloadLabels {
                 outcome: outcome.as_str(),
             }));
+        }
+
+        let canaries = canary::CanaryFamilies::register(&mut registry);
+        for route in config.routes.iter().filter(|route| route.canary.is_some()) {
+            drop(canaries.handles(&route.name));
         }
 
         let families = RouteFamilies {
@@ -364,6 +405,9 @@ impl Metrics {
             open_connections,
             reloads,
             secret_file_changes,
+            secret_switch,
+            secret_in_use,
+            canaries,
             started: Instant::now(),
         }
     }
@@ -432,6 +476,42 @@ impl Metrics {
     /// Counts a change to a secret file.
     pub fn count_secret_file_change(&self) {
         self.secret_file_changes.inc();
+    }
+
+    /// Sets the rotation gauges of route `name` from `state` at `now`: read when the metrics
+    /// are, since they move with the clock.
+    pub fn observe_rotation(&self, name: &str, state: RotationState, now: u64) {
+        let route = RouteLabel {
+            route: name.to_owned(),
+        };
+        match state.switch_at {
+            Some(at) => {
+                let left = i64::try_from(at).unwrap_or(i64::MAX) - i64::try_from(now).unwrap_or(0);
+                self.secret_switch.get_or_create(&route).set(left);
+            }
+            None => {
+                self.secret_switch.remove(&route);
+            }
+        }
+        for role in [SecretRole::Current, SecretRole::Next] {
+            let labels = SecretLabels {
+                route: name.to_owned(),
+                secret: role.as_str(),
+            };
+            self.secret_in_use
+                .get_or_create(&labels)
+                .set(i64::from(role == state.in_use));
+        }
+    }
+
+    /// The canary series of route `route`, made at zero if it has none yet.
+    pub fn canary(&self, route: &str) -> CanaryMetrics {
+        self.canaries.handles(route)
+    }
+
+    /// Drops the gauges of route `route`'s canary, which no longer runs.
+    pub fn forget_canary(&self, route: &str) {
+        self.canaries.forget(route);
     }
 
     /// Time since these metrics were made: the process's serving time.

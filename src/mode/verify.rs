@@ -10,7 +10,8 @@
 //! - `missing`, `malformed`: a policy and a signature, once each, the policy at most
 //!   [`MAX_POLICY_LEN`] bytes;
 //! - `signature`: HMAC-SHA256 of the policy string as sent, compared in constant time, under
-//!   one of the secrets the route accepts now ([`accepted_secrets`]);
+//!   one of the secrets the route accepts now ([`accepted_secrets`]: during a rotation, the
+//!   current and the next before `switch_at`, the next alone after it);
 //! - `malformed`, `expired`, `handle`, `call`: the policy decodes, has not expired (give or take
 //!   `expiry_grace`), names this handle if it names one, and grants `read`, and `convert` too
 //!   when the URL has tasks;
@@ -233,12 +234,12 @@ pub async fn handle(
     })
 }
 
-/// The secrets a URL may be signed with at `now`. Every HMAC check of a verify route goes
-/// through here, so that a rotation (a current and a next secret, and the time of the switch)
-/// is one change: to `signing.accepted_secrets(now)` once `[signing]` has `secret_next`.
+/// The secrets a URL may be signed with at `now`: every HMAC check of a verify route goes
+/// through here. During a rotation (`secret_next_*` and `switch_at` in `[signing]`), the
+/// current and the next secret before the switch, only the next after it; with a next secret
+/// and no `switch_at`, both.
 fn accepted_secrets(signing: &Signing, now: u64) -> impl Iterator<Item = &Secret> {
-    let _ = now;
-    std::iter::once(&signing.secret)
+    signing.accepted_secrets(now).map(|(_, secret)| secret)
 }
 
 /// Checks the request `rest` (the path after the route's prefix) and `query` carry for a plain

@@ -502,3 +502,48 @@ async fn an_upstream_clock_minutes_ahead_shows_in_the_skew_gauge_and_a_warning()
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn metrics_show_the_seconds_to_a_secret_switch_and_which_secret_signs() {
+    let next_file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(next_file.path(), "n3xt-secret").expect("write");
+    let at = 1_800_002_000; // 2027-01-15T08:33:20Z
+    let clock = Arc::new(signgate::clock::ManualClock::new(at - 90));
+    let config = format!(
+        "{SIGNING}secret_next_file = \"{}\"\nswitch_at = \"2027-01-15T08:33:20Z\"\n{ADMIN}\
+         [[route]]\nname = \"go\"\nprefix = \"/go/\"\nmode = \"redirect\"\n\
+         upstream = \"https://cdn.example\"\n",
+        next_file.path().display()
+    );
+    let gateway = TestGateway::start_with_clock(&config, clock.clone()).await;
+    let in_use = |scrape: &Scrape, secret: &str| {
+        value(
+            scrape,
+            "signgate_secret_in_use",
+            &[("route", "go"), ("secret", secret)],
+        )
+    };
+    let (before, _) = scrape(&gateway).await;
+    assert_eq!(
+        value(
+            &before,
+            "signgate_secret_switch_seconds",
+            &[("route", "go")]
+        ),
+        90.0
+    );
+    assert_eq!(
+        (in_use(&before, "current"), in_use(&before, "next")),
+        (1.0, 0.0)
+    );
+    clock.set(at + 10);
+    let (after, _) = scrape(&gateway).await;
+    assert_eq!(
+        value(&after, "signgate_secret_switch_seconds", &[("route", "go")]),
+        -10.0
+    );
+    assert_eq!(
+        (in_use(&after, "current"), in_use(&after, "next")),
+        (0.0, 1.0)
+    );
+}

@@ -512,3 +512,45 @@ fn run_logs_json_from_the_flag_or_the_config_and_the_flag_wins() {
         }
     }
 }
+
+#[test]
+fn check_reports_a_secret_switch_and_refuses_one_that_has_passed_with_a_next_secret() {
+    let next = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(next.path(), "n3xt").expect("write");
+    let with_switch = |at: &str| {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        write!(
+            file,
+            "[signing]\nsecret_env = \"SIGNGATE_TEST_SECRET\"\nsecret_next_file = \"{}\"\n\
+             switch_at = {at}\n\
+             [[route]]\nname = \"images\"\nprefix = \"/img/\"\nmode = \"proxy\"\n\
+             upstream = \"https://cdn.filestackcontent.com\"\n",
+            next.path().display()
+        )
+        .expect("write");
+        file
+    };
+    let ahead = with_switch("2099-01-01T00:00:00Z");
+    let out = signgate(&["check", "--config", ahead.path().to_str().expect("utf-8")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("route `images`: switches to the next secret at 2099-01-01T00:00:00Z (in "),
+        "{text}"
+    );
+
+    let passed = with_switch("\"2020-01-01T00:00:00+02:00\"");
+    let out = signgate(&["check", "--config", passed.path().to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("route `images`: `switch_at`: 2019-12-31T22:00:00Z has passed while `secret_next_*` is set"),
+        "{err}"
+    );
+    assert!(!err.contains("n3xt") && !stdout(&out).contains("n3xt"));
+}

@@ -474,6 +474,28 @@ fn a_world_readable_secret_file_gives_a_warning() {
     assert!(parse(&toml).expect("valid").warnings.is_empty());
 }
 
+#[cfg(unix)]
+#[test]
+fn a_next_secret_file_is_watched_and_warned_about_like_the_secret_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (current, next) = (dir.path().join("current"), dir.path().join("next"));
+    std::fs::write(&current, "s3cret").expect("write");
+    std::fs::write(&next, "n3xt").expect("write");
+    std::fs::set_permissions(&current, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o604)).expect("chmod");
+    let toml = format!(
+        "[signing]\nsecret_file = {:?}\nsecret_next_file = {:?}\n{PROXY}",
+        current.display().to_string(),
+        next.display().to_string()
+    );
+    let config = parse(&toml).expect("valid");
+    assert_eq!(config.secret_files, [current, next]);
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(config.warnings[0].contains("`signing.secret_next_file`"));
+    assert!(!config.warnings[0].contains("n3xt"));
+}
+
 #[test]
 fn the_unknown_key_list_never_offers_secret() {
     let message = error_of(&format!("{SIGNING}{PROXY}cache_sise = 5\n"));

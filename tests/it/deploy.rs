@@ -176,6 +176,16 @@ async fn the_deploy_config_serves_and_exports_every_metric_the_dashboard_and_ale
                 "\"/run/secrets/signgate/filestack\"",
                 &format!("{:?}", secret.path()),
             ),
+            // A planned secret switch, so its countdown is exported too.
+            (
+                "[signing]\n",
+                "[signing]\nswitch_at = \"2099-01-01T00:00:00Z\"\n",
+            ),
+            // The canary the config suggests, on: its series exist from the start.
+            (
+                "# canary_handle = \"AbCdEfGhIjKlMnOpQrSt\"",
+                &format!("canary_handle = \"{H}\""),
+            ),
         ],
     );
     // And a verify route (the ConfigMap has none), so that its metric is exported too.
@@ -325,7 +335,7 @@ fn signgate_run_serves_the_deploy_config_then_reloads_reports_and_drains() {
         &[("shutdown_grace = \"30s\"", "shutdown_grace = \"20s\"")],
     ));
     gateway.wait_for_reloads("failure", 1.0);
-    assert!(gateway.log().contains("restart signgate to apply it"));
+    gateway.wait_for_log("restart signgate to apply it");
 
     assert_eq!(gateway.stop(), Some(0), "SIGTERM drains and exits 0");
     assert!(

@@ -247,3 +247,44 @@ fn help_documents_the_exit_codes_and_the_secret_flags() {
         "{help}"
     );
 }
+
+#[test]
+fn a_url_signed_with_the_next_secret_is_named_as_such() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let next = dir.path().join("next");
+    std::fs::write(&next, "the-next-secret").expect("write");
+    let mut file = std::fs::File::create(dir.path().join("gateway.toml")).expect("config");
+    write!(
+        file,
+        "[signing]\nsecret_env = \"{VAR}\"\nsecret_next_file = \"{}\"\n\
+         [[route]]\nname = \"images\"\nprefix = \"/img/\"\nmode = \"proxy\"\n\
+         upstream = \"https://cdn.filestackcontent.com\"\n",
+        next.display()
+    )
+    .expect("write");
+    let with_next = Policy {
+        expiry: FAR,
+        call: vec![Call::Read],
+        handle: Some(H.to_owned()),
+        ..Policy::default()
+    }
+    .sign(&Secret::new("the-next-secret".into()).expect("not empty"));
+    let url = format!(
+        "https://cdn.filestackcontent.com/{H}?policy={}&signature={}",
+        with_next.policy_for_query(),
+        with_next.signature
+    );
+    let (code, out, _) = explain_in(dir.path(), &[&url], true);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("matches route `images`'s next secret (`secret_next_*`)"),
+        "{out}"
+    );
+    let (code, out, _) = explain_in(
+        dir.path(),
+        &[&signed(&format!("/{H}"), &[Call::Read], Some(H))],
+        true,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("matches route `images`'s secret"), "{out}");
+}

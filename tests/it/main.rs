@@ -12,6 +12,7 @@ mod admin;
 mod authorize;
 mod bodies;
 mod browser;
+mod canary;
 mod cli;
 mod config;
 mod demo;

@@ -129,3 +129,49 @@ async fn upload_policy_answers_cors_only_for_listed_origins() {
     let refused = send(Method::OPTIONS, &url, &[("origin", "https://evil.example")]).await;
     assert!(refused.headers.get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn a_scheduled_switch_caps_expiries_before_it_and_signs_with_the_next_secret_from_it() {
+    let next_file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(next_file.path(), "n3xt-secret\n").expect("write");
+    let next = signgate::secret::Secret::new("n3xt-secret".into()).expect("not empty");
+    // 200 s into a bucket, 1,900 s after the clock starts.
+    let at = 1_800_002_000;
+    let clock = Arc::new(ManualClock::new(1_800_000_100));
+    let keys = format!(
+        "secret_env = \"SECRET\"\nsecret_next_file = \"{}\"\nswitch_at = \"2027-01-15T08:33:20Z\"",
+        next_file.path().display()
+    );
+    let gateway = redirect_gateway(clock.clone(), &keys).await;
+    let location = |answer: &Answer| {
+        answer.headers["location"]
+            .to_str()
+            .expect("ascii")
+            .to_owned()
+    };
+
+    // Within a ttl of the switch: the last bucket before it, and caches keep it no longer.
+    let early = get(&gateway.url(&format!("/go/{H}"))).await;
+    let policy = verify_at(&location(&early), &secret(), 1_800_000_100, Call::Read).expect("valid");
+    assert_eq!(policy.expiry, 1_800_001_800);
+    // 1,700 s left, less min_validity (900 s).
+    assert_eq!(early.headers["cache-control"], "private, max-age=800");
+    assert!(verify_at(&location(&early), &next, 1_800_000_100, Call::Read).is_err());
+
+    // In that last bucket: the switch itself, and nothing a cache may keep.
+    clock.set(at - 50);
+    let last = get(&gateway.url(&format!("/go/{H}"))).await;
+    let policy = verify_at(&location(&last), &secret(), at - 50, Call::Read).expect("valid");
+    assert_eq!(policy.expiry, at);
+    assert_eq!(last.headers["cache-control"], "private, max-age=0");
+
+    // From the switch on: the next secret signs, for a whole ttl, and nothing cached before is
+    // handed out again.
+    clock.set(at);
+    let after = get(&gateway.url(&format!("/go/{H}"))).await;
+    let policy = verify_at(&location(&after), &next, at, Call::Read).expect("valid with next");
+    assert_eq!(policy.expiry, 1_800_005_700);
+    assert!(verify_at(&location(&after), &secret(), at, Call::Read).is_err());
+    assert_ne!(location(&after), location(&last));
+    assert_eq!(after.headers["cache-control"], "private, max-age=2800");
+}

@@ -56,7 +56,7 @@ fn sighup_reloads_and_never_ends_the_process() {
     assert!(gateway.get("/upload-policy").starts_with("HTTP/1.1 200"));
     let status_page = http_get(&gateway.admin, "/");
     assert!(status_page.contains("Z, success</td>"), "{status_page}");
-    assert!(gateway.log().contains("config reloaded"));
+    gateway.wait_for_log("config reloaded");
     assert_eq!(gateway.stop(), Some(0));
 }
 
@@ -155,6 +155,7 @@ fn a_bad_file_is_refused_counted_and_the_old_config_serves_on() {
     ));
     gateway.signal("-HUP");
     gateway.wait_for_reloads("failure", 1.0);
+    gateway.wait_for_log("route `x`: `ttl`");
     let log = gateway.log();
     assert!(
         log.contains("ERROR") && log.contains("route `x`: `ttl`") && log.contains("refused"),
@@ -171,7 +172,7 @@ fn a_bad_file_is_refused_counted_and_the_old_config_serves_on() {
     .expect("write");
     gateway.signal("-HUP");
     gateway.wait_for_reloads("failure", 2.0);
-    assert!(gateway.log().contains("SIGNGATE_RELOAD_UNSET"));
+    gateway.wait_for_log("SIGNGATE_RELOAD_UNSET");
 
     assert_eq!(
         gateway.metric("signgate_config_reloads_total{outcome=\"success\"}"),
@@ -196,12 +197,8 @@ fn a_changed_listen_address_is_refused_as_needing_a_restart() {
     ));
     gateway.signal("-HUP");
     gateway.wait_for_reloads("failure", 1.0);
-    let log = gateway.log();
-    assert!(
-        log.contains("`server.listen` changed from 127.0.0.1:0 to 127.0.0.1:1")
-            && log.contains("restart signgate to apply it"),
-        "{log}"
-    );
+    gateway.wait_for_log("`server.listen` changed from 127.0.0.1:0 to 127.0.0.1:1");
+    gateway.wait_for_log("restart signgate to apply it");
     assert!(gateway.get("/upload-policy").starts_with("HTTP/1.1 200"));
     assert!(
         gateway.get(&format!("/go/{H}")).starts_with("HTTP/1.1 404"),
@@ -366,6 +363,7 @@ fn a_rewritten_secret_file_is_in_use_without_sighup_and_an_empty_one_is_refused(
     gateway.wait_for_reloads("failure", 1.0);
     assert_eq!(signed(), Some(SECOND), "the old secret kept");
     assert_eq!(gateway.metric("signgate_secret_file_changes_total"), 2.0);
+    gateway.wait_for_log("is empty");
     let log = gateway.log();
     assert!(log.contains("secret file changed"), "{log}");
     assert!(

@@ -1318,3 +1318,55 @@ async fn compressed_answers_in_flight_share_one_encoder_budget_per_worker() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn near_a_secret_switch_pages_carry_urls_that_die_by_it_and_caches_keep_them_less() {
+    let origin = start_origin(Arc::new(|_, _| {
+        respond(
+            200,
+            &[
+                ("content-type", "text/html; charset=utf-8"),
+                ("cache-control", "public, max-age=86400"),
+            ],
+            gallery_html(),
+        )
+    }))
+    .await;
+    let at = 1_800_002_000; // 2027-01-15T08:33:20Z, 200 s into a 5-minute bucket
+    let clock = Arc::new(signgate::clock::ManualClock::new(at - 1_900));
+    let config = one_route(
+        "site",
+        "/",
+        &format!("http://{origin}"),
+        "ttl = \"1h\"\nbucket = \"5m\"\nsecret_env = \"SECRET\"\nswitch_at = \"2027-01-15T08:33:20Z\"",
+    );
+    let gateway = TestGateway::start_with_clock(&config, clock.clone()).await;
+    let expiries_and_max_age = |answer: &Answer| {
+        let expiries: Vec<u64> = signed_urls(&answer.text())
+            .iter()
+            .map(|url| {
+                let policy = signgate::verify::parse_url(url).expect("parses").policy;
+                signgate::policy::DecodedPolicy::decode(policy.as_deref().expect("policy"))
+                    .expect("decodes")
+                    .expiry
+            })
+            .collect();
+        (
+            expiries,
+            answer.headers["cache-control"]
+                .to_str()
+                .expect("ascii")
+                .to_owned(),
+        )
+    };
+    // A ttl ahead of the switch's bucket: every URL dies at the bucket before it, and a cache
+    // keeps the page until min_validity (900 s) before that.
+    let (expiries, cache_control) = expiries_and_max_age(&get(&gateway.url("/")).await);
+    assert_eq!(expiries, [1_800_001_800; 5]);
+    assert_eq!(cache_control, "public, max-age=800");
+    // In the last bucket: the switch itself, and no cache may keep the page.
+    clock.set(at - 60);
+    let (expiries, cache_control) = expiries_and_max_age(&get(&gateway.url("/")).await);
+    assert_eq!(expiries, [at; 5]);
+    assert_eq!(cache_control, "public, max-age=0");
+}

@@ -1,6 +1,7 @@
 //! The tests' CDN: the demo's [`StandInCdn`] (one verifying logic for both) served on
 //! 127.0.0.1:0, recording every request, with what only tests need around it: generated and
-//! gated bodies, a stall before headers, TLS, and headers the gateway must not pass on.
+//! gated bodies, a stall before headers, `HEAD` refused, TLS, a secret switched mid-test, and
+//! headers the gateway must not pass on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,6 +105,7 @@ pub struct TestCdn {
 pub struct TestCdnBuilder {
     files: Vec<(String, StoredFile)>,
     stall_before_headers: bool,
+    refuse_head: bool,
     tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -112,8 +114,15 @@ impl TestCdn {
         TestCdnBuilder {
             files: Vec::new(),
             stall_before_headers: false,
+            refuse_head: false,
             tls: None,
         }
+    }
+
+    /// Verifies with `secret` from now on, as after a change on the CDN's dashboard.
+    pub fn set_secret(&self, secret: &str) {
+        self.cdn
+            .set_secret(signgate::secret::Secret::new(secret.into()).expect("not empty"));
     }
 
     /// Every request received so far, oldest first.
@@ -150,6 +159,12 @@ impl TestCdnBuilder {
         self
     }
 
+    /// Answers every `HEAD` with 405, as a CDN that serves only `GET` does (unrecorded).
+    pub fn refuse_head(mut self) -> Self {
+        self.refuse_head = true;
+        self
+    }
+
     /// Serve https with this PEM certificate chain and PEM private key.
     pub fn tls(mut self, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Self {
         self.tls = Some((cert_pem, key_pem));
@@ -162,12 +177,20 @@ impl TestCdnBuilder {
         for (handle, file) in self.files {
             cdn.insert(&handle, file);
         }
-        let stall = self.stall_before_headers;
+        let (stall, refuse_head) = (self.stall_before_headers, self.refuse_head);
         let handler = {
             let cdn = Arc::clone(&cdn);
-            move |request| {
+            move |request: hyper::Request<hyper::body::Incoming>| {
                 let cdn = Arc::clone(&cdn);
                 async move {
+                    if refuse_head && request.method() == http::Method::HEAD {
+                        let mut response = Response::new(signgate::body::empty());
+                        *response.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
+                        response
+                            .headers_mut()
+                            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+                        return response;
+                    }
                     let mut response = cdn.handle(request).await;
                     if stall {
                         std::future::pending::<()>().await;

@@ -107,6 +107,20 @@ impl GatewayProcess {
         assert_eq!(self.metric(&series), count, "{series}");
     }
 
+    /// Waits up to 10 s for `needle` in the log (read by a thread of its own, so a line the
+    /// process has written may not be here yet).
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not logged within 10 s; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Everything it has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().expect("log").clone()
