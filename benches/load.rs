@@ -84,7 +84,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -117,15 +117,12 @@ use tokio::net::{TcpListener, TcpStream};
 
 mod support;
 use support::{
-    Spawned, clock_ticks_per_second, command_output, cpu_ticks, env_u64, exit_with_parent,
-    first_stdout_line, free_port, machine_line, patterned_body, serve_http1_forever, stat_fields,
-    status_kib, tool_exists,
+    DEADLINE_ENV, ROLE_ENV, Spawned, WrkResult, announce, bench_main, clock_ticks_per_second,
+    command_output, cpu_ticks, env_u64, exit_with_parent, free_port, machine_line, patterned_body,
+    require_tools, run_wrk, serve_http1_forever, spawn_process, start_nginx, stat_fields,
+    status_kib, wrk_script,
 };
 
-/// Which role a re-executed copy of this binary plays: `origin` or `gateway`.
-const ROLE_ENV: &str = "SIGNGATE_LOAD_ROLE";
-/// A role process exits by itself after this many seconds, whatever happens to the parent.
-const DEADLINE_ENV: &str = "SIGNGATE_LOAD_DEADLINE_SECS";
 /// Gateway role: `workers` (what `signgate run` uses: a `current_thread` runtime per core on
 /// `SO_REUSEPORT` listeners) or `multi_thread` (tokio's multi-thread runtime, for comparison).
 const RUNTIME_ENV: &str = "SIGNGATE_LOAD_RUNTIME";
@@ -181,21 +178,7 @@ fn handle(i: usize) -> String {
 }
 
 fn main() -> ExitCode {
-    if let Ok(role) = std::env::var(ROLE_ENV) {
-        return run_role(&role);
-    }
-    if std::env::args().skip(1).any(|a| a == "--bench") {
-        match bench() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("load bench failed: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    } else {
-        smoke();
-        ExitCode::SUCCESS
-    }
+    bench_main("load", run_role, bench, smoke)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -489,17 +472,6 @@ async fn scrape(stream: &mut TcpStream) -> Result<usize, String> {
     }
 }
 
-/// `READY` and the ports the role listens on: what [`spawn_process`] waits for.
-fn announce(ports: &[u16]) {
-    let mut out = std::io::stdout().lock();
-    write!(out, "READY").expect("stdout");
-    for port in ports {
-        write!(out, " {port}").expect("stdout");
-    }
-    writeln!(out).expect("stdout");
-    out.flush().expect("stdout");
-}
-
 // ---------------------------------------------------------------------------------------------
 // Smoke check (no `--bench`): in-process, no external tools.
 
@@ -669,47 +641,6 @@ fn spawn_role(role: &str, env: &[(&str, &str)], deadline: u64) -> Result<(Spawne
     Ok((spawned, port))
 }
 
-/// Re-executes this binary as `role` on `core`; returns it once it has announced itself, and
-/// the ports it announced.
-fn spawn_process(
-    role: &str,
-    core: &str,
-    env: &[(&str, &str)],
-    deadline: u64,
-) -> Result<(Spawned, Vec<u16>), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let mut command = Command::new("taskset");
-    command
-        .args(["-c", core])
-        .arg(&exe)
-        .env(ROLE_ENV, role)
-        .env(DEADLINE_ENV, deadline.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot start {role}: {e}"))?;
-    let stdin = child.stdin.take();
-    let line = first_stdout_line(&mut child, role, Duration::from_secs(15));
-    let spawned = Spawned {
-        name: role.to_owned(),
-        child,
-        stdin,
-        group: false,
-    };
-    let line = line?;
-    let mut words = line.split_whitespace();
-    let ports = (words.next() == Some("READY"))
-        .then(|| words.map(|p| p.parse().ok()).collect::<Option<Vec<u16>>>())
-        .flatten()
-        .ok_or_else(|| format!("{role} said {line:?} instead of READY <port>..."))?;
-    Ok((spawned, ports))
-}
-
 /// What an nginx instance does in front of its origin.
 #[derive(Clone, Copy)]
 enum NginxKind {
@@ -807,64 +738,20 @@ fn spawn_nginx(
     deadline: u64,
 ) -> Result<(Spawned, u16), String> {
     let port = free_port()?;
-    for sub in ["", "client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
-        std::fs::create_dir_all(prefix.join(sub)).map_err(|e| e.to_string())?;
-    }
+    std::fs::create_dir_all(prefix).map_err(|e| e.to_string())?;
     if let NginxKind::NjsSigner(expiry) = kind {
         let script = prefix.join("signer.js");
         std::fs::write(&script, njs_signer(expiry))
             .map_err(|e| format!("{}: {e}", script.display()))?;
     }
     let conf = nginx_conf(prefix, kind, port, origin_port);
-    let conf_path = prefix.join("nginx.conf");
-    std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
-    let child = Command::new("timeout")
-        .args([
-            "-k",
-            "5",
-            &deadline.to_string(),
-            "taskset",
-            "-c",
-            SERVER_CORE,
-        ])
-        .arg("nginx")
-        .arg("-p")
-        .arg(prefix)
-        .arg("-c")
-        .arg(&conf_path)
-        .arg("-e")
-        .arg(prefix.join("error.log"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start nginx: {e}"))?;
-    let mut spawned = Spawned {
-        name: "nginx".into(),
-        child,
-        stdin: None,
-        group: true,
-    };
-    let until = Instant::now() + Duration::from_secs(15);
-    loop {
-        if spawned.exited() {
-            let log = std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default();
-            let hint = match kind {
-                NginxKind::NjsSigner(_) => format!(
-                    "\n(the njs signer needs nginx's njs module, {NJS_MODULE}: apt-get install -y {NJS_PACKAGE}, or LOAD_NJS=0 to skip it)"
-                ),
-                NginxKind::ProxyPass => String::new(),
-            };
-            return Err(format!("nginx exited at start:\n{log}{hint}"));
-        }
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok((spawned, port));
-        }
-        if Instant::now() > until {
-            return Err("nginx did not listen within 15 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let spawned = start_nginx(prefix, &conf, port, deadline, SERVER_CORE).map_err(|e| match kind {
+        NginxKind::NjsSigner(_) => format!(
+            "{e}\n(the njs signer needs nginx's njs module, {NJS_MODULE}: apt-get install -y {NJS_PACKAGE}, or LOAD_NJS=0 to skip it)"
+        ),
+        NginxKind::ProxyPass => e,
+    })?;
+    Ok((spawned, port))
 }
 
 /// The worker of the nginx under `prefix`: the child of the master named in its pid file.
@@ -947,102 +834,11 @@ fn core_ticks(core: &str) -> (u64, u64) {
 // ---------------------------------------------------------------------------------------------
 // wrk.
 
-struct WrkResult {
-    requests_per_second: f64,
-    p50_us: f64,
-    p99_us: f64,
-    requests: u64,
-    non_2xx: u64,
-    socket_errors: String,
-}
-
 fn lua_script() -> String {
-    let mut script = String::from("local paths = {\n");
-    for i in 0..HANDLES {
-        script.push_str(&format!("  \"/img/{}\",\n", handle(i)));
-    }
-    script.push_str(
-        "}\n\
-         local requests = {}\n\
-         local n = 0\n\
-         function init(args)\n\
-           for i, path in ipairs(paths) do requests[i] = wrk.format(\"GET\", path) end\n\
-         end\n\
-         function request()\n\
-           n = n % #requests + 1\n\
-           return requests[n]\n\
-         end\n",
-    );
-    script
-}
-
-fn run_wrk(script: &Path, port: u16, seconds: u64, connections: u64) -> Result<WrkResult, String> {
-    let threads = connections.min(2);
-    let output = Command::new("timeout")
-        .args(["-k", "5", &(seconds + 30).to_string()])
-        .args(["taskset", "-c", LOAD_CORE, "wrk"])
-        .arg(format!("-t{threads}"))
-        .arg(format!("-c{connections}"))
-        .arg(format!("-d{seconds}s"))
-        .args(["--timeout", "5s", "--latency", "-s"])
-        .arg(script)
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run wrk: {e}"))?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    if !output.status.success() {
-        return Err(format!(
-            "wrk failed ({}): {text}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    parse_wrk(&text).ok_or_else(|| format!("cannot read wrk's output:\n{text}"))
-}
-
-fn parse_wrk(text: &str) -> Option<WrkResult> {
-    let mut result = WrkResult {
-        requests_per_second: f64::NAN,
-        p50_us: f64::NAN,
-        p99_us: f64::NAN,
-        requests: 0,
-        non_2xx: 0,
-        socket_errors: "none".into(),
-    };
-    for line in text.lines().map(str::trim) {
-        if let Some(v) = line.strip_prefix("Requests/sec:") {
-            result.requests_per_second = v.trim().parse().ok()?;
-        } else if let Some(v) = line.strip_prefix("50%") {
-            result.p50_us = latency_us(v.trim())?;
-        } else if let Some(v) = line.strip_prefix("99%") {
-            result.p99_us = latency_us(v.trim())?;
-        } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
-            result.non_2xx = v.trim().parse().ok()?;
-        } else if let Some(v) = line.strip_prefix("Socket errors:") {
-            result.socket_errors = v.trim().to_owned();
-        } else if let Some((n, _)) = line.split_once(" requests in ") {
-            result.requests = n.trim().parse().ok()?;
-        }
-    }
-    (result.requests_per_second.is_finite()
-        && result.p50_us.is_finite()
-        && result.p99_us.is_finite())
-    .then_some(result)
-}
-
-fn latency_us(text: &str) -> Option<f64> {
-    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let scale = match unit {
-        "us" => 1.0,
-        "ms" => 1e3,
-        "s" => 1e6,
-        "m" => 60e6,
-        _ => return None,
-    };
-    Some(number * scale)
+    let paths: Vec<String> = (0..HANDLES)
+        .map(|i| format!("/img/{}", handle(i)))
+        .collect();
+    wrk_script(&paths)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1373,12 +1169,12 @@ fn measure(
         "{}: {WARMUP_SECONDS} s warm-up, then {seconds} s with {connections} connections",
         target.name
     );
-    run_wrk(script, target.port, WARMUP_SECONDS, connections)?;
+    run_wrk(script, target.port, WARMUP_SECONDS, connections, LOAD_CORE)?;
     let origin_pid = target.origin.pid;
     let before = CoreUse::now(target.pid, origin_pid);
     let (user0, system0) = cpu_ticks(target.pid);
     let (switches0, _) = context_switches(target.pid);
-    let wrk = run_wrk(script, target.port, seconds, connections)?;
+    let wrk = run_wrk(script, target.port, seconds, connections, LOAD_CORE)?;
     let (user1, system1) = cpu_ticks(target.pid);
     let (switches1, threads) = context_switches(target.pid);
     let after = CoreUse::now(target.pid, origin_pid);
@@ -1457,16 +1253,7 @@ impl CoreUse {
 }
 
 fn bench() -> Result<(), String> {
-    let missing: Vec<&str> = ["wrk", "nginx", "taskset", "timeout"]
-        .into_iter()
-        .filter(|tool| !tool_exists(tool))
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!(
-            "missing {}; install with:\n    {INSTALL}",
-            missing.join(", ")
-        ));
-    }
+    require_tools(&["wrk", "nginx", "taskset", "timeout"], INSTALL)?;
     let seconds = env_u64("LOAD_SECONDS", 10, 1..=600)?;
     let connections = env_u64("LOAD_CONNECTIONS", 64, 1..=4000)?;
     let with_current_thread = std::env::var("LOAD_MULTI_THREAD").is_ok_and(|v| v == "1");

@@ -1,10 +1,12 @@
-//! Signing cost on one core: a cache miss (policy JSON, base64, HMAC-SHA256) and a cache hit.
+//! Signing cost on one core: a cache miss (policy JSON, base64, HMAC-SHA256) and a cache hit;
+//! and what a verify route spends checking a URL (parse, HMAC, decode, checks).
 //!
 //! Run: `cargo bench --bench sign`
 //!
 //! Targets (issue 2): miss under 2 µs, hit under 150 ns.
 //! Last recorded (2-core x86_64 VM, 2026-11-29, two runs): miss 466–557 ns, miss through the
-//! cache 678–685 ns, hit 99–106 ns.
+//! cache 678–685 ns, hit 99–106 ns. A verify route's check of a URL (2026-12-01):
+//! 1.92–1.94 µs.
 
 use std::hint::black_box;
 
@@ -68,5 +70,40 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// What a verify route does per request before it asks the origin: read the URL in any
+/// spelling, HMAC the policy, decode it and check expiry, handle and calls.
+fn verify(c: &mut Criterion) {
+    let route = &Config::from_toml_str(
+        "[signing]\nsecret_env = \"S\"\n[[route]]\nname = \"files\"\nprefix = \"/v/\"\n\
+         mode = \"verify\"\nupstream = \"http://127.0.0.1:9000\"\n",
+        |_| Some("Z3IYZSH2UJA7VN3QYFVSVCF7PI".into()),
+    )
+    .expect("bench config is valid")
+    .routes[0];
+    let signing = &route.signing;
+    let signgate::config::RouteKind::Verify(verify) = &route.kind else {
+        unreachable!("a verify route");
+    };
+    let handle = handles(1)[0];
+    let credentials = RouteSigner::for_route(route).sign_uncached(NOW, NOW + 3600, Some(handle));
+    let query = format!(
+        "policy={}&signature={}",
+        credentials.policy_for_query(),
+        credentials.signature
+    );
+    c.bench_function("verify: parse + hmac + decode + checks", |b| {
+        b.iter(|| {
+            signgate::mode::verify::check(
+                black_box(handle.as_str()),
+                Some(black_box(&query)),
+                signing,
+                &route.tasks,
+                &verify.checks,
+                NOW,
+            )
+        })
+    });
+}
+
+criterion_group!(benches, bench, verify);
 criterion_main!(benches);

@@ -10,6 +10,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::authorize::Denial;
 use crate::body::{BoxError, ResponseBody, full};
 use crate::config::ConfigError;
+use crate::mode::verify::{Refused, VerifyMark};
 
 /// Who a failure is down to; sets the log level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +177,9 @@ pub enum ProxyError {
     /// The upstream answered something unusable.
     #[error("bad upstream response")]
     UpstreamBroken(#[source] BoxError),
+    /// A verify route refused the request's credentials (or its path, or a task).
+    #[error("credentials refused: {}", .0.check.as_str())]
+    Unverified(Box<Refused>),
     /// signgate could not build something it should always be able to.
     #[error("internal error")]
     Internal(#[source] BoxError),
@@ -196,6 +200,9 @@ impl ProxyError {
             | ProxyError::TaskNotAllowed
             | ProxyError::SourceNotAllowed => StatusCode::FORBIDDEN,
             ProxyError::Denied(denial) => denial.status(),
+            // 400 for a path that names no file, the route's `expired_status` for an expired
+            // policy, 403 for every other refusal.
+            ProxyError::Unverified(refused) => refused.status(),
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -229,6 +236,7 @@ impl ProxyError {
             | ProxyError::BadSource
             | ProxyError::SourceNotAllowed
             | ProxyError::Denied(_)
+            | ProxyError::Unverified(_)
             | ProxyError::TooManyHeaders
             | ProxyError::ClientBodyTimeout(_)
             | ProxyError::ClientBodyBroken(_)
@@ -265,6 +273,7 @@ impl ProxyError {
             | ProxyError::BadSource
             | ProxyError::SourceNotAllowed
             | ProxyError::Denied(_)
+            | ProxyError::Unverified(_)
             | ProxyError::AuthorizeUnreachable(_)
             | ProxyError::AuthorizeFailed(_)
             | ProxyError::AuthorizeTimeout(_)
@@ -295,6 +304,8 @@ impl ProxyError {
                 "forbidden: this route does not sign that external source\n"
             }
             ProxyError::Denied(_) => "forbidden\n",
+            // The response names the file and the reason: see `into_response`.
+            ProxyError::Unverified(_) => "forbidden: credentials refused\n",
             ProxyError::AuthorizeUnreachable(_) | ProxyError::AuthorizeFailed(_) => {
                 "bad gateway: authorization failed\n"
             }
@@ -313,13 +324,23 @@ impl ProxyError {
     }
 
     /// The response for this error: its status and a short `text/plain` body (for a denial,
-    /// what the authorization service answered, as [`Denial::response`] trims it).
+    /// what the authorization service answered, as [`Denial::response`] trims it; for a
+    /// verify route's refusal, the file and the reason as the CDN words them, with the failed
+    /// check in a [`VerifyMark`] for the access log).
     pub fn into_response(self) -> Response<ResponseBody> {
         if let ProxyError::Denied(denial) = &self {
             return denial.response();
         }
-        let message = self.public_message();
-        let mut response = Response::new(full(Bytes::from_static(message.as_bytes())));
+        let body = match &self {
+            ProxyError::Unverified(refused) => Bytes::from(refused.body()),
+            _ => Bytes::from_static(self.public_message().as_bytes()),
+        };
+        let mut response = Response::new(full(body));
+        if let ProxyError::Unverified(refused) = &self {
+            response
+                .extensions_mut()
+                .insert(VerifyMark(Some(refused.check)));
+        }
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(
@@ -396,6 +417,7 @@ pub enum StartupError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mode::verify::Check;
 
     #[test]
     fn every_error_has_its_status_and_blame() {
@@ -443,6 +465,33 @@ mod tests {
             (ProxyError::UpstreamBusy, 503, Blame::Upstream),
             (ProxyError::Internal(io()), 500, Blame::Internal),
         ];
+        let refused = |check, expired_status| {
+            ProxyError::Unverified(Box::new(Refused {
+                check,
+                handle: None,
+                detail: "x",
+                expired_status,
+            }))
+        };
+        let table = table.into_iter().chain([
+            (refused(Check::Target, StatusCode::GONE), 400, Blame::Client),
+            (
+                refused(Check::Signature, StatusCode::GONE),
+                403,
+                Blame::Client,
+            ),
+            (refused(Check::Task, StatusCode::GONE), 403, Blame::Client),
+            (
+                refused(Check::Expired, StatusCode::GONE),
+                410,
+                Blame::Client,
+            ),
+            (
+                refused(Check::Expired, StatusCode::FORBIDDEN),
+                403,
+                Blame::Client,
+            ),
+        ]);
         for (error, status, blame) in table {
             assert_eq!(error.status().as_u16(), status, "{error}");
             assert_eq!(error.blame(), blame, "{error}");

@@ -154,7 +154,7 @@ fn is_credential_task(task: &str) -> bool {
 ///
 /// Quotes, slashes, percent signs and spaces are refused, so a task cannot smuggle a URL or a
 /// second path segment past the handle check.
-fn is_task(task: &str) -> bool {
+pub(crate) fn is_task(task: &str) -> bool {
     let (name, params) = task.split_once('=').unwrap_or((task, ""));
     !name.is_empty()
         && name.len() <= 64

@@ -14,6 +14,7 @@ use crate::activity::InFlight;
 use crate::body::{BoxError, ResponseBody};
 use crate::error::{Blame, ProxyError};
 use crate::metrics::RequestMetrics;
+use crate::mode::verify::VerifyMark;
 use crate::request_id::RequestId;
 use crate::rewrite::RewriteMark;
 
@@ -42,6 +43,9 @@ pub struct AccessLog {
     pub upstream_status: Option<http::StatusCode>,
     /// The request's id, as sent upstream and back to the client.
     pub request_id: RequestId,
+    /// A verify route's outcome: `valid` or the failed check; `-` on other routes, or when no
+    /// check was made (a 405, a CORS preflight).
+    pub verify: Option<VerifyMark>,
 }
 
 /// The status the upstream (a proxy route's CDN, a site route's origin) answered with: put in
@@ -141,6 +145,7 @@ impl Drop for Metered {
             // Absent when no upstream answered.
             upstream_status = log.upstream_status.map(|s| s.as_u16()),
             request_id = %log.request_id,
+            verify = %log.verify.map_or("-", VerifyMark::as_str),
         );
     }
 }

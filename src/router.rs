@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use crate::authorize::Authorizer;
 use crate::config::{
-    Config, FileServing, Mode, ProxyRoute, Route, RouteKind, SiteRoute, UploadPolicyRoute, Upstream,
+    Config, FileServing, Mode, ProxyRoute, Route, RouteKind, SiteRoute, UploadPolicyRoute,
+    Upstream, VerifyChecks, VerifyRoute,
 };
 use crate::error::StartupError;
 use crate::metrics::{Metrics, RouteMetrics};
@@ -39,6 +40,18 @@ pub enum ActiveKind {
     Site(ActiveSite),
     /// `upload-policy`.
     UploadPolicy(UploadPolicyRoute),
+    /// `verify`: the pooled client to the private origin, and how credentials are checked.
+    Verify(ActiveVerify),
+}
+
+/// A verify route ready to serve.
+pub struct ActiveVerify {
+    /// The pooled client to the private origin.
+    pub client: UpstreamClient,
+    /// `inline_types` and `cors_origins`.
+    pub serving: FileServing,
+    /// `expired_status`, `expiry_grace`, `origin_container`.
+    pub checks: VerifyChecks,
 }
 
 /// A proxy route ready to serve.
@@ -127,6 +140,15 @@ impl ActiveRoute {
                 })
             }
             RouteKind::UploadPolicy(upload) => ActiveKind::UploadPolicy(upload.clone()),
+            RouteKind::Verify(VerifyRoute {
+                fetch,
+                serving,
+                checks,
+            }) => ActiveKind::Verify(ActiveVerify {
+                client: UpstreamClient::new(&route.name, fetch, upstream_metrics, max_skew)?,
+                serving: serving.clone(),
+                checks: checks.clone(),
+            }),
         };
         Ok(Self {
             name: Arc::from(route.name.as_str()),
@@ -155,6 +177,7 @@ impl ActiveRoute {
             ActiveKind::Redirect(_) => Mode::Redirect,
             ActiveKind::Site(_) => Mode::Site,
             ActiveKind::UploadPolicy(_) => Mode::UploadPolicy,
+            ActiveKind::Verify(_) => Mode::Verify,
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::error::{ProxyError, StartupError};
 use crate::health::Health;
 use crate::host::{check_method, check_target, settle_host};
 use crate::metrics::Metrics;
+use crate::mode::verify::VerifyMark;
 use crate::mode::{self, RequestContext};
 use crate::protocol::{Protocol, ServedConnection, sniff};
 use crate::request_id::{RequestIds, X_REQUEST_ID};
@@ -455,6 +456,10 @@ async fn handle_request(
         // A stream the client never reads is never polled: watch it from a task of its own.
         body = pumped(body, state.server.send_timeout);
     }
+    let verify = parts.extensions.remove::<VerifyMark>();
+    if let (Some(route), Some(mark)) = (&route, verify) {
+        route.verify.count(mark);
+    }
     let log = AccessLog {
         method,
         route: route_name,
@@ -466,6 +471,7 @@ async fn handle_request(
         peer: peer.addr,
         upstream_status: parts.extensions.remove::<UpstreamStatus>().map(|s| s.0),
         request_id,
+        verify,
     };
     let body = Metered::new(body, log, requests);
     Ok(Response::from_parts(

@@ -132,6 +132,11 @@ impl TaskAllowlist {
         Ok(Self { names: allowed })
     }
 
+    /// No task at all: a verify route's default.
+    pub fn none() -> Self {
+        Self { names: Vec::new() }
+    }
+
     /// Whether a task segment (`resize=width:300`) may be signed. Names are compared exactly:
     /// the CDN spells them in lowercase.
     pub fn allows(&self, task: &str) -> bool {

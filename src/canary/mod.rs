@@ -213,7 +213,9 @@ impl Probe {
                 },
                 route.signing.max_clock_skew,
             ),
-            RouteKind::Site(_) | RouteKind::UploadPolicy(_) => return Ok(None),
+            RouteKind::Site(_) | RouteKind::UploadPolicy(_) | RouteKind::Verify(_) => {
+                return Ok(None);
+            }
         };
         let client = UpstreamClient::new(&route.name, &fetch, &upstream_metrics, max_skew)?;
         Ok(Some(Self {

@@ -49,6 +49,10 @@ pub fn run(listen: SocketAddr, log_format: crate::config::LogFormat) -> ExitCode
             "  the admin listener (/healthz, /readyz, /metrics, status page): http://{}/",
             demo.admin
         );
+        println!(
+            "  a second gateway, a verify route in front of a folder: http://{}/ (the folder's own file server: http://{}/)",
+            demo.verify, demo.folder
+        );
         println!("  a secret was generated for this run only; Ctrl-C to stop");
         if let Some(command) = demo.explain_command() {
             // The secret is random per run and signs for nothing but this demo: safe to show.

@@ -21,7 +21,8 @@ struct Output {
 
 /// Where a route's signed URLs point: the CDN for proxy and redirect routes, the first of
 /// `rewrite_hosts` for a site route (its upstream is the site, not the CDN), none for an upload
-/// policy.
+/// policy or a verify route (its upstream is the private origin; clients reach the route at an
+/// address the config does not know).
 fn cdn_base(route: &Route) -> Option<String> {
     match &route.kind {
         RouteKind::Proxy(proxy) => Some(proxy.fetch.upstream.base().to_owned()),
@@ -31,7 +32,7 @@ fn cdn_base(route: &Route) -> Option<String> {
             .hosts
             .first()
             .map(|host| format!("https://{host}")),
-        RouteKind::UploadPolicy(_) => None,
+        RouteKind::UploadPolicy(_) | RouteKind::Verify(_) => None,
     }
 }
 

@@ -7,7 +7,7 @@ use http::Uri;
 
 use super::raw::RawRoute;
 use super::units::parse_duration;
-use super::{ConfigError, DEFAULT_AUTHORIZE_TIMEOUT, invalid};
+use super::{ConfigError, DEFAULT_AUTHORIZE_TIMEOUT, Mode, invalid};
 use crate::tasks::TaskAllowlist;
 
 /// `authorize_url` and its settings: the service asked, like nginx's `auth_request`, before a
@@ -25,15 +25,19 @@ pub struct Authorize {
     pub cache: Duration,
 }
 
-/// The route's `tasks`, or the read-only default.
+/// The route's `tasks`, or the default: the read-only transformations where signgate signs,
+/// none on a verify route (whose origin, a file server or a store, cannot transform: a URL with
+/// tasks is refused unless the route lists them, to pass them on).
 pub(super) fn build_tasks(
     raw: &RawRoute,
+    mode: Mode,
     key: &dyn Fn(&str) -> String,
 ) -> Result<TaskAllowlist, ConfigError> {
-    raw.tasks.as_deref().map_or_else(
-        || Ok(TaskAllowlist::default()),
-        |names| TaskAllowlist::parse(names).map_err(|r| invalid(key("tasks"), r)),
-    )
+    match raw.tasks.as_deref() {
+        Some(names) => TaskAllowlist::parse(names).map_err(|r| invalid(key("tasks"), r)),
+        None if mode == Mode::Verify => Ok(TaskAllowlist::none()),
+        None => Ok(TaskAllowlist::default()),
+    }
 }
 
 /// The route's `authorize_url` and settings, if it sets one.

@@ -38,8 +38,9 @@ pub use canary::Canary;
 pub use cidr::Cidr;
 pub use log::{LogConfig, LogFormat};
 pub use route::{
-    AppKey, DEFAULT_INLINE_TYPES, Fetch, FileServing, Mode, OnOverflow, ProxyRoute, RewriteRules,
-    Route, RouteKind, SiteRoute, Timeouts, UploadPolicyRoute, Upstream,
+    AppKey, DEFAULT_INLINE_TYPES, Fetch, FileServing, MAX_EXPIRY_GRACE, Mode, OnOverflow,
+    ProxyRoute, RewriteRules, Route, RouteKind, SiteRoute, Timeouts, UploadPolicyRoute, Upstream,
+    VerifyChecks, VerifyRoute,
 };
 pub use secret_source::SecretsNeeded;
 pub use signing::{Rotation, SecretRole, Signing};

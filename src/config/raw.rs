@@ -119,6 +119,9 @@ pub(super) struct RawRoute {
     pub authorize_url: Option<String>,
     pub authorize_timeout: Option<String>,
     pub authorize_cache: Option<String>,
+    pub expired_status: Option<u16>,
+    pub expiry_grace: Option<String>,
+    pub origin_container: Option<String>,
     pub canary_handle: Option<String>,
     pub canary_interval: Option<String>,
     pub canary_gates_readiness: Option<bool>,
@@ -141,19 +144,24 @@ pub(super) struct RawRoute {
 }
 
 /// Routes that fetch from their upstream.
-const FETCHING: &[Mode] = &[Mode::Proxy, Mode::Site];
+const FETCHING: &[Mode] = &[Mode::Proxy, Mode::Site, Mode::Verify];
 /// Routes with an upstream.
-const WITH_UPSTREAM: &[Mode] = &[Mode::Proxy, Mode::Redirect, Mode::Site];
+const WITH_UPSTREAM: &[Mode] = &[Mode::Proxy, Mode::Redirect, Mode::Site, Mode::Verify];
 /// Site routes.
 const SITE: &[Mode] = &[Mode::Site];
 /// Upload-policy routes.
 const UPLOAD: &[Mode] = &[Mode::UploadPolicy];
-/// Proxy routes.
-const PROXY: &[Mode] = &[Mode::Proxy];
+/// Routes that serve files fetched from their upstream as they are.
+const FILES: &[Mode] = &[Mode::Proxy, Mode::Verify];
 /// Routes whose answers a browser may read across origins.
-const CORS: &[Mode] = &[Mode::Proxy, Mode::UploadPolicy];
-/// Routes that sign file references a client names.
-const SIGNING_FILES: &[Mode] = &[Mode::Proxy, Mode::Redirect, Mode::Site];
+const CORS: &[Mode] = &[Mode::Proxy, Mode::UploadPolicy, Mode::Verify];
+/// Routes that sign file references a client names, or check them (verify: the tasks passed
+/// on to the origin).
+const SIGNING_FILES: &[Mode] = &[Mode::Proxy, Mode::Redirect, Mode::Site, Mode::Verify];
+/// Routes whose policies are signgate's own: every mode but verify, which checks others'.
+const SIGNING: &[Mode] = &[Mode::Proxy, Mode::Redirect, Mode::Site, Mode::UploadPolicy];
+/// Verify routes.
+const VERIFY: &[Mode] = &[Mode::Verify];
 /// Routes that hand a signature to the client who asks (site routes sign what the site wrote).
 const ASKING: &[Mode] = &[Mode::Proxy, Mode::Redirect, Mode::UploadPolicy];
 /// Routes whose upstream is the CDN they sign for: where a canary can fetch.
@@ -223,7 +231,12 @@ impl RawRoute {
             ),
             ("compress", self.compress.is_some(), SITE),
             ("cors_origins", self.cors_origins.is_some(), CORS),
-            ("inline_types", self.inline_types.is_some(), PROXY),
+            ("inline_types", self.inline_types.is_some(), FILES),
+            ("calls", self.calls.is_some(), SIGNING),
+            ("url", self.url.is_some(), SIGNING),
+            ("expired_status", self.expired_status.is_some(), VERIFY),
+            ("expiry_grace", self.expiry_grace.is_some(), VERIFY),
+            ("origin_container", self.origin_container.is_some(), VERIFY),
             ("max_size", self.max_size.is_some(), UPLOAD),
             ("min_size", self.min_size.is_some(), UPLOAD),
             ("path", self.path.is_some(), UPLOAD),

@@ -35,11 +35,20 @@ pub enum Mode {
     Site,
     /// Hand out an upload policy with the route's limits.
     UploadPolicy,
+    /// Check the credentials a request carries, in front of a private origin, and forward
+    /// only valid requests, without their credentials.
+    Verify,
 }
 
 impl Mode {
     /// Every mode, in the documentation's order.
-    pub const ALL: [Mode; 4] = [Mode::Proxy, Mode::Redirect, Mode::Site, Mode::UploadPolicy];
+    pub const ALL: [Mode; 5] = [
+        Mode::Proxy,
+        Mode::Redirect,
+        Mode::Site,
+        Mode::UploadPolicy,
+        Mode::Verify,
+    ];
 
     /// The spelling used in `gateway.toml`.
     pub fn as_str(self) -> &'static str {
@@ -48,6 +57,7 @@ impl Mode {
             Mode::Redirect => "redirect",
             Mode::Site => "site",
             Mode::UploadPolicy => "upload-policy",
+            Mode::Verify => "verify",
         }
     }
 
@@ -55,10 +65,11 @@ impl Mode {
         Mode::ALL.into_iter().find(|m| m.as_str() == text)
     }
 
-    /// `calls` when the route sets none.
+    /// `calls` when the route sets none. A verify route signs nothing (the config refuses
+    /// `calls` on one); `read` is what `signgate sign --route` writes for it.
     pub fn default_calls(self) -> Vec<Call> {
         match self {
-            Mode::Proxy | Mode::Redirect => vec![Call::Read],
+            Mode::Proxy | Mode::Redirect | Mode::Verify => vec![Call::Read],
             Mode::Site => vec![Call::Read, Call::Convert],
             Mode::UploadPolicy => vec![Call::Pick, Call::Store],
         }
@@ -119,15 +130,17 @@ impl Route {
             RouteKind::Proxy(proxy) => Some(&proxy.fetch.upstream),
             RouteKind::Redirect { upstream } => Some(upstream),
             RouteKind::Site(site) => Some(&site.fetch.upstream),
+            RouteKind::Verify(verify) => Some(&verify.fetch.upstream),
             RouteKind::UploadPolicy(_) => None,
         }
     }
 
-    /// How the route fetches, for proxy and site routes.
+    /// How the route fetches, for proxy, site and verify routes.
     pub fn fetch(&self) -> Option<&Fetch> {
         match &self.kind {
             RouteKind::Proxy(proxy) => Some(&proxy.fetch),
             RouteKind::Site(site) => Some(&site.fetch),
+            RouteKind::Verify(verify) => Some(&verify.fetch),
             RouteKind::Redirect { .. } | RouteKind::UploadPolicy(_) => None,
         }
     }
@@ -147,6 +160,8 @@ pub enum RouteKind {
     Site(SiteRoute),
     /// `upload-policy`: hands out the route's upload policy.
     UploadPolicy(UploadPolicyRoute),
+    /// `verify`: checks a request's credentials and streams the file from a private origin.
+    Verify(VerifyRoute),
 }
 
 impl RouteKind {
@@ -157,6 +172,7 @@ impl RouteKind {
             RouteKind::Redirect { .. } => Mode::Redirect,
             RouteKind::Site(_) => Mode::Site,
             RouteKind::UploadPolicy(_) => Mode::UploadPolicy,
+            RouteKind::Verify(_) => Mode::Verify,
         }
     }
 }
@@ -192,6 +208,36 @@ pub struct ProxyRoute {
     /// How the files it fetches are served.
     pub serving: FileServing,
 }
+
+/// What only a verify route has.
+#[derive(Debug, Clone)]
+pub struct VerifyRoute {
+    /// How the private origin is reached.
+    pub fetch: Fetch,
+    /// How the files it fetches are served: as a proxy route serves them (they are uploads).
+    pub serving: FileServing,
+    /// What a request's credentials are held to, besides the signature.
+    pub checks: VerifyChecks,
+}
+
+/// How a verify route judges credentials, besides the HMAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyChecks {
+    /// `expired_status`: the status of an answer to an expired policy, a 4xx. Default 403,
+    /// as the CDN answers (and a 403 is not cached without being told to, where a 410 is).
+    pub expired_status: http::StatusCode,
+    /// `expiry_grace`: how long past its expiry a policy is still taken, for clocks a little
+    /// apart. Default 0 (as the CDN: expired at its expiry), at most [`MAX_EXPIRY_GRACE`].
+    pub expiry_grace: Duration,
+    /// `origin_container`: the name of the container (bucket) the origin serves, which a
+    /// policy's `container` pattern must match. Default none: a policy that names a container
+    /// is refused, since nothing here could say it matches.
+    pub origin_container: Option<String>,
+}
+
+/// The longest `expiry_grace`: past a few minutes a grace is a longer `ttl`, which belongs on
+/// the signer.
+pub const MAX_EXPIRY_GRACE: Duration = Duration::from_secs(300);
 
 /// How a proxy route serves files it fetched: the files are uploads, written by anyone the
 /// upload route lets in, so they are never served as the site's own pages.
@@ -430,7 +476,7 @@ pub(super) fn build_route(
         invalid(
             key("mode"),
             format!(
-                "must be one of proxy, redirect, site, upload-policy, got {:?}",
+                "must be one of proxy, redirect, site, upload-policy, verify, got {:?}",
                 raw.mode
             ),
         )
@@ -439,12 +485,16 @@ pub(super) fn build_route(
     for (k, modes) in raw.mode_specific_keys() {
         if !modes.contains(&mode) {
             let names: Vec<&str> = modes.iter().map(|m| m.as_str()).collect();
+            // "proxy, site and verify".
+            let names = match names.split_last() {
+                Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+                _ => names.concat(),
+            };
             return Err(invalid(
                 key(k),
                 format!(
-                    "does not apply to {} routes; it is for {} routes: remove it",
-                    mode.as_str(),
-                    names.join(" and ")
+                    "does not apply to {} routes; it is for {names} routes: remove it",
+                    mode.as_str()
                 ),
             ));
         }
@@ -454,29 +504,25 @@ pub(super) fn build_route(
         calls: parse_calls(raw.calls.as_deref(), mode).map_err(|r| invalid(key("calls"), r))?,
         limits: build_limits(&raw, &key)?,
     };
-    let tasks = build_tasks(&raw, &key)?;
+    let tasks = build_tasks(&raw, mode, &key)?;
     let authorize = build_authorize(&raw, &key)?;
     let canary = build_canary(&raw, &policy, &key)?;
     let app = build_app_key(&raw, &policy, &key)?;
     let kind = match mode {
         Mode::Proxy => RouteKind::Proxy(ProxyRoute {
-            fetch: build_fetch(&raw, &key, DEFAULT_PROXY_MAX_RESPONSE_HEADERS)?,
-            serving: FileServing {
-                inline_types: match &raw.inline_types {
-                    None => FileServing::default().inline_types,
-                    Some(types) => {
-                        check_media_types(types).map_err(|r| invalid(key("inline_types"), r))?
-                    }
-                },
-                cors_origins: check_origins(raw.cors_origins.clone().unwrap_or_default())
-                    .map_err(|r| invalid(key("cors_origins"), r))?,
-            },
+            fetch: build_fetch(&raw, mode, &key, DEFAULT_PROXY_MAX_RESPONSE_HEADERS)?,
+            serving: build_serving(&raw, &key)?,
+        }),
+        Mode::Verify => RouteKind::Verify(VerifyRoute {
+            fetch: build_fetch(&raw, mode, &key, DEFAULT_PROXY_MAX_RESPONSE_HEADERS)?,
+            serving: build_serving(&raw, &key)?,
+            checks: build_verify_checks(&raw, &key)?,
         }),
         Mode::Redirect => RouteKind::Redirect {
             upstream: required_upstream(&raw, mode, &key)?,
         },
         Mode::Site => RouteKind::Site(SiteRoute {
-            fetch: build_fetch(&raw, &key, DEFAULT_MAX_RESPONSE_HEADERS)?,
+            fetch: build_fetch(&raw, mode, &key, DEFAULT_MAX_RESPONSE_HEADERS)?,
             rewrite: RewriteRules {
                 hosts: match &raw.rewrite_hosts {
                     None => RewriteRules::default().hosts,
@@ -582,6 +628,66 @@ fn build_app_key(
         key: api_key.clone(),
         sources,
     }))
+}
+
+/// `inline_types` and `cors_origins` of a route that serves files as fetched.
+fn build_serving(raw: &RawRoute, key: &dyn Fn(&str) -> String) -> Result<FileServing, ConfigError> {
+    Ok(FileServing {
+        inline_types: match &raw.inline_types {
+            None => FileServing::default().inline_types,
+            Some(types) => check_media_types(types).map_err(|r| invalid(key("inline_types"), r))?,
+        },
+        cors_origins: check_origins(raw.cors_origins.clone().unwrap_or_default())
+            .map_err(|r| invalid(key("cors_origins"), r))?,
+    })
+}
+
+/// A verify route's `expired_status`, `expiry_grace` and `origin_container`.
+fn build_verify_checks(
+    raw: &RawRoute,
+    key: &dyn Fn(&str) -> String,
+) -> Result<VerifyChecks, ConfigError> {
+    let expired_status = match raw.expired_status {
+        None => http::StatusCode::FORBIDDEN,
+        Some(code) => http::StatusCode::from_u16(code)
+            .ok()
+            .filter(http::StatusCode::is_client_error)
+            .ok_or_else(|| {
+                invalid(
+                    key("expired_status"),
+                    format!("must be a 4xx status such as 403 (the CDN's), 401 or 410, got {code}"),
+                )
+            })?,
+    };
+    let expiry_grace = match raw.expiry_grace.as_deref() {
+        None => Duration::ZERO,
+        Some(text) => parse_duration(text).map_err(|r| invalid(key("expiry_grace"), r))?,
+    };
+    if expiry_grace > MAX_EXPIRY_GRACE {
+        return Err(invalid(
+            key("expiry_grace"),
+            format!(
+                "{}s is longer than {}s: a grace is for clocks a little apart; to make URLs \
+                 live longer, raise `ttl` where they are signed",
+                expiry_grace.as_secs(),
+                MAX_EXPIRY_GRACE.as_secs()
+            ),
+        ));
+    }
+    let origin_container = match raw.origin_container.as_deref() {
+        Some("") => {
+            return Err(invalid(
+                key("origin_container"),
+                "must name the container (bucket) the origin serves, got an empty string",
+            ));
+        }
+        other => other.map(str::to_owned),
+    };
+    Ok(VerifyChecks {
+        expired_status,
+        expiry_grace,
+        origin_container,
+    })
 }
 
 fn parse_calls(names: Option<&[String]>, mode: Mode) -> Result<Vec<Call>, String> {
@@ -700,10 +806,11 @@ fn required_upstream(
 /// `max_headers`: the mode's default `max_response_headers`.
 fn build_fetch(
     raw: &RawRoute,
+    mode: Mode,
     key: &dyn Fn(&str) -> String,
     max_headers: usize,
 ) -> Result<Fetch, ConfigError> {
-    let upstream = required_upstream(raw, Mode::Proxy, key)?;
+    let upstream = required_upstream(raw, mode, key)?;
     let duration = |text: Option<&str>, default: Duration, k: &str| {
         text.map_or(Ok(default), |t| {
             parse_duration(t).map_err(|r| invalid(key(k), r))

@@ -1,7 +1,10 @@
 //! `signgate demo`: a stand-in CDN, a small gallery site with bare CDN URLs, and the gateway in
-//! front of both, in one process, with a random secret. Nothing outside is contacted.
+//! front of both, in one process, with a random secret; and a folder of pictures behind a second
+//! gateway with a verify route, whose URLs the first gateway signs: the whole signed-file path
+//! run by signgate alone. Nothing outside is contacted.
 
 pub mod cdn;
+pub mod folder;
 pub mod images;
 pub mod live;
 pub mod site;
@@ -38,7 +41,7 @@ const DEMO_TTL: Duration = Duration::from_secs(3600);
 /// Expiries are rounded up to a multiple of this.
 const DEMO_BUCKET: Duration = Duration::from_secs(300);
 
-/// The three servers of a running demo.
+/// The servers of a running demo.
 pub struct Demo {
     /// The gateway: what a browser opens.
     pub gateway: SocketAddr,
@@ -48,8 +51,14 @@ pub struct Demo {
     pub site: SocketAddr,
     /// The gateway's admin listener: health, readiness, metrics, status page.
     pub admin: SocketAddr,
+    /// The second gateway: a verify route in front of the folder.
+    pub verify: SocketAddr,
+    /// The file server of the folder of pictures (checks nothing: only `verify` should reach it).
+    pub folder: SocketAddr,
     gateway_listener: TcpListener,
     state: Arc<AppState>,
+    verify_listener: TcpListener,
+    verify_state: Arc<AppState>,
     admin_listener: TcpListener,
     admin_state: Arc<Admin>,
     /// Random per run and signs only for this demo's CDN, so printing it is safe.
@@ -76,16 +85,22 @@ impl Demo {
         let site_addr = local(&site_listener, loopback)?;
         let admin_listener = bind(loopback).await?;
         let admin_addr = local(&admin_listener, loopback)?;
+        let verify_listener = bind(loopback).await?;
+        let verify_addr = local(&verify_listener, loopback)?;
+        let folder_listener = bind(loopback).await?;
+        let folder_addr = local(&folder_listener, loopback)?;
 
         let secret_text = random_hex(32);
         let secret = Secret::new(secret_text.clone()).map_err(|_| StartupError::NoRandomness)?;
         let cdn_base = format!("http://{cdn_addr}");
         let cdn = Arc::new(cdn::StandInCdn::new(secret, cdn_base.clone()));
-        let site = Arc::new(site::GallerySite::new(
-            cdn_base,
-            &cdn,
-            format!("http://{site_addr}"),
-        ));
+        let (folder, folder_pictures) =
+            folder::FolderOrigin::create().map_err(StartupError::Runtime)?;
+        let folder = Arc::new(folder);
+        let site = Arc::new(
+            site::GallerySite::new(cdn_base, &cdn, format!("http://{site_addr}"))
+                .with_private_row(format!("http://{verify_addr}"), folder_pictures),
+        );
         let explained_picture = site.explained_picture();
         spawn_server(cdn_listener, move |request| {
             let cdn = Arc::clone(&cdn);
@@ -95,10 +110,17 @@ impl Demo {
             let site = Arc::clone(&site);
             async move { site.handle(request).await }
         });
+        spawn_server(folder_listener, move |request| {
+            let folder = Arc::clone(&folder);
+            async move { folder.handle(request).await }
+        });
 
-        let toml = demo_config(gateway, cdn_addr, site_addr, admin_addr);
+        let toml = demo_config(gateway, cdn_addr, site_addr, admin_addr, verify_addr);
         let config = Config::from_toml_str(&toml, |_| Some(secret_text.clone()))?;
         let state = Arc::new(AppState::new(&config, Arc::new(SystemClock))?);
+        let verify_toml = verify_config(verify_addr, folder_addr);
+        let verify_config = Config::from_toml_str(&verify_toml, |_| Some(secret_text.clone()))?;
+        let verify_state = Arc::new(AppState::new(&verify_config, Arc::new(SystemClock))?);
         let admin_state = Arc::new(Admin::new(
             &config,
             Arc::clone(&state.metrics),
@@ -110,8 +132,12 @@ impl Demo {
             cdn: cdn_addr,
             site: site_addr,
             admin: admin_addr,
+            verify: verify_addr,
+            folder: folder_addr,
             gateway_listener,
             state,
+            verify_listener,
+            verify_state,
             admin_listener,
             admin_state,
             secret_text,
@@ -146,9 +172,13 @@ impl Demo {
         ))
     }
 
-    /// Serves the gateway and its admin listener until `shutdown` resolves; the admin
-    /// listener stops once the gateway has drained.
+    /// Serves the gateway, its admin listener and the verify gateway until `shutdown`
+    /// resolves; the admin listener and the verify gateway stop once the gateway has drained.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let (stop_verify, verify_stopped) = tokio::sync::oneshot::channel::<()>();
+        let verify = tokio::spawn(serve(self.verify_listener, self.verify_state, async {
+            let _ = verify_stopped.await;
+        }));
         let (drained, stop_admin) = tokio::sync::oneshot::channel::<()>();
         let admin = tokio::spawn(admin::serve(
             self.admin_listener,
@@ -159,6 +189,12 @@ impl Demo {
         ));
         let served = serve(self.gateway_listener, self.state, shutdown).await;
         let _ = drained.send(());
+        let _ = stop_verify.send(());
+        match verify.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "demo verify gateway failed"),
+            Err(e) => tracing::warn!(error = %e, "demo verify gateway panicked"),
+            Ok(Ok(())) => {}
+        }
         match admin.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "demo admin listener failed"),
             Err(e) => tracing::warn!(error = %e, "demo admin listener panicked"),
@@ -174,12 +210,14 @@ fn local(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Startup
         .map_err(|source| StartupError::Bind { addr, source })
 }
 
-/// The demo's gateway.toml: the gallery site, a proxy route, an upload-policy route.
+/// The demo's gateway.toml: the gallery site (signing URLs on the CDN and on the verify
+/// gateway), a proxy route, an upload-policy route.
 fn demo_config(
     gateway: SocketAddr,
     cdn: SocketAddr,
     site: SocketAddr,
     admin: SocketAddr,
+    verify: SocketAddr,
 ) -> String {
     format!(
         r#"[server]
@@ -213,11 +251,29 @@ name = "site"
 prefix = "/"
 mode = "site"
 upstream = "http://{site}"
-rewrite_hosts = ["{cdn}"]
-keep_http = true                # the stand-in CDN speaks plain http, on loopback only
+rewrite_hosts = ["{cdn}", "{verify}"]
+keep_http = true                # the stand-in CDN and the verify gateway speak plain http, on loopback only
 "#,
         ttl = DEMO_TTL.as_secs(),
         bucket = DEMO_BUCKET.as_secs(),
+    )
+}
+
+/// The second gateway's config: a verify route in front of the folder, with the same secret.
+fn verify_config(verify: SocketAddr, folder: SocketAddr) -> String {
+    format!(
+        r#"[server]
+listen = "{verify}"
+
+[signing]
+secret_env = "{DEMO_SECRET_ENV}"
+
+[[route]]
+name = "folder"
+prefix = "/"
+mode = "verify"
+upstream = "http://{folder}"
+"#
     )
 }
 

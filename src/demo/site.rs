@@ -34,6 +34,9 @@ pub struct GallerySite {
     /// This site's own address: the gallery links to itself fetched without the gateway.
     own_url: String,
     photos: Mutex<Vec<Photo>>,
+    /// The second row: pictures in a private folder, as bare URLs on the gateway that
+    /// verifies them. Fixed: uploads go to the CDN.
+    private_row: Vec<Photo>,
     /// How many pages have the gallery open, pushed to each over a WebSocket.
     live: LiveCounter,
 }
@@ -53,8 +56,22 @@ impl GallerySite {
             cdn_base,
             own_url,
             photos: Mutex::new(photos),
+            private_row: Vec::new(),
             live: LiveCounter::default(),
         }
+    }
+
+    /// Adds a second row: `pictures` (handle, caption) served at `base` (the verify gateway in
+    /// front of the folder), written as bare URLs like the first row's.
+    pub fn with_private_row(mut self, base: String, pictures: Vec<(String, String)>) -> Self {
+        self.private_row = pictures
+            .into_iter()
+            .map(|(handle, caption)| Photo {
+                url: format!("{base}/{handle}"),
+                caption,
+            })
+            .collect();
+        self
     }
 
     /// The bare thumbnail URL of the picture the gallery page explains (the first one).
@@ -129,23 +146,29 @@ impl GallerySite {
     }
 
     fn gallery_page(&self) -> String {
-        let mut figures = String::new();
         let photos = self.photos();
-        for (i, photo) in photos.iter().enumerate() {
-            // The first picture is the one the explainer reads its `src` from.
-            let id = if i == 0 {
-                r#" id="explained-picture""#
-            } else {
-                ""
-            };
-            figures.push_str(&format!(
-                r#"<figure><a href="{url}"><img src="{thumbnail}"{id} alt="{caption}" width="300"></a><figcaption>{caption}</figcaption></figure>
+        // The first picture is the one the explainer reads its `src` from.
+        let first_row = figures(
+            photos.iter().map(|photo| (photo, self.thumbnail(photo))),
+            true,
+        );
+        let private = if self.private_row.is_empty() {
+            String::new()
+        } else {
+            format!(
+                r#"<h2>From a private folder</h2>
+<p class="lede">These are files in a folder behind a plain file server that checks nothing. A second signgate, with a <code>verify</code> route, stands in front of it and lets a request through only with valid credentials, which it removes; this page names them bare, and the gateway signs them as it signs the CDN's.</p>
+<main class="grid" id="private-row">
+{}</main>
 "#,
-                url = escape_html(&photo.url),
-                thumbnail = escape_html(&self.thumbnail(photo)),
-                caption = escape_html(&photo.caption),
-            ));
-        }
+                figures(
+                    self.private_row
+                        .iter()
+                        .map(|photo| (photo, photo.url.clone())),
+                    false
+                )
+            )
+        };
         let (explainer, script) = match photos.first() {
             Some(first) => (self.explainer(&self.thumbnail(first)), EXPLAINER_SCRIPT),
             None => (String::new(), ""),
@@ -157,8 +180,8 @@ impl GallerySite {
 <p><a class="button" href="/upload">Upload a picture</a></p>
 <p class="live">Pages showing this gallery now: <strong id="live-count">…</strong> <small>(pushed by the site over a WebSocket, through the gateway)</small></p>
 {explainer}<main class="grid">
-{figures}</main>
-{script}{LIVE_SCRIPT}"#
+{first_row}</main>
+{private}{script}{LIVE_SCRIPT}"#
             ),
         )
     }
@@ -281,6 +304,27 @@ const EXPLAINER_SCRIPT: &str = r#"<script>
   }
 })();
 </script>"#;
+
+/// One `<figure>` per (photo, the URL its picture loads from), linking to the photo; with
+/// `explained`, the first picture is the one the explainer reads.
+fn figures<'p>(photos: impl Iterator<Item = (&'p Photo, String)>, explained: bool) -> String {
+    let mut out = String::new();
+    for (i, (photo, src)) in photos.enumerate() {
+        let id = if explained && i == 0 {
+            r#" id="explained-picture""#
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            r#"<figure><a href="{url}"><img src="{src}"{id} alt="{caption}" width="300"></a><figcaption>{caption}</figcaption></figure>
+"#,
+            url = escape_html(&photo.url),
+            src = escape_html(&src),
+            caption = escape_html(&photo.caption),
+        ));
+    }
+    out
+}
 
 fn page(title: &str, body: &str) -> String {
     format!(

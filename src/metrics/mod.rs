@@ -22,9 +22,11 @@ use prometheus_client::registry::Registry;
 
 use crate::config::{Config, Mode, Route, SecretRole};
 use crate::error::UpstreamErrorKind;
+use crate::mode::verify::VerifyMark;
 pub use canary::CanaryMetrics;
 pub use route::{
     CacheMetrics, RequestMetrics, RouteMetrics, STATUS_CLASSES, SigningMetrics, UpstreamMetrics,
+    VerifyMetrics,
 };
 
 /// The `Content-Type` of [`Metrics::encode`]'s text: Prometheus text format 0.0.4.
@@ -59,6 +61,15 @@ pub struct UpstreamErrorLabels {
     pub route: String,
     /// `refused`, `timeout`, `tls`, `busy` or `other`.
     pub kind: &'static str,
+}
+
+/// `{route, result}` of `signgate_verify_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerifyLabels {
+    /// The route's `name`.
+    pub route: String,
+    /// `valid`, or the check that failed (see [`crate::mode::verify::Check`]).
+    pub result: &'static str,
 }
 
 /// `{outcome}` of `signgate_config_reloads_total`.
@@ -151,6 +162,7 @@ struct RouteFamilies {
     cache_entries: Family<RouteLabel, Gauge>,
     minted: Family<RouteLabel, Counter>,
     validity: HistogramFamily<RouteLabel>,
+    verify: Family<VerifyLabels, Counter>,
 }
 
 impl RouteFamilies {
@@ -201,6 +213,19 @@ impl RouteFamilies {
                 minted: self.minted.get_or_create_owned(&label),
                 validity: self.validity.get_or_create_owned(&label),
             },
+            // Only verify routes check credentials: no series of zeros for the others.
+            verify: if mode == Mode::Verify {
+                VerifyMetrics {
+                    results: VerifyMark::labels().map(|result| {
+                        self.verify.get_or_create_owned(&VerifyLabels {
+                            route: name.to_owned(),
+                            result,
+                        })
+                    }),
+                }
+            } else {
+                VerifyMetrics::default()
+            },
         }
     }
 }
@@ -241,6 +266,7 @@ impl Metrics {
         let minted = Family::<RouteLabel, Counter>::default();
         let validity: HistogramFamily<RouteLabel> =
             Family::new_with_constructor(validity_histogram);
+        let verify = Family::<VerifyLabels, Counter>::default();
         let open_connections = Gauge::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let secret_file_changes = Counter::default();
@@ -309,6 +335,11 @@ impl Metrics {
             validity.clone(),
         );
         registry.register(
+            "verify",
+            "Requests to verify routes, by result: valid, or the check that failed",
+            verify.clone(),
+        );
+        registry.register(
             "open_connections",
             "Client connections open now",
             open_connections.clone(),
@@ -358,6 +389,7 @@ impl Metrics {
             cache_entries,
             minted,
             validity,
+            verify,
         };
         let routes = config
             .routes

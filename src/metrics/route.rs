@@ -13,6 +13,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use super::{duration_histogram, validity_histogram};
 use crate::config::Mode;
 use crate::error::UpstreamErrorKind;
+use crate::mode::verify::VerifyMark;
 
 /// The `status_class` label values, in order: the index is the status's first digit minus one.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -29,6 +30,8 @@ pub struct RouteMetrics {
     pub upstream: UpstreamMetrics,
     /// Signing and its cache.
     pub signing: SigningMetrics,
+    /// A verify route's outcomes (counting into nothing registered on other routes).
+    pub verify: VerifyMetrics,
 }
 
 impl RouteMetrics {
@@ -40,7 +43,23 @@ impl RouteMetrics {
             requests: Arc::default(),
             upstream: UpstreamMetrics::default(),
             signing: SigningMetrics::default(),
+            verify: VerifyMetrics::default(),
         }
+    }
+}
+
+/// `signgate_verify_total` of one verify route: one counter per outcome, `valid` and each
+/// failed check, in [`VerifyMark::labels`] order.
+#[derive(Clone, Default)]
+pub struct VerifyMetrics {
+    /// Indexed by [`VerifyMark::index`].
+    pub results: [Counter; 11],
+}
+
+impl VerifyMetrics {
+    /// Counts one request's outcome.
+    pub fn count(&self, mark: VerifyMark) {
+        self.results[mark.index()].inc();
     }
 }
 

@@ -8,6 +8,7 @@ pub mod redirect;
 pub mod request_body;
 pub mod site;
 pub mod upload_policy;
+pub mod verify;
 pub mod websocket;
 
 use std::net::SocketAddr;
@@ -73,6 +74,10 @@ pub async fn handle(
         ActiveKind::Site(site) => site::handle(site, request, ctx).await,
         ActiveKind::UploadPolicy(upload) => {
             upload_policy::handle(signing, upload, rest, request.into_parts().0, ctx).await
+        }
+        ActiveKind::Verify(verify) => {
+            let signer = &active.signer;
+            verify::handle(signer.signing(), signer.tasks(), verify, rest, request, ctx).await
         }
     }
 }

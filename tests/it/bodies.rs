@@ -363,6 +363,7 @@ fn access_log() -> AccessLog {
         peer: ([127, 0, 0, 1], 40000).into(),
         upstream_status: Some(http::StatusCode::OK),
         request_id: signgate::request_id::RequestIds::new().make(),
+        verify: None,
     }
 }
 

@@ -83,6 +83,9 @@ async fn browser(driver_url: &str, profile: &Path) -> Client {
         .expect("a browser session")
 }
 
+/// Pictures in the gallery's second row, from the folder behind the verify gateway.
+const PRIVATE_ROW: usize = 3;
+
 fn screenshot_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target")
@@ -179,6 +182,7 @@ async fn the_demo_works_in_a_real_browser() {
     let gateway = format!("http://{}", demo.gateway);
     let cdn = format!("http://{}", demo.cdn);
     let site = format!("http://{}", demo.site);
+    let verify = format!("http://{}", demo.verify);
     tokio::spawn(demo.serve(std::future::pending()));
     let (_driver, driver_url) = start_driver().await;
     let profile = tempfile::tempdir().expect("profile dir");
@@ -190,9 +194,11 @@ async fn the_demo_works_in_a_real_browser() {
         // 1. Every gallery image loads, signed; the same URL bare is refused by the CDN.
         client.goto(&format!("{gateway}/")).await.expect("gallery");
         let images = loaded_images(&client).await;
-        assert_eq!(images.len(), 6, "{images:?}");
-        for (src, width) in &images {
-            assert!(src.starts_with(&cdn) && src.contains("signature="), "{src}");
+        assert_eq!(images.len(), 6 + PRIVATE_ROW, "{images:?}");
+        for (i, (src, width)) in images.iter().enumerate() {
+            // The CDN's six, then the folder's, through the verify gateway.
+            let origin = if i < 6 { &cdn } else { &verify };
+            assert!(src.starts_with(origin) && src.contains("signature="), "{src}");
             assert_eq!(*width, 300, "{src} did not load at its thumbnail width");
         }
         std::fs::write(shots.join("gallery.png"), client.screenshot().await.expect("screenshot"))
@@ -236,7 +242,7 @@ async fn the_demo_works_in_a_real_browser() {
         assert_eq!(link.attr("href").await.expect("href"), Some(format!("{site}/")));
         client.goto(&format!("{site}/")).await.expect("the site, without the gateway");
         let broken = loaded_images(&client).await;
-        assert_eq!(broken.len(), 6, "{broken:?}");
+        assert_eq!(broken.len(), 6 + PRIVATE_ROW, "{broken:?}");
         assert!(broken.iter().all(|(src, width)| *width == 0 && !src.contains("signature")), "{broken:?}");
         assert!(text_of(&client, "#decoded-policy").await.starts_with("none"));
         std::fs::write(shots.join("without-gateway.png"), client.screenshot().await.expect("screenshot"))
@@ -250,7 +256,7 @@ async fn the_demo_works_in_a_real_browser() {
         upload(&client, &gateway, &small, "Uploaded in the test").await;
         wait_for_text(&client, "main", "Uploaded in the test").await;
         let images = loaded_images(&client).await;
-        assert_eq!(images.len(), 7);
+        assert_eq!(images.len(), 7 + PRIVATE_ROW);
         assert!(images.iter().all(|(src, width)| *width > 0 && src.contains("signature=")), "{images:?}");
         std::fs::write(shots.join("after-upload.png"), client.screenshot().await.expect("screenshot"))
             .expect("saved");
@@ -291,7 +297,7 @@ async fn the_demo_works_in_a_real_browser() {
         assert!(result["widened"][1].as_str().unwrap_or_default().contains("bad signature"), "{result}");
 
         client.goto(&format!("{gateway}/")).await.expect("gallery");
-        assert_eq!(loaded_images(&client).await.len(), 7, "a refused upload reached the gallery");
+        assert_eq!(loaded_images(&client).await.len(), 7 + PRIVATE_ROW, "a refused upload reached the gallery");
     })
     .await;
     let _ = client.close().await;

@@ -338,7 +338,7 @@ fn every_bad_config_names_the_key_and_the_reason() {
             &[
                 "`max_upstream_connections`",
                 "does not apply to redirect routes",
-                "it is for proxy and site routes",
+                "it is for proxy, site and verify routes",
             ],
         ),
         (
@@ -506,26 +506,34 @@ fn the_unknown_key_list_never_offers_secret() {
 }
 
 /// Each key that belongs to some modes only, with a valid value, and the modes that take it.
-const MODE_KEYS: [(&str, &str, &[&str]); 21] = [
+const MODE_KEYS: [(&str, &str, &[&str]); 26] = [
     (
         "upstream",
         "\"https://cdn.example.com\"",
-        &["proxy", "redirect", "site"],
+        &["proxy", "redirect", "site", "verify"],
     ),
-    ("connect_timeout", "\"5s\"", &["proxy", "site"]),
-    ("response_timeout", "\"5s\"", &["proxy", "site"]),
-    ("body_idle_timeout", "\"5s\"", &["proxy", "site"]),
+    ("connect_timeout", "\"5s\"", &["proxy", "site", "verify"]),
+    ("response_timeout", "\"5s\"", &["proxy", "site", "verify"]),
+    ("body_idle_timeout", "\"5s\"", &["proxy", "site", "verify"]),
     (
         "ca_file",
         "\"/etc/ssl/certs/ca-certificates.crt\"",
-        &["proxy", "site"],
+        &["proxy", "site", "verify"],
     ),
-    ("max_upstream_connections", "8", &["proxy", "site"]),
+    (
+        "max_upstream_connections",
+        "8",
+        &["proxy", "site", "verify"],
+    ),
     ("rewrite_hosts", "[\"cdn.example.com\"]", &["site"]),
     ("json_rewrite_limit", "\"1MB\"", &["site"]),
     ("max_request_body", "\"1MB\"", &["site"]),
-    ("cors_origins", "[\"*\"]", &["proxy", "upload-policy"]),
-    ("inline_types", "[\"image/png\"]", &["proxy"]),
+    (
+        "cors_origins",
+        "[\"*\"]",
+        &["proxy", "upload-policy", "verify"],
+    ),
+    ("inline_types", "[\"image/png\"]", &["proxy", "verify"]),
     ("keep_http", "true", &["site"]),
     ("rewrite_limit", "\"8MiB\"", &["site"]),
     ("reflection_guard", "false", &["site"]),
@@ -534,17 +542,34 @@ const MODE_KEYS: [(&str, &str, &[&str]); 21] = [
     ("min_size", "10", &["upload-policy"]),
     ("path", "\"^/gallery/\"", &["upload-policy"]),
     ("container", "\"photos\"", &["upload-policy"]),
-    ("tasks", "[\"resize\"]", &["proxy", "redirect", "site"]),
+    (
+        "tasks",
+        "[\"resize\"]",
+        &["proxy", "redirect", "site", "verify"],
+    ),
     (
         "authorize_url",
         "\"http://127.0.0.1:3000/authz\"",
         &["proxy", "redirect", "upload-policy"],
     ),
+    (
+        "calls",
+        "[\"read\"]",
+        &["proxy", "redirect", "site", "upload-policy"],
+    ),
+    (
+        "url",
+        "\"^https://\"",
+        &["proxy", "redirect", "site", "upload-policy"],
+    ),
+    ("expired_status", "410", &["verify"]),
+    ("expiry_grace", "\"5s\"", &["verify"]),
+    ("origin_container", "\"photos\"", &["verify"]),
 ];
 
 #[test]
 fn a_key_is_taken_by_the_modes_it_belongs_to_and_refused_by_name_elsewhere() {
-    for mode in ["proxy", "redirect", "site", "upload-policy"] {
+    for mode in ["proxy", "redirect", "site", "upload-policy", "verify"] {
         for (key, value, modes) in MODE_KEYS {
             // Every mode but upload-policy needs an upstream; https so that ca_file applies.
             let upstream = if mode == "upload-policy" || key == "upstream" {
@@ -635,4 +660,73 @@ fn who_may_get_a_signature_defaults_to_anyone_and_read_only_tasks() {
         .expect("authorize_url set");
     assert_eq!(authorize.timeout, Duration::from_millis(500));
     assert_eq!(authorize.cache, Duration::from_secs(30));
+}
+
+const VERIFY: &str = "[[route]]\nname = \"files\"\nprefix = \"/files/\"\nmode = \"verify\"\nupstream = \"http://127.0.0.1:9000/bucket\"\n";
+
+#[test]
+fn a_verify_route_answers_expired_with_403_takes_no_grace_and_passes_no_task_by_default() {
+    let config = parse(&format!("{SIGNING}{VERIFY}")).expect("valid");
+    let route = &config.routes[0];
+    assert_eq!(route.mode(), Mode::Verify);
+    let RouteKind::Verify(verify) = &route.kind else {
+        panic!("a verify route");
+    };
+    assert_eq!(verify.checks.expired_status, http::StatusCode::FORBIDDEN);
+    assert_eq!(verify.checks.expiry_grace, Duration::ZERO);
+    assert_eq!(verify.checks.origin_container, None);
+    assert_eq!(verify.fetch.upstream.base(), "http://127.0.0.1:9000/bucket");
+    assert!(route.tasks.names().is_empty());
+    let set = parse(&format!(
+        "{SIGNING}{VERIFY}expired_status = 410\nexpiry_grace = \"5m\"\norigin_container = \"photos\"\ntasks = [\"resize\"]\n"
+    ))
+    .expect("valid");
+    let RouteKind::Verify(verify) = &set.routes[0].kind else {
+        panic!("a verify route");
+    };
+    assert_eq!(verify.checks.expired_status, http::StatusCode::GONE);
+    assert_eq!(verify.checks.expiry_grace, Duration::from_secs(300));
+    assert_eq!(verify.checks.origin_container.as_deref(), Some("photos"));
+    assert_eq!(set.routes[0].tasks.names(), ["resize"]);
+}
+
+#[test]
+fn bad_verify_keys_are_refused_naming_the_key_and_the_reason() {
+    for (extra, expected) in [
+        (
+            "expired_status = 302",
+            "route `files`: `expired_status`: must be a 4xx status such as 403 (the CDN's), 401 or 410, got 302",
+        ),
+        (
+            "expired_status = 1000",
+            "route `files`: `expired_status`: must be a 4xx status",
+        ),
+        (
+            "expiry_grace = \"6m\"",
+            "route `files`: `expiry_grace`: 360s is longer than 300s",
+        ),
+        ("expiry_grace = \"soon\"", "route `files`: `expiry_grace`:"),
+        (
+            "origin_container = \"\"",
+            "route `files`: `origin_container`: must name the container",
+        ),
+        (
+            "tasks = [\"resise\"]",
+            "route `files`: `tasks`: unknown task",
+        ),
+        (
+            "calls = [\"read\"]",
+            "route `files`: `calls`: does not apply to verify routes",
+        ),
+    ] {
+        let error = error_of(&format!("{SIGNING}{VERIFY}{extra}\n"));
+        assert!(error.contains(expected), "{extra}: {error}");
+    }
+    let error = error_of(&format!(
+        "{SIGNING}[[route]]\nname = \"files\"\nprefix = \"/f/\"\nmode = \"verify\"\n"
+    ));
+    assert!(
+        error.contains("route `files`: `upstream`: is required for verify routes"),
+        "{error}"
+    );
 }

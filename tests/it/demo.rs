@@ -17,6 +17,21 @@ async fn demo() -> (Demo, std::net::SocketAddr, std::net::SocketAddr) {
     (demo, gateway, cdn)
 }
 
+/// A bare URL's answer, as the CDN words it (the stand-in CDN, or the verify gateway).
+fn assert_refused_bare(refused: &Answer) {
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused
+            .text()
+            .contains("policy error: proper credentials were not provided"),
+        "{}",
+        refused.text()
+    );
+}
+
+/// Pictures in the gallery's second row, from the folder behind the verify gateway.
+const PRIVATE_ROW: usize = 3;
+
 fn image_urls(html: &str) -> Vec<String> {
     html.split("<img src=\"")
         .skip(1)
@@ -34,14 +49,14 @@ async fn the_gallery_is_signed_through_the_gateway_and_bare_urls_are_refused() {
     // The site itself renders bare URLs.
     let bare_page = get(&format!("http://{site}/")).await.text();
     let bare = image_urls(&bare_page);
-    assert_eq!(bare.len(), 6);
+    assert_eq!(bare.len(), 6 + PRIVATE_ROW);
     assert!(bare.iter().all(|u| !u.contains("signature")));
 
     let page = get(&format!("http://{gateway}/")).await;
     assert_eq!(page.status, StatusCode::OK);
     let html = page.text();
     let urls = image_urls(&html);
-    assert_eq!(urls.len(), 6);
+    assert_eq!(urls.len(), 6 + PRIVATE_ROW);
 
     // The first picture is explained: its bare URL stays bare in the page source through the
     // gateway (element text, which the rewriter leaves alone), the script reads the signed one
@@ -62,7 +77,7 @@ async fn the_gallery_is_signed_through_the_gateway_and_bare_urls_are_refused() {
         "{first_img}"
     );
     assert!(html.contains("getElementById('explained-picture')"));
-    for url in &urls {
+    for url in urls.iter().take(6) {
         assert!(
             url.starts_with(&format!("http://{cdn}/resize=width:300/"))
                 && url.contains("signature="),
@@ -78,20 +93,53 @@ async fn the_gallery_is_signed_through_the_gateway_and_bare_urls_are_refused() {
         );
     }
     let refused = get(&bare[0]).await;
-    assert_eq!(refused.status, StatusCode::FORBIDDEN);
-    assert!(
-        refused
-            .text()
-            .contains("policy error: proper credentials were not provided"),
-        "{}",
-        refused.text()
-    );
+    assert_refused_bare(&refused);
 
     // The proxy route serves the same files with credentials added by the gateway.
     let handle = bare[0].rsplit('/').next().expect("handle");
     let proxied = get(&format!("http://{gateway}/img/{handle}")).await;
     assert_eq!(proxied.status, StatusCode::OK);
     assert_eq!(png_size(&proxied.body), Some((480, 480)));
+}
+
+#[tokio::test]
+async fn the_folder_row_is_signed_by_the_gateway_and_checked_by_the_verify_gateway() {
+    let (demo, gateway, _) = demo().await;
+    let (site, verify, folder) = (demo.site, demo.verify, demo.folder);
+    tokio::spawn(demo.serve(std::future::pending()));
+
+    let bare: Vec<String> = image_urls(&get(&format!("http://{site}/")).await.text())
+        .into_iter()
+        .skip(6)
+        .collect();
+    let signed: Vec<String> = image_urls(&get(&format!("http://{gateway}/")).await.text())
+        .into_iter()
+        .skip(6)
+        .collect();
+    assert_eq!(bare.len(), PRIVATE_ROW);
+    for (bare, signed) in bare.iter().zip(&signed) {
+        assert!(bare.starts_with(&format!("http://{verify}/")), "{bare}");
+        assert!(
+            signed.starts_with(&format!("{bare}?policy=")) && signed.contains("&signature="),
+            "{signed}"
+        );
+        let image = get(signed).await;
+        assert_eq!(image.status, StatusCode::OK, "{signed}: {}", image.text());
+        assert_eq!(image.headers["content-type"], "image/png");
+        assert_eq!(png_size(&image.body), Some((300, 300)));
+        // Bare, the verify gateway refuses it as the CDN would; the folder's own server, which
+        // checks nothing, serves it to whoever reaches it (loopback only).
+        let refused = get(bare).await;
+        assert_refused_bare(&refused);
+        let handle = bare.rsplit('/').next().expect("handle");
+        let direct = get(&format!("http://{folder}/{handle}")).await;
+        assert_eq!(direct.body, image.body);
+    }
+    // A URL signed for one picture of the row does not open another.
+    let other = bare[1].rsplit('/').next().expect("handle");
+    let query = signed[0].split_once('?').expect("query").1;
+    let swapped = get(&format!("http://{verify}/{other}?{query}")).await;
+    assert_eq!(swapped.status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
@@ -138,7 +186,7 @@ async fn uploads_are_held_to_the_policy_the_gateway_signs() {
     assert_eq!(added.status, StatusCode::CREATED);
     let page = get(&format!("http://{gateway}/")).await.text();
     assert!(page.contains("<figcaption>Mine</figcaption>"));
-    assert_eq!(image_urls(&page).len(), 7);
+    assert_eq!(image_urls(&page).len(), 7 + PRIVATE_ROW);
 
     let big = Bytes::from(vec![1u8; 1_000_001]);
     let refused = send_body(Method::POST, &store(policy), &[], big.clone()).await;

@@ -188,6 +188,12 @@ async fn the_deploy_config_serves_and_exports_every_metric_the_dashboard_and_ale
             ),
         ],
     );
+    // And a verify route (the ConfigMap has none), so that its metric is exported too.
+    let toml = format!(
+        "{toml}\n[[route]]\nname = \"files\"\nprefix = \"/files/\"\nmode = \"verify\"\n\
+         upstream = \"{}\"\n",
+        cdn.url()
+    );
     let gateway = TestGateway::start(&toml).await;
 
     let image = get(&gateway.url(&format!("/img/{H}"))).await;

@@ -227,7 +227,7 @@ async fn an_upstream_error_is_logged_with_its_reason() {
 
 /// Every key of a JSON access line, as README's "Logging" table lists them; `upstream_status`
 /// only when an upstream answered.
-const ACCESS_FIELDS: [&str; 15] = [
+const ACCESS_FIELDS: [&str; 16] = [
     "timestamp",
     "level",
     "target",
@@ -243,6 +243,7 @@ const ACCESS_FIELDS: [&str; 15] = [
     "peer",
     "upstream_status",
     "request_id",
+    "verify",
 ];
 
 /// Sends `request` (with `connection: close`) over a socket of its own; returns the socket's
@@ -366,6 +367,7 @@ async fn json_access_lines_carry_exactly_the_documented_fields() {
         "peer": peer.to_string(),
         "upstream_status": 200,
         "request_id": "known-id-1",
+        "verify": "-",
     });
     for (key, value) in expected.as_object().expect("object") {
         assert_eq!(&line[key], value, "{key} in {line:?}");

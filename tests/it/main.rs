@@ -37,4 +37,5 @@ mod tls;
 mod upload_path;
 mod upstream;
 mod vectors;
+mod verify;
 mod websocket;

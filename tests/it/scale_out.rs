@@ -8,16 +8,12 @@
 //! elsewhere.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::support::nginx::{Nginx, free_port, nginx_missing};
 use crate::support::process::{GatewayProcess, http_get};
 use crate::support::{H, H2, SIGNING};
 
-const NGINX: &str = "/usr/sbin/nginx";
 /// Both replicas' expiries are rounded to this; the test keeps clear of its edges.
 const BUCKET_SECS: u64 = 3600;
 /// Requests per path through the load balancer, each round.
@@ -50,101 +46,45 @@ fn gallery_page() -> String {
 
 /// nginx as the load balancer (`upstream` round robin over the replicas, each answer marked
 /// with the replica that gave it) and as the site's origin. Stopped on drop.
-struct Nginx {
-    child: Child,
+struct Balancer {
+    /// Held: nginx stops when it drops.
+    _nginx: Nginx,
     balancer: u16,
-    dir: tempfile::TempDir,
 }
 
-impl Nginx {
+impl Balancer {
     fn start(site: u16, replicas: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let root = dir.path().join("site");
-        std::fs::create_dir(&root).expect("site dir");
-        std::fs::write(root.join("index.html"), gallery_page()).expect("page");
         let balancer = free_port();
         let servers: String = replicas
             .iter()
             .map(|addr| format!("    server {addr};\n"))
             .collect();
-        let d = dir.path().display();
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\nuser root;\n\
-             error_log {d}/error.log warn;\npid {d}/nginx.pid;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{\n  access_log off;\n  default_type text/html;\n\
-             client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
-             scgi_temp_path {d}/scgi;\n\
-             upstream replicas {{\n{servers}  }}\n\
-             server {{\n    listen 127.0.0.1:{balancer};\n    location / {{\n\
-             proxy_pass http://replicas;\n      proxy_set_header Host $host;\n\
-             add_header X-Replica $upstream_addr always;\n    }}\n  }}\n\
-             server {{\n    listen 127.0.0.1:{site};\n    root {root};\n  }}\n}}\n",
-            root = root.display()
+        let nginx = Nginx::start(
+            |dir| {
+                let root = dir.join("site");
+                std::fs::create_dir(&root).expect("site dir");
+                std::fs::write(root.join("index.html"), gallery_page()).expect("page");
+                format!(
+                    "  access_log off;\n  default_type text/html;\n\
+                     upstream replicas {{\n{servers}  }}\n\
+                     server {{\n    listen 127.0.0.1:{balancer};\n    location / {{\n\
+                     proxy_pass http://replicas;\n      proxy_set_header Host $host;\n\
+                     add_header X-Replica $upstream_addr always;\n    }}\n  }}\n\
+                     server {{\n    listen 127.0.0.1:{site};\n    root {root};\n  }}",
+                    root = root.display()
+                )
+            },
+            &[balancer, site],
         );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).expect("nginx.conf");
-        let child = Command::new(NGINX)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("nginx starts");
-        let mut nginx = Self {
-            child,
+        Self {
+            _nginx: nginx,
             balancer,
-            dir,
-        };
-        nginx.wait_for(balancer);
-        nginx.wait_for(site);
-        nginx
-    }
-
-    fn wait_for(&mut self, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                let mut stderr = String::new();
-                if let Some(mut pipe) = self.child.stderr.take() {
-                    let _ = pipe.read_to_string(&mut stderr);
-                }
-                panic!("nginx exited ({status}): {stderr}{}", self.error_log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx not listening on {port}: {}",
-                self.error_log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }
 
     fn balancer(&self) -> String {
         format!("127.0.0.1:{}", self.balancer)
     }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port nothing listens on right now (bound to 0, then released), for nginx's config.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
 }
 
 /// One HTTP/1.1 answer, split: status line, headers (lower-cased names), body.
@@ -246,21 +186,9 @@ fn clear_of_the_bucket_edge() {
     }
 }
 
-fn nginx_missing() -> bool {
-    if Path::new(NGINX).exists() {
-        return false;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "nginx missing under CI: .ci/run must install nginx-light"
-    );
-    eprintln!("SKIPPED: install nginx (nginx-light) to run the scale-out test");
-    true
-}
-
 #[test]
 fn replicas_behind_a_load_balancer_hand_out_identical_urls_across_a_reload() {
-    if nginx_missing() {
+    if nginx_missing("scale-out") {
         return;
     }
     clear_of_the_bucket_edge();
@@ -269,7 +197,7 @@ fn replicas_behind_a_load_balancer_hand_out_identical_urls_across_a_reload() {
     let first = GatewayProcess::start(&config);
     let second = GatewayProcess::start(&config);
     let replicas = [first.addr.as_str(), second.addr.as_str()];
-    let nginx = Nginx::start(site, &replicas);
+    let nginx = Balancer::start(site, &replicas);
     let paths = [
         format!("/go/{H}"),
         format!("/go/{H2}"),

@@ -7,6 +7,7 @@
 pub mod accept;
 mod cdn;
 pub mod faulty;
+pub mod nginx;
 pub mod process;
 
 use std::net::SocketAddr;
