@@ -216,3 +216,69 @@ fn fuzz_regressions_give_one_credential_set() {
         }
     }
 }
+
+/// A plain source under `https://images.example.org/gallery/`: a few path segments of the
+/// characters a file name uses.
+fn listed_source() -> impl Strategy<Value = String> {
+    proptest::collection::vec("[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,11}", 1..4).prop_map(|segments| {
+        let segments: Vec<String> = segments
+            .into_iter()
+            .map(|s| if s == "." || s == ".." { "x".into() } else { s })
+            .collect();
+        format!("https://images.example.org/gallery/{}", segments.join("/"))
+    })
+}
+
+/// Edits a source so that it names another file or host: a character added, removed or
+/// changed anywhere after the scheme.
+fn edit_of(source: &str, at: usize, kind: u8, with: char) -> Option<String> {
+    let start = "https://".len();
+    let chars: Vec<char> = source.chars().collect();
+    let mut edited = chars.clone();
+    match kind % 3 {
+        // Anywhere after the scheme, the very end included.
+        0 => edited.insert(start + at % (chars.len() - start + 1), with),
+        1 => {
+            edited.remove(start + at % (chars.len() - start));
+        }
+        _ => edited[start + at % (chars.len() - start)] = with,
+    }
+    let edited: String = edited.into_iter().collect();
+    (edited != source).then_some(edited)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A page's external source on the route's list is signed, verifies for that source, and no
+    /// edit of the source keeps the signature valid.
+    #[test]
+    fn a_signed_external_source_verifies_and_no_edit_of_it_does(
+        source in listed_source(),
+        tasks in prop_oneof![Just(""), Just("resize=width:300/"), Just("resize=w:1,h:2/flip/")],
+        quoted in any::<bool>(),
+        at in any::<usize>(),
+        kind in any::<u8>(),
+        with in prop_oneof![Just('a'), Just('/'), Just('.'), Just('Z'), Just('-'), Just('@')],
+    ) {
+        let signer = SiteUrls::fixture(
+            "api_key = \"AbCdEfGhIjKlMnOpQrStUvW\"\n\
+             external_sources = [\"https://images.example.org/gallery/\"]",
+            "prop-secret",
+        )
+        .at(NOW);
+        let written = if quoted { format!("\"{source}\"") } else { source.clone() };
+        let url = format!("https://cdn.filestackcontent.com/AbCdEfGhIjKlMnOpQrStUvW/{tasks}{written}");
+        let signed = signer.sign(&url).expect("a listed source is signed");
+        let secret = Secret::new("prop-secret".into()).expect("not empty");
+        prop_assert!(verify_at(&signed, &secret, NOW, Call::Convert).is_ok(), "{}", signed);
+        prop_assert_eq!(signer.sign(&signed), Some(signed.clone()), "signing again changes nothing");
+        if let Some(edited) = edit_of(&source, at, kind, with) {
+            let moved = signed.replace(&source, &edited);
+            prop_assert!(
+                verify_at(&moved, &secret, NOW, Call::Convert).is_err(),
+                "{} still verifies after the source became {}", moved, edited
+            );
+        }
+    }
+}
