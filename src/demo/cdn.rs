@@ -211,7 +211,10 @@ impl StandInCdn {
         self.record(&request, verdict.as_ref(), now);
         let mut response = match verdict {
             Some(verdict) if upload => self.upload(request, verdict).await,
-            Some(Ok(_)) => self.read(&request),
+            Some(Ok(_)) => {
+                self.fetch_source(&request).await;
+                self.read(&request)
+            }
             Some(Err(reason)) => policy_error(&handle_of(&request), &reason),
             None if request.method() == Method::OPTIONS => status(StatusCode::NO_CONTENT, ""),
             None => status(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
@@ -255,6 +258,20 @@ impl StandInCdn {
             at,
         };
         lock(received).push(entry);
+    }
+
+    /// For a request (already verified) that names an external source not fetched yet: fetches
+    /// it, as the real CDN fetches a source to transform it, and keeps it under its URL. The
+    /// demo's partner server speaks plain http on loopback; other sources are not fetched.
+    async fn fetch_source(&self, request: &Request<Incoming>) {
+        let source = handle_of(request);
+        if !source.starts_with("http://") || lock(&self.files).contains_key(&source) {
+            return;
+        }
+        let fetched = tokio::time::timeout(SOURCE_FETCH_TIMEOUT, fetch(&source)).await;
+        if let Ok(Some(file)) = fetched {
+            self.insert(&source, file);
+        }
     }
 
     /// Serves a file to a request whose credentials verified.
@@ -543,4 +560,41 @@ fn ranged(headers: &HeaderMap, bytes: Bytes) -> Response<ResponseBody> {
         .headers_mut()
         .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     response
+}
+
+/// How long the CDN waits for an external source.
+const SOURCE_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The largest external source the CDN fetches.
+const SOURCE_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// `GET http://HOST:PORT/PATH` over one HTTP/1.1 connection: the file, if it answered 200.
+async fn fetch(source: &str) -> Option<StoredFile> {
+    let rest = source.strip_prefix("http://")?;
+    let (authority, path) = rest.split_at(rest.find('/')?);
+    let stream = tokio::net::TcpStream::connect(authority).await.ok()?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .ok()?;
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header(header::HOST, authority)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .ok()?;
+    let response = sender.send_request(request).await.ok()?;
+    if response.status() != StatusCode::OK {
+        return None;
+    }
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let body = http_body_util::Limited::new(response.into_body(), SOURCE_MAX_BYTES)
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    Some(StoredFile::bytes(body, &content_type))
 }

@@ -27,7 +27,7 @@ use crate::body::ResponseBody;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::error::StartupError;
-use crate::filelink::{FileRef, UrlStyle, signed_url};
+use crate::filelink::{FileRef, UrlStyle, signed_url, strip_api_key};
 use crate::policy::{Call, Policy, bucketed_expiry};
 use crate::secret::Secret;
 use crate::server::{AppState, serve};
@@ -36,6 +36,10 @@ use crate::server::{AppState, serve};
 pub const DEMO_MAX_SIZE: &str = "1MB";
 /// The variable the demo's config names for its secret, and the one its `explain` hint sets.
 pub const DEMO_SECRET_ENV: &str = "SIGNGATE_DEMO_SECRET";
+/// The demo app's public API key: its pages write URLs as `client.transform()` does, after it.
+pub const DEMO_API_KEY: &str = "DemoApiKey0123456789Ab";
+/// Where the partner server keeps the picture the gallery's third row shows.
+const PARTNER_PICTURE: &str = "/pictures/partner.png";
 /// How long the demo's URLs are valid, at least.
 const DEMO_TTL: Duration = Duration::from_secs(3600);
 /// Expiries are rounded up to a multiple of this.
@@ -55,6 +59,8 @@ pub struct Demo {
     pub verify: SocketAddr,
     /// The file server of the folder of pictures (checks nothing: only `verify` should reach it).
     pub folder: SocketAddr,
+    /// A partner's server with a picture the gallery shows as an external source.
+    pub partner: SocketAddr,
     gateway_listener: TcpListener,
     state: Arc<AppState>,
     verify_listener: TcpListener,
@@ -89,6 +95,8 @@ impl Demo {
         let verify_addr = local(&verify_listener, loopback)?;
         let folder_listener = bind(loopback).await?;
         let folder_addr = local(&folder_listener, loopback)?;
+        let partner_listener = bind(loopback).await?;
+        let partner_addr = local(&partner_listener, loopback)?;
 
         let secret_text = random_hex(32);
         let secret = Secret::new(secret_text.clone()).map_err(|_| StartupError::NoRandomness)?;
@@ -99,7 +107,14 @@ impl Demo {
         let folder = Arc::new(folder);
         let site = Arc::new(
             site::GallerySite::new(cdn_base, &cdn, format!("http://{site_addr}"))
-                .with_private_row(format!("http://{verify_addr}"), folder_pictures),
+                .with_private_row(format!("http://{verify_addr}"), folder_pictures)
+                .with_api_key(
+                    DEMO_API_KEY,
+                    vec![(
+                        format!("http://{partner_addr}{PARTNER_PICTURE}"),
+                        "Partner".to_owned(),
+                    )],
+                ),
         );
         let explained_picture = site.explained_picture();
         spawn_server(cdn_listener, move |request| {
@@ -114,8 +129,24 @@ impl Demo {
             let folder = Arc::clone(&folder);
             async move { folder.handle(request).await }
         });
+        let partner_picture = bytes::Bytes::from(images::pop_art_png(
+            480,
+            cdn::STARTING_PICTURES[0].1,
+            cdn::STARTING_PICTURES[3].2,
+        ));
+        spawn_server(partner_listener, move |request| {
+            let picture = partner_picture.clone();
+            async move { partner_answer(&request, picture) }
+        });
 
-        let toml = demo_config(gateway, cdn_addr, site_addr, admin_addr, verify_addr);
+        let toml = demo_config(
+            gateway,
+            cdn_addr,
+            site_addr,
+            admin_addr,
+            verify_addr,
+            partner_addr,
+        );
         let config = Config::from_toml_str(&toml, |_| Some(secret_text.clone()))?;
         let state = Arc::new(AppState::new(&config, Arc::new(SystemClock))?);
         let verify_toml = verify_config(verify_addr, folder_addr);
@@ -134,6 +165,7 @@ impl Demo {
             admin: admin_addr,
             verify: verify_addr,
             folder: folder_addr,
+            partner: partner_addr,
             gateway_listener,
             state,
             verify_listener,
@@ -150,7 +182,8 @@ impl Demo {
     pub fn explain_command(&self) -> Option<String> {
         let cdn_base = format!("http://{}", self.cdn);
         let bare = self.explained_picture.as_deref()?;
-        let file = FileRef::parse(bare.strip_prefix(&cdn_base)?.strip_prefix('/')?).ok()?;
+        let rest = bare.strip_prefix(&cdn_base)?.strip_prefix('/')?;
+        let file = FileRef::parse(strip_api_key(rest, Some(DEMO_API_KEY))).ok()?;
         // The policy the gateway's site route writes (its default calls; ttl and bucket above).
         let policy = Policy {
             expiry: bucketed_expiry(SystemClock.now_unix(), DEMO_TTL, DEMO_BUCKET),
@@ -204,6 +237,27 @@ impl Demo {
     }
 }
 
+/// The partner's server: the picture at [`PARTNER_PICTURE`], nothing else.
+fn partner_answer(request: &Request<Incoming>, picture: bytes::Bytes) -> Response<ResponseBody> {
+    let mut response = if request.uri().path() == PARTNER_PICTURE {
+        let mut response = Response::new(crate::body::full(picture));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("image/png"),
+        );
+        response
+    } else {
+        let mut response = Response::new(crate::body::full("not found"));
+        *response.status_mut() = http::StatusCode::NOT_FOUND;
+        response
+    };
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
 fn local(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartupError> {
     listener
         .local_addr()
@@ -218,6 +272,7 @@ fn demo_config(
     site: SocketAddr,
     admin: SocketAddr,
     verify: SocketAddr,
+    partner: SocketAddr,
 ) -> String {
     format!(
         r#"[server]
@@ -253,6 +308,8 @@ mode = "site"
 upstream = "http://{site}"
 rewrite_hosts = ["{cdn}", "{verify}"]
 keep_http = true                # the stand-in CDN and the verify gateway speak plain http, on loopback only
+api_key = "{DEMO_API_KEY}"
+external_sources = ["http://{partner}/pictures/"] # the partner's folder; http written out, as it is on loopback
 "#,
         ttl = DEMO_TTL.as_secs(),
         bucket = DEMO_BUCKET.as_secs(),

@@ -37,6 +37,12 @@ pub struct GallerySite {
     /// The second row: pictures in a private folder, as bare URLs on the gateway that
     /// verifies them. Fixed: uploads go to the CDN.
     private_row: Vec<Photo>,
+    /// The app's API key: thumbnails are written as `client.transform()` writes them
+    /// (`CDN/APIKEY/resize=width:300/HANDLE`), and external sources need it.
+    api_key: Option<String>,
+    /// The third row: pictures on a partner's server, as external sources the CDN transforms
+    /// (`CDN/APIKEY/resize=width:300/http://partner/…`). Fixed.
+    partner_row: Vec<Photo>,
     /// How many pages have the gallery open, pushed to each over a WebSocket.
     live: LiveCounter,
 }
@@ -57,6 +63,8 @@ impl GallerySite {
             own_url,
             photos: Mutex::new(photos),
             private_row: Vec::new(),
+            api_key: None,
+            partner_row: Vec::new(),
             live: LiveCounter::default(),
         }
     }
@@ -74,17 +82,38 @@ impl GallerySite {
         self
     }
 
+    /// Writes CDN URLs as `client.transform()` does, after `api_key`, and adds a third row:
+    /// `sources` (URL, caption) on a partner's server, transformed by the CDN.
+    pub fn with_api_key(mut self, api_key: &str, sources: Vec<(String, String)>) -> Self {
+        self.partner_row = sources
+            .into_iter()
+            .map(|(source, caption)| Photo {
+                url: format!("{}/{api_key}/{source}", self.cdn_base),
+                caption,
+            })
+            .collect();
+        self.api_key = Some(api_key.to_owned());
+        self
+    }
+
     /// The bare thumbnail URL of the picture the gallery page explains (the first one).
     pub fn explained_picture(&self) -> Option<String> {
         self.photos().first().map(|photo| self.thumbnail(photo))
     }
 
     fn thumbnail(&self, photo: &Photo) -> String {
-        photo.url.replacen(
-            &format!("{}/", self.cdn_base),
-            &format!("{}/{THUMBNAIL_TASK}/", self.cdn_base),
-            1,
-        )
+        let prefix = match &self.api_key {
+            Some(key) => format!("{}/{key}/", self.cdn_base),
+            None => format!("{}/", self.cdn_base),
+        };
+        let rest = photo
+            .url
+            .strip_prefix(&prefix)
+            .or_else(|| photo.url.strip_prefix(&format!("{}/", self.cdn_base)));
+        match rest {
+            Some(rest) => format!("{prefix}{THUMBNAIL_TASK}/{rest}"),
+            None => photo.url.clone(),
+        }
     }
 
     fn photos(&self) -> Vec<Photo> {
@@ -169,6 +198,23 @@ impl GallerySite {
                 )
             )
         };
+        let partner = if self.partner_row.is_empty() {
+            String::new()
+        } else {
+            format!(
+                r#"<h2>From a partner's server</h2>
+<p class="lede">This picture is kept on another site. The page names it as <code>client.transform()</code> writes an external source: the CDN's address, the app's API key, the task, then the picture's own URL. The gateway signs it for that one source (its route lists the partner's folder in <code>external_sources</code>), and the CDN fetches and resizes it only with those credentials.</p>
+<main class="grid" id="partner-row">
+{}</main>
+"#,
+                figures(
+                    self.partner_row
+                        .iter()
+                        .map(|photo| (photo, self.thumbnail(photo))),
+                    false
+                )
+            )
+        };
         let (explainer, script) = match photos.first() {
             Some(first) => (self.explainer(&self.thumbnail(first)), EXPLAINER_SCRIPT),
             None => (String::new(), ""),
@@ -181,7 +227,7 @@ impl GallerySite {
 <p class="live">Pages showing this gallery now: <strong id="live-count">…</strong> <small>(pushed by the site over a WebSocket, through the gateway)</small></p>
 {explainer}<main class="grid">
 {first_row}</main>
-{private}{script}{LIVE_SCRIPT}"#
+{private}{partner}{script}{LIVE_SCRIPT}"#
             ),
         )
     }

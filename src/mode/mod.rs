@@ -11,6 +11,7 @@ pub mod upload_policy;
 pub mod verify;
 pub mod websocket;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -140,7 +141,8 @@ pub async fn sign_file_ref(
 ) -> Result<SignedTarget, ProxyError> {
     let signer = signing.signer;
     let api_key = signer.app().map(|app| app.key.as_str());
-    let rest = strip_api_key(rest, api_key);
+    let written = rest;
+    let rest = strip_api_key(written, api_key);
     let query = parts.uri.query().map(strip_client_credentials);
     if let Some(mut external) = ExternalRef::parse(rest).map_err(|_| ProxyError::BadSource)? {
         // Upstream, the source goes unquoted, as filestack-python writes it.
@@ -163,6 +165,11 @@ pub async fn sign_file_ref(
             cache,
         });
     }
+    // A handle read after the API key keeps it in the signed URL, as the client wrote it.
+    let base = match api_key {
+        Some(key) if rest.len() < written.len() => Cow::Owned(format!("{base}/{key}")),
+        _ => Cow::Borrowed(base),
+    };
     let file = FileRef::parse(rest).map_err(|_| ProxyError::NotAHandle)?;
     let calls = signer.check_file(&file).map_err(refused)?;
     let subject = Subject {
@@ -172,7 +179,7 @@ pub async fn sign_file_ref(
     signing.authorize(parts, subject, now).await?;
     let (credentials, cache) = signer.file_credentials(now, file.handle, calls);
     let url = signed_url(
-        base,
+        &base,
         &file,
         query.as_deref(),
         &credentials,

@@ -172,7 +172,8 @@ impl CdnUrlSigner {
         }
         let signer = &self.urls.signer;
         let api_key = signer.app().map(|app| app.key.as_str());
-        let path = strip_api_key(parts.path.strip_prefix('/')?, api_key);
+        let written = parts.path.strip_prefix('/')?;
+        let path = strip_api_key(written, api_key);
         let query = parts.query.map(strip_client_credentials);
         // A signature is a bearer credential: it does not travel in the clear unless the route
         // says its CDN has no https.
@@ -202,8 +203,13 @@ impl CdnUrlSigner {
                     return None;
                 }
                 let (credentials, _outcome) = signer.file_credentials(self.now, file.handle, calls);
+                // The API key stays where the page wrote it.
+                let base = match (api_key, path.len() < written.len()) {
+                    (Some(key), true) => Cow::Owned(format!("{origin}/{key}")),
+                    _ => origin,
+                };
                 signed_url(
-                    &origin,
+                    &base,
                     &file,
                     query.as_deref(),
                     &credentials,

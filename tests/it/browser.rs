@@ -85,6 +85,8 @@ async fn browser(driver_url: &str, profile: &Path) -> Client {
 
 /// Pictures in the gallery's second row, from the folder behind the verify gateway.
 const PRIVATE_ROW: usize = 3;
+/// Pictures in the third row, external sources on the partner's server.
+const PARTNER_ROW: usize = 1;
 
 fn screenshot_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -194,11 +196,13 @@ async fn the_demo_works_in_a_real_browser() {
         // 1. Every gallery image loads, signed; the same URL bare is refused by the CDN.
         client.goto(&format!("{gateway}/")).await.expect("gallery");
         let images = loaded_images(&client).await;
-        assert_eq!(images.len(), 6 + PRIVATE_ROW, "{images:?}");
+        assert_eq!(images.len(), 6 + PRIVATE_ROW + PARTNER_ROW, "{images:?}");
         for (i, (src, width)) in images.iter().enumerate() {
-            // The CDN's six, then the folder's, through the verify gateway.
-            let origin = if i < 6 { &cdn } else { &verify };
-            assert!(src.starts_with(origin) && src.contains("signature="), "{src}");
+            // The CDN's six, the folder's through the verify gateway, then the partner's
+            // picture, an external source the CDN transforms (`security=p:…,s:…`).
+            let origin = if (6..6 + PRIVATE_ROW).contains(&i) { &verify } else { &cdn };
+            let signed = src.contains("signature=") || src.contains(",s:");
+            assert!(src.starts_with(origin) && signed, "{src}");
             assert_eq!(*width, 300, "{src} did not load at its thumbnail width");
         }
         std::fs::write(shots.join("gallery.png"), client.screenshot().await.expect("screenshot"))
@@ -242,7 +246,7 @@ async fn the_demo_works_in_a_real_browser() {
         assert_eq!(link.attr("href").await.expect("href"), Some(format!("{site}/")));
         client.goto(&format!("{site}/")).await.expect("the site, without the gateway");
         let broken = loaded_images(&client).await;
-        assert_eq!(broken.len(), 6 + PRIVATE_ROW, "{broken:?}");
+        assert_eq!(broken.len(), 6 + PRIVATE_ROW + PARTNER_ROW, "{broken:?}");
         assert!(broken.iter().all(|(src, width)| *width == 0 && !src.contains("signature")), "{broken:?}");
         assert!(text_of(&client, "#decoded-policy").await.starts_with("none"));
         std::fs::write(shots.join("without-gateway.png"), client.screenshot().await.expect("screenshot"))
@@ -256,8 +260,11 @@ async fn the_demo_works_in_a_real_browser() {
         upload(&client, &gateway, &small, "Uploaded in the test").await;
         wait_for_text(&client, "main", "Uploaded in the test").await;
         let images = loaded_images(&client).await;
-        assert_eq!(images.len(), 7 + PRIVATE_ROW);
-        assert!(images.iter().all(|(src, width)| *width > 0 && src.contains("signature=")), "{images:?}");
+        assert_eq!(images.len(), 7 + PRIVATE_ROW + PARTNER_ROW);
+        assert!(
+            images.iter().all(|(src, width)| *width > 0 && (src.contains("signature=") || src.contains(",s:"))),
+            "{images:?}"
+        );
         std::fs::write(shots.join("after-upload.png"), client.screenshot().await.expect("screenshot"))
             .expect("saved");
 
@@ -297,7 +304,7 @@ async fn the_demo_works_in_a_real_browser() {
         assert!(result["widened"][1].as_str().unwrap_or_default().contains("bad signature"), "{result}");
 
         client.goto(&format!("{gateway}/")).await.expect("gallery");
-        assert_eq!(loaded_images(&client).await.len(), 7 + PRIVATE_ROW, "a refused upload reached the gallery");
+        assert_eq!(loaded_images(&client).await.len(), 7 + PRIVATE_ROW + PARTNER_ROW, "a refused upload reached the gallery");
     })
     .await;
     let _ = client.close().await;

@@ -31,6 +31,8 @@ fn assert_refused_bare(refused: &Answer) {
 
 /// Pictures in the gallery's second row, from the folder behind the verify gateway.
 const PRIVATE_ROW: usize = 3;
+/// Pictures in the third row, external sources on the partner's server.
+const PARTNER_ROW: usize = 1;
 
 fn image_urls(html: &str) -> Vec<String> {
     html.split("<img src=\"")
@@ -49,14 +51,14 @@ async fn the_gallery_is_signed_through_the_gateway_and_bare_urls_are_refused() {
     // The site itself renders bare URLs.
     let bare_page = get(&format!("http://{site}/")).await.text();
     let bare = image_urls(&bare_page);
-    assert_eq!(bare.len(), 6 + PRIVATE_ROW);
+    assert_eq!(bare.len(), 6 + PRIVATE_ROW + PARTNER_ROW);
     assert!(bare.iter().all(|u| !u.contains("signature")));
 
     let page = get(&format!("http://{gateway}/")).await;
     assert_eq!(page.status, StatusCode::OK);
     let html = page.text();
     let urls = image_urls(&html);
-    assert_eq!(urls.len(), 6 + PRIVATE_ROW);
+    assert_eq!(urls.len(), 6 + PRIVATE_ROW + PARTNER_ROW);
 
     // The first picture is explained: its bare URL stays bare in the page source through the
     // gateway (element text, which the rewriter leaves alone), the script reads the signed one
@@ -79,8 +81,10 @@ async fn the_gallery_is_signed_through_the_gateway_and_bare_urls_are_refused() {
     assert!(html.contains("getElementById('explained-picture')"));
     for url in urls.iter().take(6) {
         assert!(
-            url.starts_with(&format!("http://{cdn}/resize=width:300/"))
-                && url.contains("signature="),
+            url.starts_with(&format!(
+                "http://{cdn}/{}/resize=width:300/",
+                signgate::demo::DEMO_API_KEY
+            )) && url.contains("signature="),
             "{url}"
         );
         let image = get(url).await;
@@ -111,10 +115,12 @@ async fn the_folder_row_is_signed_by_the_gateway_and_checked_by_the_verify_gatew
     let bare: Vec<String> = image_urls(&get(&format!("http://{site}/")).await.text())
         .into_iter()
         .skip(6)
+        .take(PRIVATE_ROW)
         .collect();
     let signed: Vec<String> = image_urls(&get(&format!("http://{gateway}/")).await.text())
         .into_iter()
         .skip(6)
+        .take(PRIVATE_ROW)
         .collect();
     assert_eq!(bare.len(), PRIVATE_ROW);
     for (bare, signed) in bare.iter().zip(&signed) {
@@ -186,7 +192,7 @@ async fn uploads_are_held_to_the_policy_the_gateway_signs() {
     assert_eq!(added.status, StatusCode::CREATED);
     let page = get(&format!("http://{gateway}/")).await.text();
     assert!(page.contains("<figcaption>Mine</figcaption>"));
-    assert_eq!(image_urls(&page).len(), 7 + PRIVATE_ROW);
+    assert_eq!(image_urls(&page).len(), 7 + PRIVATE_ROW + PARTNER_ROW);
 
     let big = Bytes::from(vec![1u8; 1_000_001]);
     let refused = send_body(Method::POST, &store(policy), &[], big.clone()).await;
@@ -291,4 +297,45 @@ async fn the_demo_prints_an_explain_line_that_checks_its_url_with_this_runs_secr
     let image = get(url).await;
     assert_eq!(image.status, StatusCode::OK, "{url}: {}", image.text());
     assert_eq!(png_size(&image.body), Some((300, 300)));
+}
+
+#[tokio::test]
+async fn the_partner_row_is_an_external_source_the_cdn_fetches_only_signed() {
+    use signgate::demo::DEMO_API_KEY;
+    let (demo, gateway, cdn) = demo().await;
+    let (site, partner) = (demo.site, demo.partner);
+    tokio::spawn(demo.serve(std::future::pending()));
+    let source = format!("http://{partner}/pictures/partner.png");
+
+    let bare = image_urls(&get(&format!("http://{site}/")).await.text());
+    let bare = bare.last().expect("the partner's picture");
+    assert_eq!(
+        bare,
+        &format!("http://{cdn}/{DEMO_API_KEY}/resize=width:300/{source}")
+    );
+    assert_refused_bare(&get(bare).await);
+
+    let signed = image_urls(&get(&format!("http://{gateway}/")).await.text());
+    let signed = signed.last().expect("the partner's picture");
+    assert!(
+        signed.starts_with(&format!(
+            "http://{cdn}/{DEMO_API_KEY}/resize=width:300/security=p:"
+        )) && signed.ends_with(&format!("/{source}")),
+        "{signed}"
+    );
+    let image = get(signed).await;
+    assert_eq!(image.status, StatusCode::OK, "{signed}: {}", image.text());
+    assert_eq!(
+        png_size(&image.body),
+        Some((300, 300)),
+        "fetched and resized"
+    );
+    // The credentials are for that one source: moved to another, the CDN refuses them.
+    let moved = signed.replace("partner.png", "other.png");
+    assert_eq!(get(&moved).await.status, StatusCode::FORBIDDEN);
+    // The handles of the first row are written after the API key too, and still signed.
+    assert!(
+        image_urls(&get(&format!("http://{site}/")).await.text())[0]
+            .starts_with(&format!("http://{cdn}/{DEMO_API_KEY}/resize=width:300/"))
+    );
 }
