@@ -67,6 +67,7 @@ pub mod request_id;
 pub mod request_log;
 pub mod rewrite;
 pub mod router;
+pub mod scheme;
 pub mod secret;
 pub mod secret_watch;
 pub mod server;
