@@ -161,13 +161,15 @@ impl ActiveRoute {
     }
 
     /// Whether `route` would sign exactly as this route does, so its credentials (and cache)
-    /// stay valid: same name and mode, secret, signing settings, policy and tasks.
+    /// stay valid: same name and mode, secret, signing settings, policy, tasks, API key and
+    /// external sources.
     pub fn signs_like(&self, route: &Route) -> bool {
         *self.name == *route.name
             && self.mode() == route.mode()
             && self.signer.signing() == &route.signing
             && self.signer.template() == &route.policy
             && self.signer.tasks() == &route.tasks
+            && self.signer.app() == route.app.as_ref()
     }
 
     /// The route's mode.
@@ -369,5 +371,33 @@ mod tests {
             assert!(!Arc::ptr_eq(fresh, &signer), "{toml} {secret}");
             assert_eq!(fresh.cache().hits() + fresh.cache().misses(), 0);
         }
+    }
+
+    #[test]
+    fn a_reload_that_changes_the_external_sources_takes_effect_at_once() {
+        let with_sources = |sources: &str| {
+            RELOADED.replace(
+                "upstream = \"https://cdn.filestackcontent.com\"",
+                &format!(
+                    "upstream = \"https://cdn.filestackcontent.com\"\n\
+                     calls = [\"read\", \"convert\"]\napi_key = \"AbCdEfGhIjKlMnOpQrStUvW\"\n\
+                     external_sources = [{sources}]"
+                ),
+            )
+        };
+        let config = compiled(&with_sources("\"https://a.example/\""), "x");
+        let metrics = Metrics::new(&config);
+        let router = Router::new(&config, &metrics).expect("compiles");
+        let source = crate::external::Source::parse("https://a.example/x.png").expect("plain");
+        let signer = &router.by_name("go").expect("go").signer;
+        assert!(signer.app().is_some_and(|app| app.sources.allows(&source)));
+        let reloaded = router
+            .reloaded(
+                &compiled(&with_sources("\"https://b.example/\""), "x"),
+                &metrics,
+            )
+            .expect("compiles");
+        let signer = &reloaded.by_name("go").expect("go").signer;
+        assert!(!signer.app().is_some_and(|app| app.sources.allows(&source)));
     }
 }

@@ -94,6 +94,34 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A key another signing scheme needs as text (S3's secret access key, from which SigV4
+/// derives its keys; CloudFront's private key PEM; imgix's token; Akamai's hex key), unlike
+/// [`Secret`], which keys HMAC once and keeps no text. `Debug` is redacted; only a scheme's
+/// signer reads it, through [`KeyMaterial::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyMaterial(std::sync::Arc<str>);
+
+impl KeyMaterial {
+    /// Key material from its text; empty is refused.
+    pub fn new(text: String) -> Result<Self, EmptySecret> {
+        if text.is_empty() {
+            return Err(EmptySecret);
+        }
+        Ok(Self(text.into()))
+    }
+
+    /// The text, for a scheme's signer to derive its key from. Never log or print it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyMaterial(<redacted>)")
+    }
+}
+
 /// `bytes` as lowercase hex: the one hex encoder, for signatures and the demo's secret.
 pub fn hex_lower(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -22,6 +22,7 @@ pub mod cidr;
 pub mod log;
 mod raw;
 pub mod route;
+pub mod scheme;
 pub mod secret_source;
 pub mod signing;
 pub mod units;
@@ -42,6 +43,7 @@ pub use route::{
     ProxyRoute, RewriteRules, Route, RouteKind, SiteRoute, Timeouts, UploadPolicyRoute, Upstream,
     VerifyChecks, VerifyRoute,
 };
+pub use scheme::SchemeConfig;
 pub use secret_source::SecretsNeeded;
 pub use signing::{Rotation, SecretRole, Signing};
 

@@ -127,6 +127,13 @@ pub(super) struct RawRoute {
     pub canary_gates_readiness: Option<bool>,
     pub api_key: Option<String>,
     pub external_sources: Option<Vec<String>>,
+    pub scheme: Option<String>,
+    pub access_key_id: Option<String>,
+    pub region: Option<String>,
+    pub key_pair_id: Option<String>,
+    pub expires_param: Option<bool>,
+    pub token_name: Option<String>,
+    pub token_algorithm: Option<String>,
     // The [signing] keys, each overridable per route (serde's flatten cannot deny unknown keys).
     pub secret_env: Option<String>,
     pub secret_file: Option<PathBuf>,
@@ -260,6 +267,16 @@ impl RawRoute {
             (
                 "external_sources",
                 self.external_sources.is_some(),
+                SIGNING_FILES,
+            ),
+            ("access_key_id", self.access_key_id.is_some(), SIGNING_FILES),
+            ("region", self.region.is_some(), SIGNING_FILES),
+            ("key_pair_id", self.key_pair_id.is_some(), SIGNING_FILES),
+            ("expires_param", self.expires_param.is_some(), SIGNING_FILES),
+            ("token_name", self.token_name.is_some(), SIGNING_FILES),
+            (
+                "token_algorithm",
+                self.token_algorithm.is_some(),
                 SIGNING_FILES,
             ),
         ]

@@ -11,6 +11,7 @@ use http::{HeaderValue, Uri};
 use super::access::{Authorize, build_authorize, build_tasks};
 use super::canary::{Canary, build_canary, refuse_on_site};
 use super::raw::{RawRoute, RawSigning};
+use super::scheme::{SchemeConfig, build_scheme};
 use super::secret_source::SecretsNeeded;
 use super::signing::{Signing, build_signing};
 use super::units::{parse_duration, parse_size};
@@ -101,6 +102,8 @@ pub struct Route {
     /// the external URL sources the route signs (proxy, redirect and site routes). Default
     /// none.
     pub app: Option<AppKey>,
+    /// `scheme` and its keys: the signature the route's URLs carry. Default Filestack's.
+    pub scheme: SchemeConfig,
     /// The mode and what only that mode uses.
     pub kind: RouteKind,
 }
@@ -508,6 +511,7 @@ pub(super) fn build_route(
     let authorize = build_authorize(&raw, &key)?;
     let canary = build_canary(&raw, &policy, &key)?;
     let app = build_app_key(&raw, &policy, &key)?;
+    let scheme = build_scheme(&raw, defaults, mode, env, needed, &key)?;
     let kind = match mode {
         Mode::Proxy => RouteKind::Proxy(ProxyRoute {
             fetch: build_fetch(&raw, mode, &key, DEFAULT_PROXY_MAX_RESPONSE_HEADERS)?,
@@ -578,6 +582,7 @@ pub(super) fn build_route(
         authorize,
         canary,
         app,
+        scheme,
         kind,
     };
     Ok((route, warning))

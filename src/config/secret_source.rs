@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::raw::RawSigning;
 use super::{ConfigError, invalid};
-use crate::secret::Secret;
+use crate::secret::{KeyMaterial, Secret};
 
 /// Whether a secret that is not available here stops the load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,32 @@ pub(super) fn load_next_secret(
         keys: ("secret_next_env", "secret_next_file"),
     };
     source.load(env, at, needed)
+}
+
+/// Reads the secret `raw` names as text, for a scheme that derives its own keys from it
+/// ([`KeyMaterial`]); `None` when `raw` names none. A secret not available here gives `None`
+/// with `needed` optional (the route's [`Secret`] already carries the warning).
+pub(super) fn load_key_material(
+    raw: &RawSigning,
+    env: &dyn Fn(&str) -> Option<String>,
+    at: &str,
+    needed: SecretsNeeded,
+) -> Result<Option<KeyMaterial>, ConfigError> {
+    let text = match (&raw.secret_env, &raw.secret_file) {
+        (Some(var), None) => env(var),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text.trim_end_matches(['\n', '\r']).to_owned()),
+            Err(_) if needed == SecretsNeeded::Optional => None,
+            Err(e) => {
+                return Err(invalid(
+                    key_at(at, "secret_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+            }
+        },
+        _ => None,
+    };
+    Ok(text.and_then(|text| KeyMaterial::new(text).ok()))
 }
 
 /// `key` where the keys are (`at`), as messages name it.

@@ -730,3 +730,67 @@ fn bad_verify_keys_are_refused_naming_the_key_and_the_reason() {
         "{error}"
     );
 }
+
+#[test]
+fn each_scheme_names_the_keys_it_needs_and_refuses_the_others() {
+    let route = |keys: &str| {
+        format!(
+            "{SIGNING}[[route]]\nname = \"r\"\nprefix = \"/img/\"\nmode = \"proxy\"\n\
+             upstream = \"https://bucket.s3.eu-west-1.amazonaws.com\"\n{keys}\n"
+        )
+    };
+    let config = parse(&route(
+        "scheme = \"s3\"\naccess_key_id = \"AKIA\"\nregion = \"eu-west-1\"",
+    ))
+    .expect("valid");
+    assert_eq!(config.routes[0].scheme.name(), "s3");
+    assert_eq!(
+        parse(&route("")).expect("valid").routes[0].scheme.name(),
+        "filestack"
+    );
+    for (keys, expected) in [
+        (
+            "scheme = \"gcs\"",
+            "route `r`: `scheme`: must be one of filestack, s3, cloudfront, imgix, akamai",
+        ),
+        (
+            "scheme = \"s3\"\nregion = \"eu-west-1\"",
+            "route `r`: `access_key_id`: is required with scheme = \"s3\"",
+        ),
+        (
+            "scheme = \"s3\"\naccess_key_id = \"A\"",
+            "route `r`: `region`: is required",
+        ),
+        (
+            "region = \"eu-west-1\"",
+            "route `r`: `region`: is for scheme = \"s3\" routes",
+        ),
+        (
+            "scheme = \"imgix\"\nkey_pair_id = \"K\"",
+            "route `r`: `key_pair_id`: is for scheme = \"cloudfront\"",
+        ),
+        (
+            "scheme = \"imgix\"\ncalls = [\"read\"]",
+            "route `r`: `calls`: is Filestack's",
+        ),
+        (
+            "scheme = \"cloudfront\"\nkey_pair_id = \"K\"",
+            "`signing.secret_file`: scheme = \"cloudfront\" reads its private key from a PEM file",
+        ),
+        (
+            "scheme = \"akamai\"\ntoken_algorithm = \"sha512\"",
+            "route `r`: `token_algorithm`: must be sha256, sha1 or md5",
+        ),
+        (
+            "scheme = \"akamai\"",
+            "scheme = \"akamai\" needs the token key in hex",
+        ),
+    ] {
+        let message = error_of(&route(keys));
+        assert!(message.contains(expected), "{keys}: {message}");
+    }
+    let upload = format!(
+        "{SIGNING}[[route]]\nname = \"u\"\nprefix = \"/u\"\nmode = \"upload-policy\"\nscheme = \"s3\"\n"
+    );
+    assert!(error_of(&upload).contains("speak Filestack's policies only"));
+}
