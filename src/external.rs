@@ -23,10 +23,10 @@ pub enum SourceError {
     /// User info, an empty, non-ASCII or oddly spelled host, or a bad port.
     #[error("an external source's host must be a plain host name or IPv4 address")]
     Host,
-    /// A character outside the plain path alphabet, an encoded `/`, `\`, `.` or `%`, a dot or
+    /// A character outside the plain path alphabet (a `%` escape, `;`, a space), a dot-only or
     /// empty segment, a query or a fragment.
     #[error(
-        "an external source's path must be plain: no encoded slashes or dots, no dot segments, no query"
+        "an external source's path must be plain: letters, digits and -._~!$&'()*+,=:@ only, no % escapes or dot segments, no query"
     )]
     Path,
     /// A quote at one end of the source only.
@@ -314,30 +314,16 @@ fn is_plain_host(host: &str) -> bool {
         })
 }
 
-/// A path of plain characters: unreserved, sub-delimiters, `:` and `@`, and percent-escapes
-/// other than of `/`, `\`, `.` and `%`; no empty, `.` or `..` segments.
+/// A path of plain characters only: letters, digits, `-._~`, and `!$&'()*+,=:@`; no `%` escape
+/// at all (what a server decodes differently, such as `%2e`, an overlong `%c0%ae` or a
+/// fullwidth dot, cannot be checked here), no `;` (servlet containers read `..;` as `..`), no
+/// space, and no segment that is empty or dots only (`.`, `..`, `...`).
 fn is_plain_path(path: &str) -> bool {
     let Some(segments) = path.strip_prefix('/') else {
         return false;
     };
-    let bytes = path.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'%' {
-            let Some(hex) = path.get(i + 1..i + 3) else {
-                return false;
-            };
-            let Ok(decoded) = u8::from_str_radix(hex, 16) else {
-                return false;
-            };
-            if matches!(decoded, b'/' | b'\\' | b'.' | b'%') || decoded < 0x20 {
-                return false;
-            }
-            i += 3;
-            continue;
-        }
-        let plain = b.is_ascii_alphanumeric()
+    let plain = path.bytes().all(|b| {
+        b.is_ascii_alphanumeric()
             || matches!(
                 b,
                 b'-' | b'.'
@@ -352,25 +338,19 @@ fn is_plain_path(path: &str) -> bool {
                     | b'*'
                     | b'+'
                     | b','
-                    | b';'
                     | b'='
                     | b':'
                     | b'@'
                     | b'/'
-            );
-        if !plain {
-            return false;
-        }
-        i += 1;
-    }
+            )
+    });
     // The last segment may be empty (`https://host/dir/`): a directory index is still a file.
-    let mut segments: Vec<&str> = segments.split('/').collect();
-    if segments.last() == Some(&"") {
-        segments.pop();
-    }
-    segments
-        .iter()
-        .all(|segment| !segment.is_empty() && *segment != "." && *segment != "..")
+    let segments = segments.strip_suffix('/').unwrap_or(segments);
+    plain
+        && (segments.is_empty()
+            || segments
+                .split('/')
+                .all(|segment| !segment.is_empty() && !segment.bytes().all(|b| b == b'.')))
 }
 
 #[cfg(test)]
@@ -417,6 +397,14 @@ mod tests {
             "https://images.example.org/gallery/a b.png",
             "https://images.example.org/gallery/\"a.png",
             "https://images.example.org/gallery/a%252e.png",
+            "https://images.example.org/gallery/..;/private/payroll.pdf",
+            "https://images.example.org/gallery/.;/a.png",
+            "https://images.example.org/gallery/%c0%ae%c0%ae/a.png",
+            "https://images.example.org/gallery/%ef%bc%8e%ef%bc%8e/a.png",
+            "https://images.example.org/gallery/..%20/a.png",
+            "https://images.example.org/gallery/.../a.png",
+            "https://images.example.org/gallery/my%20photo.png",
+            "https://images.example.org/gallery/a;jsessionid=1.png",
             "ftp://images.example.org/gallery/a.png",
             "https://images.example.org",
         ] {

@@ -181,7 +181,14 @@ pub fn redact_path(path: &str) -> String {
         if i > 0 {
             out.push('/');
         }
-        if crate::filelink::is_security_task(segment) {
+        // Percent-decoded as well (twice): a verifier that decodes before it reads
+        // `%73ecurity=p:…` must not find a credential the log kept.
+        let once = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        let twice = percent_encoding::percent_decode_str(&once).decode_utf8_lossy();
+        if [segment, &once, &twice]
+            .iter()
+            .any(|s| crate::filelink::is_security_task(s))
+        {
             out.push_str("security=<redacted>");
         } else {
             out.push_str(segment);
@@ -223,6 +230,17 @@ mod tests {
             redact_path("/img/security=p:abc,s:def/KW9EJhYtS6y48Whm2S6D"),
             "/img/security=<redacted>/KW9EJhYtS6y48Whm2S6D"
         );
+        for encoded in [
+            "%73ecurity=p:abc,s:def",
+            "security%3Dp:abc,s:def",
+            "%2573ecurity=p:a,s:d",
+        ] {
+            let logged = redact_path(&format!("/v/{encoded}/KW9EJhYtS6y48Whm2S6D"));
+            assert_eq!(
+                logged, "/v/security=<redacted>/KW9EJhYtS6y48Whm2S6D",
+                "{encoded}"
+            );
+        }
         assert!(redact_path(&"/a".repeat(1000)).len() < 520);
     }
 

@@ -158,7 +158,9 @@ pub async fn sign_file_ref(
         else {
             return Err(ProxyError::SourceNotAllowed);
         };
-        let url = external.signed_url(base, api_key, query.as_deref(), &credentials);
+        // No query: whether the CDN would read one as the source's or as its own is not
+        // written down, and either way the client would choose what reaches the partner.
+        let url = external.signed_url(base, api_key, None, &credentials);
         return Ok(SignedTarget {
             url,
             credentials,

@@ -190,11 +190,19 @@ impl CdnUrlSigner {
             // route lists its source, left alone otherwise.
             Some(external) => {
                 signer.check_external(&external).ok()?;
-                if self.is_reflected(external.source.without_scheme()) {
+                // The whole source, or its file name alone (a page may build the rest).
+                let file_name = external.source.as_str().rsplit('/').next().unwrap_or("");
+                if self.is_reflected(external.source.without_scheme())
+                    || (file_name.len() >= 4 && self.is_reflected(file_name))
+                {
                     return None;
                 }
                 let (credentials, _) = signer.external_credentials(self.now, &external.source)?;
-                external.signed_url(&origin, api_key?, query.as_deref(), &credentials)
+                // As in proxy and redirect routes: a source carries no query.
+                if parts.query.is_some() {
+                    return None;
+                }
+                external.signed_url(&origin, api_key?, None, &credentials)
             }
             None => {
                 let file = FileRef::parse(path).ok()?;
@@ -295,21 +303,33 @@ impl CdnUrlSigner {
     }
 }
 
-/// `target` percent-decoded (twice, for a doubly encoded handle), if it holds a run of handle
-/// characters long enough to be one, or a `//` that could start an external source; else
-/// `None`, and nothing needs guarding.
+/// `target` as a page could echo it: percent-decoded (once and twice), then with HTML
+/// character references, JSON and JavaScript escapes (`\/`, `\uXXXX`) undone and backslashes
+/// read as slashes, as an application that decodes or normalises its input would write it; if
+/// any of that holds a run of handle characters long enough to be one, or a `//` that could
+/// start an external source. Else `None`, and nothing needs guarding.
+///
+/// A heuristic: input the application decodes in other ways (base64, its own templates that
+/// join fragments of it) is out of its reach, which is why a site that echoes input should
+/// serve files through a proxy route with `authorize_url` (README, "Who may get a signature").
 fn reflection_text(target: &str) -> Option<String> {
-    let decode = |text: &str| {
+    let percent = |text: &str| {
         percent_encoding::percent_decode_str(text)
             .decode_utf8_lossy()
             .into_owned()
     };
-    let once = decode(target);
-    let twice = decode(&once);
-    let mut text = once;
-    if twice != text {
-        text.push(' ');
-        text.push_str(&twice);
+    let once = percent(target);
+    let twice = percent(&once);
+    let mut text = String::with_capacity(target.len() * 4);
+    for variant in [once, twice] {
+        let unescaped = unescape_js(&super::html::decode_char_refs(&variant)).replace('\\', "/");
+        let slashed = variant.replace('\\', "/");
+        for form in [variant, slashed, unescaped] {
+            if !text.contains(&form) {
+                text.push_str(&form);
+                text.push(' ');
+            }
+        }
     }
     let longest_run = text
         .split(|c: char| !c.is_ascii_alphanumeric())
@@ -318,6 +338,37 @@ fn reflection_text(target: &str) -> Option<String> {
         .unwrap_or(0);
     // A handle, or an external source (`host/path` after a `//`).
     (longest_run >= HANDLE_LEN || text.contains("//")).then_some(text)
+}
+
+/// `text` with JSON and JavaScript string escapes undone: `\/`, `\"`, `\\` and `\uXXXX`.
+fn unescape_js(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek().copied() {
+            Some('/') | Some('"') | Some('\\') => {
+                out.extend(chars.next());
+            }
+            Some('u') => {
+                let hex: String = chars.clone().skip(1).take(4).collect();
+                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    Some(decoded) if hex.len() == 4 => {
+                        out.push(decoded);
+                        for _ in 0..5 {
+                            chars.next();
+                        }
+                    }
+                    _ => out.push(c),
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// The pieces of an absolute or protocol-relative URL signgate cares about.
@@ -419,6 +470,26 @@ fn srcset_candidates(srcset: &str) -> Vec<SrcsetPiece<'_>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_reflection_guard_reads_what_a_page_could_decode_from_the_request() {
+        let guarded = |target: &str, file: &str| {
+            super::reflection_text(target).is_some_and(|text| text.contains(file))
+        };
+        let source = "images.example.org/gallery/secret.png";
+        for target in [
+            "/search?q=https://images.example.org/gallery/secret.png",
+            "/search?q=https%3A%2F%2Fimages.example.org%2Fgallery%2Fsecret.png",
+            r#"/graphql?variables={"u":"https:\/\/images.example.org\/gallery\/secret.png"}"#,
+            "/echo?u=https:&#47;&#47;images.example.org&#47;gallery&#47;secret.png",
+            r"/echo?u=https:\\images.example.org\gallery\secret.png",
+        ] {
+            assert!(guarded(target, source), "{target}");
+        }
+        let handle = "KW9EJhYtS6y48Whm2S6D";
+        assert!(guarded(r"/echo?h=\u004bW9EJhYtS6y48Whm2S6D", handle));
+        assert!(super::reflection_text("/gallery?page=2").is_none());
+    }
+
     use super::*;
     use crate::policy::Call;
     use crate::secret::Secret;

@@ -15,3 +15,59 @@ pub struct Validity {
     /// The moment the URL stops being valid.
     pub expiry: u64,
 }
+
+/// Signs object URLs for one route with a scheme other than Filestack's. Each scheme's signer
+/// implements it; the route keeps one, built from its config.
+pub trait SignsUrls: Send + Sync {
+    /// `url` (absolute, its path percent-encoded as it is sent, the client's query already
+    /// stripped of credentials) signed to be valid for `validity`.
+    fn sign_url(&self, url: &str, validity: Validity) -> Result<String, SchemeError>;
+
+    /// The query parameter names that carry this scheme's credentials: removed from what a
+    /// client or a page wrote before signing, so only signgate's reach the CDN.
+    fn credential_params(&self) -> &[&str];
+}
+
+/// Why a URL could not be signed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemeError {
+    /// The URL is not one the scheme can sign (not absolute, a path it cannot encode).
+    #[error("cannot sign this URL: {0}")]
+    Url(&'static str),
+    /// The validity is longer than the scheme allows (SigV4: 7 days).
+    #[error("validity longer than the scheme allows")]
+    TooLong,
+}
+
+/// `query` without the parameters `names` (compared without case, names percent-decoded):
+/// credentials a client or page wrote are never passed on. `None` when nothing is left.
+pub fn strip_params(query: &str, names: &[&str]) -> Option<String> {
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
+            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            !names.iter().any(|banned| name.eq_ignore_ascii_case(banned))
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_params_are_stripped_in_any_case_and_spelling() {
+        let names = ["X-Amz-Signature", "X-Amz-Credential"];
+        assert_eq!(
+            strip_params(
+                "a=1&x-amz-signature=s&X-Amz-Credential=c&%58-Amz-Signature=t&b=2",
+                &names
+            ),
+            Some("a=1&b=2".into())
+        );
+        assert_eq!(strip_params("X-AMZ-SIGNATURE=s", &names), None);
+    }
+}

@@ -151,8 +151,12 @@ async fn a_listed_source_is_fetched_with_credentials_for_that_source_only() {
         assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.text());
         assert_eq!(answer.text(), "partner picture", "{path}");
     }
+    // The client's query is not passed on with a source.
+    let answer = get(&gateway.url(&format!("/img/{SOURCE}?x=1&policy=p"))).await;
+    assert_eq!(answer.status, StatusCode::OK);
     let received = cdn.received();
-    assert_eq!(received.len(), 4);
+    assert_eq!(received.len(), 5);
+    assert!(!received[4].uri.contains('?'), "{}", received[4].uri);
     for request in &received {
         assert!(
             request.uri.starts_with(&format!("/{API_KEY}/")),
@@ -227,6 +231,18 @@ async fn unlisted_and_look_alike_sources_never_reach_the_cdn() {
         ),
         (
             "https://images.example.org/gallery//a.png",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "https://images.example.org/gallery/..;/private/payroll.pdf",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "https://images.example.org/gallery/%c0%ae%c0%ae/a.png",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "https://images.example.org/gallery/.../a.png",
             StatusCode::BAD_REQUEST,
         ),
         (
