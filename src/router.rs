@@ -102,7 +102,19 @@ impl ActiveRoute {
         let kept = previous.filter(|old| old.signs_like(route));
         let signer = match kept {
             Some(old) => Arc::clone(&old.signer),
-            None => Arc::new(RouteSigner::for_route(route).with_metrics(metrics.signing.clone())),
+            None => {
+                let signer = RouteSigner::for_route(route).with_metrics(metrics.signing.clone());
+                let scheme = crate::scheme::signer_for(&route.scheme).map_err(|e| {
+                    StartupError::Config(crate::config::ConfigError::Invalid {
+                        key: format!("route `{}`: `scheme`", route.name),
+                        reason: e.to_string(),
+                    })
+                })?;
+                Arc::new(match scheme {
+                    Some(scheme) => signer.with_scheme(route.scheme.clone(), scheme),
+                    None => signer,
+                })
+            }
         };
         let (upstream_metrics, max_skew) = (&metrics.upstream, route.signing.max_clock_skew);
         let kind = match &route.kind {
@@ -170,6 +182,7 @@ impl ActiveRoute {
             && self.signer.template() == &route.policy
             && self.signer.tasks() == &route.tasks
             && self.signer.app() == route.app.as_ref()
+            && self.signer.scheme_config() == &route.scheme
     }
 
     /// The route's mode.

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use crate::cache::{BucketCache, CacheKey, CacheOutcome, CredentialCache};
-use crate::config::{AppKey, Route, Signing};
+use crate::config::{AppKey, Route, SchemeConfig, Signing};
 use crate::external::{ExternalRef, Source};
 use crate::filelink::{FileRef, Handle};
 use crate::metrics::SigningMetrics;
 use crate::policy::{Call, Credentials, Policy, PolicyLimits, PolicyTemplate};
+use crate::scheme::{SchemeError, SignsUrls, Validity};
 use crate::tasks::TaskAllowlist;
 
 /// Why a route does not sign a file reference.
@@ -33,6 +34,26 @@ pub struct RouteSigner {
     app: Option<AppKey>,
     /// Credentials per external source, made only for a route with sources.
     external_cache: Option<BucketCache<String, Credentials>>,
+    /// The route's scheme when it is not Filestack's: its config, its signer, and the signed
+    /// URLs per object URL and bucket.
+    scheme: Option<SchemeSigning>,
+}
+
+/// An object URL signed with a route's scheme.
+pub struct SignedObject {
+    /// The signed URL.
+    pub url: Arc<String>,
+    /// Whether it came from the cache.
+    pub cache: CacheOutcome,
+    /// When it expires.
+    pub expiry: u64,
+}
+
+/// A route's signing in a scheme other than Filestack's.
+struct SchemeSigning {
+    config: SchemeConfig,
+    signer: Arc<dyn SignsUrls>,
+    cache: BucketCache<String, String>,
 }
 
 impl RouteSigner {
@@ -48,7 +69,63 @@ impl RouteSigner {
             metrics: SigningMetrics::default(),
             app: None,
             external_cache: None,
+            scheme: None,
         }
+    }
+
+    /// Signs object URLs with `signer`, the scheme `config` names, instead of Filestack's
+    /// policies ([`RouteSigner::scheme_url`]).
+    pub fn with_scheme(mut self, config: SchemeConfig, signer: Arc<dyn SignsUrls>) -> Self {
+        let cache =
+            BucketCache::new(self.signing.cache_size).with_metrics(self.metrics.cache.clone());
+        self.scheme = Some(SchemeSigning {
+            config,
+            signer,
+            cache,
+        });
+        self
+    }
+
+    /// The scheme the route signs with, when it is not Filestack's.
+    pub fn scheme(&self) -> Option<&dyn SignsUrls> {
+        self.scheme.as_ref().map(|scheme| &*scheme.signer)
+    }
+
+    /// The route's scheme config: Filestack's unless [`RouteSigner::with_scheme`] set another.
+    pub fn scheme_config(&self) -> &SchemeConfig {
+        self.scheme
+            .as_ref()
+            .map_or(&SchemeConfig::Filestack, |scheme| &scheme.config)
+    }
+
+    /// `url` (an object's absolute URL, credentials stripped) signed with the route's scheme
+    /// for the bucket `now` falls in, and the expiry it carries: from the cache while this
+    /// bucket's is there. `None` for a Filestack route.
+    pub fn scheme_url(&self, now: u64, url: &str) -> Option<Result<SignedObject, SchemeError>> {
+        let scheme = self.scheme.as_ref()?;
+        let expiry = self.expiry_at(now);
+        let bucket = self.signing.bucket.as_secs().max(1);
+        let validity = Validity {
+            start: now - now % bucket,
+            expiry,
+        };
+        if let Some(signed) = scheme.cache.get(url, expiry) {
+            self.observe_validity(now, expiry);
+            return Some(Ok(SignedObject {
+                url: signed,
+                cache: CacheOutcome::Hit,
+                expiry,
+            }));
+        }
+        Some(scheme.signer.sign_url(url, validity).map(|signed| {
+            self.metrics.minted.inc();
+            self.observe_validity(now, expiry);
+            SignedObject {
+                url: scheme.cache.insert(url, expiry, signed),
+                cache: CacheOutcome::Miss,
+                expiry,
+            }
+        }))
     }
 
     /// Reads file references after the app's API key, and signs external sources under

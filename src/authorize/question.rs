@@ -39,6 +39,9 @@ pub enum SubjectFile<'a> {
     Handle(Handle),
     /// An external URL source: the service is told `source=…`.
     Source(&'a str),
+    /// An object's URL on a route with another scheme (S3, CloudFront, imgix, Akamai): the
+    /// service is told `object=…`.
+    Object(&'a str),
 }
 
 /// Everything the authorization service is told about one request.
@@ -61,6 +64,7 @@ impl Question {
             let (name, value) = match &file {
                 SubjectFile::Handle(handle) => ("handle=", handle.as_str()),
                 SubjectFile::Source(source) => ("source=", *source),
+                SubjectFile::Object(url) => ("object=", *url),
             };
             query.push_str(name);
             query.extend(utf8_percent_encode(value, QUERY_VALUE));

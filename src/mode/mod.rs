@@ -22,11 +22,12 @@ use hyper::body::Incoming;
 use crate::authorize::{Authorizer, Subject, SubjectFile};
 use crate::body::ResponseBody;
 use crate::cache::CacheOutcome;
+use crate::config::Upstream;
 use crate::error::ProxyError;
 use crate::external::ExternalRef;
 use crate::filelink::{FileRef, signed_url, strip_api_key, strip_client_credentials};
-use crate::policy::Credentials;
 use crate::router::{ActiveKind, ActiveRoute};
+use crate::scheme::{SignsUrls, is_plain_object_path, strip_params};
 use crate::server::ListenerScheme;
 use crate::signer::{Refusal, RouteSigner};
 
@@ -112,8 +113,8 @@ impl Signing<'_> {
 pub struct SignedTarget {
     /// The upstream URL with credentials.
     pub url: String,
-    /// The credentials (for their expiry).
-    pub credentials: Arc<Credentials>,
+    /// When the credentials expire.
+    pub expiry: u64,
     /// Whether they came from the cache.
     pub cache: CacheOutcome,
 }
@@ -129,17 +130,28 @@ pub fn require_get_or_head(parts: &Parts) -> Result<(), ProxyError> {
 
 /// Parses `rest` as `[APIKEY/][TASKS/]HANDLE` or `[APIKEY/][TASKS/]SOURCE` (an external URL
 /// source), checks the route allows what it asks (its calls, tasks and external sources) and
-/// that the route's `authorize_url`, if any, allows this client, and signs its URL under `base`
-/// (an origin and base path, or only the base path for a URI built from parts) with only the
-/// calls it needs, keeping the client's query minus any credentials it carried.
+/// that the route's `authorize_url`, if any, allows this client, and signs its URL on
+/// `upstream` with only the calls it needs, keeping the client's query minus any credentials
+/// it carried. With `relative`, the URL is the path and query only (for a request built from
+/// parts). A route with another scheme signs `rest` as an object's path instead
+/// ([`sign_object`]).
 pub async fn sign_file_ref(
     signing: Signing<'_>,
-    base: &str,
+    upstream: &Upstream,
+    relative: bool,
     rest: &str,
     parts: &Parts,
     now: u64,
 ) -> Result<SignedTarget, ProxyError> {
     let signer = signing.signer;
+    if let Some(scheme) = signer.scheme() {
+        return sign_object(signing, scheme, upstream, relative, rest, parts, now).await;
+    }
+    let base = if relative {
+        upstream.base_path()
+    } else {
+        upstream.base()
+    };
     let api_key = signer.app().map(|app| app.key.as_str());
     let written = rest;
     let rest = strip_api_key(written, api_key);
@@ -163,7 +175,7 @@ pub async fn sign_file_ref(
         let url = external.signed_url(base, api_key, None, &credentials);
         return Ok(SignedTarget {
             url,
-            credentials,
+            expiry: credentials.expiry,
             cache,
         });
     }
@@ -189,9 +201,57 @@ pub async fn sign_file_ref(
     );
     Ok(SignedTarget {
         url,
-        credentials,
+        expiry: credentials.expiry,
         cache,
     })
+}
+
+/// Signs `rest`, an object's path on `upstream`, with the route's scheme: a plain path (see
+/// [`is_plain_object_path`]), the client's query kept without the scheme's credential
+/// parameters, the route's `authorize_url` asked first (told `object=URL`).
+async fn sign_object(
+    signing: Signing<'_>,
+    scheme: &dyn SignsUrls,
+    upstream: &Upstream,
+    relative: bool,
+    rest: &str,
+    parts: &Parts,
+    now: u64,
+) -> Result<SignedTarget, ProxyError> {
+    if !is_plain_object_path(rest) {
+        return Err(ProxyError::BadTarget);
+    }
+    let query = parts
+        .uri
+        .query()
+        .and_then(|query| strip_params(query, scheme.credential_params()));
+    let mut url = format!("{}/{rest}", upstream.base());
+    if let Some(query) = &query {
+        url.push('?');
+        url.push_str(query);
+    }
+    let subject = Subject {
+        file: Some(SubjectFile::Object(&url)),
+        tasks: &[],
+    };
+    signing.authorize(parts, subject, now).await?;
+    let Some(signed) = signing.signer.scheme_url(now, &url) else {
+        return Err(ProxyError::BadTarget);
+    };
+    let signed = signed.map_err(|e| ProxyError::Internal(e.into()))?;
+    let (cache, expiry, signed) = (signed.cache, signed.expiry, signed.url);
+    let url = if relative {
+        // The path and query, for a request built from parts.
+        let after_scheme = signed
+            .split_once("://")
+            .map_or(signed.as_str(), |(_, rest)| rest);
+        after_scheme
+            .find('/')
+            .map_or_else(|| "/".to_owned(), |slash| after_scheme[slash..].to_owned())
+    } else {
+        signed.as_str().to_owned()
+    };
+    Ok(SignedTarget { url, expiry, cache })
 }
 
 /// The error for a route's refusal to sign.

@@ -92,14 +92,7 @@ pub async fn handle(
         return Ok(preflight);
     }
     let upstream = &proxy.client;
-    let target = sign_file_ref(
-        signing,
-        upstream.upstream().base_path(),
-        rest,
-        &parts,
-        ctx.now,
-    )
-    .await?;
+    let target = sign_file_ref(signing, upstream.upstream(), true, rest, &parts, ctx.now).await?;
     // The handle and tasks were checked and the query came from a parsed request target, so
     // this only fails for a target no upstream should be sent.
     let path = PathAndQuery::try_from(target.url).map_err(|_| ProxyError::BadTarget)?;

@@ -19,12 +19,12 @@ pub async fn handle(
     ctx: RequestContext,
 ) -> Result<Handled, ProxyError> {
     require_get_or_head(&parts)?;
-    let target = sign_file_ref(signing, upstream.base(), rest, &parts, ctx.now).await?;
+    let target = sign_file_ref(signing, upstream, false, rest, &parts, ctx.now).await?;
     let location = HeaderValue::try_from(target.url).map_err(|e| ProxyError::Internal(e.into()))?;
     // A browser that keeps the redirect still finds `min_validity` left on the URL it follows.
     let remaining = signing
         .signer
-        .usable_until(target.credentials.expiry)
+        .usable_until(target.expiry)
         .saturating_sub(ctx.now)
         .saturating_sub(signing.signer.signing().min_validity.as_secs());
     let cache_control = HeaderValue::try_from(format!("private, max-age={remaining}"))

@@ -9,6 +9,7 @@ use crate::cache::{BucketCache, Weigher};
 use crate::config::{Config, RewriteRules, RouteKind};
 use crate::external::ExternalRef;
 use crate::filelink::{FileRef, HANDLE_LEN, signed_url, strip_api_key, strip_client_credentials};
+use crate::scheme::{is_plain_object_path, strip_params};
 use crate::signer::RouteSigner;
 
 /// Most signed URLs a site route keeps (a few hundred bytes each, so a few MiB at most).
@@ -185,44 +186,67 @@ impl CdnUrlSigner {
             }
             _ => Cow::Borrowed(parts.origin),
         };
-        let mut signed = match ExternalRef::parse(path).ok()? {
-            // What `client.transform()` writes for a picture kept elsewhere: signed where the
-            // route lists its source, left alone otherwise.
-            Some(external) => {
-                signer.check_external(&external).ok()?;
-                // The whole source, or its file name alone (a page may build the rest).
-                let file_name = external.source.as_str().rsplit('/').next().unwrap_or("");
-                if self.is_reflected(external.source.without_scheme())
-                    || (file_name.len() >= 4 && self.is_reflected(file_name))
-                {
-                    return None;
-                }
-                let (credentials, _) = signer.external_credentials(self.now, &external.source)?;
-                // As in proxy and redirect routes: a source carries no query.
-                if parts.query.is_some() {
-                    return None;
-                }
-                external.signed_url(&origin, api_key?, None, &credentials)
+        let mut signed = if let Some(scheme) = signer.scheme() {
+            // Another scheme (S3, CloudFront, imgix, Akamai): the object's whole URL is signed.
+            if !is_plain_object_path(written) || self.is_reflected(written) {
+                return None;
             }
-            None => {
-                let file = FileRef::parse(path).ok()?;
-                let calls = signer.check_file(&file).ok()?;
-                if self.is_reflected(file.handle.as_str()) {
-                    return None;
+            let mut url = format!("{origin}/{written}");
+            if let Some(query) = parts
+                .query
+                .and_then(|q| strip_params(q, scheme.credential_params()))
+            {
+                url.push('?');
+                url.push_str(&query);
+            }
+            signer
+                .scheme_url(self.now, &url)?
+                .ok()?
+                .url
+                .as_str()
+                .to_owned()
+        } else {
+            match ExternalRef::parse(path).ok()? {
+                // What `client.transform()` writes for a picture kept elsewhere: signed where the
+                // route lists its source, left alone otherwise.
+                Some(external) => {
+                    signer.check_external(&external).ok()?;
+                    // The whole source, or its file name alone (a page may build the rest).
+                    let file_name = external.source.as_str().rsplit('/').next().unwrap_or("");
+                    if self.is_reflected(external.source.without_scheme())
+                        || (file_name.len() >= 4 && self.is_reflected(file_name))
+                    {
+                        return None;
+                    }
+                    let (credentials, _) =
+                        signer.external_credentials(self.now, &external.source)?;
+                    // As in proxy and redirect routes: a source carries no query.
+                    if parts.query.is_some() {
+                        return None;
+                    }
+                    external.signed_url(&origin, api_key?, None, &credentials)
                 }
-                let (credentials, _outcome) = signer.file_credentials(self.now, file.handle, calls);
-                // The API key stays where the page wrote it.
-                let base = match (api_key, path.len() < written.len()) {
-                    (Some(key), true) => Cow::Owned(format!("{origin}/{key}")),
-                    _ => origin,
-                };
-                signed_url(
-                    &base,
-                    &file,
-                    query.as_deref(),
-                    &credentials,
-                    signer.signing().url_style,
-                )
+                None => {
+                    let file = FileRef::parse(path).ok()?;
+                    let calls = signer.check_file(&file).ok()?;
+                    if self.is_reflected(file.handle.as_str()) {
+                        return None;
+                    }
+                    let (credentials, _outcome) =
+                        signer.file_credentials(self.now, file.handle, calls);
+                    // The API key stays where the page wrote it.
+                    let base = match (api_key, path.len() < written.len()) {
+                        (Some(key), true) => Cow::Owned(format!("{origin}/{key}")),
+                        _ => origin,
+                    };
+                    signed_url(
+                        &base,
+                        &file,
+                        query.as_deref(),
+                        &credentials,
+                        signer.signing().url_style,
+                    )
+                }
             }
         };
         self.signed_any.store(true, Ordering::Relaxed);

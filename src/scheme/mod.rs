@@ -6,6 +6,10 @@
 //! a bucket, and the vendors' SDK vectors (`tests/data/cdn-schemes.json`) are reproduced byte
 //! for byte.
 
+use std::sync::Arc;
+
+use crate::config::SchemeConfig;
+
 /// When a signed URL is valid, in unix seconds: from the start of its expiry bucket (what a
 /// scheme that carries a signing time writes, such as SigV4's `X-Amz-Date`) to its expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +32,18 @@ pub trait SignsUrls: Send + Sync {
     fn credential_params(&self) -> &[&str];
 }
 
+/// The signer for a route's scheme, from its config: `None` for Filestack's, which
+/// [`crate::signer::RouteSigner`] signs itself.
+pub fn signer_for(config: &SchemeConfig) -> Result<Option<Arc<dyn SignsUrls>>, SchemeError> {
+    match config {
+        SchemeConfig::Filestack => Ok(None),
+        SchemeConfig::S3 { .. }
+        | SchemeConfig::CloudFront { .. }
+        | SchemeConfig::Imgix { .. }
+        | SchemeConfig::Akamai { .. } => Err(SchemeError::Url("scheme not built in")),
+    }
+}
+
 /// Why a URL could not be signed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SchemeError {
@@ -37,6 +53,60 @@ pub enum SchemeError {
     /// The validity is longer than the scheme allows (SigV4: 7 days).
     #[error("validity longer than the scheme allows")]
     TooLong,
+}
+
+/// Whether `path` (an object's path after a route's prefix, no leading `/`) is plainly
+/// written: letters, digits, `-._~!$&'()*+,=:@/`, and `%` escapes of anything but `/`, `\\`,
+/// `.`, `%` and control characters; no empty or dots-only segment. What reaches the storage is
+/// then the object the client named, whatever the storage normalises.
+pub fn is_plain_object_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let decoded = path
+                    .get(i + 1..i + 3)
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+                match decoded {
+                    Some(b)
+                        if !matches!(b, b'/' | b'\\' | b'.' | b'%') && b >= 0x20 && b != 0x7f =>
+                    {
+                        i += 3;
+                    }
+                    _ => return false,
+                }
+            }
+            b if b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b'='
+                        | b':'
+                        | b'@'
+                        | b'/'
+                ) =>
+            {
+                i += 1;
+            }
+            _ => return false,
+        }
+    }
+    !path.is_empty()
+        && path
+            .split('/')
+            .all(|segment| !segment.is_empty() && !segment.bytes().all(|b| b == b'.'))
 }
 
 /// `query` without the parameters `names` (compared without case, names percent-decoded):
@@ -57,6 +127,40 @@ pub fn strip_params(query: &str, names: &[&str]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_paths_are_plain_or_refused() {
+        for ok in [
+            "images/cat.jpg",
+            "a/b%20c.png",
+            "x",
+            "caf%C3%A9.jpg",
+            "a+b(1).png",
+        ] {
+            assert!(is_plain_object_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/a",
+            "a//b",
+            "../a",
+            "a/./b",
+            "a/...",
+            "a%2Fb",
+            "a%2e%2e/b",
+            "a%5cb",
+            "a%00",
+            "a%25",
+            "a b",
+            "a;b",
+            "a?b",
+            "a#b",
+            "a\\b",
+            "%zz",
+        ] {
+            assert!(!is_plain_object_path(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn credential_params_are_stripped_in_any_case_and_spelling() {
