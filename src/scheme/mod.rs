@@ -15,3 +15,6 @@ pub struct Validity {
     /// The moment the URL stops being valid.
     pub expiry: u64,
 }
+
+pub mod cloudfront;
+mod wildcard;
