@@ -19,7 +19,7 @@ use rsa::traits::PublicKeyParts as _;
 use serde_json::Value;
 use sha1::Sha1;
 
-use super::wildcard;
+use super::{Invalid, wildcard};
 
 /// The query parameters CloudFront reads its credentials from, so a gateway can strip the ones
 /// a client sent before signing.
@@ -68,39 +68,6 @@ pub enum CloudFrontKeyError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("RSA signing failed")]
 pub struct SignError;
-
-/// Why a signed CloudFront URL is refused: the wording `signgate explain` prints.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CloudFrontInvalid {
-    /// A credential parameter is missing (`Expires` or `Policy`, `Signature`, `Key-Pair-Id`).
-    #[error("missing `{0}`")]
-    Missing(&'static str),
-    /// A credential parameter is present but unreadable: bad base64, a policy that is not one
-    /// CloudFront statement, or both `Expires` and `Policy`.
-    #[error("malformed `{0}`")]
-    Malformed(&'static str),
-    /// `Key-Pair-Id` names another key pair.
-    #[error("signed with key pair `{0}`, not this one")]
-    WrongKeyPair(String),
-    /// The signature does not cover this policy with this key.
-    #[error("invalid signature")]
-    BadSignature,
-    /// The URL is not the policy's `Resource`, nor matched by its wildcards.
-    #[error("the URL is not covered by the policy's resource")]
-    WrongResource,
-    /// The policy's `DateLessThan` has passed.
-    #[error("expired at {expiry}")]
-    Expired {
-        /// `DateLessThan` (or `Expires`), in unix seconds.
-        expiry: u64,
-    },
-    /// The policy's `DateGreaterThan` has not come yet.
-    #[error("not valid before {start}")]
-    NotYetValid {
-        /// `DateGreaterThan`, in unix seconds.
-        start: u64,
-    },
-}
 
 /// A custom policy as botocore's `build_policy` writes it: compact JSON, conditions in the
 /// order `DateLessThan`, `IpAddress`, `DateGreaterThan`.
@@ -287,30 +254,30 @@ impl CloudFrontSigner {
     /// Checks a signed URL as CloudFront would at `now` (unix seconds): key pair, signature
     /// over the policy with this key's public half, resource, then the dates. `IpAddress` is
     /// reported in the answer, not checked: there is no client address here.
-    pub fn verify(&self, signed_url: &str, now: u64) -> Result<SignedUrl, CloudFrontInvalid> {
+    pub fn verify(&self, signed_url: &str, now: u64) -> Result<SignedUrl, Invalid> {
         let signed = SignedUrl::decode(signed_url)?;
         if signed.key_pair_id != self.key_pair_id {
-            return Err(CloudFrontInvalid::WrongKeyPair(signed.key_pair_id));
+            return Err(Invalid::WrongKey(signed.key_pair_id));
         }
-        let signature = Signature::try_from(signed.signature.as_slice())
-            .map_err(|_| CloudFrontInvalid::BadSignature)?;
+        let signature =
+            Signature::try_from(signed.signature.as_slice()).map_err(|_| Invalid::BadSignature)?;
         self.public
             .verify(signed.policy_json.as_bytes(), &signature)
-            .map_err(|_| CloudFrontInvalid::BadSignature)?;
+            .map_err(|_| Invalid::BadSignature)?;
         if let Some(resource) = &signed.resource
             && !wildcard::matches(resource, &signed.url)
         {
-            return Err(CloudFrontInvalid::WrongResource);
+            return Err(Invalid::NotCovered);
         }
         if now >= signed.expiry {
-            return Err(CloudFrontInvalid::Expired {
+            return Err(Invalid::Expired {
                 expiry: signed.expiry,
             });
         }
         if let Some(start) = signed.start
             && now <= start
         {
-            return Err(CloudFrontInvalid::NotYetValid { start });
+            return Err(Invalid::NotYetValid { start });
         }
         Ok(signed)
     }
@@ -350,7 +317,7 @@ pub struct SignedUrl {
 
 impl SignedUrl {
     /// Reads a signed URL's credentials and policy, checking nothing but their form.
-    pub fn decode(signed_url: &str) -> Result<Self, CloudFrontInvalid> {
+    pub fn decode(signed_url: &str) -> Result<Self, Invalid> {
         let (base, query) = signed_url.split_once('?').unwrap_or((signed_url, ""));
         let mut kept = Vec::new();
         let [mut expires, mut policy, mut signature, mut key_pair_id] = [const { None }; 4];
@@ -373,17 +340,14 @@ impl SignedUrl {
         } else {
             format!("{base}?{}", kept.join("&"))
         };
-        let signature = signature.ok_or(CloudFrontInvalid::Missing("Signature"))?;
-        let signature =
-            decode_base64(&signature).ok_or(CloudFrontInvalid::Malformed("Signature"))?;
-        let key_pair_id = key_pair_id.ok_or(CloudFrontInvalid::Missing("Key-Pair-Id"))?;
+        let signature = signature.ok_or(Invalid::Missing("Signature"))?;
+        let signature = decode_base64(&signature).ok_or(Invalid::Malformed("Signature"))?;
+        let key_pair_id = key_pair_id.ok_or(Invalid::Missing("Key-Pair-Id"))?;
         match (expires, policy) {
-            (Some(_), Some(_)) => Err(CloudFrontInvalid::Malformed("Expires")),
-            (None, None) => Err(CloudFrontInvalid::Missing("Policy")),
+            (Some(_), Some(_)) => Err(Invalid::Malformed("Expires")),
+            (None, None) => Err(Invalid::Missing("Policy")),
             (Some(expires), None) => {
-                let expiry = expires
-                    .parse()
-                    .map_err(|_| CloudFrontInvalid::Malformed("Expires"))?;
+                let expiry = expires.parse().map_err(|_| Invalid::Malformed("Expires"))?;
                 Ok(Self {
                     canned: true,
                     policy_json: canned_policy(&url, expiry),
@@ -397,7 +361,7 @@ impl SignedUrl {
                 })
             }
             (None, Some(policy)) => {
-                let malformed = CloudFrontInvalid::Malformed("Policy");
+                let malformed = Invalid::Malformed("Policy");
                 let bytes = decode_base64(&policy).ok_or(malformed.clone())?;
                 let policy_json = String::from_utf8(bytes).map_err(|_| malformed.clone())?;
                 let terms = PolicyTerms::read(&policy_json).ok_or(malformed)?;

@@ -16,5 +16,9 @@ pub struct Validity {
     pub expiry: u64,
 }
 
+pub mod akamai;
 pub mod cloudfront;
+mod invalid;
 mod wildcard;
+
+pub use invalid::Invalid;

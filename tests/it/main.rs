@@ -32,6 +32,7 @@ mod redirect;
 mod reload;
 mod safe_defaults;
 mod scale_out;
+mod scheme_akamai;
 mod scheme_cloudfront;
 mod signing;
 mod site;

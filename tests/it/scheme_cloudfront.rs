@@ -4,9 +4,9 @@
 use rsa::pkcs1::DecodeRsaPrivateKey as _;
 use rsa::pkcs8::{EncodePrivateKey as _, LineEnding};
 use serde_json::Value;
+use signgate::scheme::Invalid;
 use signgate::scheme::cloudfront::{
-    CREDENTIAL_PARAMS, CloudFrontInvalid, CloudFrontKeyError, CloudFrontSigner, CustomPolicy,
-    SignedUrl, encode_base64,
+    CREDENTIAL_PARAMS, CloudFrontKeyError, CloudFrontSigner, CustomPolicy, SignedUrl, encode_base64,
 };
 
 use crate::cdn_schemes::{cases, scheme, text};
@@ -139,7 +139,7 @@ fn expired_and_early_urls_are_refused() {
         let decoded = SignedUrl::decode(signed_url).expect("decodes");
         assert_eq!(
             signer.verify(signed_url, decoded.expiry),
-            Err(CloudFrontInvalid::Expired {
+            Err(Invalid::Expired {
                 expiry: decoded.expiry
             }),
             "{}",
@@ -149,7 +149,7 @@ fn expired_and_early_urls_are_refused() {
     let with_start = text(&cases[3], "signed_url");
     assert_eq!(
         signer.verify(with_start, 1767225600),
-        Err(CloudFrontInvalid::NotYetValid { start: 1767225600 })
+        Err(Invalid::NotYetValid { start: 1767225600 })
     );
 }
 
@@ -181,46 +181,46 @@ fn a_tampered_url_is_refused() {
         // Another object, another query value, a later expiry: the canned policy changes.
         (
             tamper(canned, "images/", "cat", "dog"),
-            CloudFrontInvalid::BadSignature,
+            Invalid::BadSignature,
         ),
         (
             tamper(with_query, "quality=", "hd", "sd"),
-            CloudFrontInvalid::BadSignature,
+            Invalid::BadSignature,
         ),
         (
             tamper(canned, "Expires=", "1893456000", "1893456001"),
-            CloudFrontInvalid::BadSignature,
+            Invalid::BadSignature,
         ),
         // One character of the signature or the policy.
         (
             tamper(canned, "Signature=", "F516", "F517"),
-            CloudFrontInvalid::BadSignature,
+            Invalid::BadSignature,
         ),
-        (later_policy(wildcard), CloudFrontInvalid::BadSignature),
+        (later_policy(wildcard), Invalid::BadSignature),
         // Outside the wildcard: the signature holds, the resource does not.
         (
             tamper(wildcard, "", "/videos/2026", "/private/2026"),
-            CloudFrontInvalid::WrongResource,
+            Invalid::NotCovered,
         ),
         (
             tamper(canned, "Key-Pair-Id=", "K2", "K3"),
-            CloudFrontInvalid::WrongKeyPair("K3SIGNGATETEST".into()),
+            Invalid::WrongKey("K3SIGNGATETEST".into()),
         ),
         (
             tamper(canned, "", "&Signature", "&Sig"),
-            CloudFrontInvalid::Missing("Signature"),
+            Invalid::Missing("Signature"),
         ),
         (
             tamper(wildcard, "", "Policy=", "Pol="),
-            CloudFrontInvalid::Missing("Policy"),
+            Invalid::Missing("Policy"),
         ),
         (
             tamper(canned, "", "&Key-Pair-Id", "&Policy=e30_&Key-Pair-Id"),
-            CloudFrontInvalid::Malformed("Expires"),
+            Invalid::Malformed("Expires"),
         ),
         (
             tamper(wildcard, "", "Policy=eyJ", "Policy=!yJ"),
-            CloudFrontInvalid::Malformed("Policy"),
+            Invalid::Malformed("Policy"),
         ),
     ];
     for (url, why) in refused {
