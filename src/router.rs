@@ -104,10 +104,10 @@ impl ActiveRoute {
             Some(old) => Arc::clone(&old.signer),
             None => {
                 let signer = RouteSigner::for_route(route).with_metrics(metrics.signing.clone());
-                let scheme = crate::scheme::signer_for(&route.scheme).map_err(|e| {
+                let scheme = crate::scheme::signer_for(&route.scheme).map_err(|reason| {
                     StartupError::Config(crate::config::ConfigError::Invalid {
-                        key: format!("route `{}`: `scheme`", route.name),
-                        reason: e.to_string(),
+                        key: format!("route `{}`: `secret_file`", route.name),
+                        reason,
                     })
                 })?;
                 Arc::new(match scheme {

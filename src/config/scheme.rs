@@ -153,7 +153,7 @@ pub(super) fn build_scheme(
     // signs with: the route's `Secret` is a placeholder too, and nothing serves from it.
     let material = match material {
         Some(material) => material,
-        None => KeyMaterial::new("<not available here>".to_owned())
+        None => KeyMaterial::new(NOT_AVAILABLE.to_owned())
             .map_err(|_| invalid(key("scheme"), "no secret"))?,
     };
     let required = |value: &Option<String>, k: &str, what: &str| {
@@ -167,7 +167,8 @@ pub(super) fn build_scheme(
                 )
             })
     };
-    Ok(match name {
+    let available = material.expose() != NOT_AVAILABLE;
+    let config = match name {
         "s3" => SchemeConfig::S3 {
             access_key_id: required(
                 &raw.access_key_id,
@@ -238,5 +239,18 @@ pub(super) fn build_scheme(
                 algorithm,
             }
         }
-    })
+    };
+    // The key itself, where it is here: a PEM that is not an RSA key, a key too short.
+    if available && let Err(reason) = crate::scheme::signer_for(&config) {
+        let k = if source.secret_file.is_some() {
+            "secret_file"
+        } else {
+            "secret_env"
+        };
+        return Err(invalid(secret_key(k), reason));
+    }
+    Ok(config)
 }
+
+/// What stands in for a secret not available where the config is checked.
+const NOT_AVAILABLE: &str = "<not available here>";

@@ -224,7 +224,7 @@ async fn sign_object(
     let query = parts
         .uri
         .query()
-        .and_then(|query| strip_params(query, scheme.credential_params()));
+        .and_then(|query| strip_params(query, |name| scheme.is_credential(name)));
     let mut url = format!("{}/{rest}", upstream.base());
     if let Some(query) = &query {
         url.push('?');

@@ -194,7 +194,7 @@ impl CdnUrlSigner {
             let mut url = format!("{origin}/{written}");
             if let Some(query) = parts
                 .query
-                .and_then(|q| strip_params(q, scheme.credential_params()))
+                .and_then(|q| strip_params(q, |name| scheme.is_credential(name)))
             {
                 url.push('?');
                 url.push_str(&query);

@@ -6,9 +6,14 @@
 //! a bucket, and the vendors' SDK vectors (`tests/data/cdn-schemes.json`) are reproduced byte
 //! for byte.
 
-use std::sync::Arc;
+pub mod akamai;
+pub mod cloudfront;
+mod invalid;
+mod route;
+mod wildcard;
 
-use crate::config::SchemeConfig;
+pub use invalid::Invalid;
+pub use route::signer_for;
 
 /// When a signed URL is valid, in unix seconds: from the start of its expiry bucket (what a
 /// scheme that carries a signing time writes, such as SigV4's `X-Amz-Date`) to its expiry.
@@ -27,21 +32,10 @@ pub trait SignsUrls: Send + Sync {
     /// stripped of credentials) signed to be valid for `validity`.
     fn sign_url(&self, url: &str, validity: Validity) -> Result<String, SchemeError>;
 
-    /// The query parameter names that carry this scheme's credentials: removed from what a
-    /// client or a page wrote before signing, so only signgate's reach the CDN.
-    fn credential_params(&self) -> &[&str];
-}
-
-/// The signer for a route's scheme, from its config: `None` for Filestack's, which
-/// [`crate::signer::RouteSigner`] signs itself.
-pub fn signer_for(config: &SchemeConfig) -> Result<Option<Arc<dyn SignsUrls>>, SchemeError> {
-    match config {
-        SchemeConfig::Filestack => Ok(None),
-        SchemeConfig::S3 { .. }
-        | SchemeConfig::CloudFront { .. }
-        | SchemeConfig::Imgix { .. }
-        | SchemeConfig::Akamai { .. } => Err(SchemeError::Url("scheme not built in")),
-    }
+    /// Whether a query parameter of this name (percent-decoded) carries this scheme's
+    /// credentials: such parameters are removed from what a client or a page wrote before
+    /// signing, so only signgate's reach the CDN.
+    fn is_credential(&self, name: &str) -> bool;
 }
 
 /// Why a URL could not be signed.
@@ -109,16 +103,17 @@ pub fn is_plain_object_path(path: &str) -> bool {
             .all(|segment| !segment.is_empty() && !segment.bytes().all(|b| b == b'.'))
 }
 
-/// `query` without the parameters `names` (compared without case, names percent-decoded):
-/// credentials a client or page wrote are never passed on. `None` when nothing is left.
-pub fn strip_params(query: &str, names: &[&str]) -> Option<String> {
+/// `query` without the parameters whose percent-decoded name `is_credential` says carries
+/// credentials: credentials a client or page wrote are never passed on. `None` when nothing is
+/// left.
+pub fn strip_params(query: &str, is_credential: impl Fn(&str) -> bool) -> Option<String> {
     let kept: Vec<&str> = query
         .split('&')
         .filter(|pair| !pair.is_empty())
         .filter(|pair| {
             let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
             let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-            !names.iter().any(|banned| name.eq_ignore_ascii_case(banned))
+            !is_credential(&name)
         })
         .collect();
     (!kept.is_empty()).then(|| kept.join("&"))
@@ -165,13 +160,14 @@ mod tests {
     #[test]
     fn credential_params_are_stripped_in_any_case_and_spelling() {
         let names = ["X-Amz-Signature", "X-Amz-Credential"];
+        let banned = |name: &str| names.iter().any(|n| name.eq_ignore_ascii_case(n));
         assert_eq!(
             strip_params(
                 "a=1&x-amz-signature=s&X-Amz-Credential=c&%58-Amz-Signature=t&b=2",
-                &names
+                banned
             ),
             Some("a=1&b=2".into())
         );
-        assert_eq!(strip_params("X-AMZ-SIGNATURE=s", &names), None);
+        assert_eq!(strip_params("X-AMZ-SIGNATURE=s", banned), None);
     }
 }

@@ -1,0 +1,88 @@
+//! Each scheme's signer behind [`SignsUrls`], built from a route's [`SchemeConfig`]: what a
+//! route calls to sign an object's URL.
+
+use std::sync::Arc;
+
+use super::akamai::{Algorithm, EdgeAuth, TokenFields, TokenTimes};
+use super::cloudfront::{self, CloudFrontSigner};
+use super::{SchemeError, SignsUrls, Validity};
+use crate::config::SchemeConfig;
+
+/// The signer for a route's scheme, from its config: `None` for Filestack's, which
+/// [`crate::signer::RouteSigner`] signs itself. Errors name what is wrong with the key.
+pub fn signer_for(config: &SchemeConfig) -> Result<Option<Arc<dyn SignsUrls>>, String> {
+    Ok(Some(match config {
+        SchemeConfig::Filestack => return Ok(None),
+        SchemeConfig::CloudFront {
+            key_pair_id,
+            private_key,
+        } => Arc::new(CloudFrontUrls(
+            CloudFrontSigner::from_pem(key_pair_id, private_key.expose())
+                .map_err(|e| e.to_string())?,
+        )),
+        SchemeConfig::Akamai {
+            key,
+            token_name,
+            algorithm,
+        } => {
+            let algorithm: Algorithm = algorithm
+                .parse()
+                .map_err(|e: super::akamai::EdgeAuthKeyError| e.to_string())?;
+            Arc::new(AkamaiUrls {
+                auth: EdgeAuth::new(key.expose(), algorithm).map_err(|e| e.to_string())?,
+                token_name: token_name.clone(),
+            })
+        }
+        SchemeConfig::S3 { .. } | SchemeConfig::Imgix { .. } => {
+            return Err("this scheme is not built in yet".to_owned());
+        }
+    }))
+}
+
+/// CloudFront with a canned policy: the URL's `Expires`, `Signature` and `Key-Pair-Id`.
+struct CloudFrontUrls(CloudFrontSigner);
+
+impl SignsUrls for CloudFrontUrls {
+    fn sign_url(&self, url: &str, validity: Validity) -> Result<String, SchemeError> {
+        self.0
+            .sign_canned(url, validity.expiry)
+            .map_err(|_| SchemeError::Url("the RSA signature could not be made"))
+    }
+
+    fn is_credential(&self, name: &str) -> bool {
+        cloudfront::CREDENTIAL_PARAMS
+            .iter()
+            .any(|param| name.eq_ignore_ascii_case(param))
+    }
+}
+
+/// Akamai EdgeAuth: an ACL token for the object's path (`st` at the bucket's start, `exp` at
+/// the expiry) in the query parameter `token_name`.
+struct AkamaiUrls {
+    auth: EdgeAuth,
+    token_name: String,
+}
+
+impl SignsUrls for AkamaiUrls {
+    fn sign_url(&self, url: &str, validity: Validity) -> Result<String, SchemeError> {
+        let after_scheme = url
+            .split_once("://")
+            .map(|(_, rest)| rest)
+            .ok_or(SchemeError::Url("not an absolute URL"))?;
+        let path_and_query = after_scheme
+            .find('/')
+            .map_or("/", |slash| &after_scheme[slash..]);
+        let path = path_and_query
+            .split_once('?')
+            .map_or(path_and_query, |(path, _)| path);
+        let times = TokenTimes::try_from(validity)
+            .map_err(|_| SchemeError::Url("the expiry is not after the bucket's start"))?;
+        let token = self.auth.acl_token(&[path], times, &TokenFields::default());
+        let separator = if url.contains('?') { '&' } else { '?' };
+        Ok(format!("{url}{separator}{}={token}", self.token_name))
+    }
+
+    fn is_credential(&self, name: &str) -> bool {
+        name.eq_ignore_ascii_case(&self.token_name)
+    }
+}

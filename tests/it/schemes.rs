@@ -1,0 +1,263 @@
+//! Routes with another signing scheme (issue 17), over real sockets: proxy, redirect and site
+//! routes in front of stand-ins that verify each scheme and refuse what does not verify.
+
+use crate::support;
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use serde_json::Value;
+use signgate::scheme::akamai::{Algorithm, EdgeAuth};
+use signgate::scheme::cloudfront::CloudFrontSigner;
+use support::*;
+
+/// The vendors' vectors file, for its test keys.
+fn vectors() -> Value {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(format!("{root}/tests/data/cdn-schemes.json"))
+        .expect("tests/data/cdn-schemes.json is in the repository");
+    serde_json::from_str(&text).expect("JSON")
+}
+
+/// The CloudFront test key pair: its ID and the private key, PEM.
+fn cloudfront_key() -> (String, String) {
+    let cloudfront = &vectors()["schemes"]["cloudfront"];
+    (
+        cloudfront["key_pair_id"].as_str().expect("id").to_owned(),
+        cloudfront["private_key_pem_pkcs1"]
+            .as_str()
+            .expect("pem")
+            .to_owned(),
+    )
+}
+
+/// The Akamai test key, hex.
+const AKAMAI_KEY: &str = "a7b3c1d9e5f20486172a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f80";
+
+/// A stand-in whose `verify` decides, for the URL it was asked for as `http://ADDR/PATH?QUERY`:
+/// 200 with `picture` when it verifies, 403 with the reason otherwise.
+async fn verifying_stand_in(
+    verify: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static,
+) -> std::net::SocketAddr {
+    let verify = Arc::new(verify);
+    let addr = Arc::new(std::sync::OnceLock::<std::net::SocketAddr>::new());
+    let seen = Arc::clone(&addr);
+    let bound = start_origin(Arc::new(move |parts, _| {
+        let url = format!(
+            "http://{}{}",
+            seen.get().expect("address known"),
+            parts.uri.path_and_query().map_or("/", |pq| pq.as_str())
+        );
+        match verify(&url) {
+            Ok(()) => respond(200, &[("content-type", "image/png")], "picture"),
+            Err(reason) => respond(403, &[("content-type", "text/plain")], reason),
+        }
+    }))
+    .await;
+    addr.set(bound).expect("set once");
+    bound
+}
+
+async fn cloudfront_stand_in() -> std::net::SocketAddr {
+    let (id, pem) = cloudfront_key();
+    let signer = CloudFrontSigner::from_pem(&id, &pem).expect("the test key");
+    verifying_stand_in(move |url| {
+        signer
+            .verify(url, now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+}
+
+async fn akamai_stand_in() -> std::net::SocketAddr {
+    let auth = EdgeAuth::new(AKAMAI_KEY, Algorithm::Sha256).expect("the test key");
+    verifying_stand_in(move |url| {
+        let (path, query) = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+            .map(|pq| pq.split_once('?').unwrap_or((pq, "")))
+            .ok_or("no path")?;
+        let token = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("hdnts="))
+            .ok_or("no token")?;
+        auth.verify(token, path, now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// A gateway with a `mode` route at `/f/` in front of `stand_in` with `scheme_keys`, and the
+/// key in a file.
+async fn gateway(
+    mode: &str,
+    stand_in: std::net::SocketAddr,
+    scheme_keys: &str,
+    key: &str,
+) -> (TestGateway, tempfile::NamedTempFile) {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), key).expect("write");
+    let keys = format!(
+        "{scheme_keys}\nsecret_file = {:?}",
+        file.path().display().to_string()
+    );
+    let upstream = if mode == "site" {
+        format!("http://{stand_in}")
+    } else {
+        format!("http://{stand_in}")
+    };
+    let config = one_route(mode, "/f/", &upstream, &keys);
+    (TestGateway::start(&config).await, file)
+}
+
+#[tokio::test]
+async fn cloudfront_proxy_and_redirect_routes_hand_out_urls_the_cdn_accepts() {
+    let cdn = cloudfront_stand_in().await;
+    let (id, pem) = cloudfront_key();
+    let keys = format!("scheme = \"cloudfront\"\nkey_pair_id = \"{id}\"");
+    let bare = get(&format!("http://{cdn}/images/cat.jpg")).await;
+    assert_eq!(bare.status, StatusCode::FORBIDDEN, "the stand-in checks");
+
+    let (proxy, _key) = gateway("proxy", cdn, &keys, &pem).await;
+    let answer = get(&proxy.url("/f/images/cat.jpg?w=1&Signature=forged")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.text(), "picture");
+
+    let (redirect, _key) = gateway("redirect", cdn, &keys, &pem).await;
+    let first = get(&redirect.url("/f/images/cat.jpg")).await;
+    assert_eq!(first.status, StatusCode::TEMPORARY_REDIRECT);
+    let location = first.headers["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        location.starts_with(&format!("http://{cdn}/images/cat.jpg?Expires=")),
+        "{location}"
+    );
+    assert!(
+        location.contains(&format!("&Key-Pair-Id={id}")),
+        "{location}"
+    );
+    assert_eq!(get(&location).await.status, StatusCode::OK);
+    // Within a bucket every request gets the same URL.
+    let again = get(&redirect.url("/f/images/cat.jpg")).await;
+    assert_eq!(again.headers["location"], location.as_str());
+    // Tampered, the CDN refuses it.
+    let moved = location.replace("cat.jpg", "dog.jpg");
+    assert_eq!(get(&moved).await.status, StatusCode::FORBIDDEN);
+    // Traversal and encoded slashes never reach it.
+    for bad in [
+        "/f/images/../secret.jpg",
+        "/f/images%2Fsecret.jpg",
+        "/f/a//b.jpg",
+    ] {
+        assert_eq!(
+            get(&redirect.url(bad)).await.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn akamai_routes_put_a_token_for_the_path_in_hdnts() {
+    let cdn = akamai_stand_in().await;
+    let (proxy, _key) = gateway("proxy", cdn, "scheme = \"akamai\"", AKAMAI_KEY).await;
+    let answer = get(&proxy.url("/f/video/a.mp4?hdnts=forged")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let (redirect, _key) = gateway("redirect", cdn, "scheme = \"akamai\"", AKAMAI_KEY).await;
+    let location = get(&redirect.url("/f/video/a.mp4")).await.headers["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(location.contains("?hdnts=st="), "{location}");
+    assert_eq!(get(&location).await.status, StatusCode::OK);
+    assert_eq!(
+        get(&location.replace("/video/a.mp4", "/video/b.mp4"))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn a_site_route_signs_its_pages_urls_with_the_routes_scheme() {
+    let cdn = cloudfront_stand_in().await;
+    let (id, pem) = cloudfront_key();
+    let page = format!(
+        "<img src=\"http://{cdn}/images/cat.jpg\"><img src=\"https://elsewhere.example/x.jpg\">"
+    );
+    let site = start_origin(Arc::new(move |_, _| {
+        respond(200, &[("content-type", "text/html")], page.clone())
+    }))
+    .await;
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), &pem).expect("write");
+    let config = one_route(
+        "site",
+        "/",
+        &format!("http://{site}"),
+        &format!(
+            "scheme = \"cloudfront\"\nkey_pair_id = \"{id}\"\nsecret_file = {:?}\n\
+             rewrite_hosts = [\"{cdn}\"]\nkeep_http = true",
+            file.path().display().to_string()
+        ),
+    );
+    let gateway = TestGateway::start(&config).await;
+    let html = get(&gateway.url("/")).await.text();
+    let signed = html
+        .split("src=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the first picture")
+        .replace("&amp;", "&");
+    assert!(signed.contains("Signature="), "{html}");
+    assert_eq!(get(&signed).await.status, StatusCode::OK, "{signed}");
+    assert!(
+        html.contains("src=\"https://elsewhere.example/x.jpg\""),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn two_gateways_hand_out_the_same_url_anywhere_in_a_bucket_with_every_scheme() {
+    let cdn = cloudfront_stand_in().await;
+    let (id, pem) = cloudfront_key();
+    let bucket_start = now() - now() % 300;
+    for (keys, key) in [
+        (
+            format!("scheme = \"cloudfront\"\nkey_pair_id = \"{id}\""),
+            pem.clone(),
+        ),
+        ("scheme = \"akamai\"".to_owned(), AKAMAI_KEY.to_owned()),
+    ] {
+        let mut locations = Vec::new();
+        let mut files = Vec::new();
+        for offset in [10, 250] {
+            let file = tempfile::NamedTempFile::new().expect("temp file");
+            std::fs::write(file.path(), &key).expect("write");
+            let config = one_route(
+                "redirect",
+                "/f/",
+                &format!("http://{cdn}"),
+                &format!(
+                    "{keys}\nsecret_file = {:?}",
+                    file.path().display().to_string()
+                ),
+            );
+            let clock = Arc::new(signgate::clock::ManualClock::new(bucket_start + offset));
+            let gateway = TestGateway::start_with_clock(&config, clock).await;
+            let answer = get(&gateway.url("/f/images/cat.jpg")).await;
+            locations.push(
+                answer.headers["location"]
+                    .to_str()
+                    .expect("ascii")
+                    .to_owned(),
+            );
+            files.push(file);
+        }
+        assert_eq!(locations[0], locations[1], "{keys}");
+    }
+}
