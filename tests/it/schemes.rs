@@ -103,12 +103,7 @@ async fn gateway(
         "{scheme_keys}\nsecret_file = {:?}",
         file.path().display().to_string()
     );
-    let upstream = if mode == "site" {
-        format!("http://{stand_in}")
-    } else {
-        format!("http://{stand_in}")
-    };
-    let config = one_route(mode, "/f/", &upstream, &keys);
+    let config = one_route(mode, "/f/", &format!("http://{stand_in}"), &keys);
     (TestGateway::start(&config).await, file)
 }
 
