@@ -105,7 +105,8 @@ pub fn hex_lower(bytes: &[u8]) -> String {
     out
 }
 
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
+/// The bytes of hex text in either case; `None` unless every pair is a hex byte.
+pub(crate) fn hex_decode(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
