@@ -94,6 +94,32 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A credential another scheme keys with as text (an S3 secret access key or session token, an
+/// imgix token): never prints, and only the signers in this crate read it.
+#[derive(Clone)]
+pub struct TextSecret(String);
+
+impl TextSecret {
+    /// The credential as configured; empty is refused.
+    pub fn new(text: String) -> Result<Self, EmptySecret> {
+        if text.is_empty() {
+            return Err(EmptySecret);
+        }
+        Ok(Self(text))
+    }
+
+    /// The text, for the signers that key with it.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TextSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TextSecret(<redacted>)")
+    }
+}
+
 /// `bytes` as lowercase hex: the one hex encoder, for signatures and the demo's secret.
 pub fn hex_lower(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -133,6 +159,14 @@ mod tests {
     fn debug_never_shows_the_secret() {
         let secret = Secret::new("hunter2hunter2".into()).expect("not empty");
         assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+    }
+
+    #[test]
+    fn text_secrets_are_never_empty_nor_shown() {
+        assert_eq!(TextSecret::new(String::new()).err(), Some(EmptySecret));
+        let token = TextSecret::new("hunter2hunter2".into()).expect("not empty");
+        assert_eq!(format!("{token:?}"), "TextSecret(<redacted>)");
+        assert_eq!(token.expose(), "hunter2hunter2");
     }
 
     #[test]

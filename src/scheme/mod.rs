@@ -6,7 +6,10 @@
 //! a bucket, and the vendors' SDK vectors (`tests/data/cdn-schemes.json`) are reproduced byte
 //! for byte.
 
+pub mod imgix;
 pub mod s3;
+#[cfg(test)]
+mod vectors;
 
 /// When a signed URL is valid, in unix seconds: from the start of its expiry bucket (what a
 /// scheme that carries a signing time writes, such as SigV4's `X-Amz-Date`) to its expiry.

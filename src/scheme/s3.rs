@@ -19,8 +19,6 @@
 //! ones, the `host` header (with a port that is not the scheme's default) and, when asked,
 //! `range`; the payload is `UNSIGNED-PAYLOAD`.
 
-use std::fmt;
-
 use hmac::digest::Key;
 use hmac::{Hmac, KeyInit, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, percent_encode};
@@ -28,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use super::Validity;
 use crate::config::units::days_from_civil;
-use crate::secret::{EmptySecret, hex_decode, hex_lower};
+use crate::secret::{TextSecret, hex_decode, hex_lower};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -78,47 +76,6 @@ const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
 
 /// The same for a path, where `/` separates segments and stays.
 const PATH: &AsciiSet = &UNRESERVED.remove(b'/');
-
-/// An S3 secret access key: signs, never prints, and cannot be read back.
-#[derive(Clone)]
-pub struct S3SecretKey(String);
-
-impl S3SecretKey {
-    /// The secret access key as configured; empty is refused.
-    pub fn new(text: String) -> Result<Self, EmptySecret> {
-        if text.is_empty() {
-            return Err(EmptySecret);
-        }
-        Ok(Self(text))
-    }
-}
-
-impl fmt::Debug for S3SecretKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("S3SecretKey(<redacted>)")
-    }
-}
-
-/// A session token of temporary credentials: written into every URL, so not secret from the
-/// client, but a credential all the same, and kept out of logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SessionToken(String);
-
-impl SessionToken {
-    /// The token as configured; empty is refused.
-    pub fn new(text: String) -> Result<Self, EmptySecret> {
-        if text.is_empty() {
-            return Err(EmptySecret);
-        }
-        Ok(Self(text))
-    }
-}
-
-impl fmt::Debug for SessionToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SessionToken(<redacted>)")
-    }
-}
 
 /// A value an [`S3Signer`] cannot be built from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -254,8 +211,10 @@ impl S3Presigned {
 #[derive(Debug, Clone)]
 pub struct S3Signer {
     access_key_id: String,
-    secret: S3SecretKey,
-    session_token: Option<SessionToken>,
+    secret: TextSecret,
+    /// The session token of temporary credentials: written into every URL, so no secret from
+    /// the client, but kept out of logs all the same.
+    session_token: Option<TextSecret>,
     region: String,
 }
 
@@ -263,7 +222,7 @@ impl S3Signer {
     /// A signer for `region` (opaque to SigV4: R2 says `auto`), with long-term credentials.
     pub fn new(
         access_key_id: String,
-        secret: S3SecretKey,
+        secret: TextSecret,
         region: String,
     ) -> Result<Self, S3ConfigError> {
         if !scope_part(&access_key_id) {
@@ -281,7 +240,7 @@ impl S3Signer {
     }
 
     /// The same signer with temporary credentials' session token.
-    pub fn with_session_token(self, token: SessionToken) -> Self {
+    pub fn with_session_token(self, token: TextSecret) -> Self {
         Self {
             session_token: Some(token),
             ..self
@@ -329,8 +288,8 @@ impl S3Signer {
         {
             return Err(S3Invalid::WrongScope);
         }
-        let token = found.session_token.map(SessionToken);
-        if token != self.session_token {
+        let expected = self.session_token.as_ref().map(TextSecret::expose);
+        if found.session_token.as_deref() != expected {
             return Err(S3Invalid::SessionToken);
         }
         let range = match presigned.signed_headers.len() {
@@ -400,8 +359,8 @@ impl S3Signer {
             (X_AMZ_EXPIRES, expires.to_string()),
             (X_AMZ_SIGNED_HEADERS, signed_headers.to_owned()),
         ];
-        if let Some(SessionToken(token)) = &self.session_token {
-            credentials.push((X_AMZ_SECURITY_TOKEN, token.clone()));
+        if let Some(token) = &self.session_token {
+            credentials.push((X_AMZ_SECURITY_TOKEN, token.expose().to_owned()));
         }
         let mut signed_params = target.params.clone();
         signed_params.extend(
@@ -444,7 +403,7 @@ impl S3Signer {
 
     /// SigV4's derived key for one day, region and service.
     fn signing_key(&self, day: &str) -> [u8; 32] {
-        let secret = format!("AWS4{}", self.secret.0);
+        let secret = format!("AWS4{}", self.secret.expose());
         let date = hmac(secret.as_bytes(), day.as_bytes());
         let region = hmac(&date, self.region.as_bytes());
         let service = hmac(&region, SERVICE.as_bytes());
@@ -744,28 +703,18 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
+    use crate::scheme::vectors::{self, text};
 
-    /// botocore's 15 cases (`tests/data/cdn-schemes.json`, `s3_sigv4`).
     fn cases() -> Vec<Value> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cdn-schemes.json");
-        let text = std::fs::read_to_string(path).expect("tests/data/cdn-schemes.json is here");
-        let root: Value = serde_json::from_str(&text).expect("vectors are JSON");
-        let cases = root["schemes"]["s3_sigv4"]["cases"]
-            .as_array()
-            .expect("s3_sigv4 cases")
-            .clone();
-        assert_eq!(cases.len(), 15);
-        cases
+        vectors::cases("s3_sigv4", 15)
     }
 
-    fn text<'a>(case: &'a Value, key: &str) -> &'a str {
-        case[key]
-            .as_str()
-            .unwrap_or_else(|| panic!("{key} is a string in {}", case["name"]))
+    fn vector(name: &str) -> Value {
+        vectors::case("s3_sigv4", 15, name)
     }
 
     fn signer(case: &Value) -> S3Signer {
-        let secret = S3SecretKey::new(text(case, "secret_access_key").to_owned()).expect("set");
+        let secret = TextSecret::new(text(case, "secret_access_key").to_owned()).expect("set");
         let signer = S3Signer::new(
             text(case, "access_key_id").to_owned(),
             secret,
@@ -774,7 +723,7 @@ mod tests {
         .expect("valid");
         match case["session_token"].as_str() {
             Some(token) => {
-                signer.with_session_token(SessionToken::new(token.to_owned()).expect("set"))
+                signer.with_session_token(TextSecret::new(token.to_owned()).expect("set"))
             }
             None => signer,
         }
@@ -825,7 +774,9 @@ mod tests {
     fn loosely(text: &str) -> String {
         text.bytes()
             .map(|b| match b {
-                b' ' | b'"' | b'%' | b'?' | b'#' | b'&' | b'=' | b'+' | 0x80.. => format!("%{b:02x}"),
+                b' ' | b'"' | b'%' | b'?' | b'#' | b'&' | b'=' | b'+' | 0x80.. => {
+                    format!("%{b:02x}")
+                }
                 _ => char::from(b).to_string(),
             })
             .collect()
@@ -945,7 +896,7 @@ mod tests {
             );
             assert_eq!(verify(&forged), Err(S3Invalid::BadSignature), "{name}");
             let other_secret = S3Signer {
-                secret: S3SecretKey::new("another secret".into()).expect("set"),
+                secret: TextSecret::new("another secret".into()).expect("set"),
                 ..signer.clone()
             };
             assert_eq!(
@@ -954,13 +905,6 @@ mod tests {
                 "{name}"
             );
         }
-    }
-
-    fn vector(name: &str) -> Value {
-        cases()
-            .into_iter()
-            .find(|case| case["name"] == name)
-            .unwrap_or_else(|| panic!("no case {name}"))
     }
 
     #[test]
@@ -977,7 +921,7 @@ mod tests {
         assert_eq!(without_token.verify(url, now), Err(S3Invalid::SessionToken));
         let other_token = with_token
             .clone()
-            .with_session_token(SessionToken::new("another".into()).expect("set"));
+            .with_session_token(TextSecret::new("another".into()).expect("set"));
         assert_eq!(other_token.verify(url, now), Err(S3Invalid::SessionToken));
         let plain = vector("us_east_1_key_with_spaces");
         assert_eq!(
