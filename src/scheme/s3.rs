@@ -21,7 +21,9 @@
 
 use hmac::digest::Key;
 use hmac::{Hmac, KeyInit, Mac};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, percent_encode};
+use percent_encoding::{
+    AsciiSet, CONTROLS, NON_ALPHANUMERIC, percent_decode_str, percent_encode, utf8_percent_encode,
+};
 use sha2::{Digest, Sha256};
 
 use super::Validity;
@@ -76,6 +78,20 @@ const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
 
 /// The same for a path, where `/` separates segments and stays.
 const PATH: &AsciiSet = &UNRESERVED.remove(b'/');
+
+/// What a URL cannot carry bare on the wire: controls, space and `" < > \ ^ { | }`, the backtick
+/// (and non-ASCII, which is always escaped).
+const SENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
 
 /// A value an [`S3Signer`] cannot be built from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -247,8 +263,9 @@ impl S3Signer {
         }
     }
 
-    /// The presigned GET URL of `url`, the object's absolute URL as it would be sent
-    /// (`https://bucket.s3.eu-west-1.amazonaws.com/key` or `http://127.0.0.1:9000/bucket/key`),
+    /// The presigned GET URL of `url`, the object's absolute URL
+    /// (`https://bucket.s3.eu-west-1.amazonaws.com/key` or `http://127.0.0.1:9000/bucket/key`;
+    /// its path and query are re-encoded as SigV4 wants, so any escaping, or none, will do),
     /// signed at `validity.start` (so a whole expiry bucket gets one URL) until
     /// `validity.expiry`. Its own query parameters (`versionId`, `response-*`) are kept, first.
     pub fn presign(&self, url: &str, validity: Validity) -> Result<String, S3Error> {
@@ -435,7 +452,10 @@ struct Target {
 impl Target {
     fn parse(url: &str) -> Result<Self, S3Error> {
         let bad = || S3Error::Url(url.to_owned());
-        let uri: http::Uri = url.parse().map_err(|_| bad())?;
+        // What a browser escapes before sending, escaped first: the path and query are
+        // re-encoded below anyway, and `http::Uri` refuses some of these bare.
+        let sendable = utf8_percent_encode(url, SENT).to_string();
+        let uri: http::Uri = sendable.parse().map_err(|_| bad())?;
         let scheme = uri.scheme_str().ok_or_else(bad)?;
         let default_port = match scheme {
             "https" => 443,
@@ -1022,6 +1042,23 @@ mod tests {
         assert_eq!(
             signer.presign_range("https://b/k", "bytes=0-9\n", validity),
             Err(S3Error::Range)
+        );
+    }
+
+    #[test]
+    fn a_plus_in_the_query_is_a_plus() {
+        let signer = signer(&vector("minio_path_style"));
+        let validity = Validity {
+            start: 1_768_465_800,
+            expiry: 1_768_466_100,
+        };
+        let url = "http://127.0.0.1:9000/b/k.svg?response-content-type=image/svg+xml";
+        let presigned = signer.presign(url, validity).expect("presigns");
+        assert!(
+            presigned.starts_with(
+                "http://127.0.0.1:9000/b/k.svg?response-content-type=image%2Fsvg%2Bxml&X-Amz-"
+            ),
+            "{presigned}"
         );
     }
 

@@ -31,6 +31,7 @@ mod redirect;
 mod reload;
 mod safe_defaults;
 mod scale_out;
+mod scheme_s3;
 mod signing;
 mod site;
 mod tls;
