@@ -116,6 +116,9 @@ impl KeyMaterial {
     }
 }
 
+/// The name the S3 and imgix signers give [`KeyMaterial`].
+pub type TextSecret = KeyMaterial;
+
 impl fmt::Debug for KeyMaterial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("KeyMaterial(<redacted>)")
@@ -161,6 +164,14 @@ mod tests {
     fn debug_never_shows_the_secret() {
         let secret = Secret::new("hunter2hunter2".into()).expect("not empty");
         assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+    }
+
+    #[test]
+    fn text_secrets_are_never_empty_nor_shown() {
+        assert_eq!(TextSecret::new(String::new()).err(), Some(EmptySecret));
+        let token = TextSecret::new("hunter2hunter2".into()).expect("not empty");
+        assert_eq!(format!("{token:?}"), "KeyMaterial(<redacted>)");
+        assert_eq!(token.expose(), "hunter2hunter2");
     }
 
     #[test]

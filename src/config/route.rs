@@ -573,6 +573,21 @@ pub(super) fn build_route(
         }),
     };
     let (signing, warning) = build_signing(&raw.signing_overrides(), defaults, env, &name, needed)?;
+    // SigV4 presigned URLs live at most 7 days, and one handed out carries up to ttl, a bucket
+    // and the skew margin.
+    let longest = signing.ttl + signing.bucket + signing.skew_margin;
+    if matches!(scheme, SchemeConfig::S3 { .. })
+        && longest.as_secs() > crate::scheme::s3::MAX_EXPIRES
+    {
+        return Err(invalid(
+            key("ttl"),
+            format!(
+                "with scheme = \"s3\", ttl + bucket + skew_margin ({}s) must be at most 7 days \
+                 (604800s), SigV4's limit",
+                longest.as_secs()
+            ),
+        ));
+    }
     let route = Route {
         name,
         prefix,

@@ -8,8 +8,12 @@
 
 pub mod akamai;
 pub mod cloudfront;
+pub mod imgix;
 mod invalid;
 mod route;
+pub mod s3;
+#[cfg(test)]
+mod vectors;
 mod wildcard;
 
 pub use invalid::Invalid;

@@ -34,6 +34,7 @@ mod safe_defaults;
 mod scale_out;
 mod scheme_akamai;
 mod scheme_cloudfront;
+mod scheme_s3;
 mod schemes;
 mod signing;
 mod site;

@@ -256,3 +256,98 @@ async fn two_gateways_hand_out_the_same_url_anywhere_in_a_bucket_with_every_sche
         assert_eq!(locations[0], locations[1], "{keys}");
     }
 }
+
+/// The secret access key of the S3 tests.
+const S3_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+#[tokio::test]
+async fn s3_routes_presign_what_an_independent_sigv4_check_accepts() {
+    let s3 = support::s3::start_s3(S3_SECRET).await;
+    let keys = "scheme = \"s3\"\naccess_key_id = \"AKIAIOSFODNN7EXAMPLE\"\nregion = \"us-east-1\"";
+    let bare = get(&format!("http://{s3}/gallery/cat%20one.jpg")).await;
+    assert_eq!(bare.status, StatusCode::FORBIDDEN, "the stand-in checks");
+    // Path style: the bucket is the upstream's base path.
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), S3_SECRET).expect("write");
+    let route = |mode: &str| {
+        one_route(
+            mode,
+            "/f/",
+            &format!("http://{s3}/gallery"),
+            &format!(
+                "{keys}\nsecret_file = {:?}",
+                file.path().display().to_string()
+            ),
+        )
+    };
+    let proxy = TestGateway::start(&route("proxy")).await;
+    let answer =
+        get(&proxy.url("/f/cat%20one.jpg?response-content-type=image/png&X-Amz-Signature=forged"))
+            .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.text(), "object /gallery/cat%20one.jpg");
+
+    let redirect = TestGateway::start(&route("redirect")).await;
+    let location = get(&redirect.url("/f/cat%20one.jpg")).await.headers["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        location.contains("X-Amz-Algorithm=AWS4-HMAC-SHA256"),
+        "{location}"
+    );
+    assert_eq!(get(&location).await.status, StatusCode::OK, "{location}");
+    assert_eq!(
+        get(&location.replace("cat%20one", "cat%20two"))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    // Longer than SigV4 allows is refused when the config loads.
+    let long = one_route(
+        "redirect",
+        "/f/",
+        &format!("http://{s3}/gallery"),
+        &format!(
+            "{keys}\nttl = \"7d\"\nsecret_file = {:?}",
+            file.path().display().to_string()
+        ),
+    );
+    let error = signgate::config::Config::from_toml_str(&long, |_| None)
+        .expect_err("too long")
+        .to_string();
+    assert!(error.contains("must be at most 7 days"), "{error}");
+}
+
+#[tokio::test]
+async fn imgix_routes_add_s_and_a_bucketed_expires() {
+    let token = "Xz9Qm2Lp7Rt4Vw8K";
+    let verifier = signgate::scheme::imgix::ImgixSigner::new(
+        signgate::secret::TextSecret::new(token.into()).expect("not empty"),
+    );
+    let cdn = verifying_stand_in(move |url| {
+        let path_and_query = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
+            .ok_or("no path")?;
+        verifier
+            .verify(&path_and_query, now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let (proxy, _key) = gateway("proxy", cdn, "scheme = \"imgix\"", token).await;
+    let answer = get(&proxy.url("/f/images/cat.jpg?w=400&s=forged")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let (redirect, _key) = gateway("redirect", cdn, "scheme = \"imgix\"", token).await;
+    let location = get(&redirect.url("/f/images/cat.jpg?w=400")).await.headers["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(location.contains("w=400&expires="), "{location}");
+    assert_eq!(get(&location).await.status, StatusCode::OK);
+    assert_eq!(
+        get(&location.replace("w=400", "w=4000")).await.status,
+        StatusCode::FORBIDDEN
+    );
+}

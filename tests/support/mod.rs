@@ -9,6 +9,7 @@ mod cdn;
 pub mod faulty;
 pub mod nginx;
 pub mod process;
+pub mod s3;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
