@@ -76,13 +76,7 @@ struct AkamaiUrls {
 
 impl SignsUrls for AkamaiUrls {
     fn sign_url(&self, url: &str, validity: Validity) -> Result<String, SchemeError> {
-        let after_scheme = url
-            .split_once("://")
-            .map(|(_, rest)| rest)
-            .ok_or(SchemeError::Url("not an absolute URL"))?;
-        let path_and_query = after_scheme
-            .find('/')
-            .map_or("/", |slash| &after_scheme[slash..]);
+        let (_, path_and_query) = split_origin(url)?;
         let path = path_and_query
             .split_once('?')
             .map_or(path_and_query, |(path, _)| path);
@@ -126,20 +120,13 @@ struct ImgixUrls {
 
 impl SignsUrls for ImgixUrls {
     fn sign_url(&self, url: &str, validity: Validity) -> Result<String, SchemeError> {
-        let after_scheme = url
-            .split_once("://")
-            .ok_or(SchemeError::Url("not an absolute URL"))?;
-        let slash = after_scheme
-            .1
-            .find('/')
-            .ok_or(SchemeError::Url("no path"))?;
-        let origin_len = url.len() - after_scheme.1.len() + slash;
+        let (origin, path_and_query) = split_origin(url)?;
         let expires = self.expires.then_some(validity.expiry);
         let signed = self
             .signer
-            .sign(&url[origin_len..], expires)
+            .sign(path_and_query, expires)
             .map_err(|_| SchemeError::Url("not a path imgix can sign"))?;
-        Ok(format!("{}{signed}", &url[..origin_len]))
+        Ok(format!("{origin}{signed}"))
     }
 
     fn is_credential(&self, name: &str) -> bool {
@@ -148,4 +135,13 @@ impl SignsUrls for ImgixUrls {
             .any(|param| name.eq_ignore_ascii_case(param))
             || (self.expires && name.eq_ignore_ascii_case(imgix::EXPIRES_PARAM))
     }
+}
+
+/// `url` as its origin (`https://host[:port]`) and its path and query (from the first `/`).
+fn split_origin(url: &str) -> Result<(&str, &str), SchemeError> {
+    let (_, after_scheme) = url
+        .split_once("://")
+        .ok_or(SchemeError::Url("not an absolute URL"))?;
+    let slash = after_scheme.find('/').ok_or(SchemeError::Url("no path"))?;
+    Ok(url.split_at(url.len() - after_scheme.len() + slash))
 }
