@@ -351,3 +351,79 @@ async fn imgix_routes_add_s_and_a_bucketed_expires() {
         StatusCode::FORBIDDEN
     );
 }
+
+#[tokio::test]
+async fn site_routes_sign_s3_imgix_and_akamai_urls_in_their_pages() {
+    let imgix_token = "Xz9Qm2Lp7Rt4Vw8K";
+    let imgix_check = signgate::scheme::imgix::ImgixSigner::new(
+        signgate::secret::TextSecret::new(imgix_token.into()).expect("not empty"),
+    );
+    let imgix = verifying_stand_in(move |url| {
+        let path_and_query = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
+            .ok_or("no path")?;
+        imgix_check
+            .verify(&path_and_query, now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let s3 = support::s3::start_s3(S3_SECRET).await;
+    let akamai = akamai_stand_in().await;
+    for (cdn, path, keys, key) in [
+        (
+            s3,
+            "/gallery/cat.jpg",
+            "scheme = \"s3\"\naccess_key_id = \"AKIAIOSFODNN7EXAMPLE\"\nregion = \"us-east-1\"",
+            S3_SECRET,
+        ),
+        (
+            imgix,
+            "/images/cat.jpg?w=300",
+            "scheme = \"imgix\"",
+            imgix_token,
+        ),
+        (akamai, "/video/a.mp4", "scheme = \"akamai\"", AKAMAI_KEY),
+    ] {
+        let page = format!("<img src=\"http://{cdn}{path}\">");
+        let site = start_origin(Arc::new(move |_, _| {
+            respond(200, &[("content-type", "text/html")], page.clone())
+        }))
+        .await;
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), key).expect("write");
+        let config = one_route(
+            "site",
+            "/",
+            &format!("http://{site}"),
+            &format!(
+                "{keys}\nsecret_file = {:?}\nrewrite_hosts = [\"{cdn}\"]\nkeep_http = true",
+                file.path().display().to_string()
+            ),
+        );
+        let gateway = TestGateway::start(&config).await;
+        let html = get(&gateway.url("/")).await.text();
+        let signed = html
+            .split("src=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the picture")
+            .replace("&amp;", "&");
+        assert_ne!(
+            signed,
+            format!("http://{cdn}{path}"),
+            "{keys}: left unsigned"
+        );
+        assert_eq!(
+            get(&signed).await.status,
+            StatusCode::OK,
+            "{keys}: {signed}"
+        );
+        assert_eq!(
+            get(&format!("http://{cdn}{path}")).await.status,
+            StatusCode::FORBIDDEN,
+            "{keys}: the stand-in checks"
+        );
+    }
+}
