@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
+use super::explain_scheme::{self, SchemeRoutes};
 use super::{DEFAULT_CONFIG, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -148,6 +149,8 @@ fn looks_like_host(text: &str) -> bool {
 struct Keys {
     secrets: Vec<(String, Secret)>,
     unavailable: Vec<String>,
+    /// The routes that sign with another scheme, for URLs of those schemes.
+    schemes: SchemeRoutes,
 }
 
 impl Keys {
@@ -180,6 +183,7 @@ impl Keys {
                 unavailable: vec![format!(
                     "no secret: no --secret-env or --secret-file, and no {DEFAULT_CONFIG} here"
                 )],
+                schemes: SchemeRoutes::default(),
             }),
             Err(e) => Err(format!("cannot read {}: {e}", path.display())),
         }
@@ -190,6 +194,7 @@ impl Keys {
         Ok(Self {
             secrets: vec![(name, secret)],
             unavailable: Vec::new(),
+            schemes: SchemeRoutes::default(),
         })
     }
 
@@ -213,7 +218,10 @@ impl Keys {
                 Some((var, probe))
             })
             .collect();
-        let mut keys = Self::default();
+        let mut keys = Self {
+            schemes: SchemeRoutes::of(&config),
+            ..Self::default()
+        };
         let mut routes_per_var: Vec<(&str, Vec<&str>)> = Vec::new();
         for route in &config.routes {
             let next = route.signing.rotation.next().map(|next| {
@@ -285,6 +293,15 @@ fn explain(input: &Input, keys: &Keys, now: u64) -> Report {
     };
     for note in &input.notes {
         report.line("note", note);
+    }
+    if let Some(scheme) = explain_scheme::explain(&input.url, &keys.schemes, now) {
+        for (label, value) in &scheme.lines {
+            report.line(label, value);
+        }
+        if scheme.valid == Some(true) {
+            report.code = EXIT_OK;
+        }
+        return report;
     }
     let parsed = match parse_url(&input.url) {
         Ok(parsed) => parsed,
@@ -452,7 +469,7 @@ mod tests {
     fn keys() -> Keys {
         Keys {
             secrets: vec![("route `images`'s secret".into(), secret())],
-            unavailable: Vec::new(),
+            ..Keys::default()
         }
     }
 
@@ -557,8 +574,8 @@ mod tests {
     #[test]
     fn without_a_secret_everything_but_the_signature_is_checked() {
         let none = Keys {
-            secrets: Vec::new(),
             unavailable: vec!["S is not set in this shell (route `images`)".into()],
+            ..Keys::default()
         };
         let url = query_url(&format!("/{H}"), vec![Call::Read], Some(H));
         let report = run(&url, &none);
@@ -586,7 +603,7 @@ mod tests {
                 "route `x`'s secret".into(),
                 Secret::new("other".into()).expect("not empty"),
             )],
-            unavailable: Vec::new(),
+            ..Keys::default()
         };
         let report = run(&url, &other);
         assert_eq!(report.code, EXIT_INVALID);

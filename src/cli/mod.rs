@@ -4,6 +4,7 @@ mod check;
 #[cfg(feature = "demo")]
 mod demo;
 mod explain;
+mod explain_scheme;
 mod health;
 pub mod logs;
 mod reload;

@@ -427,3 +427,70 @@ async fn site_routes_sign_s3_imgix_and_akamai_urls_in_their_pages() {
         );
     }
 }
+
+#[tokio::test]
+async fn explain_reads_each_schemes_url_and_checks_it_with_the_configured_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (id, pem) = cloudfront_key();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    };
+    let (s3_key, cf_key, ak_key) = (
+        write("s3", S3_SECRET),
+        write("cf.pem", &pem),
+        write("ak", AKAMAI_KEY),
+    );
+    let config = format!(
+        "{SIGNING}\
+         [[route]]\nname = \"bucket\"\nprefix = \"/s3/\"\nmode = \"redirect\"\n\
+         upstream = \"http://127.0.0.1:9000/gallery\"\nscheme = \"s3\"\n\
+         access_key_id = \"AKIAIOSFODNN7EXAMPLE\"\nregion = \"us-east-1\"\nsecret_file = {s3_key:?}\n\
+         [[route]]\nname = \"cdn\"\nprefix = \"/cf/\"\nmode = \"redirect\"\n\
+         upstream = \"https://d111111abcdef8.cloudfront.net\"\nscheme = \"cloudfront\"\n\
+         key_pair_id = \"{id}\"\nsecret_file = {cf_key:?}\n\
+         [[route]]\nname = \"video\"\nprefix = \"/v/\"\nmode = \"redirect\"\n\
+         upstream = \"https://media.example.com\"\nscheme = \"akamai\"\nsecret_file = {ak_key:?}\n"
+    );
+    let config_path = write("gateway.toml", &config);
+    let gateway = TestGateway::start(&config).await;
+    for (path, kind) in [
+        ("/s3/cat.jpg", "S3 presigned GET"),
+        ("/cf/images/cat.jpg", "CloudFront signed URL"),
+        ("/v/a.mp4", "Akamai EdgeAuth token"),
+    ] {
+        let location = get(&gateway.url(path)).await.headers["location"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        let explain = |url: &str| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_signgate"))
+                .args(["explain", "--config", &config_path, url])
+                .env("SECRET", SECRET)
+                .output()
+                .expect("the binary runs")
+        };
+        let out = explain(&location);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{path}: {text}");
+        assert!(
+            text.contains(kind) && text.contains("valid") && text.contains("yes, for route"),
+            "{text}"
+        );
+        let moved = explain(
+            &location
+                .replacen(".jpg", ".png", 1)
+                .replacen(".mp4", ".mkv", 1),
+        );
+        assert_eq!(
+            moved.status.code(),
+            Some(1),
+            "{path}: {}",
+            String::from_utf8_lossy(&moved.stdout)
+        );
+        for secret in [S3_SECRET, AKAMAI_KEY, "PRIVATE KEY"] {
+            assert!(!text.contains(secret));
+        }
+    }
+}
