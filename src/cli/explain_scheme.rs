@@ -28,6 +28,19 @@ impl SchemeRoutes {
     }
 }
 
+impl SchemeRoutes {
+    /// `verify`'s verdict for each route it applies to (it answers `None` for the others).
+    fn check(
+        &self,
+        mut verify: impl FnMut(&SchemeConfig) -> Option<Result<(), String>>,
+    ) -> Vec<(String, Result<(), String>)> {
+        self.0
+            .iter()
+            .filter_map(|(name, scheme)| Some((name.clone(), verify(scheme)?)))
+            .collect()
+    }
+}
+
 /// What `explain` found, as labelled lines, and whether the URL verified.
 pub struct SchemeReport {
     /// `(label, value)` lines.
@@ -116,28 +129,23 @@ fn s3(url: &str, routes: &SchemeRoutes, now: u64) -> SchemeReport {
         }
         Err(e) => lines.push(("credentials", format!("cannot be read: {e}"))),
     }
-    let tried = routes
-        .0
-        .iter()
-        .filter_map(|(name, scheme)| match scheme {
-            SchemeConfig::S3 {
-                access_key_id,
-                region,
-                secret,
-            } => Some((
-                name.clone(),
-                S3Signer::new(access_key_id.clone(), secret.clone(), region.clone())
-                    .map_err(|e| e.to_string())
-                    .and_then(|signer| {
-                        signer
-                            .verify(url, now)
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
-                    }),
-            )),
-            _ => None,
-        })
-        .collect();
+    let tried = routes.check(|scheme| match scheme {
+        SchemeConfig::S3 {
+            access_key_id,
+            region,
+            secret,
+        } => Some(
+            S3Signer::new(access_key_id.clone(), secret.clone(), region.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|signer| {
+                    signer
+                        .verify(url, now)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }),
+        ),
+        _ => None,
+    });
     let valid = verdicts(&mut lines, tried);
     SchemeReport { lines, valid }
 }
@@ -156,27 +164,22 @@ fn cloudfront(url: &str, routes: &SchemeRoutes, now: u64) -> SchemeReport {
         }
         Err(e) => lines.push(("credentials", format!("cannot be read: {e}"))),
     }
-    let tried = routes
-        .0
-        .iter()
-        .filter_map(|(name, scheme)| match scheme {
-            SchemeConfig::CloudFront {
-                key_pair_id,
-                private_key,
-            } => Some((
-                name.clone(),
-                CloudFrontSigner::from_pem(key_pair_id, private_key.expose())
-                    .map_err(|e| e.to_string())
-                    .and_then(|signer| {
-                        signer
-                            .verify(url, now)
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
-                    }),
-            )),
-            _ => None,
-        })
-        .collect();
+    let tried = routes.check(|scheme| match scheme {
+        SchemeConfig::CloudFront {
+            key_pair_id,
+            private_key,
+        } => Some(
+            CloudFrontSigner::from_pem(key_pair_id, private_key.expose())
+                .map_err(|e| e.to_string())
+                .and_then(|signer| {
+                    signer
+                        .verify(url, now)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }),
+        ),
+        _ => None,
+    });
     let valid = verdicts(&mut lines, tried);
     SchemeReport { lines, valid }
 }
@@ -229,24 +232,19 @@ fn imgix(url: &str, routes: &SchemeRoutes, now: u64) -> SchemeReport {
         .split_once("://")
         .map_or(url, |(_, rest)| rest.find('/').map_or("/", |i| &rest[i..]));
     let mut lines = vec![("kind", "imgix signed URL (`s`)".to_owned())];
-    let tried = routes
-        .0
-        .iter()
-        .filter_map(|(name, scheme)| match scheme {
-            SchemeConfig::Imgix { token, .. } => Some((
-                name.clone(),
-                ImgixSigner::new(token.clone())
-                    .verify(path_and_query, now)
-                    .map(|signed| {
-                        if let Some(expires) = signed.expires {
-                            lines.push(("expires", date(expires)));
-                        }
-                    })
-                    .map_err(|e| e.to_string()),
-            )),
-            _ => None,
-        })
-        .collect();
+    let tried = routes.check(|scheme| match scheme {
+        SchemeConfig::Imgix { token, .. } => Some(
+            ImgixSigner::new(token.clone())
+                .verify(path_and_query, now)
+                .map(|signed| {
+                    if let Some(expires) = signed.expires {
+                        lines.push(("expires", date(expires)));
+                    }
+                })
+                .map_err(|e| e.to_string()),
+        ),
+        _ => None,
+    });
     let valid = verdicts(&mut lines, tried);
     SchemeReport { lines, valid }
 }
