@@ -494,3 +494,72 @@ async fn explain_reads_each_schemes_url_and_checks_it_with_the_configured_key() 
         }
     }
 }
+
+#[tokio::test]
+async fn no_spelling_of_a_schemes_credential_parameters_reaches_the_cdn() {
+    let (id, pem) = cloudfront_key();
+    let cases: [(&str, String, String, &[&str]); 3] = [
+        (
+            "cloudfront",
+            format!("scheme = \"cloudfront\"\nkey_pair_id = \"{id}\""),
+            pem,
+            &[
+                "Signature",
+                "signature",
+                "EXPIRES",
+                "Policy",
+                "key-pair-id",
+                "%53ignature",
+            ],
+        ),
+        (
+            "akamai",
+            "scheme = \"akamai\"".to_owned(),
+            AKAMAI_KEY.to_owned(),
+            &["hdnts", "HDNTS", "%68dnts"],
+        ),
+        (
+            "imgix",
+            "scheme = \"imgix\"".to_owned(),
+            "Xz9Qm2Lp7Rt4Vw8K".to_owned(),
+            &["s", "S", "expires", "%73"],
+        ),
+    ];
+    for (name, keys, key, params) in cases {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let recorded = Arc::clone(&seen);
+        let cdn = verifying_stand_in(move |url| {
+            recorded.lock().expect("lock").push(url.to_owned());
+            Ok(())
+        })
+        .await;
+        let (proxy, _key) = gateway("proxy", cdn, &keys, &key).await;
+        let query: Vec<String> = params.iter().map(|p| format!("{p}=forged")).collect();
+        let answer = get(&proxy.url(&format!("/f/a.jpg?keep=1&{}", query.join("&")))).await;
+        assert_eq!(answer.status, StatusCode::OK, "{name}");
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 1, "{name}");
+        assert!(!seen[0].contains("forged"), "{name}: {}", seen[0]);
+        assert!(seen[0].contains("keep=1"), "{name}: {}", seen[0]);
+    }
+    // S3: the independent check would refuse a second signature; the stand-in answers 200 only
+    // to what verifies.
+    let s3 = support::s3::start_s3(S3_SECRET).await;
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), S3_SECRET).expect("write");
+    let route = one_route(
+        "proxy",
+        "/f/",
+        &format!("http://{s3}/gallery"),
+        &format!(
+            "scheme = \"s3\"\naccess_key_id = \"AKIAIOSFODNN7EXAMPLE\"\nregion = \"us-east-1\"\n\
+             secret_file = {:?}",
+            file.path().display().to_string()
+        ),
+    );
+    let proxy = TestGateway::start(&route).await;
+    let forged =
+        "x-amz-signature=forged&X-AMZ-DATE=forged&%58-Amz-Credential=forged&X-Amz-Expires=9";
+    let answer = get(&proxy.url(&format!("/f/a.jpg?{forged}"))).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+}
