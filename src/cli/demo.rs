@@ -53,7 +53,13 @@ pub fn run(listen: SocketAddr, log_format: crate::config::LogFormat) -> ExitCode
             "  a second gateway, a verify route in front of a folder: http://{}/ (the folder's own file server: http://{}/)",
             demo.verify, demo.folder
         );
-        println!("  a secret was generated for this run only; Ctrl-C to stop");
+        println!(
+            "  a stand-in S3-compatible store (serves only SigV4 presigned URLs): http://{}/ (the gateway presigns at http://{}{}/KEY)",
+            demo.s3,
+            demo.gateway,
+            crate::demo::DEMO_S3_ROUTE
+        );
+        println!("  secrets were generated for this run only; Ctrl-C to stop");
         if let Some(command) = demo.explain_command() {
             // The secret is random per run and signs for nothing but this demo: safe to show.
             println!("  to decode and check a signed URL (paste any from the gallery in place of this one):");

@@ -1,12 +1,15 @@
 //! `signgate demo`: a stand-in CDN, a small gallery site with bare CDN URLs, and the gateway in
 //! front of both, in one process, with a random secret; and a folder of pictures behind a second
 //! gateway with a verify route, whose URLs the first gateway signs: the whole signed-file path
-//! run by signgate alone. Nothing outside is contacted.
+//! run by signgate alone; and a stand-in S3-compatible bucket that serves only SigV4 presigned
+//! URLs, which the first gateway hands out from a redirect route with `scheme = "s3"`, so the
+//! gallery page mixes signing schemes. Nothing outside is contacted.
 
 pub mod cdn;
 pub mod folder;
 pub mod images;
 pub mod live;
+pub mod s3;
 pub mod site;
 
 use std::convert::Infallible;
@@ -36,6 +39,11 @@ use crate::server::{AppState, serve};
 pub const DEMO_MAX_SIZE: &str = "1MB";
 /// The variable the demo's config names for its secret, and the one its `explain` hint sets.
 pub const DEMO_SECRET_ENV: &str = "SIGNGATE_DEMO_SECRET";
+/// The variable the demo's config names for the bucket's secret access key.
+pub const DEMO_S3_SECRET_ENV: &str = "SIGNGATE_DEMO_S3_SECRET";
+/// The gateway's redirect route to the bucket, as the gallery page writes its paths: `/s3/KEY`
+/// answers 307 to the object's presigned URL.
+pub const DEMO_S3_ROUTE: &str = "/s3";
 /// The demo app's public API key: its pages write URLs as `client.transform()` does, after it.
 pub const DEMO_API_KEY: &str = "DemoApiKey0123456789Ab";
 /// Where the partner server keeps the picture the gallery's third row shows.
@@ -61,6 +69,8 @@ pub struct Demo {
     pub folder: SocketAddr,
     /// A partner's server with a picture the gallery shows as an external source.
     pub partner: SocketAddr,
+    /// The stand-in S3-compatible store: serves its bucket only to SigV4 presigned URLs.
+    pub s3: SocketAddr,
     gateway_listener: TcpListener,
     state: Arc<AppState>,
     verify_listener: TcpListener,
@@ -69,6 +79,8 @@ pub struct Demo {
     admin_state: Arc<Admin>,
     /// Random per run and signs only for this demo's CDN, so printing it is safe.
     secret_text: String,
+    /// The bucket's secret access key: random per run, for this demo's stand-in S3 only.
+    s3_secret_text: String,
     /// The picture the gallery page explains, as the site writes it (no credentials).
     explained_picture: Option<String>,
 }
@@ -97,6 +109,8 @@ impl Demo {
         let folder_addr = local(&folder_listener, loopback)?;
         let partner_listener = bind(loopback).await?;
         let partner_addr = local(&partner_listener, loopback)?;
+        let s3_listener = bind(loopback).await?;
+        let s3_addr = local(&s3_listener, loopback)?;
 
         let secret_text = random_hex(32);
         let secret = Secret::new(secret_text.clone()).map_err(|_| StartupError::NoRandomness)?;
@@ -105,6 +119,15 @@ impl Demo {
         let (folder, folder_pictures) =
             folder::FolderOrigin::create().map_err(StartupError::Runtime)?;
         let folder = Arc::new(folder);
+        // The bucket's access key, random per run like the secret, and signing for nothing else.
+        let s3_key_id = format!("DEMO{}", random_hex(8).to_uppercase());
+        let s3_secret_text = random_hex(20);
+        let s3_secret = crate::secret::TextSecret::new(s3_secret_text.clone())
+            .map_err(|_| StartupError::NoRandomness)?;
+        let bucket = s3::StandInS3::new(s3_key_id.clone(), s3_secret, s3_addr.to_string())
+            .map_err(|_| StartupError::NoRandomness)?;
+        let bucket_pictures = bucket.pictures();
+        let bucket = Arc::new(bucket);
         let site = Arc::new(
             site::GallerySite::new(cdn_base, &cdn, format!("http://{site_addr}"))
                 .with_private_row(format!("http://{verify_addr}"), folder_pictures)
@@ -114,7 +137,8 @@ impl Demo {
                         format!("http://{partner_addr}{PARTNER_PICTURE}"),
                         "Partner".to_owned(),
                     )],
-                ),
+                )
+                .with_bucket_row(DEMO_S3_ROUTE, bucket_pictures),
         );
         let explained_picture = site.explained_picture();
         spawn_server(cdn_listener, move |request| {
@@ -138,16 +162,29 @@ impl Demo {
             let picture = partner_picture.clone();
             async move { partner_answer(&request, picture) }
         });
+        spawn_server(s3_listener, move |request| {
+            let bucket = Arc::clone(&bucket);
+            async move { bucket.answer(&request, SystemClock.now_unix()) }
+        });
 
         let toml = demo_config(
-            gateway,
-            cdn_addr,
-            site_addr,
-            admin_addr,
-            verify_addr,
-            partner_addr,
+            &Addresses {
+                gateway,
+                cdn: cdn_addr,
+                site: site_addr,
+                admin: admin_addr,
+                verify: verify_addr,
+                partner: partner_addr,
+                s3: s3_addr,
+            },
+            &s3_key_id,
         );
-        let config = Config::from_toml_str(&toml, |_| Some(secret_text.clone()))?;
+        // Each secret through the config's own mechanism, as `secret_env` names it.
+        let config = Config::from_toml_str(&toml, |name| match name {
+            DEMO_SECRET_ENV => Some(secret_text.clone()),
+            DEMO_S3_SECRET_ENV => Some(s3_secret_text.clone()),
+            _ => None,
+        })?;
         let state = Arc::new(AppState::new(&config, Arc::new(SystemClock))?);
         let verify_toml = verify_config(verify_addr, folder_addr);
         let verify_config = Config::from_toml_str(&verify_toml, |_| Some(secret_text.clone()))?;
@@ -166,6 +203,7 @@ impl Demo {
             verify: verify_addr,
             folder: folder_addr,
             partner: partner_addr,
+            s3: s3_addr,
             gateway_listener,
             state,
             verify_listener,
@@ -173,8 +211,16 @@ impl Demo {
             admin_listener,
             admin_state,
             secret_text,
+            s3_secret_text,
             explained_picture,
         })
+    }
+
+    /// The secret access key the stand-in S3 store checks presigned URLs with (the gateway's
+    /// `bucket` route has it from `SIGNGATE_DEMO_S3_SECRET`): random per run and good for this
+    /// demo's bucket only, so a check of its own may use it.
+    pub fn s3_secret_access_key(&self) -> &str {
+        &self.s3_secret_text
     }
 
     /// A shell line that runs `signgate explain` on a freshly signed URL of the picture the
@@ -264,16 +310,31 @@ fn local(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Startup
         .map_err(|source| StartupError::Bind { addr, source })
 }
 
-/// The demo's gateway.toml: the gallery site (signing URLs on the CDN and on the verify
-/// gateway), a proxy route, an upload-policy route.
-fn demo_config(
+/// Where the demo's servers listen.
+struct Addresses {
     gateway: SocketAddr,
     cdn: SocketAddr,
     site: SocketAddr,
     admin: SocketAddr,
     verify: SocketAddr,
     partner: SocketAddr,
-) -> String {
+    s3: SocketAddr,
+}
+
+/// The demo's gateway.toml: the gallery site (signing URLs on the CDN and on the verify
+/// gateway), a proxy route, an upload-policy route, and a redirect route presigning the
+/// bucket's objects for the access key `s3_key_id`.
+fn demo_config(addresses: &Addresses, s3_key_id: &str) -> String {
+    let Addresses {
+        gateway,
+        cdn,
+        site,
+        admin,
+        verify,
+        partner,
+        s3,
+    } = addresses;
+    let (s3_bucket, region) = (s3::DEMO_S3_BUCKET, s3::DEMO_S3_REGION);
     format!(
         r#"[server]
 listen = "{gateway}"
@@ -300,6 +361,16 @@ mode = "upload-policy"
 calls = ["pick", "store"]
 max_size = "{DEMO_MAX_SIZE}"
 path = "^/gallery/"
+
+[[route]]
+name = "bucket"
+prefix = "{DEMO_S3_ROUTE}/"
+mode = "redirect"
+upstream = "http://{s3}/{s3_bucket}"  # path style: the stand-in S3 store on loopback
+scheme = "s3"
+access_key_id = "{s3_key_id}"
+region = "{region}"
+secret_env = "{DEMO_S3_SECRET_ENV}"  # the secret access key
 
 [[route]]
 name = "site"

@@ -43,6 +43,9 @@ pub struct GallerySite {
     /// The third row: pictures on a partner's server, as external sources the CDN transforms
     /// (`CDN/APIKEY/resize=width:300/http://partner/…`). Fixed.
     partner_row: Vec<Photo>,
+    /// The fourth row: objects in an S3-compatible bucket, as relative URLs on the gateway's
+    /// redirect route with `scheme = "s3"` (which the site route leaves alone). Fixed.
+    bucket_row: Vec<Photo>,
     /// How many pages have the gallery open, pushed to each over a WebSocket.
     live: LiveCounter,
 }
@@ -65,6 +68,7 @@ impl GallerySite {
             private_row: Vec::new(),
             api_key: None,
             partner_row: Vec::new(),
+            bucket_row: Vec::new(),
             live: LiveCounter::default(),
         }
     }
@@ -72,13 +76,7 @@ impl GallerySite {
     /// Adds a second row: `pictures` (handle, caption) served at `base` (the verify gateway in
     /// front of the folder), written as bare URLs like the first row's.
     pub fn with_private_row(mut self, base: String, pictures: Vec<(String, String)>) -> Self {
-        self.private_row = pictures
-            .into_iter()
-            .map(|(handle, caption)| Photo {
-                url: format!("{base}/{handle}"),
-                caption,
-            })
-            .collect();
+        self.private_row = row_under(&base, pictures);
         self
     }
 
@@ -93,6 +91,14 @@ impl GallerySite {
             })
             .collect();
         self.api_key = Some(api_key.to_owned());
+        self
+    }
+
+    /// Adds a fourth row: `pictures` (key, caption) in an S3-compatible bucket, written as
+    /// `{route}/KEY`, a path on the gateway's redirect route that presigns them (`route` is
+    /// that route's prefix without its last `/`).
+    pub fn with_bucket_row(mut self, route: &str, pictures: Vec<(String, String)>) -> Self {
+        self.bucket_row = row_under(route, pictures);
         self
     }
 
@@ -215,6 +221,23 @@ impl GallerySite {
                 )
             )
         };
+        let bucket = if self.bucket_row.is_empty() {
+            String::new()
+        } else {
+            format!(
+                r#"<h2>From an S3-compatible bucket</h2>
+<p class="lede">These pictures are objects in a bucket on a stand-in S3-compatible store, which serves an object only to a URL presigned with AWS Signature Version 4, as S3 serves a private one. This page links each to a path on the gateway itself, a <code>redirect</code> route with <code>scheme = "s3"</code>, which answers 307 to the object's URL presigned with the bucket's access key: one page, Filestack's signatures and S3's.</p>
+<main class="grid" id="bucket-row">
+{}</main>
+"#,
+                figures(
+                    self.bucket_row
+                        .iter()
+                        .map(|photo| (photo, photo.url.clone())),
+                    false
+                )
+            )
+        };
         let (explainer, script) = match photos.first() {
             Some(first) => (self.explainer(&self.thumbnail(first)), EXPLAINER_SCRIPT),
             None => (String::new(), ""),
@@ -227,7 +250,7 @@ impl GallerySite {
 <p class="live">Pages showing this gallery now: <strong id="live-count">…</strong> <small>(pushed by the site over a WebSocket, through the gateway)</small></p>
 {explainer}<main class="grid">
 {first_row}</main>
-{private}{partner}{script}{LIVE_SCRIPT}"#
+{private}{partner}{bucket}{script}{LIVE_SCRIPT}"#
             ),
         )
     }
@@ -311,6 +334,17 @@ form.addEventListener('submit', async (event) => {{
             ),
         )
     }
+}
+
+/// A row of `pictures` (name, caption), each at `base/NAME`.
+fn row_under(base: &str, pictures: Vec<(String, String)>) -> Vec<Photo> {
+    pictures
+        .into_iter()
+        .map(|(name, caption)| Photo {
+            url: format!("{base}/{name}"),
+            caption,
+        })
+        .collect()
 }
 
 /// Keeps the live counter up to date from the site's WebSocket, on the page's own host.

@@ -1,5 +1,5 @@
 //! The demo in a real browser (headless Chromium through chromedriver): every gallery image
-//! loads signed, the gallery's live counter runs over a WebSocket through the gateway, an upload under the limit appears, one over it is refused by the CDN even when
+//! loads signed (the S3 bucket's through the gateway's presigning redirect), the gallery's live counter runs over a WebSocket through the gateway, an upload under the limit appears, one over it is refused by the CDN even when
 //! the page's script asks for more. Screenshots go to `target/browser/`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them the
@@ -87,6 +87,21 @@ async fn browser(driver_url: &str, profile: &Path) -> Client {
 const PRIVATE_ROW: usize = 3;
 /// Pictures in the third row, external sources on the partner's server.
 const PARTNER_ROW: usize = 1;
+/// Pictures in the fourth row, objects in the stand-in S3 bucket behind the gateway's redirect.
+const BUCKET_ROW: usize = 2;
+/// All the gallery's pictures before an upload.
+const PICTURES: usize = 6 + PRIVATE_ROW + PARTNER_ROW + BUCKET_ROW;
+
+/// Whether `src`, as the browser reports a loaded picture's, is signed: Filestack's credentials
+/// (`signature=`, or `,s:` in the task form), an S3 presigned URL, or a path on the gateway's
+/// bucket route. That route answers nothing but a 307 to a presigned URL and the bucket serves
+/// nothing else, so a picture from it that loaded was fetched presigned.
+fn signed(src: &str, gateway: &str) -> bool {
+    src.contains("signature=")
+        || src.contains(",s:")
+        || src.contains("X-Amz-Signature=")
+        || src.starts_with(&format!("{gateway}{}/", signgate::demo::DEMO_S3_ROUTE))
+}
 
 fn screenshot_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -185,6 +200,7 @@ async fn the_demo_works_in_a_real_browser() {
     let cdn = format!("http://{}", demo.cdn);
     let site = format!("http://{}", demo.site);
     let verify = format!("http://{}", demo.verify);
+    let bucket = format!("http://{}", demo.s3);
     tokio::spawn(demo.serve(std::future::pending()));
     let (_driver, driver_url) = start_driver().await;
     let profile = tempfile::tempdir().expect("profile dir");
@@ -196,14 +212,35 @@ async fn the_demo_works_in_a_real_browser() {
         // 1. Every gallery image loads, signed; the same URL bare is refused by the CDN.
         client.goto(&format!("{gateway}/")).await.expect("gallery");
         let images = loaded_images(&client).await;
-        assert_eq!(images.len(), 6 + PRIVATE_ROW + PARTNER_ROW, "{images:?}");
+        assert_eq!(images.len(), PICTURES, "{images:?}");
         for (i, (src, width)) in images.iter().enumerate() {
-            // The CDN's six, the folder's through the verify gateway, then the partner's
-            // picture, an external source the CDN transforms (`security=p:…,s:…`).
-            let origin = if (6..6 + PRIVATE_ROW).contains(&i) { &verify } else { &cdn };
-            let signed = src.contains("signature=") || src.contains(",s:");
-            assert!(src.starts_with(origin) && signed, "{src}");
+            // The CDN's six, the folder's through the verify gateway, the partner's picture, an
+            // external source the CDN transforms (`security=p:…,s:…`), then the bucket's, on
+            // the gateway's redirect route (the `src` the browser keeps) or, should it report
+            // where the redirect led, presigned on the stand-in S3.
+            let bucket_row = 6 + PRIVATE_ROW + PARTNER_ROW;
+            let ok = if i >= bucket_row {
+                let presigned = src.starts_with(&format!("{bucket}/")) && src.contains("X-Amz-Signature=");
+                let route = src.starts_with(&format!("{gateway}{}/", signgate::demo::DEMO_S3_ROUTE));
+                presigned || route
+            } else {
+                let origin = if (6..6 + PRIVATE_ROW).contains(&i) { &verify } else { &cdn };
+                src.starts_with(origin) && signed(src, &gateway)
+            };
+            assert!(ok, "{src}");
             assert_eq!(*width, 300, "{src} did not load at its thumbnail width");
+        }
+        // Chromium reports the bucket's pictures at the route; the route leads to presigned URLs.
+        for (src, _) in images.iter().skip(6 + PRIVATE_ROW + PARTNER_ROW) {
+            if src.starts_with(&gateway) {
+                let redirect = get(src).await;
+                assert_eq!(redirect.status, http::StatusCode::TEMPORARY_REDIRECT, "{src}");
+                let location = redirect.headers["location"].to_str().expect("ascii");
+                assert!(
+                    location.starts_with(&format!("{bucket}/")) && location.contains("X-Amz-Signature="),
+                    "{src} -> {location}"
+                );
+            }
         }
         std::fs::write(shots.join("gallery.png"), client.screenshot().await.expect("screenshot"))
             .expect("saved");
@@ -246,7 +283,7 @@ async fn the_demo_works_in_a_real_browser() {
         assert_eq!(link.attr("href").await.expect("href"), Some(format!("{site}/")));
         client.goto(&format!("{site}/")).await.expect("the site, without the gateway");
         let broken = loaded_images(&client).await;
-        assert_eq!(broken.len(), 6 + PRIVATE_ROW + PARTNER_ROW, "{broken:?}");
+        assert_eq!(broken.len(), PICTURES, "{broken:?}");
         assert!(broken.iter().all(|(src, width)| *width == 0 && !src.contains("signature")), "{broken:?}");
         assert!(text_of(&client, "#decoded-policy").await.starts_with("none"));
         std::fs::write(shots.join("without-gateway.png"), client.screenshot().await.expect("screenshot"))
@@ -260,9 +297,9 @@ async fn the_demo_works_in_a_real_browser() {
         upload(&client, &gateway, &small, "Uploaded in the test").await;
         wait_for_text(&client, "main", "Uploaded in the test").await;
         let images = loaded_images(&client).await;
-        assert_eq!(images.len(), 7 + PRIVATE_ROW + PARTNER_ROW);
+        assert_eq!(images.len(), PICTURES + 1);
         assert!(
-            images.iter().all(|(src, width)| *width > 0 && (src.contains("signature=") || src.contains(",s:"))),
+            images.iter().all(|(src, width)| *width > 0 && signed(src, &gateway)),
             "{images:?}"
         );
         std::fs::write(shots.join("after-upload.png"), client.screenshot().await.expect("screenshot"))
@@ -304,7 +341,7 @@ async fn the_demo_works_in_a_real_browser() {
         assert!(result["widened"][1].as_str().unwrap_or_default().contains("bad signature"), "{result}");
 
         client.goto(&format!("{gateway}/")).await.expect("gallery");
-        assert_eq!(loaded_images(&client).await.len(), 7 + PRIVATE_ROW + PARTNER_ROW, "a refused upload reached the gallery");
+        assert_eq!(loaded_images(&client).await.len(), PICTURES + 1, "a refused upload reached the gallery");
     })
     .await;
     let _ = client.close().await;

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use signgate::demo::Demo;
 use signgate::demo::images::png_size;
+use support::s3::check_presigned;
 use support::*;
 
 async fn demo() -> (Demo, std::net::SocketAddr, std::net::SocketAddr) {
@@ -33,6 +34,8 @@ fn assert_refused_bare(refused: &Answer) {
 const PRIVATE_ROW: usize = 3;
 /// Pictures in the third row, external sources on the partner's server.
 const PARTNER_ROW: usize = 1;
+/// Pictures in the fourth row, objects in the stand-in S3 bucket behind the gateway's redirect.
+const BUCKET_ROW: usize = 2;
 
 fn image_urls(html: &str) -> Vec<String> {
     html.split("<img src=\"")
@@ -51,14 +54,14 @@ async fn the_gallery_is_signed_through_the_gateway_and_bare_urls_are_refused() {
     // The site itself renders bare URLs.
     let bare_page = get(&format!("http://{site}/")).await.text();
     let bare = image_urls(&bare_page);
-    assert_eq!(bare.len(), 6 + PRIVATE_ROW + PARTNER_ROW);
+    assert_eq!(bare.len(), 6 + PRIVATE_ROW + PARTNER_ROW + BUCKET_ROW);
     assert!(bare.iter().all(|u| !u.contains("signature")));
 
     let page = get(&format!("http://{gateway}/")).await;
     assert_eq!(page.status, StatusCode::OK);
     let html = page.text();
     let urls = image_urls(&html);
-    assert_eq!(urls.len(), 6 + PRIVATE_ROW + PARTNER_ROW);
+    assert_eq!(urls.len(), 6 + PRIVATE_ROW + PARTNER_ROW + BUCKET_ROW);
 
     // The first picture is explained: its bare URL stays bare in the page source through the
     // gateway (element text, which the rewriter leaves alone), the script reads the signed one
@@ -192,7 +195,10 @@ async fn uploads_are_held_to_the_policy_the_gateway_signs() {
     assert_eq!(added.status, StatusCode::CREATED);
     let page = get(&format!("http://{gateway}/")).await.text();
     assert!(page.contains("<figcaption>Mine</figcaption>"));
-    assert_eq!(image_urls(&page).len(), 7 + PRIVATE_ROW + PARTNER_ROW);
+    assert_eq!(
+        image_urls(&page).len(),
+        7 + PRIVATE_ROW + PARTNER_ROW + BUCKET_ROW
+    );
 
     let big = Bytes::from(vec![1u8; 1_000_001]);
     let refused = send_body(Method::POST, &store(policy), &[], big.clone()).await;
@@ -308,7 +314,7 @@ async fn the_partner_row_is_an_external_source_the_cdn_fetches_only_signed() {
     let source = format!("http://{partner}/pictures/partner.png");
 
     let bare = image_urls(&get(&format!("http://{site}/")).await.text());
-    let bare = bare.last().expect("the partner's picture");
+    let bare = bare.get(6 + PRIVATE_ROW).expect("the partner's picture");
     assert_eq!(
         bare,
         &format!("http://{cdn}/{DEMO_API_KEY}/resize=width:300/{source}")
@@ -316,7 +322,7 @@ async fn the_partner_row_is_an_external_source_the_cdn_fetches_only_signed() {
     assert_refused_bare(&get(bare).await);
 
     let signed = image_urls(&get(&format!("http://{gateway}/")).await.text());
-    let signed = signed.last().expect("the partner's picture");
+    let signed = signed.get(6 + PRIVATE_ROW).expect("the partner's picture");
     assert!(
         signed.starts_with(&format!(
             "http://{cdn}/{DEMO_API_KEY}/resize=width:300/security=p:"
@@ -338,4 +344,82 @@ async fn the_partner_row_is_an_external_source_the_cdn_fetches_only_signed() {
         image_urls(&get(&format!("http://{site}/")).await.text())[0]
             .starts_with(&format!("http://{cdn}/{DEMO_API_KEY}/resize=width:300/"))
     );
+}
+
+#[tokio::test]
+async fn the_bucket_row_redirects_to_presigned_urls_only_the_stand_in_s3_serves() {
+    use signgate::demo::DEMO_S3_ROUTE;
+    use signgate::demo::s3::DEMO_S3_BUCKET;
+    let (demo, gateway, _) = demo().await;
+    let (site, s3) = (demo.site, demo.s3);
+    let secret = demo.s3_secret_access_key().to_owned();
+    tokio::spawn(demo.serve(std::future::pending()));
+    let row = 6 + PRIVATE_ROW + PARTNER_ROW;
+
+    // The page writes paths on the gateway's own redirect route, which the site route leaves
+    // as they are: the same through the gateway as from the site.
+    let bare: Vec<String> = image_urls(&get(&format!("http://{site}/")).await.text())
+        .into_iter()
+        .skip(row)
+        .collect();
+    let page = get(&format!("http://{gateway}/")).await.text();
+    assert!(page.contains("From an S3-compatible bucket"), "{page}");
+    let through: Vec<String> = image_urls(&page).into_iter().skip(row).collect();
+    assert_eq!(bare.len(), BUCKET_ROW, "{bare:?}");
+    assert_eq!(through, bare);
+
+    let mut presigned = Vec::new();
+    for path in &bare {
+        let key = path
+            .strip_prefix(&format!("{DEMO_S3_ROUTE}/"))
+            .unwrap_or_else(|| panic!("{path} is not on the gateway's bucket route"));
+        let object = format!("http://{s3}/{DEMO_S3_BUCKET}/{key}");
+        // Bare, the bucket refuses the object, as S3 refuses a private one.
+        let refused = get(&object).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{object}");
+        assert!(
+            refused.text().contains("<Code>AccessDenied</Code>"),
+            "{}",
+            refused.text()
+        );
+
+        // Through the gateway: 307 to the object's URL, presigned.
+        let redirect = get(&format!("http://{gateway}{path}")).await;
+        assert_eq!(redirect.status, StatusCode::TEMPORARY_REDIRECT, "{path}");
+        let location = redirect.headers["location"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert!(
+            location.starts_with(&format!("{object}?X-Amz-Algorithm=AWS4-HMAC-SHA256&")),
+            "{location}"
+        );
+        // A second reading of SigV4 accepts it for this run's secret access key...
+        let (host, target) = location
+            .strip_prefix("http://")
+            .and_then(|rest| rest.find('/').map(|i| rest.split_at(i)))
+            .expect("host and path");
+        check_presigned("GET", host, target, &http::HeaderMap::new(), &secret, now())
+            .unwrap_or_else(|why| panic!("{location}: {why}"));
+        // ...and the bucket serves it: the picture, at the thumbnail width.
+        let image = get(&location).await;
+        assert_eq!(image.status, StatusCode::OK, "{location}: {}", image.text());
+        assert_eq!(image.headers["content-type"], "image/png");
+        assert_eq!(png_size(&image.body), Some((300, 300)));
+        presigned.push((key.to_owned(), location));
+    }
+
+    // Tampered, it is refused: another object under these credentials, or a longer validity.
+    let ((key, first), (other, _)) = (&presigned[0], &presigned[1]);
+    let moved = first.replacen(key.as_str(), other, 1);
+    let refused = get(&moved).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{moved}");
+    assert!(
+        refused.text().contains("SignatureDoesNotMatch"),
+        "{}",
+        refused.text()
+    );
+    let longer = first.replace("X-Amz-Expires=", "X-Amz-Expires=1");
+    assert_ne!(&longer, first);
+    assert_eq!(get(&longer).await.status, StatusCode::FORBIDDEN, "{longer}");
 }
