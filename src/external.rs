@@ -314,6 +314,12 @@ fn is_plain_host(host: &str) -> bool {
         })
 }
 
+/// Whether `b` may stand in a plainly written path: letters, digits, `-._~`, `!$&'()*+,=:@`
+/// and `/` (no `%`, `;`, space or anything a server could read two ways).
+pub(crate) fn is_plain_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@/".contains(&b)
+}
+
 /// A path of plain characters only: letters, digits, `-._~`, and `!$&'()*+,=:@`; no `%` escape
 /// at all (what a server decodes differently, such as `%2e`, an overlong `%c0%ae` or a
 /// fullwidth dot, cannot be checked here), no `;` (servlet containers read `..;` as `..`), no
@@ -322,28 +328,7 @@ fn is_plain_path(path: &str) -> bool {
     let Some(segments) = path.strip_prefix('/') else {
         return false;
     };
-    let plain = path.bytes().all(|b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b'='
-                    | b':'
-                    | b'@'
-                    | b'/'
-            )
-    });
+    let plain = path.bytes().all(is_plain_path_byte);
     // The last segment may be empty (`https://host/dir/`): a directory index is still a file.
     let segments = segments.strip_suffix('/').unwrap_or(segments);
     plain

@@ -75,29 +75,7 @@ pub fn is_plain_object_path(path: &str) -> bool {
                     _ => return false,
                 }
             }
-            b if b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b'='
-                        | b':'
-                        | b'@'
-                        | b'/'
-                ) =>
-            {
-                i += 1;
-            }
+            b if crate::external::is_plain_path_byte(b) => i += 1,
             _ => return false,
         }
     }

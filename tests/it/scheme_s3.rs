@@ -13,20 +13,7 @@ use crate::support::s3::{canonical_request, check_presigned, start_s3};
 use crate::support::{get, now, send};
 
 fn cases() -> Vec<Value> {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let copy = std::fs::read_to_string(format!("{root}/tests/data/cdn-schemes.json"))
-        .expect("tests/data/cdn-schemes.json is in the repository");
-    // CI has ../shared beside the clone: the copy must not drift from the source of truth.
-    if let Ok(shared) =
-        std::fs::read_to_string(format!("{root}/../shared/vectors/cdn-schemes.json"))
-    {
-        assert_eq!(
-            copy, shared,
-            "tests/data copy differs from ../shared/vectors"
-        );
-    }
-    let root: Value = serde_json::from_str(&copy).expect("vectors are JSON");
-    let cases = root["schemes"]["s3_sigv4"]["cases"]
+    let cases = crate::cdn_schemes::scheme("s3_sigv4")["cases"]
         .as_array()
         .expect("cases")
         .clone();

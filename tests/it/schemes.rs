@@ -6,22 +6,13 @@ use crate::support;
 use std::sync::Arc;
 
 use http::StatusCode;
-use serde_json::Value;
 use signgate::scheme::akamai::{Algorithm, EdgeAuth};
 use signgate::scheme::cloudfront::CloudFrontSigner;
 use support::*;
 
-/// The vendors' vectors file, for its test keys.
-fn vectors() -> Value {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let text = std::fs::read_to_string(format!("{root}/tests/data/cdn-schemes.json"))
-        .expect("tests/data/cdn-schemes.json is in the repository");
-    serde_json::from_str(&text).expect("JSON")
-}
-
 /// The CloudFront test key pair: its ID and the private key, PEM.
 fn cloudfront_key() -> (String, String) {
-    let cloudfront = &vectors()["schemes"]["cloudfront"];
+    let cloudfront = &crate::cdn_schemes::scheme("cloudfront");
     (
         cloudfront["key_pair_id"].as_str().expect("id").to_owned(),
         cloudfront["private_key_pem_pkcs1"]
@@ -64,6 +55,26 @@ async fn cloudfront_stand_in() -> std::net::SocketAddr {
     verifying_stand_in(move |url| {
         signer
             .verify(url, now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// The imgix test source's token.
+const IMGIX_TOKEN: &str = "Xz9Qm2Lp7Rt4Vw8K";
+
+async fn imgix_stand_in() -> std::net::SocketAddr {
+    let verifier = signgate::scheme::imgix::ImgixSigner::new(
+        signgate::secret::TextSecret::new(IMGIX_TOKEN.into()).expect("not empty"),
+    );
+    verifying_stand_in(move |url| {
+        let path_and_query = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
+            .ok_or("no path")?;
+        verifier
+            .verify(&path_and_query, now())
             .map(|_| ())
             .map_err(|e| e.to_string())
     })
@@ -321,21 +332,8 @@ async fn s3_routes_presign_what_an_independent_sigv4_check_accepts() {
 
 #[tokio::test]
 async fn imgix_routes_add_s_and_a_bucketed_expires() {
-    let token = "Xz9Qm2Lp7Rt4Vw8K";
-    let verifier = signgate::scheme::imgix::ImgixSigner::new(
-        signgate::secret::TextSecret::new(token.into()).expect("not empty"),
-    );
-    let cdn = verifying_stand_in(move |url| {
-        let path_and_query = url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
-            .ok_or("no path")?;
-        verifier
-            .verify(&path_and_query, now())
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
-    .await;
+    let token = IMGIX_TOKEN;
+    let cdn = imgix_stand_in().await;
     let (proxy, _key) = gateway("proxy", cdn, "scheme = \"imgix\"", token).await;
     let answer = get(&proxy.url("/f/images/cat.jpg?w=400&s=forged")).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
@@ -354,21 +352,8 @@ async fn imgix_routes_add_s_and_a_bucketed_expires() {
 
 #[tokio::test]
 async fn site_routes_sign_s3_imgix_and_akamai_urls_in_their_pages() {
-    let imgix_token = "Xz9Qm2Lp7Rt4Vw8K";
-    let imgix_check = signgate::scheme::imgix::ImgixSigner::new(
-        signgate::secret::TextSecret::new(imgix_token.into()).expect("not empty"),
-    );
-    let imgix = verifying_stand_in(move |url| {
-        let path_and_query = url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.find('/').map(|i| rest[i..].to_owned()))
-            .ok_or("no path")?;
-        imgix_check
-            .verify(&path_and_query, now())
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
-    .await;
+    let imgix_token = IMGIX_TOKEN;
+    let imgix = imgix_stand_in().await;
     let s3 = support::s3::start_s3(S3_SECRET).await;
     let akamai = akamai_stand_in().await;
     for (cdn, path, keys, key) in [
@@ -521,7 +506,7 @@ async fn no_spelling_of_a_schemes_credential_parameters_reaches_the_cdn() {
         (
             "imgix",
             "scheme = \"imgix\"".to_owned(),
-            "Xz9Qm2Lp7Rt4Vw8K".to_owned(),
+            IMGIX_TOKEN.to_owned(),
             &["s", "S", "expires", "%73"],
         ),
     ];
