@@ -168,6 +168,7 @@ fn cloudfront(url: &str, routes: &SchemeRoutes, now: u64) -> SchemeReport {
         SchemeConfig::CloudFront {
             key_pair_id,
             private_key,
+            ..
         } => Some(
             CloudFrontSigner::from_pem(key_pair_id, private_key.expose())
                 .map_err(|e| e.to_string())

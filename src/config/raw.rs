@@ -131,6 +131,7 @@ pub(super) struct RawRoute {
     pub access_key_id: Option<String>,
     pub region: Option<String>,
     pub key_pair_id: Option<String>,
+    pub policy_resource: Option<String>,
     pub expires_param: Option<bool>,
     pub token_name: Option<String>,
     pub token_algorithm: Option<String>,
@@ -272,6 +273,11 @@ impl RawRoute {
             ("access_key_id", self.access_key_id.is_some(), SIGNING_FILES),
             ("region", self.region.is_some(), SIGNING_FILES),
             ("key_pair_id", self.key_pair_id.is_some(), SIGNING_FILES),
+            (
+                "policy_resource",
+                self.policy_resource.is_some(),
+                SIGNING_FILES,
+            ),
             ("expires_param", self.expires_param.is_some(), SIGNING_FILES),
             ("token_name", self.token_name.is_some(), SIGNING_FILES),
             (

@@ -29,6 +29,10 @@ pub enum SchemeConfig {
         key_pair_id: String,
         /// The private key, PEM (`secret_file`).
         private_key: KeyMaterial,
+        /// `policy_resource`: a wildcard resource (`https://d111.cloudfront.net/images/*`); URLs
+        /// it covers carry one custom policy per bucket instead of a canned one each. Default
+        /// none.
+        resource: Option<String>,
     },
     /// `imgix`: the `s` parameter, with an `expires` parameter when `expires_param` is set.
     Imgix {
@@ -91,10 +95,15 @@ pub(super) fn build_scheme(
             ),
         ));
     }
-    let scheme_keys: [(&str, bool, &[&str]); 6] = [
+    let scheme_keys: [(&str, bool, &[&str]); 7] = [
         ("access_key_id", raw.access_key_id.is_some(), &["s3"]),
         ("region", raw.region.is_some(), &["s3"]),
         ("key_pair_id", raw.key_pair_id.is_some(), &["cloudfront"]),
+        (
+            "policy_resource",
+            raw.policy_resource.is_some(),
+            &["cloudfront"],
+        ),
         ("expires_param", raw.expires_param.is_some(), &["imgix"]),
         ("token_name", raw.token_name.is_some(), &["akamai"]),
         (
@@ -186,6 +195,21 @@ pub(super) fn build_scheme(
                      `secret_file`",
                 ));
             }
+            let resource = raw.policy_resource.clone();
+            if let Some(resource) = &resource {
+                let plain = (resource.starts_with("https://") || resource.starts_with("http://"))
+                    && resource.contains('*')
+                    && !resource.contains(['"', '\\', ' ']);
+                if !plain {
+                    return Err(invalid(
+                        key("policy_resource"),
+                        format!(
+                            "must be a URL pattern with a `*`, such as \
+                             \"https://d111111abcdef8.cloudfront.net/images/*\", got {resource:?}"
+                        ),
+                    ));
+                }
+            }
             SchemeConfig::CloudFront {
                 key_pair_id: required(
                     &raw.key_pair_id,
@@ -193,6 +217,7 @@ pub(super) fn build_scheme(
                     "the ID CloudFront gave the public key",
                 )?,
                 private_key: material,
+                resource,
             }
         }
         "imgix" => SchemeConfig::Imgix {

@@ -1,10 +1,10 @@
 //! Each scheme's signer behind [`SignsUrls`], built from a route's [`SchemeConfig`]: what a
 //! route calls to sign an object's URL.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::akamai::{Algorithm, EdgeAuth, TokenFields, TokenTimes};
-use super::cloudfront::{self, CloudFrontSigner};
+use super::cloudfront::{self, CloudFrontSigner, CustomPolicy};
 use super::imgix::{self, ImgixSigner};
 use super::s3::{self, S3Error, S3Signer};
 use super::{SchemeError, SignsUrls, Validity};
@@ -18,10 +18,13 @@ pub fn signer_for(config: &SchemeConfig) -> Result<Option<Arc<dyn SignsUrls>>, S
         SchemeConfig::CloudFront {
             key_pair_id,
             private_key,
-        } => Arc::new(CloudFrontUrls(
-            CloudFrontSigner::from_pem(key_pair_id, private_key.expose())
+            resource,
+        } => Arc::new(CloudFrontUrls {
+            signer: CloudFrontSigner::from_pem(key_pair_id, private_key.expose())
                 .map_err(|e| e.to_string())?,
-        )),
+            resource: resource.clone(),
+            shared: Mutex::new(None),
+        }),
         SchemeConfig::Akamai {
             key,
             token_name,
@@ -50,12 +53,61 @@ pub fn signer_for(config: &SchemeConfig) -> Result<Option<Arc<dyn SignsUrls>>, S
     }))
 }
 
-/// CloudFront with a canned policy: the URL's `Expires`, `Signature` and `Key-Pair-Id`.
-struct CloudFrontUrls(CloudFrontSigner);
+/// CloudFront: a canned policy per URL (`Expires`, `Signature`, `Key-Pair-Id`), or, for URLs
+/// the route's `policy_resource` covers, one custom policy with that wildcard resource per
+/// bucket (`Policy`, `Signature`, `Key-Pair-Id`), signed once: an RSA signature per bucket
+/// instead of one per URL.
+struct CloudFrontUrls {
+    signer: CloudFrontSigner,
+    resource: Option<String>,
+    /// The custom policy's parameters for the latest expiry signed.
+    shared: Mutex<Option<(u64, Arc<str>)>>,
+}
+
+impl CloudFrontUrls {
+    /// `Policy=…&Signature=…&Key-Pair-Id=…` for `resource` until `expiry`: the same for every
+    /// URL, so made once per expiry.
+    fn shared_params(&self, resource: &str, expiry: u64) -> Result<Arc<str>, SchemeError> {
+        let mut shared = self
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((made_for, params)) = shared.as_ref()
+            && *made_for == expiry
+        {
+            return Ok(Arc::clone(params));
+        }
+        let policy = CustomPolicy {
+            resource,
+            expiry,
+            start: None,
+            ip: None,
+        };
+        let signed = self
+            .signer
+            .sign_custom("/", &policy)
+            .map_err(|_| SchemeError::Url("the RSA signature could not be made"))?;
+        let params: Arc<str> = signed
+            .split_once('?')
+            .map_or("", |(_, params)| params)
+            .into();
+        *shared = Some((expiry, Arc::clone(&params)));
+        Ok(params)
+    }
+}
 
 impl SignsUrls for CloudFrontUrls {
     fn sign_url(&self, url: &str, validity: Validity) -> Result<String, SchemeError> {
-        self.0
+        if let Some(resource) = self
+            .resource
+            .as_deref()
+            .filter(|resource| super::wildcard::matches(resource, url))
+        {
+            let params = self.shared_params(resource, validity.expiry)?;
+            let separator = if url.contains('?') { '&' } else { '?' };
+            return Ok(format!("{url}{separator}{params}"));
+        }
+        self.signer
             .sign_canned(url, validity.expiry)
             .map_err(|_| SchemeError::Url("the RSA signature could not be made"))
     }

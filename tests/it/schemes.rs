@@ -548,3 +548,71 @@ async fn no_spelling_of_a_schemes_credential_parameters_reaches_the_cdn() {
     let answer = get(&proxy.url(&format!("/f/a.jpg?{forged}"))).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
 }
+
+#[tokio::test]
+async fn a_cloudfront_wildcard_policy_signs_a_pages_urls_under_it_with_one_signature() {
+    let cdn = cloudfront_stand_in().await;
+    let (id, pem) = cloudfront_key();
+    let page = format!(
+        "<img src=\"http://{cdn}/images/a.jpg\"><img src=\"http://{cdn}/images/b.jpg\">\
+         <img src=\"http://{cdn}/other/c.jpg\">"
+    );
+    let site = start_origin(Arc::new(move |_, _| {
+        respond(200, &[("content-type", "text/html")], page.clone())
+    }))
+    .await;
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), &pem).expect("write");
+    let config = one_route(
+        "site",
+        "/",
+        &format!("http://{site}"),
+        &format!(
+            "scheme = \"cloudfront\"\nkey_pair_id = \"{id}\"\nsecret_file = {:?}\n\
+             policy_resource = \"http://{cdn}/images/*\"\n\
+             rewrite_hosts = [\"{cdn}\"]\nkeep_http = true",
+            file.path().display().to_string()
+        ),
+    );
+    let gateway = TestGateway::start(&config).await;
+    let html = get(&gateway.url("/")).await.text();
+    let urls: Vec<String> = html
+        .split("src=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(|url| url.replace("&amp;", "&"))
+        .collect();
+    assert_eq!(urls.len(), 3, "{html}");
+    for url in &urls {
+        assert_eq!(get(url).await.status, StatusCode::OK, "{url}");
+    }
+    let signature = |url: &str| {
+        url.split(['?', '&'])
+            .find_map(|pair| pair.strip_prefix("Signature="))
+            .expect("a signature")
+            .to_owned()
+    };
+    // One custom policy for the two under the wildcard; a canned one for the other.
+    assert!(
+        urls[0].contains("Policy=") && urls[1].contains("Policy="),
+        "{urls:?}"
+    );
+    assert_eq!(signature(&urls[0]), signature(&urls[1]));
+    assert!(
+        urls[2].contains("Expires=") && !urls[2].contains("Policy="),
+        "{urls:?}"
+    );
+    // The shared policy is for its prefix only: moved outside it, the CDN refuses it.
+    let moved = urls[0].replace("/images/a.jpg", "/other/a.jpg");
+    assert_eq!(get(&moved).await.status, StatusCode::FORBIDDEN);
+    let error = signgate::config::Config::from_toml_str(
+        &config.replace(&format!("http://{cdn}/images/*"), "images"),
+        |_| Some("s".into()),
+    )
+    .expect_err("not a pattern")
+    .to_string();
+    assert!(
+        error.contains("`policy_resource`: must be a URL pattern with a `*`"),
+        "{error}"
+    );
+}
