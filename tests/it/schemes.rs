@@ -188,6 +188,32 @@ async fn akamai_routes_put_a_token_for_the_path_in_hdnts() {
     );
 }
 
+/// A site route in front of a site whose every page is `page`, signing URLs on `cdn` with
+/// `scheme_keys` and `key` (in a file), and the config it was started from.
+async fn site_gateway(
+    page: String,
+    cdn: std::net::SocketAddr,
+    scheme_keys: &str,
+    key: &str,
+) -> (TestGateway, String, tempfile::NamedTempFile) {
+    let site = start_origin(Arc::new(move |_, _| {
+        respond(200, &[("content-type", "text/html")], page.clone())
+    }))
+    .await;
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), key).expect("write");
+    let config = one_route(
+        "site",
+        "/",
+        &format!("http://{site}"),
+        &format!(
+            "{scheme_keys}\nsecret_file = {:?}\nrewrite_hosts = [\"{cdn}\"]\nkeep_http = true",
+            file.path().display().to_string()
+        ),
+    );
+    (TestGateway::start(&config).await, config, file)
+}
+
 #[tokio::test]
 async fn a_site_route_signs_its_pages_urls_with_the_routes_scheme() {
     let cdn = cloudfront_stand_in().await;
@@ -195,23 +221,8 @@ async fn a_site_route_signs_its_pages_urls_with_the_routes_scheme() {
     let page = format!(
         "<img src=\"http://{cdn}/images/cat.jpg\"><img src=\"https://elsewhere.example/x.jpg\">"
     );
-    let site = start_origin(Arc::new(move |_, _| {
-        respond(200, &[("content-type", "text/html")], page.clone())
-    }))
-    .await;
-    let file = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(file.path(), &pem).expect("write");
-    let config = one_route(
-        "site",
-        "/",
-        &format!("http://{site}"),
-        &format!(
-            "scheme = \"cloudfront\"\nkey_pair_id = \"{id}\"\nsecret_file = {:?}\n\
-             rewrite_hosts = [\"{cdn}\"]\nkeep_http = true",
-            file.path().display().to_string()
-        ),
-    );
-    let gateway = TestGateway::start(&config).await;
+    let keys = format!("scheme = \"cloudfront\"\nkey_pair_id = \"{id}\"");
+    let (gateway, _config, _key) = site_gateway(page, cdn, &keys, &pem).await;
     let html = get(&gateway.url("/")).await.text();
     let signed = html
         .split("src=\"")
@@ -372,22 +383,7 @@ async fn site_routes_sign_s3_imgix_and_akamai_urls_in_their_pages() {
         (akamai, "/video/a.mp4", "scheme = \"akamai\"", AKAMAI_KEY),
     ] {
         let page = format!("<img src=\"http://{cdn}{path}\">");
-        let site = start_origin(Arc::new(move |_, _| {
-            respond(200, &[("content-type", "text/html")], page.clone())
-        }))
-        .await;
-        let file = tempfile::NamedTempFile::new().expect("temp file");
-        std::fs::write(file.path(), key).expect("write");
-        let config = one_route(
-            "site",
-            "/",
-            &format!("http://{site}"),
-            &format!(
-                "{keys}\nsecret_file = {:?}\nrewrite_hosts = [\"{cdn}\"]\nkeep_http = true",
-                file.path().display().to_string()
-            ),
-        );
-        let gateway = TestGateway::start(&config).await;
+        let (gateway, _config, _key) = site_gateway(page, cdn, keys, key).await;
         let html = get(&gateway.url("/")).await.text();
         let signed = html
             .split("src=\"")
@@ -557,24 +553,10 @@ async fn a_cloudfront_wildcard_policy_signs_a_pages_urls_under_it_with_one_signa
         "<img src=\"http://{cdn}/images/a.jpg\"><img src=\"http://{cdn}/images/b.jpg\">\
          <img src=\"http://{cdn}/other/c.jpg\">"
     );
-    let site = start_origin(Arc::new(move |_, _| {
-        respond(200, &[("content-type", "text/html")], page.clone())
-    }))
-    .await;
-    let file = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(file.path(), &pem).expect("write");
-    let config = one_route(
-        "site",
-        "/",
-        &format!("http://{site}"),
-        &format!(
-            "scheme = \"cloudfront\"\nkey_pair_id = \"{id}\"\nsecret_file = {:?}\n\
-             policy_resource = \"http://{cdn}/images/*\"\n\
-             rewrite_hosts = [\"{cdn}\"]\nkeep_http = true",
-            file.path().display().to_string()
-        ),
+    let keys = format!(
+        "scheme = \"cloudfront\"\nkey_pair_id = \"{id}\"\npolicy_resource = \"http://{cdn}/images/*\""
     );
-    let gateway = TestGateway::start(&config).await;
+    let (gateway, config, _key) = site_gateway(page, cdn, &keys, &pem).await;
     let html = get(&gateway.url("/")).await.text();
     let urls: Vec<String> = html
         .split("src=\"")
