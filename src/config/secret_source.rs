@@ -52,29 +52,23 @@ pub(super) fn load_next_secret(
 }
 
 /// Reads the secret `raw` names as text, for a scheme that derives its own keys from it
-/// ([`KeyMaterial`]); `None` when `raw` names none. A secret not available here gives `None`
-/// with `needed` optional (the route's [`Secret`] already carries the warning).
+/// ([`KeyMaterial`]); `None` when `raw` names none, or (with `needed` optional) when it is not
+/// available here: the route's [`Secret`], read from the same keys, carries the warning.
 pub(super) fn load_key_material(
     raw: &RawSigning,
     env: &dyn Fn(&str) -> Option<String>,
     at: &str,
     needed: SecretsNeeded,
 ) -> Result<Option<KeyMaterial>, ConfigError> {
-    let text = match (&raw.secret_env, &raw.secret_file) {
-        (Some(var), None) => env(var),
-        (None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(text) => Some(text.trim_end_matches(['\n', '\r']).to_owned()),
-            Err(_) if needed == SecretsNeeded::Optional => None,
-            Err(e) => {
-                return Err(invalid(
-                    key_at(at, "secret_file"),
-                    format!("cannot read {}: {e}", path.display()),
-                ));
-            }
-        },
-        _ => None,
+    let source = SecretSource {
+        var: raw.secret_env.as_deref(),
+        file: raw.secret_file.as_deref(),
+        keys: ("secret_env", "secret_file"),
     };
-    Ok(text.and_then(|text| KeyMaterial::new(text).ok()))
+    Ok(match source.read(env, at, needed)? {
+        Some(SecretText::Value(text)) => KeyMaterial::new(text).ok(),
+        Some(SecretText::Missing(_)) | None => None,
+    })
 }
 
 /// `key` where the keys are (`at`), as messages name it.
@@ -93,6 +87,14 @@ struct SecretSource<'a> {
     keys: (&'static str, &'static str),
 }
 
+/// What a [`SecretSource`] held.
+enum SecretText {
+    /// The secret's text: not empty, one trailing newline of a file removed.
+    Value(String),
+    /// Not available here (with `needed` optional): the warning that says so.
+    Missing(String),
+}
+
 impl SecretSource<'_> {
     /// The secret, `None` when neither key is set.
     fn load(
@@ -101,14 +103,34 @@ impl SecretSource<'_> {
         at: &str,
         needed: SecretsNeeded,
     ) -> Result<Option<(Secret, Option<String>)>, ConfigError> {
+        Ok(match self.read(env, at, needed)? {
+            None => None,
+            Some(SecretText::Missing(warning)) => Some((Secret::placeholder(), Some(warning))),
+            Some(SecretText::Value(text)) => {
+                // `read` refuses an empty secret, which is all `Secret::new` refuses.
+                let secret = Secret::new(text)
+                    .map_err(|_| invalid(key_at(at, self.keys.0), "the secret is empty"))?;
+                Some((secret, None))
+            }
+        })
+    }
+
+    /// The secret's text, `None` when neither key is set; refused when both are, when it is
+    /// empty, or (with `needed` required) when it is not there.
+    fn read(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+        at: &str,
+        needed: SecretsNeeded,
+    ) -> Result<Option<SecretText>, ConfigError> {
         let (env_key, file_key) = self.keys;
         let key = |k: &str| key_at(at, k);
         let missing = |k: &str, reason: String| match needed {
             SecretsNeeded::Required => Err(invalid(key(k), reason)),
-            SecretsNeeded::Optional => Ok(Some((
-                Secret::placeholder(),
-                Some(format!("{}: {reason} (not checked further)", key(k))),
-            ))),
+            SecretsNeeded::Optional => Ok(Some(SecretText::Missing(format!(
+                "{}: {reason} (not checked further)",
+                key(k)
+            )))),
         };
         match (self.var, self.file) {
             (Some(_), Some(_)) => Err(invalid(
@@ -119,10 +141,13 @@ impl SecretSource<'_> {
                 let Some(value) = env(var) else {
                     return missing(env_key, format!("environment variable {var} is not set"));
                 };
-                let secret = Secret::new(value).map_err(|_| {
-                    invalid(key(env_key), format!("environment variable {var} is empty"))
-                })?;
-                Ok(Some((secret, None)))
+                if value.is_empty() {
+                    return Err(invalid(
+                        key(env_key),
+                        format!("environment variable {var} is empty"),
+                    ));
+                }
+                Ok(Some(SecretText::Value(value)))
             }
             (None, Some(path)) => {
                 let text = match std::fs::read_to_string(path) {
@@ -139,9 +164,13 @@ impl SecretSource<'_> {
                 };
                 let text = text.strip_suffix('\n').unwrap_or(&text);
                 let text = text.strip_suffix('\r').unwrap_or(text);
-                let secret = Secret::new(text.to_owned())
-                    .map_err(|_| invalid(key(file_key), format!("{} is empty", path.display())))?;
-                Ok(Some((secret, None)))
+                if text.is_empty() {
+                    return Err(invalid(
+                        key(file_key),
+                        format!("{} is empty", path.display()),
+                    ));
+                }
+                Ok(Some(SecretText::Value(text.to_owned())))
             }
             (None, None) => Ok(None),
         }
