@@ -138,13 +138,25 @@ impl ActiveRoute {
                 };
                 ActiveKind::Site(ActiveSite {
                     client: UpstreamClient::new(&route.name, fetch, upstream_metrics, max_skew)?,
-                    urls: kept_urls.unwrap_or_else(|| {
-                        Arc::new(SiteUrls::new(
-                            Arc::clone(&signer),
-                            rewrite.clone(),
-                            route.signing.cache_size,
-                        ))
-                    }),
+                    urls: match kept_urls {
+                        Some(urls) => urls,
+                        None => Arc::new(
+                            SiteUrls::new(
+                                Arc::clone(&signer),
+                                rewrite.clone(),
+                                route.signing.cache_size,
+                            )
+                            .map_err(|reason| {
+                                StartupError::Config(crate::config::ConfigError::Invalid {
+                                    key: format!(
+                                        "route `{}`: [[route.cdn]] `secret_file`",
+                                        route.name
+                                    ),
+                                    reason,
+                                })
+                            })?,
+                        ),
+                    },
                     max_request_body: *max_request_body,
                     websocket_idle: *websocket_idle,
                     preserve_host: *preserve_host,
@@ -412,5 +424,36 @@ mod tests {
             .expect("compiles");
         let signer = &reloaded.by_name("go").expect("go").signer;
         assert!(!signer.app().is_some_and(|app| app.sources.allows(&source)));
+    }
+
+    #[test]
+    fn a_reload_that_changes_a_cdn_entry_signs_its_urls_afresh() {
+        let with_entry = |region: &str| {
+            format!(
+                "{RELOADED}[[route.cdn]]\nhosts = [\"b.s3.amazonaws.com\"]\nscheme = \"s3\"\n\
+                 access_key_id = \"AKIAEXAMPLE\"\nregion = \"{region}\"\nsecret_env = \"S3\"\n"
+            )
+        };
+        let url = "https://b.s3.amazonaws.com/cat.jpg";
+        let config = compiled(&with_entry("eu-west-1"), "x");
+        let metrics = Metrics::new(&config);
+        let router = Router::new(&config, &metrics).expect("compiles");
+        let signed = site_urls(&router)
+            .at(1_800_000_000)
+            .sign(url)
+            .expect("signed");
+        assert!(signed.contains("%2Feu-west-1%2F"), "{signed}");
+        let same = router
+            .reloaded(&compiled(&with_entry("eu-west-1"), "x"), &metrics)
+            .expect("compiles");
+        assert!(Arc::ptr_eq(&site_urls(&same), &site_urls(&router)));
+        let moved = router
+            .reloaded(&compiled(&with_entry("us-east-2"), "x"), &metrics)
+            .expect("compiles");
+        let signed = site_urls(&moved)
+            .at(1_800_000_000)
+            .sign(url)
+            .expect("signed");
+        assert!(signed.contains("%2Fus-east-2%2F"), "{signed}");
     }
 }

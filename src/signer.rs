@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::cache::{BucketCache, CacheKey, CacheOutcome, CredentialCache};
-use crate::config::{AppKey, Route, SchemeConfig, Signing};
+use crate::config::{AppKey, Route, SchemeConfig, Signing, SiteCdn};
 use crate::external::{ExternalRef, Source};
 use crate::filelink::{FileRef, Handle};
 use crate::metrics::SigningMetrics;
@@ -158,6 +158,20 @@ impl RouteSigner {
             route.tasks.clone(),
         )
         .with_app(route.app.clone())
+    }
+
+    /// A signer for a site route's `[[route.cdn]]` entry, counting into the route's
+    /// `metrics`. Errors name what is wrong with the entry's key.
+    pub fn for_cdn(cdn: &SiteCdn, metrics: SigningMetrics) -> Result<Self, String> {
+        let scheme = crate::scheme::signer_for(&cdn.scheme)?
+            .ok_or("a [[route.cdn]] signs with a scheme other than Filestack's")?;
+        Ok(Self::new(
+            cdn.signing.clone(),
+            PolicyTemplate::default(),
+            TaskAllowlist::default(),
+        )
+        .with_metrics(metrics)
+        .with_scheme(cdn.scheme.clone(), scheme))
     }
 
     /// The calls `file` is signed with, if the route signs it: the route's `calls` must hold

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::config::{Config, SchemeConfig};
+use crate::config::{Config, RouteKind, SchemeConfig};
 use crate::scheme::akamai::{Algorithm, EdgeAuth};
 use crate::scheme::cloudfront::{CloudFrontSigner, SignedUrl};
 use crate::scheme::imgix::ImgixSigner;
@@ -15,16 +15,22 @@ use crate::scheme::s3::{S3Presigned, S3Signer};
 pub struct SchemeRoutes(Vec<(String, SchemeConfig)>);
 
 impl SchemeRoutes {
-    /// The routes of `config` whose scheme is not Filestack's.
+    /// The routes of `config` whose scheme is not Filestack's, and every site route's
+    /// `[[route.cdn]]` entries (named by the route and the entry's first host).
     pub fn of(config: &Config) -> Self {
-        Self(
-            config
-                .routes
-                .iter()
-                .filter(|route| route.scheme != SchemeConfig::Filestack)
-                .map(|route| (route.name.clone(), route.scheme.clone()))
-                .collect(),
-        )
+        let mut routes = Vec::new();
+        for route in &config.routes {
+            if route.scheme != SchemeConfig::Filestack {
+                routes.push((route.name.clone(), route.scheme.clone()));
+            }
+            if let RouteKind::Site(site) = &route.kind {
+                for cdn in &site.rewrite.cdns {
+                    let host = cdn.hosts.first().map_or("", String::as_str);
+                    routes.push((format!("{} ({host})", route.name), cdn.scheme.clone()));
+                }
+            }
+        }
+        Self(routes)
     }
 }
 

@@ -18,6 +18,7 @@
 pub mod access;
 pub mod admin;
 pub mod canary;
+pub mod cdn;
 pub mod cidr;
 pub mod log;
 mod raw;
@@ -36,6 +37,7 @@ use std::time::Duration;
 pub use access::Authorize;
 pub use admin::AdminConfig;
 pub use canary::Canary;
+pub use cdn::SiteCdn;
 pub use cidr::Cidr;
 pub use log::{LogConfig, LogFormat};
 pub use route::{
@@ -298,6 +300,14 @@ impl Config {
             ] {
                 if let Some(path) = path {
                     secret_files.push((format!("route `{}`: `{key}`", route.name), path.clone()));
+                }
+            }
+            for cdn in route.cdn.iter().flatten() {
+                if let Some(path) = &cdn.secret_file {
+                    secret_files.push((
+                        format!("route `{}`: [[route.cdn]] `secret_file`", route.name),
+                        path.clone(),
+                    ));
                 }
             }
         }

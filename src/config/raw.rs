@@ -78,7 +78,7 @@ pub(super) struct RawSigning {
 }
 
 /// One `[[route]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
     pub name: String,
@@ -135,6 +135,8 @@ pub(super) struct RawRoute {
     pub expires_param: Option<bool>,
     pub token_name: Option<String>,
     pub token_algorithm: Option<String>,
+    /// `[[route.cdn]]`: more hosts a site route signs, each with its own scheme.
+    pub cdn: Option<Vec<RawCdn>>,
     // The [signing] keys, each overridable per route (serde's flatten cannot deny unknown keys).
     pub secret_env: Option<String>,
     pub secret_file: Option<PathBuf>,
@@ -149,6 +151,65 @@ pub(super) struct RawRoute {
     pub secret_next_file: Option<PathBuf>,
     /// A string or a TOML date-time: both are read as RFC 3339.
     pub switch_at: Option<toml::Value>,
+}
+
+/// One `[[route.cdn]]` of a site route: hosts, their scheme and its keys, and the signing keys
+/// the entry sets for itself.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCdn {
+    pub hosts: Option<Vec<String>>,
+    pub scheme: Option<String>,
+    pub access_key_id: Option<String>,
+    pub region: Option<String>,
+    pub key_pair_id: Option<String>,
+    pub policy_resource: Option<String>,
+    pub expires_param: Option<bool>,
+    pub token_name: Option<String>,
+    pub token_algorithm: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    pub ttl: Option<String>,
+    pub bucket: Option<String>,
+    pub min_validity: Option<String>,
+    pub cache_size: Option<usize>,
+    pub max_clock_skew: Option<String>,
+    pub skew_margin: Option<String>,
+    pub secret_next_env: Option<String>,
+    pub secret_next_file: Option<PathBuf>,
+    /// A string or a TOML date-time: both are read as RFC 3339.
+    pub switch_at: Option<toml::Value>,
+}
+
+impl RawCdn {
+    /// The entry as a route of its own, named `label`, so the scheme and signing keys are read
+    /// (and their errors worded) exactly as a route's.
+    pub fn as_route(&self, label: String) -> RawRoute {
+        RawRoute {
+            name: label,
+            mode: Mode::Site.as_str().to_owned(),
+            scheme: self.scheme.clone(),
+            access_key_id: self.access_key_id.clone(),
+            region: self.region.clone(),
+            key_pair_id: self.key_pair_id.clone(),
+            policy_resource: self.policy_resource.clone(),
+            expires_param: self.expires_param,
+            token_name: self.token_name.clone(),
+            token_algorithm: self.token_algorithm.clone(),
+            secret_env: self.secret_env.clone(),
+            secret_file: self.secret_file.clone(),
+            ttl: self.ttl.clone(),
+            bucket: self.bucket.clone(),
+            min_validity: self.min_validity.clone(),
+            cache_size: self.cache_size,
+            max_clock_skew: self.max_clock_skew.clone(),
+            skew_margin: self.skew_margin.clone(),
+            secret_next_env: self.secret_next_env.clone(),
+            secret_next_file: self.secret_next_file.clone(),
+            switch_at: self.switch_at.clone(),
+            ..RawRoute::default()
+        }
+    }
 }
 
 /// Routes that fetch from their upstream.
@@ -214,6 +275,7 @@ impl RawRoute {
                 FETCHING,
             ),
             ("rewrite_hosts", self.rewrite_hosts.is_some(), SITE),
+            ("cdn", self.cdn.is_some(), SITE),
             (
                 "json_rewrite_limit",
                 self.json_rewrite_limit.is_some(),

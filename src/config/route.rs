@@ -10,6 +10,7 @@ use http::{HeaderValue, Uri};
 
 use super::access::{Authorize, build_authorize, build_tasks};
 use super::canary::{Canary, build_canary, refuse_on_site};
+use super::cdn::{SiteCdn, build_cdns};
 use super::raw::{RawRoute, RawSigning};
 use super::scheme::{SchemeConfig, build_scheme};
 use super::secret_source::SecretsNeeded;
@@ -292,8 +293,11 @@ pub struct SiteRoute {
 /// Which URLs a site route signs in its answers, and how a rewritten answer leaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RewriteRules {
-    /// `rewrite_hosts`: hosts whose URLs are signed, lowercase. Default the Filestack CDN.
+    /// `rewrite_hosts`: hosts whose URLs are signed with the route's own scheme, lowercase.
+    /// Default the Filestack CDN.
     pub hosts: Vec<String>,
+    /// `[[route.cdn]]`: more hosts, each entry with its own scheme and key. Default none.
+    pub cdns: Vec<SiteCdn>,
     /// `rewrite_limit`: decoded bytes of one answer that are rewritten; past them the rest
     /// passes unmodified (its URLs unsigned). Default 64MiB.
     pub rewrite_limit: u64,
@@ -338,6 +342,7 @@ impl Default for RewriteRules {
     fn default() -> Self {
         Self {
             hosts: vec![DEFAULT_REWRITE_HOST.to_owned()],
+            cdns: Vec::new(),
             rewrite_limit: DEFAULT_REWRITE_LIMIT,
             keep_http: false,
             reflection_guard: true,
@@ -350,9 +355,17 @@ impl Default for RewriteRules {
 }
 
 impl RewriteRules {
-    /// Whether `host` is one whose URLs are signed.
+    /// Whether `host` is one whose URLs are signed with the route's own scheme.
     pub fn is_rewrite_host(&self, host: &str) -> bool {
         self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+    }
+
+    /// Every host whose URLs are signed: `rewrite_hosts`, then each `[[route.cdn]]`'s.
+    pub fn all_hosts(&self) -> impl Iterator<Item = &str> {
+        self.hosts
+            .iter()
+            .chain(self.cdns.iter().flat_map(|cdn| &cdn.hosts))
+            .map(String::as_str)
     }
 }
 
@@ -512,6 +525,7 @@ pub(super) fn build_route(
     let canary = build_canary(&raw, &policy, &key)?;
     let app = build_app_key(&raw, &policy, &key)?;
     let scheme = build_scheme(&raw, defaults, mode, env, needed, &key)?;
+    let site_hosts = rewrite_hosts(&raw, &key)?;
     let kind = match mode {
         Mode::Proxy => RouteKind::Proxy(ProxyRoute {
             fetch: build_fetch(&raw, mode, &key, DEFAULT_PROXY_MAX_RESPONSE_HEADERS)?,
@@ -528,12 +542,9 @@ pub(super) fn build_route(
         Mode::Site => RouteKind::Site(SiteRoute {
             fetch: build_fetch(&raw, mode, &key, DEFAULT_MAX_RESPONSE_HEADERS)?,
             rewrite: RewriteRules {
-                hosts: match &raw.rewrite_hosts {
-                    None => RewriteRules::default().hosts,
-                    Some(hosts) => {
-                        check_hosts(hosts).map_err(|r| invalid(key("rewrite_hosts"), r))?
-                    }
-                },
+                // Built in the order written: the entries are checked against `hosts` first.
+                cdns: build_cdns(&raw, defaults, env, needed, &site_hosts)?,
+                hosts: site_hosts,
                 rewrite_limit: size_or(raw.rewrite_limit.as_ref(), DEFAULT_REWRITE_LIMIT)
                     .map_err(|r| invalid(key("rewrite_limit"), r))?,
                 keep_http: raw.keep_http.unwrap_or(false),
@@ -573,21 +584,7 @@ pub(super) fn build_route(
         }),
     };
     let (signing, warning) = build_signing(&raw.signing_overrides(), defaults, env, &name, needed)?;
-    // SigV4 presigned URLs live at most 7 days, and one handed out carries up to ttl, a bucket
-    // and the skew margin.
-    let longest = signing.ttl + signing.bucket + signing.skew_margin;
-    if matches!(scheme, SchemeConfig::S3 { .. })
-        && longest.as_secs() > crate::scheme::s3::MAX_EXPIRES
-    {
-        return Err(invalid(
-            key("ttl"),
-            format!(
-                "with scheme = \"s3\", ttl + bucket + skew_margin ({}s) must be at most 7 days \
-                 (604800s), SigV4's limit",
-                longest.as_secs()
-            ),
-        ));
-    }
+    check_scheme_lifetime(&scheme, &signing, &key)?;
     let route = Route {
         name,
         prefix,
@@ -601,6 +598,37 @@ pub(super) fn build_route(
         kind,
     };
     Ok((route, warning))
+}
+
+/// `rewrite_hosts`, lowercase, or the Filestack CDN.
+fn rewrite_hosts(raw: &RawRoute, key: &dyn Fn(&str) -> String) -> Result<Vec<String>, ConfigError> {
+    match &raw.rewrite_hosts {
+        None => Ok(RewriteRules::default().hosts),
+        Some(hosts) => check_hosts(hosts).map_err(|r| invalid(key("rewrite_hosts"), r)),
+    }
+}
+
+/// SigV4 presigned URLs live at most 7 days, and one handed out carries up to ttl, a bucket and
+/// the skew margin.
+pub(super) fn check_scheme_lifetime(
+    scheme: &SchemeConfig,
+    signing: &Signing,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    let longest = signing.ttl + signing.bucket + signing.skew_margin;
+    if matches!(scheme, SchemeConfig::S3 { .. })
+        && longest.as_secs() > crate::scheme::s3::MAX_EXPIRES
+    {
+        return Err(invalid(
+            key("ttl"),
+            format!(
+                "with scheme = \"s3\", ttl + bucket + skew_margin ({}s) must be at most 7 days \
+                 (604800s), SigV4's limit",
+                longest.as_secs()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `api_key` and `external_sources`: sources need the key (their URLs carry it) and the
@@ -906,7 +934,7 @@ fn check_prefix(prefix: &str) -> Result<String, String> {
     Ok(prefix.to_owned())
 }
 
-fn check_hosts(hosts: &[String]) -> Result<Vec<String>, String> {
+pub(super) fn check_hosts(hosts: &[String]) -> Result<Vec<String>, String> {
     for host in hosts {
         if host.is_empty() || host.contains(['/', ' ', '?', '#', '@']) {
             return Err(format!(

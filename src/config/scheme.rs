@@ -146,7 +146,6 @@ pub(super) fn build_scheme(
     } else {
         (defaults, "signing.".to_owned())
     };
-    let material = load_key_material(source, env, &at, needed)?;
     let secret_key = |k: &str| {
         if at.starts_with("route") {
             key(k)
@@ -154,6 +153,22 @@ pub(super) fn build_scheme(
             format!("`signing.{k}`")
         }
     };
+    // Rotation switches Filestack's HMAC secret; another scheme's key would go on signing with
+    // the first one while the route said it had switched.
+    if let Some(k) = super::signing::rotation_key_set(source) {
+        return Err(invalid(
+            secret_key(k),
+            format!(
+                "rotates a Filestack secret, and scheme = {name:?} signs with its own key:                  rotate it on the CDN's side (a second key), then point `secret_env` or                  `secret_file` at the new one and reload{}",
+                if at.starts_with("route") {
+                    ""
+                } else {
+                    "; or give this route its own `secret_env` or `secret_file`"
+                }
+            ),
+        ));
+    }
+    let material = load_key_material(source, env, &at, needed)?;
     let hex_key = material.as_ref().is_none_or(|material| {
         material.expose().len().is_multiple_of(2)
             && material.expose().bytes().all(|b| b.is_ascii_hexdigit())

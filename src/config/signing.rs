@@ -326,7 +326,7 @@ pub(super) fn build_signing(
 }
 
 /// The first rotation key `raw` sets, if any.
-fn rotation_key_set(raw: &RawSigning) -> Option<&'static str> {
+pub(super) fn rotation_key_set(raw: &RawSigning) -> Option<&'static str> {
     [
         ("secret_next_env", raw.secret_next_env.is_some()),
         ("secret_next_file", raw.secret_next_file.is_some()),

@@ -141,9 +141,7 @@ impl UrlScanner {
                     let piece = &rest[..end.unwrap_or(rest.len())];
                     if *holding {
                         held.extend_from_slice(piece);
-                        if held.len() > URL_TOKEN_MAX
-                            || !could_be_cdn_url(held, &signer.rules().hosts)
-                        {
+                        if held.len() > URL_TOKEN_MAX || !could_be_cdn_url(held, signer.hosts()) {
                             *holding = false;
                             out.append(held);
                         }

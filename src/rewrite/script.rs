@@ -67,7 +67,7 @@ impl Transform for ScriptTransform {
             held.push(byte);
             if !Self::may_continue(byte)
                 || held.len() > URL_TOKEN_MAX
-                || !could_be_cdn_url(held, &self.signer.rules().hosts)
+                || !could_be_cdn_url(held, self.signer.hosts())
             {
                 // Not a URL literal: what was held goes out, and the search goes on from the
                 // next byte (a quote here is read as text again: it may open a literal).

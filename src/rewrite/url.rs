@@ -27,20 +27,38 @@ const CACHED_ATTRIBUTE_MAX_LEN: usize = 1024;
 const ATTRIBUTE_WEIGHT: Weigher<String, String> =
     |raw, signed| raw.capacity() + signed.capacity() + 128;
 
-/// One site route's URL signing: its signer, which URLs to sign, and the signed forms of the
+/// One site route's URL signing: its signers, which URLs to sign, and the signed forms of the
 /// attribute values its pages carry, per expiry bucket, so a page served again is rewritten
 /// from cache.
 pub struct SiteUrls {
+    /// Signs URLs on `rewrite_hosts`.
     signer: Arc<RouteSigner>,
+    /// Signs URLs on each `[[route.cdn]]`'s hosts: one per entry of `rules.cdns`, in order.
+    cdn_signers: Vec<Arc<RouteSigner>>,
     rules: RewriteRules,
+    /// `rewrite_hosts` and every entry's hosts.
+    hosts: Vec<String>,
     signed_attributes: BucketCache<String, String>,
 }
 
 impl SiteUrls {
-    /// Signing with `signer` the URLs `rules` names; up to `cache_size` signed attribute values
-    /// (at most 20,000) are kept.
-    pub fn new(signer: Arc<RouteSigner>, rules: RewriteRules, cache_size: NonZeroUsize) -> Self {
-        Self {
+    /// Signing with `signer` the URLs on `rules`' `rewrite_hosts`, and with a signer of its own
+    /// those on each `[[route.cdn]]`'s hosts (counted in `signer`'s metrics); up to
+    /// `cache_size` signed attribute values (at most 20,000) are kept. Errors name what is
+    /// wrong with an entry's key.
+    pub fn new(
+        signer: Arc<RouteSigner>,
+        rules: RewriteRules,
+        cache_size: NonZeroUsize,
+    ) -> Result<Self, String> {
+        let cdn_signers = rules
+            .cdns
+            .iter()
+            .map(|cdn| RouteSigner::for_cdn(cdn, signer.metrics().clone()).map(Arc::new))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            cdn_signers,
+            hosts: rules.all_hosts().map(str::to_owned).collect(),
             rules,
             // In front of the signer's credential cache: a page served again is signed from
             // here, and counts as the hits it is.
@@ -51,7 +69,21 @@ impl SiteUrls {
             )
             .with_metrics(signer.metrics().cache.in_front()),
             signer,
+        })
+    }
+
+    /// The signer for URLs on `host`, if the route signs them.
+    fn signer_for_host(&self, host: &str) -> Option<&RouteSigner> {
+        if self.rules.is_rewrite_host(host) {
+            return Some(&self.signer);
         }
+        let index = self.rules.cdns.iter().position(|cdn| cdn.has_host(host))?;
+        self.cdn_signers.get(index).map(|signer| &**signer)
+    }
+
+    /// Every signer of the route: its own, then each entry's.
+    fn signers(&self) -> impl Iterator<Item = &RouteSigner> {
+        std::iter::once(&*self.signer).chain(self.cdn_signers.iter().map(|s| &**s))
     }
 
     /// A site route's URL signing from `route_keys` (TOML lines added to a site route on
@@ -73,11 +105,10 @@ impl SiteUrls {
             unreachable!("the fixture's route is a site route")
         };
         let signer = Arc::new(RouteSigner::for_route(route));
-        Arc::new(Self::new(
-            signer,
-            site.rewrite.clone(),
-            route.signing.cache_size,
-        ))
+        Arc::new(
+            Self::new(signer, site.rewrite.clone(), route.signing.cache_size)
+                .expect("the route's keys sign"),
+        )
     }
 
     /// What signs the URLs of one answer, at `now`, with no request to guard against.
@@ -126,20 +157,35 @@ pub struct CdnUrlSigner {
 }
 
 impl CdnUrlSigner {
-    /// The expiry every URL signed by this signer carries.
-    pub fn expiry(&self) -> u64 {
-        self.urls.signer.expiry_at(self.now)
+    /// What the signed attribute values are cached for: the sum of the expiries the route's
+    /// signers give at this instant. Each only grows, so the sum changes (and grows) whenever
+    /// any of them moves to a new bucket.
+    fn generation(&self) -> u64 {
+        self.urls
+            .signers()
+            .map(|signer| signer.expiry_at(self.now))
+            .fold(0, u64::saturating_add)
     }
 
     /// How long, in seconds from now, a cache may keep an answer carrying URLs signed here and
-    /// still find them valid for the route's `min_validity`.
+    /// still find them valid for their `min_validity`: the shortest among the route's
+    /// signers, whichever scheme signs the URLs the answer carries.
     pub fn cache_limit(&self) -> u64 {
-        let min_validity = self.urls.signer.signing().min_validity.as_secs();
         self.urls
-            .signer
-            .usable_until(self.expiry())
-            .saturating_sub(self.now)
-            .saturating_sub(min_validity)
+            .signers()
+            .map(|signer| {
+                signer
+                    .usable_until(signer.expiry_at(self.now))
+                    .saturating_sub(self.now)
+                    .saturating_sub(signer.signing().min_validity.as_secs())
+            })
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Every host whose URLs are signed here.
+    pub fn hosts(&self) -> &[String] {
+        &self.urls.hosts
     }
 
     /// Whether this signer has signed any URL so far.
@@ -168,10 +214,7 @@ impl CdnUrlSigner {
     /// are kept.
     pub fn sign(&self, url: &str) -> Option<String> {
         let parts = split_url(url)?;
-        if !self.urls.rules.is_rewrite_host(parts.host) {
-            return None;
-        }
-        let signer = &self.urls.signer;
+        let signer = self.urls.signer_for_host(parts.host)?;
         let api_key = signer.app().map(|app| app.key.as_str());
         let written = parts.path.strip_prefix('/')?;
         let path = strip_api_key(written, api_key);
@@ -285,7 +328,7 @@ impl CdnUrlSigner {
         let signed = self
             .urls
             .signed_attributes
-            .get_or_make(raw, self.expiry(), make)
+            .get_or_make(raw, self.generation(), make)
             .map(|(signed, _)| signed);
         if signed.is_some() {
             self.signed_any.store(true, Ordering::Relaxed);
@@ -694,5 +737,59 @@ mod tests {
         assert!(out.contains("url('/local.png')"));
         assert!(out.contains("URL( \"https://cdn.filestackcontent.com/"));
         assert_eq!(s.sign_css("x{y:url(unterminated"), None);
+    }
+}
+
+#[cfg(test)]
+mod cdn_entry_tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    /// A site route on the Filestack CDN (1h buckets) with an S3 entry (1m buckets).
+    fn urls() -> Arc<SiteUrls> {
+        SiteUrls::fixture(
+            "ttl = \"2h\"\nbucket = \"1h\"\n\
+             [[route.cdn]]\nhosts = [\"photos.s3.eu-west-1.amazonaws.com\"]\nscheme = \"s3\"\n\
+             access_key_id = \"AKIAEXAMPLE\"\nregion = \"eu-west-1\"\nsecret_env = \"S3\"\n\
+             ttl = \"5m\"\nbucket = \"1m\"\n",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        )
+    }
+
+    #[test]
+    fn a_cached_attribute_is_signed_again_when_its_own_schemes_bucket_turns() {
+        let urls = urls();
+        let raw = "https://photos.s3.eu-west-1.amazonaws.com/gallery/cat.jpg";
+        let start = NOW - NOW % 3600;
+        let first = urls
+            .at(start + 10)
+            .sign_html_attribute(raw)
+            .expect("signed");
+        let again = urls
+            .at(start + 20)
+            .sign_html_attribute(raw)
+            .expect("signed");
+        assert_eq!(first, again, "the same minute: from the cache");
+        // The route's own bucket (1h) holds; the entry's (1m) has turned.
+        let later = urls
+            .at(start + 130)
+            .sign_html_attribute(raw)
+            .expect("signed");
+        assert_ne!(
+            first, later,
+            "a URL signed for a past minute was served again"
+        );
+        assert!(later.contains("X-Amz-Date="), "{later}");
+    }
+
+    #[test]
+    fn the_cache_limit_is_the_shortest_among_the_routes_signers() {
+        let urls = urls();
+        let start = NOW - NOW % 3600;
+        // The S3 entry: expiry at most 5m + 1m ahead, less min_validity (75s).
+        let limit = urls.at(start + 10).cache_limit();
+        assert!(limit <= 360 - 75, "{limit}");
+        assert!(limit > 0);
     }
 }

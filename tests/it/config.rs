@@ -794,3 +794,155 @@ fn each_scheme_names_the_keys_it_needs_and_refuses_the_others() {
     );
     assert!(error_of(&upload).contains("speak Filestack's policies only"));
 }
+
+#[test]
+fn a_site_routes_cdn_entries_sign_their_hosts_with_their_own_scheme_and_key() {
+    let env = |name: &str| match name {
+        "FILESTACK_SECRET" => Some("test-secret".to_owned()),
+        "S3_KEY" => Some("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".to_owned()),
+        "AKAMAI_KEY" => Some("a7b3c1d9e5f20486172a3b4c5d6e7f80".to_owned()),
+        _ => None,
+    };
+    let site = |entries: &str| {
+        format!(
+            "{SIGNING}[[route]]\nname = \"gallery\"\nprefix = \"/\"\nmode = \"site\"\n\
+             upstream = \"http://127.0.0.1:3000\"\nttl = \"2h\"\n{entries}"
+        )
+    };
+    let s3 = "[[route.cdn]]\nhosts = [\"Photos.S3.eu-west-1.amazonaws.com\"]\nscheme = \"s3\"\n\
+              access_key_id = \"AKIA\"\nregion = \"eu-west-1\"\nsecret_env = \"S3_KEY\"\n";
+    let config = Config::from_toml_str(
+        &site(&format!(
+            "{s3}[[route.cdn]]\nhosts = [\"media.example.net\"]\nscheme = \"akamai\"\n\
+             secret_env = \"AKAMAI_KEY\"\nttl = \"10m\"\n"
+        )),
+        env,
+    )
+    .expect("valid");
+    let RouteKind::Site(site_route) = &config.routes[0].kind else {
+        panic!("a site route")
+    };
+    let cdns = &site_route.rewrite.cdns;
+    assert_eq!(cdns.len(), 2);
+    assert_eq!(cdns[0].hosts, ["photos.s3.eu-west-1.amazonaws.com"]);
+    assert_eq!(cdns[0].scheme.name(), "s3");
+    assert_eq!(
+        cdns[0].signing.ttl,
+        Duration::from_secs(7200),
+        "the route's ttl"
+    );
+    assert_eq!(cdns[1].scheme.name(), "akamai");
+    assert_eq!(cdns[1].signing.ttl, Duration::from_secs(600), "its own ttl");
+    assert_eq!(
+        site_route.rewrite.all_hosts().collect::<Vec<_>>(),
+        [
+            "cdn.filestackcontent.com",
+            "photos.s3.eu-west-1.amazonaws.com",
+            "media.example.net"
+        ]
+    );
+
+    let error = |entries: &str| match Config::from_toml_str(&site(entries), env) {
+        Ok(_) => panic!("accepted: {entries}"),
+        Err(e) => e.to_string(),
+    };
+    for (entries, expected) in [
+        (
+            "[[route.cdn]]\nscheme = \"s3\"\n".to_owned(),
+            "route `gallery`: [[route.cdn]] #1: needs `hosts`",
+        ),
+        (
+            "[[route.cdn]]\nhosts = [\"a.example\"]\nsecret_env = \"S3_KEY\"\n".to_owned(),
+            "route `gallery`, [[route.cdn]] `a.example`: `scheme`: is required in [[route.cdn]]",
+        ),
+        (
+            "[[route.cdn]]\nhosts = [\"a.example\"]\nscheme = \"filestack\"\n".to_owned(),
+            "[[route.cdn]] is for another scheme",
+        ),
+        (
+            "[[route.cdn]]\nhosts = [\"a.example\"]\nscheme = \"imgix\"\n".to_owned(),
+            "`secret_env`: each [[route.cdn]] signs with its own key",
+        ),
+        (
+            "[[route.cdn]]\nhosts = [\"cdn.filestackcontent.com\"]\nscheme = \"imgix\"\n\
+             secret_env = \"S3_KEY\"\n"
+                .to_owned(),
+            "`hosts`: \"cdn.filestackcontent.com\" is already signed",
+        ),
+        (
+            format!("{s3}{s3}"),
+            "`hosts`: \"photos.s3.eu-west-1.amazonaws.com\" is already signed",
+        ),
+        (
+            s3.replace("region = \"eu-west-1\"\n", ""),
+            "route `gallery`, [[route.cdn]] `photos.s3.eu-west-1.amazonaws.com`: `region`: is \
+             required",
+        ),
+        (
+            format!("{s3}ttl = \"7d\"\n"),
+            "`ttl`: with scheme = \"s3\", ttl + bucket + skew_margin",
+        ),
+        (
+            format!("{s3}secret_next_env = \"S3_KEY\"\n"),
+            "`secret_next_env`: rotates a Filestack secret",
+        ),
+        (
+            format!("{s3}token_name = \"t\"\n"),
+            "`token_name`: is for scheme = \"akamai\"",
+        ),
+        (
+            "[[route.cdn]]\nhosts = [\"a.example\"]\nscheme = \"imgix\"\nprefix = \"/x\"\n"
+                .to_owned(),
+            "unknown field `prefix`",
+        ),
+    ] {
+        let message = error(&entries);
+        assert!(message.contains(expected), "{entries}\n{message}");
+    }
+    let proxy_with_entry = format!(
+        "{SIGNING}{PROXY}[[route.cdn]]\nhosts = [\"a.example\"]\nscheme = \"imgix\"\n\
+         secret_env = \"S3_KEY\"\n"
+    );
+    let message = match Config::from_toml_str(&proxy_with_entry, env) {
+        Ok(_) => panic!("accepted on a proxy route"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        message.contains("route `images`: `cdn`: does not apply to proxy routes"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_scheme_route_refuses_rotation_keys_that_would_not_rotate_its_key() {
+    let env = |name: &str| match name {
+        "FILESTACK_SECRET" | "NEXT" => Some("test-secret".to_owned()),
+        "KEY" => Some("Xz9Qm2Lp7Rt4Vw8K".to_owned()),
+        _ => None,
+    };
+    let imgix = "[[route]]\nname = \"r\"\nprefix = \"/i/\"\nmode = \"redirect\"\n\
+                 upstream = \"https://example.imgix.net\"\nscheme = \"imgix\"\n";
+    let own = format!("{imgix}secret_env = \"KEY\"\nsecret_next_env = \"NEXT\"\n");
+    let message = Config::from_toml_str(&own, env)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        message.contains("route `r`: `secret_next_env`: rotates a Filestack secret"),
+        "{message}"
+    );
+    let inherited = format!("[signing]\nsecret_env = \"KEY\"\nsecret_next_env = \"NEXT\"\n{imgix}");
+    let message = Config::from_toml_str(&inherited, env)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        message.contains("`signing.secret_next_env`: rotates a Filestack secret")
+            && message.contains("give this route its own"),
+        "{message}"
+    );
+    // Rotation of [signing]'s secret is fine beside a scheme route with its own key.
+    let beside = format!(
+        "[signing]\nsecret_env = \"FILESTACK_SECRET\"\nsecret_next_env = \"NEXT\"\n{imgix}\
+         secret_env = \"KEY\"\n"
+    );
+    Config::from_toml_str(&beside, env).expect("valid");
+}

@@ -598,3 +598,156 @@ async fn a_cloudfront_wildcard_policy_signs_a_pages_urls_under_it_with_one_signa
         "{error}"
     );
 }
+
+/// A site route whose pages carry Filestack handles, S3 objects and CloudFront URLs, each host
+/// signed with its own scheme: the route's `rewrite_hosts` with Filestack's, two
+/// `[[route.cdn]]` entries with theirs.
+async fn mixed_site(
+    page: String,
+    cloudfront_ttl: &str,
+) -> (
+    TestGateway,
+    [std::net::SocketAddr; 3],
+    Vec<tempfile::NamedTempFile>,
+) {
+    let filestack = two_file_cdn().await.addr;
+    let s3 = support::s3::start_s3(S3_SECRET).await;
+    let cloudfront = cloudfront_stand_in().await;
+    let page = page
+        .replace("FILESTACK", &filestack.to_string())
+        .replace("S3", &s3.to_string())
+        .replace("CLOUDFRONT", &cloudfront.to_string());
+    let site = start_origin(Arc::new(move |_, _| {
+        respond(
+            200,
+            &[
+                ("content-type", "text/html"),
+                ("cache-control", "public, max-age=86400"),
+            ],
+            page.clone(),
+        )
+    }))
+    .await;
+    let (id, pem) = cloudfront_key();
+    let key_file = |text: &str| {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), text).expect("write");
+        file
+    };
+    let (s3_key, cloudfront_key) = (key_file(S3_SECRET), key_file(&pem));
+    let path = |file: &tempfile::NamedTempFile| file.path().display().to_string();
+    let config = format!(
+        "{}\n\
+         [[route.cdn]]\nhosts = [\"{s3}\"]\nscheme = \"s3\"\n\
+         access_key_id = \"AKIAIOSFODNN7EXAMPLE\"\nregion = \"us-east-1\"\nsecret_file = {:?}\n\
+         [[route.cdn]]\nhosts = [\"{cloudfront}\"]\nscheme = \"cloudfront\"\n\
+         key_pair_id = \"{id}\"\nsecret_file = {:?}\nttl = \"{cloudfront_ttl}\"\n",
+        one_route(
+            "site",
+            "/",
+            &format!("http://{site}"),
+            &format!("rewrite_hosts = [\"{filestack}\"]\nkeep_http = true\nttl = \"1h\""),
+        ),
+        path(&s3_key),
+        path(&cloudfront_key),
+    );
+    let config_file = key_file(&config);
+    (
+        TestGateway::start(&config).await,
+        [filestack, s3, cloudfront],
+        vec![s3_key, cloudfront_key, config_file],
+    )
+}
+
+/// The `src` of every `<img>` in `html`, unescaped.
+fn image_sources(html: &str) -> Vec<String> {
+    html.split("src=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(|src| src.replace("&amp;", "&"))
+        .collect()
+}
+
+#[tokio::test]
+async fn one_site_route_signs_filestack_s3_and_cloudfront_urls_in_one_page_each_with_its_scheme() {
+    let page = format!(
+        "<img src=\"http://FILESTACK/{H}\"><img src=\"http://S3/gallery/cat.jpg\">\
+         <img src=\"http://CLOUDFRONT/images/cat.jpg\"><img src=\"http://elsewhere.example/x.jpg\">"
+    );
+    let (gateway, [filestack, s3, cloudfront], keys) = mixed_site(page, "10m").await;
+    let answer = get(&gateway.url("/")).await;
+    let html = answer.text();
+    let sources = image_sources(&html);
+    assert_eq!(sources.len(), 4, "{html}");
+    assert!(
+        sources[0].starts_with(&format!("http://{filestack}/"))
+            && sources[0].contains("signature="),
+        "{html}"
+    );
+    assert!(
+        sources[1].starts_with(&format!("http://{s3}/gallery/cat.jpg?"))
+            && sources[1].contains("X-Amz-Signature="),
+        "{html}"
+    );
+    assert!(
+        sources[2].starts_with(&format!("http://{cloudfront}/images/cat.jpg?"))
+            && sources[2].contains("Key-Pair-Id="),
+        "{html}"
+    );
+    assert_eq!(sources[3], "http://elsewhere.example/x.jpg");
+    for signed in &sources[..3] {
+        assert_eq!(get(signed).await.status, StatusCode::OK, "{signed}");
+    }
+    // Each stand-in refuses the others' signatures: the S3 URL's credentials on CloudFront.
+    let moved = sources[1].replace(&s3.to_string(), &cloudfront.to_string());
+    assert_eq!(get(&moved).await.status, StatusCode::FORBIDDEN, "{moved}");
+
+    // The page may be kept only as long as its shortest-lived URL (CloudFront's 10m ttl, not
+    // the route's own 1h) stays valid.
+    let max_age: u64 = answer.headers["cache-control"]
+        .to_str()
+        .expect("ascii")
+        .split(',')
+        .find_map(|d| d.trim().strip_prefix("max-age="))
+        .and_then(|v| v.parse().ok())
+        .expect("a max-age");
+    let cloudfront_expiry: u64 = sources[2]
+        .split(['?', '&'])
+        .find_map(|pair| pair.strip_prefix("Expires="))
+        .and_then(|v| v.parse().ok())
+        .expect("Expires");
+    // ttl 10m, bucket 5m, min_validity ttl/4: at most 10m + 5m - 150s.
+    assert!(
+        max_age + now() <= cloudfront_expiry - 150 + 1 && max_age <= 750,
+        "max-age={max_age} outlives the CloudFront URL (expires in {}s)",
+        cloudfront_expiry - now()
+    );
+    assert!(max_age > 0, "max-age=0");
+
+    // Served again in the same bucket, from the signed-attribute cache: the same URLs.
+    assert_eq!(image_sources(&get(&gateway.url("/")).await.text()), sources);
+
+    // `explain` checks each entry's URLs with that entry's key.
+    let config_path = keys[2].path().display().to_string();
+    for (url, route) in [(&sources[1], s3), (&sources[2], cloudfront)] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_signgate"))
+            .args(["explain", "--config", &config_path, url])
+            .env("SECRET", SECRET)
+            .output()
+            .expect("the binary runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{url}: {text}");
+        assert!(text.contains(&format!("r ({route})")), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_cdn_entry_signs_its_hosts_in_css_and_inline_scripts_too() {
+    let page = "<div style=\"background: url(http://S3/gallery/bg.jpg)\"></div>\
+                <style>.hero { background-image: url('http://CLOUDFRONT/images/hero.jpg') }</style>"
+        .to_owned();
+    let (gateway, _, _keys) = mixed_site(page, "1h").await;
+    let html = get(&gateway.url("/")).await.text();
+    assert!(html.contains("X-Amz-Signature="), "{html}");
+    assert!(html.contains("Key-Pair-Id="), "{html}");
+}
