@@ -138,7 +138,11 @@ impl Demo {
                         "Partner".to_owned(),
                     )],
                 )
-                .with_bucket_row(DEMO_S3_ROUTE, bucket_pictures),
+                .with_bucket_row(
+                    &format!("http://{s3_addr}/{}", s3::DEMO_S3_BUCKET),
+                    DEMO_S3_ROUTE,
+                    bucket_pictures,
+                ),
         );
         let explained_picture = site.explained_picture();
         spawn_server(cdn_listener, move |request| {
@@ -322,8 +326,9 @@ struct Addresses {
 }
 
 /// The demo's gateway.toml: the gallery site (signing URLs on the CDN and on the verify
-/// gateway), a proxy route, an upload-policy route, and a redirect route presigning the
-/// bucket's objects for the access key `s3_key_id`.
+/// gateway, and presigning the bucket's objects the page writes bare), a proxy route, an
+/// upload-policy route, and a redirect route presigning the bucket's objects for the access
+/// key `s3_key_id`.
 fn demo_config(addresses: &Addresses, s3_key_id: &str) -> String {
     let Addresses {
         gateway,
@@ -381,6 +386,13 @@ rewrite_hosts = ["{cdn}", "{verify}"]
 keep_http = true                # the stand-in CDN and the verify gateway speak plain http, on loopback only
 api_key = "{DEMO_API_KEY}"
 external_sources = ["http://{partner}/pictures/"] # the partner's folder; http written out, as it is on loopback
+
+[[route.cdn]]                   # the bucket's objects, written bare in the page: presigned as it streams
+hosts = ["{s3}"]
+scheme = "s3"
+access_key_id = "{s3_key_id}"
+region = "{region}"
+secret_env = "{DEMO_S3_SECRET_ENV}"
 "#,
         ttl = DEMO_TTL.as_secs(),
         bucket = DEMO_BUCKET.as_secs(),

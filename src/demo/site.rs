@@ -94,11 +94,19 @@ impl GallerySite {
         self
     }
 
-    /// Adds a fourth row: `pictures` (key, caption) in an S3-compatible bucket, written as
-    /// `{route}/KEY`, a path on the gateway's redirect route that presigns them (`route` is
-    /// that route's prefix without its last `/`).
-    pub fn with_bucket_row(mut self, route: &str, pictures: Vec<(String, String)>) -> Self {
-        self.bucket_row = row_under(route, pictures);
+    /// Adds a fourth row: `pictures` (key, caption) in an S3-compatible bucket. The first is
+    /// written as the object's bare URL, `{bucket}/KEY` (the site route's `[[route.cdn]]`
+    /// presigns it in the page); the others as `{route}/KEY`, a path on the gateway's redirect
+    /// route that presigns them (`route` is that route's prefix without its last `/`).
+    pub fn with_bucket_row(
+        mut self,
+        bucket: &str,
+        route: &str,
+        mut pictures: Vec<(String, String)>,
+    ) -> Self {
+        let through_route = pictures.split_off(pictures.len().min(1));
+        self.bucket_row = row_under(bucket, pictures);
+        self.bucket_row.extend(row_under(route, through_route));
         self
     }
 
@@ -226,7 +234,7 @@ impl GallerySite {
         } else {
             format!(
                 r#"<h2>From an S3-compatible bucket</h2>
-<p class="lede">These pictures are objects in a bucket on a stand-in S3-compatible store, which serves an object only to a URL presigned with AWS Signature Version 4, as S3 serves a private one. This page links each to a path on the gateway itself, a <code>redirect</code> route with <code>scheme = "s3"</code>, which answers 307 to the object's URL presigned with the bucket's access key: one page, Filestack's signatures and S3's.</p>
+<p class="lede">These pictures are objects in a bucket on a stand-in S3-compatible store, which serves an object only to a URL presigned with AWS Signature Version 4, as S3 serves a private one. The first is written in this page as the object's bare URL, and the gateway's site route presigns it as the page streams (a <code>[[route.cdn]]</code> entry with <code>scheme = "s3"</code> and the bucket's access key). The second links to a path on the gateway itself, a <code>redirect</code> route with <code>scheme = "s3"</code>, which answers 307 to the object's presigned URL: one page, Filestack's signatures and S3's.</p>
 <main class="grid" id="bucket-row">
 {}</main>
 "#,

@@ -215,9 +215,9 @@ async fn the_demo_works_in_a_real_browser() {
         assert_eq!(images.len(), PICTURES, "{images:?}");
         for (i, (src, width)) in images.iter().enumerate() {
             // The CDN's six, the folder's through the verify gateway, the partner's picture, an
-            // external source the CDN transforms (`security=p:…,s:…`), then the bucket's, on
-            // the gateway's redirect route (the `src` the browser keeps) or, should it report
-            // where the redirect led, presigned on the stand-in S3.
+            // external source the CDN transforms (`security=p:…,s:…`), then the bucket's: the
+            // first presigned in the page, the second on the gateway's redirect route (the
+            // `src` the browser keeps) or, should it report where the redirect led, presigned.
             let bucket_row = 6 + PRIVATE_ROW + PARTNER_ROW;
             let ok = if i >= bucket_row {
                 let presigned = src.starts_with(&format!("{bucket}/")) && src.contains("X-Amz-Signature=");

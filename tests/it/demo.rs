@@ -347,7 +347,7 @@ async fn the_partner_row_is_an_external_source_the_cdn_fetches_only_signed() {
 }
 
 #[tokio::test]
-async fn the_bucket_row_redirects_to_presigned_urls_only_the_stand_in_s3_serves() {
+async fn the_bucket_row_is_presigned_in_the_page_and_through_a_redirect_route() {
     use signgate::demo::DEMO_S3_ROUTE;
     use signgate::demo::s3::DEMO_S3_BUCKET;
     let (demo, gateway, _) = demo().await;
@@ -355,9 +355,10 @@ async fn the_bucket_row_redirects_to_presigned_urls_only_the_stand_in_s3_serves(
     let secret = demo.s3_secret_access_key().to_owned();
     tokio::spawn(demo.serve(std::future::pending()));
     let row = 6 + PRIVATE_ROW + PARTNER_ROW;
+    let bucket = format!("http://{s3}/{DEMO_S3_BUCKET}");
 
-    // The page writes paths on the gateway's own redirect route, which the site route leaves
-    // as they are: the same through the gateway as from the site.
+    // The site writes the first object's bare URL and a path on the gateway's redirect route
+    // for the second; the site route presigns the first ([[route.cdn]]) and leaves the path.
     let bare: Vec<String> = image_urls(&get(&format!("http://{site}/")).await.text())
         .into_iter()
         .skip(row)
@@ -366,14 +367,35 @@ async fn the_bucket_row_redirects_to_presigned_urls_only_the_stand_in_s3_serves(
     assert!(page.contains("From an S3-compatible bucket"), "{page}");
     let through: Vec<String> = image_urls(&page).into_iter().skip(row).collect();
     assert_eq!(bare.len(), BUCKET_ROW, "{bare:?}");
-    assert_eq!(through, bare);
+    assert_eq!(through.len(), BUCKET_ROW, "{through:?}");
+    let in_page_key = bare[0]
+        .strip_prefix(&format!("{bucket}/"))
+        .unwrap_or_else(|| panic!("{} is not the bucket's bare URL", bare[0]));
+    let route_key = bare[1]
+        .strip_prefix(&format!("{DEMO_S3_ROUTE}/"))
+        .unwrap_or_else(|| panic!("{} is not on the gateway's bucket route", bare[1]));
+    assert_eq!(through[1], bare[1]);
+    assert!(
+        through[0].starts_with(&format!("{}?X-Amz-Algorithm=AWS4-HMAC-SHA256&", bare[0])),
+        "{}",
+        through[0]
+    );
 
+    // Through the gateway's redirect route: 307 to the object's URL, presigned.
+    let redirect = get(&format!("http://{gateway}{}", bare[1])).await;
+    assert_eq!(
+        redirect.status,
+        StatusCode::TEMPORARY_REDIRECT,
+        "{}",
+        bare[1]
+    );
+    let redirected = redirect.headers["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
     let mut presigned = Vec::new();
-    for path in &bare {
-        let key = path
-            .strip_prefix(&format!("{DEMO_S3_ROUTE}/"))
-            .unwrap_or_else(|| panic!("{path} is not on the gateway's bucket route"));
-        let object = format!("http://{s3}/{DEMO_S3_BUCKET}/{key}");
+    for (key, location) in [(in_page_key, through[0].clone()), (route_key, redirected)] {
+        let object = format!("{bucket}/{key}");
         // Bare, the bucket refuses the object, as S3 refuses a private one.
         let refused = get(&object).await;
         assert_eq!(refused.status, StatusCode::FORBIDDEN, "{object}");
@@ -382,14 +404,6 @@ async fn the_bucket_row_redirects_to_presigned_urls_only_the_stand_in_s3_serves(
             "{}",
             refused.text()
         );
-
-        // Through the gateway: 307 to the object's URL, presigned.
-        let redirect = get(&format!("http://{gateway}{path}")).await;
-        assert_eq!(redirect.status, StatusCode::TEMPORARY_REDIRECT, "{path}");
-        let location = redirect.headers["location"]
-            .to_str()
-            .expect("ascii")
-            .to_owned();
         assert!(
             location.starts_with(&format!("{object}?X-Amz-Algorithm=AWS4-HMAC-SHA256&")),
             "{location}"
