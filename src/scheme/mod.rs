@@ -85,17 +85,28 @@ pub fn is_plain_object_path(path: &str) -> bool {
             .all(|segment| !segment.is_empty() && !segment.bytes().all(|b| b == b'.'))
 }
 
-/// `query` without the parameters whose percent-decoded name `is_credential` says carries
-/// credentials: credentials a client or page wrote are never passed on. `None` when nothing is
-/// left.
+/// `query` without the parameters that name credentials as any parser might read them:
+/// credentials a client or page wrote are never passed on. `None` when nothing is left.
+///
+/// A pair goes when, percent-decoded once or twice and split at `&` and `;`, any piece's name
+/// (spaces trimmed, an array suffix such as `[]` or `[0]` cut off) is one `is_credential`
+/// says carries credentials: `Signature[]=…`, `a=1;Signature=…` and `a=1%26Signature%3D…`
+/// go as `Signature=…` does.
 pub fn strip_params(query: &str, is_credential: impl Fn(&str) -> bool) -> Option<String> {
+    let names_credential = |text: &str| {
+        text.split(['&', ';']).any(|piece| {
+            let name = piece.split_once('=').map_or(piece, |(name, _)| name);
+            let name = name.split_once('[').map_or(name, |(base, _)| base);
+            is_credential(name.trim())
+        })
+    };
     let kept: Vec<&str> = query
         .split('&')
         .filter(|pair| !pair.is_empty())
         .filter(|pair| {
-            let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
-            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-            !is_credential(&name)
+            let once = percent_encoding::percent_decode_str(pair).decode_utf8_lossy();
+            let twice = percent_encoding::percent_decode_str(&once).decode_utf8_lossy();
+            !names_credential(&once) && !names_credential(&twice)
         })
         .collect();
     (!kept.is_empty()).then(|| kept.join("&"))
@@ -151,5 +162,27 @@ mod tests {
             Some("a=1&b=2".into())
         );
         assert_eq!(strip_params("X-AMZ-SIGNATURE=s", banned), None);
+        // As a lax parser reads them: array names, `;` separators, encoded `&` and `=`, spaces.
+        for hidden in [
+            "X-Amz-Signature[]=s",
+            "x-amz-signature[0]=s",
+            "a=1;X-Amz-Signature=s",
+            "a=1%26X-Amz-Signature%3Ds",
+            "a=1%2526X-Amz-Signature%253Ds",
+            "%20X-Amz-Signature=s",
+            "X-Amz-Signature",
+        ] {
+            assert_eq!(
+                strip_params(&format!("w=1&{hidden}"), banned),
+                Some("w=1".into()),
+                "{hidden}"
+            );
+        }
+        // Names that merely contain one are kept: imgix's `s` is not in `sat` or `usm`.
+        let imgix = |name: &str| name == "s";
+        assert_eq!(
+            strip_params("sat=10&usm=5&s=forged&txt=a%20b", imgix),
+            Some("sat=10&usm=5&txt=a%20b".into())
+        );
     }
 }

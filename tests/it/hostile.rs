@@ -701,3 +701,189 @@ async fn h2c_connections_are_told_a_1_kib_header_table() {
         "SETTINGS_HEADER_TABLE_SIZE = 1024 in {settings:?}"
     );
 }
+
+/// The catalogue's traversal and smuggled-credential rows for every other signing scheme: a
+/// proxy route per scheme in front of an origin that records what reaches it.
+#[tokio::test]
+async fn the_hostile_input_catalogue_for_every_scheme() {
+    let reached = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let recorded = Arc::clone(&reached);
+    let origin = start_origin(Arc::new(move |parts, _| {
+        recorded.lock().expect("lock").push(parts.uri.to_string());
+        respond(200, &[("content-type", "image/png")], "picture")
+    }))
+    .await;
+    let cloudfront = crate::cdn_schemes::scheme("cloudfront");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key_file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    };
+    // (prefix, route keys, the credential parameters a client may try, the one we sign with)
+    let schemes: [(&str, String, &[&str], &str); 4] = [
+        (
+            "s3",
+            format!(
+                "scheme = \"s3\"\naccess_key_id = \"AKIAIOSFODNN7EXAMPLE\"\nregion = \"us-east-1\"\n\
+                 secret_file = {:?}",
+                key_file("s3", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+            ),
+            &[
+                "X-Amz-Signature",
+                "X-Amz-Credential",
+                "X-Amz-Date",
+                "X-Amz-Expires",
+                "X-Amz-Security-Token",
+            ],
+            "X-Amz-Signature",
+        ),
+        (
+            "cf",
+            format!(
+                "scheme = \"cloudfront\"\nkey_pair_id = {:?}\nsecret_file = {:?}",
+                cloudfront["key_pair_id"].as_str().expect("id"),
+                key_file(
+                    "cf.pem",
+                    cloudfront["private_key_pem_pkcs1"].as_str().expect("pem")
+                )
+            ),
+            &["Signature", "Policy", "Expires", "Key-Pair-Id"],
+            "Signature",
+        ),
+        (
+            "ix",
+            format!(
+                "scheme = \"imgix\"\nsecret_file = {:?}",
+                key_file("ix", "Xz9Qm2Lp7Rt4Vw8K")
+            ),
+            &["s", "expires"],
+            "s",
+        ),
+        (
+            "ak",
+            format!(
+                "scheme = \"akamai\"\nsecret_file = {:?}",
+                key_file(
+                    "ak",
+                    "a7b3c1d9e5f20486172a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f80"
+                )
+            ),
+            &["hdnts"],
+            "hdnts",
+        ),
+    ];
+    let mut toml = SIGNING.to_owned();
+    for (prefix, keys, _, _) in &schemes {
+        toml.push_str(&format!(
+            "[[route]]\nname = \"{prefix}\"\nprefix = \"/{prefix}/\"\nmode = \"proxy\"\n\
+             upstream = \"http://{origin}/bucket\"\n{keys}\n"
+        ));
+    }
+    toml.push_str(&format!(
+        "[[route]]\nname = \"s3go\"\nprefix = \"/s3go/\"\nmode = \"redirect\"\n\
+         upstream = \"http://{origin}/bucket\"\n{}\n",
+        schemes[0].1
+    ));
+    let gateway = TestGateway::start(&toml).await;
+
+    let mut rows: Vec<(String, Vec<u8>, u16)> = Vec::new();
+    for (prefix, _, params, _) in &schemes {
+        for (name, path) in [
+            ("dot-dot", "../x.jpg"),
+            ("dot-dot inside", "a/../x.jpg"),
+            ("encoded dot-dot", "a/%2e%2e/x.jpg"),
+            ("encoded slash", "a%2Fx.jpg"),
+            ("encoded backslash", "a%5cx.jpg"),
+            ("empty segment", "a//x.jpg"),
+            ("dot segment", "a/./x.jpg"),
+            ("encoded NUL", "x.jpg%00"),
+            ("encoded percent", "x%25.jpg"),
+            ("semicolon in the path", "x.jpg;a=b"),
+            ("no object", ""),
+        ] {
+            rows.push((
+                format!("{prefix}: {name}"),
+                get(&format!("/{prefix}/{path}")),
+                400,
+            ));
+        }
+        for param in *params {
+            let encoded_first = format!("%{:02X}{}", param.as_bytes()[0], &param[1..]);
+            for (name, query) in [
+                ("as written", format!("{param}=evil")),
+                ("upper case", format!("{}=evil", param.to_ascii_uppercase())),
+                ("lower case", format!("{}=evil", param.to_ascii_lowercase())),
+                ("encoded name", format!("{encoded_first}=evil")),
+                ("repeated", format!("{param}=evil&{param}=evil2")),
+                ("array name", format!("{param}[]=evil")),
+                ("indexed name", format!("{param}[0]=evil")),
+                ("after a semicolon", format!("a=1;{param}=evil")),
+                ("behind an encoded &", format!("a=1%26{param}%3Devil")),
+                (
+                    "behind a double-encoded &",
+                    format!("a=1%2526{param}%253Devil"),
+                ),
+                ("no value", param.to_string()),
+            ] {
+                rows.push((
+                    format!("{prefix}: {param} {name}"),
+                    get(&format!("/{prefix}/gallery/x.jpg?keep=1&{query}")),
+                    200,
+                ));
+            }
+        }
+    }
+    rows.push((
+        "s3 redirect: smuggled signature".into(),
+        get("/s3go/gallery/x.jpg?X-Amz-Signature=evil&x-amz-date[]=evil"),
+        307,
+    ));
+    assert!(rows.len() >= 80, "{} rows", rows.len());
+
+    for (name, bytes, expected) in &rows {
+        let (status, answer) = raw(gateway.addr, bytes).await;
+        assert_eq!(status, *expected, "{name}: {answer:.300}");
+        assert!(
+            !answer.contains("evil"),
+            "{name}: handed back: {answer:.500}"
+        );
+        assert!(answer.len() < 2_000, "{name}: long answer");
+    }
+
+    // Nothing the client wrote as a credential reached the origin, and each request carried
+    // exactly one signature of its route's scheme.
+    let reached = reached.lock().expect("lock").clone();
+    assert!(reached.len() >= 60, "{} requests", reached.len());
+    for uri in &reached {
+        assert!(
+            !uri.contains("evil"),
+            "client credentials reached the origin: {uri}"
+        );
+        assert!(
+            uri.contains("keep=1"),
+            "the client's other parameters were lost: {uri}"
+        );
+        let prefix = schemes
+            .iter()
+            .find(|(_, keys, _, _)| {
+                uri.contains(if keys.contains("s3") {
+                    "X-Amz-"
+                } else if keys.contains("cloudfront") {
+                    "Key-Pair-Id="
+                } else if keys.contains("imgix") {
+                    "&s="
+                } else {
+                    "hdnts="
+                })
+            })
+            .map(|(_, _, _, signature)| *signature)
+            .unwrap_or_else(|| panic!("unsigned: {uri}"));
+        let query = uri.split_once('?').map_or("", |(_, q)| q);
+        let signatures = query
+            .split('&')
+            .filter(|pair| pair.split('=').next() == Some(prefix))
+            .count();
+        assert_eq!(signatures, 1, "{uri}");
+    }
+}
