@@ -232,6 +232,44 @@ pub struct S3Signer {
     /// the client, but kept out of logs all the same.
     session_token: Option<TextSecret>,
     region: String,
+    day_key: DayKey,
+}
+
+/// SigV4's derived key for the last day signed or verified: the four HMACs that derive it give
+/// the same key all day, so they are done once a day instead of for every URL.
+#[derive(Default)]
+struct DayKey(std::sync::Mutex<Option<(String, [u8; 32])>>);
+
+impl DayKey {
+    /// The key for `day`: the one kept if it is that day's, else `derive`d and kept.
+    fn get(&self, day: &str, derive: impl FnOnce() -> [u8; 32]) -> [u8; 32] {
+        let mut kept = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match kept.as_ref() {
+            Some((kept_day, key)) if kept_day == day => *key,
+            _ => {
+                let key = derive();
+                *kept = Some((day.to_owned(), key));
+                key
+            }
+        }
+    }
+}
+
+/// A clone derives its own keys: nothing is shared between signers.
+impl Clone for DayKey {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+/// Derived from the secret: never shown.
+impl std::fmt::Debug for DayKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DayKey(..)")
+    }
 }
 
 impl S3Signer {
@@ -252,6 +290,7 @@ impl S3Signer {
             secret,
             session_token: None,
             region,
+            day_key: DayKey::default(),
         })
     }
 
@@ -420,11 +459,13 @@ impl S3Signer {
 
     /// SigV4's derived key for one day, region and service.
     fn signing_key(&self, day: &str) -> [u8; 32] {
-        let secret = format!("AWS4{}", self.secret.expose());
-        let date = hmac(secret.as_bytes(), day.as_bytes());
-        let region = hmac(&date, self.region.as_bytes());
-        let service = hmac(&region, SERVICE.as_bytes());
-        hmac(&service, b"aws4_request")
+        self.day_key.get(day, || {
+            let secret = format!("AWS4{}", self.secret.expose());
+            let date = hmac(secret.as_bytes(), day.as_bytes());
+            let region = hmac(&date, self.region.as_bytes());
+            let service = hmac(&region, SERVICE.as_bytes());
+            hmac(&service, b"aws4_request")
+        })
     }
 }
 
@@ -1069,6 +1110,33 @@ mod tests {
         let url = object_url(&case, text(&case, "path"), canonical).replace(".com/", ".com:443/");
         assert_ne!(with_port, text(&case, "signed_url"));
         assert_eq!(steps(&case, &url).url, text(&case, "signed_url"));
+    }
+
+    fn signer_for_tomorrow(case: &Value, url: &str, validity: Validity) -> String {
+        signer(case).presign(url, validity).expect("signs")
+    }
+
+    #[test]
+    fn the_kept_day_key_turns_with_the_day() {
+        let case = vector("aws_docs_example");
+        let url = object_url(&case, text(&case, "path"), canonical);
+        let day = validity(&case);
+        let next_day = Validity {
+            start: day.start + 86_400,
+            expiry: day.expiry + 86_400,
+        };
+        let signer = signer(&case);
+        assert_eq!(
+            signer.presign(&url, day).expect("signs"),
+            text(&case, "signed_url")
+        );
+        // After a day's URL, the next day's is what a fresh signer writes, and verifies.
+        let tomorrow = signer.presign(&url, next_day).expect("signs");
+        assert_eq!(tomorrow, signer_for_tomorrow(&case, &url, next_day));
+        assert!(signer.verify(&tomorrow, next_day.start).is_ok());
+        // And back: a day's URL still verifies after the key moved on.
+        assert!(signer.verify(text(&case, "signed_url"), day.start).is_ok());
+        assert!(!format!("{signer:?}").contains(text(&case, "secret_access_key")));
     }
 
     #[test]
