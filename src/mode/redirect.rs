@@ -6,20 +6,20 @@ use http::{Response, StatusCode};
 
 use super::{Handled, RequestContext, Signing, require_get_or_head, sign_file_ref};
 use crate::body::empty;
-use crate::config::Upstream;
+use crate::config::RedirectRoute;
 use crate::error::ProxyError;
 
 /// Answers `GET`/`HEAD PREFIX[TASKS/]HANDLE` with `307` to the signed URL, cacheable privately for
 /// no longer than the credentials stay valid less the route's `min_validity`.
 pub async fn handle(
     signing: Signing<'_>,
-    upstream: &Upstream,
+    route: &RedirectRoute,
     rest: &str,
     parts: Parts,
     ctx: RequestContext,
 ) -> Result<Handled, ProxyError> {
     require_get_or_head(&parts)?;
-    let target = sign_file_ref(signing, upstream, false, rest, &parts, ctx.now).await?;
+    let target = sign_file_ref(signing, &route.upstream, false, rest, &parts, ctx.now).await?;
     let location = HeaderValue::try_from(target.url).map_err(|e| ProxyError::Internal(e.into()))?;
     // A browser that keeps the redirect still finds `min_validity` left on the URL it follows.
     let remaining = signing
