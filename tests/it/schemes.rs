@@ -572,13 +572,7 @@ async fn explain_reads_each_schemes_url_and_checks_it_with_the_configured_key() 
             .to_str()
             .expect("ascii")
             .to_owned();
-        let explain = |url: &str| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_signgate"))
-                .args(["explain", "--config", &config_path, url])
-                .env("SECRET", SECRET)
-                .output()
-                .expect("the binary runs")
-        };
+        let explain = |url: &str| explain(&config_path, url);
         let out = explain(&location);
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{path}: {text}");
@@ -601,6 +595,59 @@ async fn explain_reads_each_schemes_url_and_checks_it_with_the_configured_key() 
             assert!(!text.contains(secret));
         }
     }
+}
+
+/// `signgate explain --config CONFIG INPUT`.
+fn explain(config: &str, input: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_signgate"))
+        .args(["explain", "--config", config, input])
+        .env("SECRET", SECRET)
+        .output()
+        .expect("the binary runs")
+}
+
+#[tokio::test]
+async fn explain_reads_an_akamai_token_from_a_cookie_without_its_url() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("ak");
+    std::fs::write(&key, AKAMAI_KEY).expect("write");
+    let config = format!(
+        "{SIGNING}[[route]]\nname = \"video\"\nprefix = \"/v/\"\nmode = \"redirect\"\n\
+         upstream = \"https://media.example.com\"\nscheme = \"akamai\"\n\
+         token_cookie_domain = \"example.com\"\nsecret_file = {:?}\n",
+        key.display().to_string()
+    );
+    let config_path = dir.path().join("gateway.toml");
+    std::fs::write(&config_path, &config).expect("write");
+    let config_path = config_path.display().to_string();
+    let gateway = TestGateway::start(&config).await;
+    let set_cookie = get(&gateway.url("/v/a.mp4")).await.headers["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(set_cookie.ends_with("; Secure"), "{set_cookie}");
+    let (cookie, _) = set_cookie.split_once("; ").expect("attributes");
+    let token = cookie.strip_prefix("hdnts=").expect("hdnts");
+    for input in [set_cookie.as_str(), cookie, token] {
+        let out = explain(&config_path, input);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{input}: {text}");
+        assert!(
+            text.contains("Akamai EdgeAuth token, without its URL")
+                && text.contains("yes, for route `video`'s key"),
+            "{text}"
+        );
+        assert!(!text.contains(AKAMAI_KEY));
+    }
+    let moved = explain(&config_path, &cookie.replace("acl=/a.mp4", "acl=/b.mp4"));
+    assert_eq!(
+        moved.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&moved.stdout)
+    );
+    let not_a_token = explain(&config_path, "hdnts=hello");
+    assert_eq!(not_a_token.status.code(), Some(2));
 }
 
 #[tokio::test]
