@@ -46,7 +46,8 @@ pub enum SchemeConfig {
     Akamai {
         /// The token key, hex (`secret_env`/`secret_file`).
         key: KeyMaterial,
-        /// `token_name`: the query parameter that carries the token. Default `hdnts`.
+        /// `token_name`: the query parameter that carries the token, or the cookie on a
+        /// redirect route with `token_cookie_domain`. Default `hdnts`.
         token_name: String,
         /// `token_algorithm`: `sha256` (default), `sha1` or `md5`.
         algorithm: String,
