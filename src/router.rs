@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use crate::authorize::Authorizer;
 use crate::config::{
-    Config, FileServing, Mode, ProxyRoute, Route, RouteKind, SiteRoute, UploadPolicyRoute,
-    Upstream, VerifyChecks, VerifyRoute,
+    Config, FileServing, Mode, ProxyRoute, RedirectRoute, Route, RouteKind, SiteRoute,
+    UploadPolicyRoute, VerifyChecks, VerifyRoute,
 };
 use crate::error::StartupError;
 use crate::metrics::{Metrics, RouteMetrics};
@@ -34,8 +34,8 @@ pub struct ActiveRoute {
 pub enum ActiveKind {
     /// `proxy`: the pooled client to the CDN, and how files are served.
     Proxy(ActiveProxy),
-    /// `redirect`: the CDN the `Location` points at.
-    Redirect(Upstream),
+    /// `redirect`: the CDN the `Location` points at, and the cookie its token may go in.
+    Redirect(RedirectRoute),
     /// `site`: the pooled client to the site and the signing of the URLs in its answers.
     Site(ActiveSite),
     /// `upload-policy`.
@@ -122,7 +122,7 @@ impl ActiveRoute {
                 client: UpstreamClient::new(&route.name, fetch, upstream_metrics, max_skew)?,
                 serving: serving.clone(),
             }),
-            RouteKind::Redirect { upstream } => ActiveKind::Redirect(upstream.clone()),
+            RouteKind::Redirect(redirect) => ActiveKind::Redirect(redirect.clone()),
             RouteKind::Site(SiteRoute {
                 fetch,
                 rewrite,

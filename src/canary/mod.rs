@@ -187,9 +187,9 @@ impl Probe {
             // Browsers fetch a redirect route's URLs: the public roots, the default timeouts.
             // No traffic of the route's own reaches the CDN, so the canary's answers are the
             // only view of its clock: they feed the route's skew gauge and warning.
-            RouteKind::Redirect { upstream } => (
+            RouteKind::Redirect(redirect) => (
                 Fetch {
-                    upstream: upstream.clone(),
+                    upstream: redirect.upstream.clone(),
                     timeouts: Timeouts {
                         connect: DEFAULT_CONNECT_TIMEOUT,
                         response: DEFAULT_RESPONSE_TIMEOUT,

@@ -35,7 +35,8 @@ invalid, or the signature not checked for want of a secret; 2 not a URL, or a us
 /// `signgate explain` arguments.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The URL (or path and query) to explain. Quote it: the shell cuts an unquoted URL at `&`.
+    /// The URL (or path and query) to explain, or an Akamai token as a cookie carries it
+    /// (`hdnts=TOKEN`, or the token alone). Quote it: the shell cuts an unquoted URL at `&`.
     pub url: String,
     /// Check the signature with the secret in this environment variable, instead of a config's.
     #[arg(long, value_name = "VAR", conflicts_with = "secret_file")]
@@ -79,7 +80,9 @@ struct Input {
 enum NotUrl {
     #[error("not a URL: the input is empty")]
     Empty,
-    #[error("not a URL: expected https://HOST/…, HOST/… or a path starting with /")]
+    #[error(
+        "not a URL: expected https://HOST/…, HOST/…, a path starting with /, or an Akamai token"
+    )]
     Shape,
     #[error("not a URL: {0}:// is not http or https")]
     Scheme(String),
@@ -110,6 +113,10 @@ impl Input {
             text.to_owned()
         } else if text.is_empty() {
             return Err(NotUrl::Empty);
+        } else if explain_scheme::is_token_text(text) {
+            // An Akamai token from a cookie, read by `explain_scheme::explain_token`; what
+            // follows a `;` is the attributes of a pasted `Set-Cookie`.
+            text.split(';').next().unwrap_or(text).trim().to_owned()
         } else if text
             .split_once('/')
             .is_some_and(|(host, _)| looks_like_host(host))
@@ -294,7 +301,9 @@ fn explain(input: &Input, keys: &Keys, now: u64) -> Report {
     for note in &input.notes {
         report.line("note", note);
     }
-    if let Some(scheme) = explain_scheme::explain(&input.url, &keys.schemes, now) {
+    let scheme = explain_scheme::explain_token(&input.url, &keys.schemes, now)
+        .or_else(|| explain_scheme::explain(&input.url, &keys.schemes, now));
+    if let Some(scheme) = scheme {
         for (label, value) in &scheme.lines {
             report.line(label, value);
         }

@@ -9,6 +9,7 @@ use crate::scheme::akamai::{Algorithm, EdgeAuth};
 use crate::scheme::cloudfront::{CloudFrontSigner, SignedUrl};
 use crate::scheme::imgix::ImgixSigner;
 use crate::scheme::s3::{S3Presigned, S3Signer};
+use crate::secret::KeyMaterial;
 
 /// The routes of the config that sign with another scheme, each with its name.
 #[derive(Debug, Default)]
@@ -197,41 +198,100 @@ fn akamai(url: &str, query: &str, routes: &SchemeRoutes, now: u64) -> Option<Sch
         .map_or(url, |(_, rest)| rest.find('/').map_or("/", |i| &rest[i..]));
     let path = path.split_once('?').map_or(path, |(path, _)| path);
     let mut found = None;
-    let mut tried = Vec::new();
-    for (name, scheme) in &routes.0 {
+    let tried = routes.check(|scheme| {
         let SchemeConfig::Akamai {
             key,
             token_name,
             algorithm,
         } = scheme
         else {
-            continue;
+            return None;
         };
-        let Some(token) = query
+        let token = query
             .split('&')
-            .find_map(|pair| pair.strip_prefix(&format!("{token_name}=")))
-        else {
-            continue;
-        };
-        found.get_or_insert_with(|| (token_name.clone(), token.to_owned()));
-        let verdict = algorithm
-            .parse::<Algorithm>()
-            .map_err(|e| e.to_string())
-            .and_then(|algorithm| EdgeAuth::new(key.expose(), algorithm).map_err(|e| e.to_string()))
-            .and_then(|auth| {
-                auth.verify(token, path, now)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            });
-        tried.push((name.clone(), verdict));
-    }
-    let (token_name, token) = found?;
+            .find_map(|pair| pair.strip_prefix(&format!("{token_name}=")))?;
+        found.get_or_insert_with(|| format!("{token_name}={token}"));
+        Some(verify_akamai(key, algorithm, token, Some(path), now))
+    });
     let mut lines = vec![
         ("kind", "Akamai EdgeAuth token".to_owned()),
-        ("token", format!("{token_name}={token}")),
+        ("token", found?),
     ];
     let valid = verdicts(&mut lines, tried);
     Some(SchemeReport { lines, valid })
+}
+
+/// The fields an EdgeAuth token may start with: what tells a bare token from `NAME=TOKEN`.
+const TOKEN_FIRST_FIELDS: [&str; 3] = ["ip", "st", "exp"];
+
+/// Whether `text` is an Akamai token without its URL: a bare token, or `NAME=TOKEN` as a cookie
+/// carries it (a redirect route with `token_cookie_domain` hands it out so), attributes after
+/// a `;` (pasted from `Set-Cookie`) ignored.
+pub fn is_token_text(text: &str) -> bool {
+    token_of(text).is_some()
+}
+
+/// The token in `text` (see [`is_token_text`]).
+fn token_of(text: &str) -> Option<&str> {
+    if text.starts_with('/') || text.contains("://") {
+        return None;
+    }
+    let text = text.split(';').next().unwrap_or(text).trim();
+    let token = match text.split_once('=') {
+        Some((name, token)) if !TOKEN_FIRST_FIELDS.contains(&name) => token,
+        _ => text,
+    };
+    let shaped = token.contains("~hmac=") && token.split('~').any(|f| f.starts_with("exp="));
+    shaped.then_some(token)
+}
+
+/// The report for an Akamai token given without its URL ([`is_token_text`]): checked with each
+/// Akamai route's key for the path its own ACL names, since no URL says which path was asked
+/// for. `None` when `text` is not one.
+pub fn explain_token(text: &str, routes: &SchemeRoutes, now: u64) -> Option<SchemeReport> {
+    let token = token_of(text)?;
+    let tried = routes.check(|scheme| match scheme {
+        SchemeConfig::Akamai { key, algorithm, .. } => {
+            Some(verify_akamai(key, algorithm, token, None, now))
+        }
+        _ => None,
+    });
+    let mut lines = vec![
+        ("kind", "Akamai EdgeAuth token, without its URL".to_owned()),
+        ("token", token.to_owned()),
+        (
+            "path",
+            "none given: checked for the path its ACL names".to_owned(),
+        ),
+    ];
+    let valid = verdicts(&mut lines, tried);
+    Some(SchemeReport { lines, valid })
+}
+
+/// Whether `token` verifies with `key` and `algorithm` for `path` at `now`; without a path, for
+/// the token's first ACL pattern (a pattern matches itself).
+fn verify_akamai(
+    key: &KeyMaterial,
+    algorithm: &str,
+    token: &str,
+    path: Option<&str>,
+    now: u64,
+) -> Result<(), String> {
+    let algorithm = algorithm.parse::<Algorithm>().map_err(|e| e.to_string())?;
+    let auth = EdgeAuth::new(key.expose(), algorithm).map_err(|e| e.to_string())?;
+    let acl;
+    let path = match path {
+        Some(path) => path,
+        None => {
+            acl = auth.decode(token).map_err(|e| e.to_string())?.acl.ok_or(
+                "a URL token: its path is in the HMAC, so explain the URL that carries it",
+            )?;
+            acl.split('!').next().unwrap_or_default()
+        }
+    };
+    auth.verify(token, path, now)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn imgix(url: &str, routes: &SchemeRoutes, now: u64) -> SchemeReport {

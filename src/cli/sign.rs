@@ -26,7 +26,7 @@ struct Output {
 fn cdn_base(route: &Route) -> Option<String> {
     match &route.kind {
         RouteKind::Proxy(proxy) => Some(proxy.fetch.upstream.base().to_owned()),
-        RouteKind::Redirect { upstream } => Some(upstream.base().to_owned()),
+        RouteKind::Redirect(redirect) => Some(redirect.upstream.base().to_owned()),
         RouteKind::Site(site) => site
             .rewrite
             .hosts

@@ -42,10 +42,10 @@ pub use cidr::Cidr;
 pub use log::{LogConfig, LogFormat};
 pub use route::{
     AppKey, DEFAULT_INLINE_TYPES, Fetch, FileServing, MAX_EXPIRY_GRACE, Mode, OnOverflow,
-    ProxyRoute, RewriteRules, Route, RouteKind, SiteRoute, Timeouts, UploadPolicyRoute, Upstream,
-    VerifyChecks, VerifyRoute,
+    ProxyRoute, RedirectRoute, RewriteRules, Route, RouteKind, SiteRoute, Timeouts,
+    UploadPolicyRoute, Upstream, VerifyChecks, VerifyRoute,
 };
-pub use scheme::SchemeConfig;
+pub use scheme::{SchemeConfig, TokenCookie};
 pub use secret_source::SecretsNeeded;
 pub use signing::{Rotation, SecretRole, Signing};
 

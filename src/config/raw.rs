@@ -135,6 +135,7 @@ pub(super) struct RawRoute {
     pub expires_param: Option<bool>,
     pub token_name: Option<String>,
     pub token_algorithm: Option<String>,
+    pub token_cookie_domain: Option<String>,
     /// `[[route.cdn]]`: more hosts a site route signs, each with its own scheme.
     pub cdn: Option<Vec<RawCdn>>,
     // The [signing] keys, each overridable per route (serde's flatten cannot deny unknown keys).
@@ -235,6 +236,8 @@ const VERIFY: &[Mode] = &[Mode::Verify];
 const ASKING: &[Mode] = &[Mode::Proxy, Mode::Redirect, Mode::UploadPolicy];
 /// Routes whose upstream is the CDN they sign for: where a canary can fetch.
 const CANARY: &[Mode] = &[Mode::Proxy, Mode::Redirect];
+/// Redirect routes: the only ones that hand a browser a URL to follow.
+const REDIRECT: &[Mode] = &[Mode::Redirect];
 
 impl RawRoute {
     /// The keys this route sets that only some modes take, each with those modes: the one table
@@ -346,6 +349,11 @@ impl RawRoute {
                 "token_algorithm",
                 self.token_algorithm.is_some(),
                 SIGNING_FILES,
+            ),
+            (
+                "token_cookie_domain",
+                self.token_cookie_domain.is_some(),
+                REDIRECT,
             ),
         ]
         .into_iter()

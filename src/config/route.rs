@@ -12,7 +12,9 @@ use super::access::{Authorize, build_authorize, build_tasks};
 use super::canary::{Canary, build_canary, refuse_on_site};
 use super::cdn::{SiteCdn, build_cdns};
 use super::raw::{RawRoute, RawSigning};
-use super::scheme::{SchemeConfig, build_scheme};
+use super::scheme::{
+    SchemeConfig, TokenCookie, build_scheme, build_token_cookie, refuse_token_cookie_off_redirect,
+};
 use super::secret_source::SecretsNeeded;
 use super::signing::{Signing, build_signing};
 use super::units::{parse_duration, parse_size};
@@ -132,7 +134,7 @@ impl Route {
     pub fn upstream(&self) -> Option<&Upstream> {
         match &self.kind {
             RouteKind::Proxy(proxy) => Some(&proxy.fetch.upstream),
-            RouteKind::Redirect { upstream } => Some(upstream),
+            RouteKind::Redirect(redirect) => Some(&redirect.upstream),
             RouteKind::Site(site) => Some(&site.fetch.upstream),
             RouteKind::Verify(verify) => Some(&verify.fetch.upstream),
             RouteKind::UploadPolicy(_) => None,
@@ -145,7 +147,7 @@ impl Route {
             RouteKind::Proxy(proxy) => Some(&proxy.fetch),
             RouteKind::Site(site) => Some(&site.fetch),
             RouteKind::Verify(verify) => Some(&verify.fetch),
-            RouteKind::Redirect { .. } | RouteKind::UploadPolicy(_) => None,
+            RouteKind::Redirect(_) | RouteKind::UploadPolicy(_) => None,
         }
     }
 }
@@ -156,10 +158,7 @@ pub enum RouteKind {
     /// `proxy`: signs a file reference and streams the file from the upstream.
     Proxy(ProxyRoute),
     /// `redirect`: signs a file reference and answers 307 to it on `upstream`.
-    Redirect {
-        /// `upstream`: the CDN the `Location` points at.
-        upstream: Upstream,
-    },
+    Redirect(RedirectRoute),
     /// `site`: fronts a site and signs the CDN URLs in its answers.
     Site(SiteRoute),
     /// `upload-policy`: hands out the route's upload policy.
@@ -173,12 +172,22 @@ impl RouteKind {
     pub fn mode(&self) -> Mode {
         match self {
             RouteKind::Proxy(_) => Mode::Proxy,
-            RouteKind::Redirect { .. } => Mode::Redirect,
+            RouteKind::Redirect(_) => Mode::Redirect,
             RouteKind::Site(_) => Mode::Site,
             RouteKind::UploadPolicy(_) => Mode::UploadPolicy,
             RouteKind::Verify(_) => Mode::Verify,
         }
     }
+}
+
+/// What only a redirect route has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectRoute {
+    /// `upstream`: the CDN the `Location` points at.
+    pub upstream: Upstream,
+    /// `token_cookie_domain` (Akamai routes): the token goes in a cookie for this domain, and
+    /// the `Location` carries none. Default none: the token is in the query.
+    pub token_cookie: Option<TokenCookie>,
 }
 
 /// How a proxy or site route reaches its upstream.
@@ -498,6 +507,7 @@ pub(super) fn build_route(
         )
     })?;
     refuse_on_site(&raw, mode, &key)?;
+    refuse_token_cookie_off_redirect(&raw, mode, &key)?;
     for (k, modes) in raw.mode_specific_keys() {
         if !modes.contains(&mode) {
             let names: Vec<&str> = modes.iter().map(|m| m.as_str()).collect();
@@ -536,9 +546,13 @@ pub(super) fn build_route(
             serving: build_serving(&raw, &key)?,
             checks: build_verify_checks(&raw, &key)?,
         }),
-        Mode::Redirect => RouteKind::Redirect {
-            upstream: required_upstream(&raw, mode, &key)?,
-        },
+        Mode::Redirect => {
+            let upstream = required_upstream(&raw, mode, &key)?;
+            RouteKind::Redirect(RedirectRoute {
+                token_cookie: build_token_cookie(&raw, &scheme, &upstream, &key)?,
+                upstream,
+            })
+        }
         Mode::Site => RouteKind::Site(SiteRoute {
             fetch: build_fetch(&raw, mode, &key, DEFAULT_MAX_RESPONSE_HEADERS)?,
             rewrite: RewriteRules {

@@ -1,6 +1,7 @@
 //! `scheme` and the keys of each URL-signing scheme: which signature a route's URLs carry.
 
 use super::raw::{RawRoute, RawSigning};
+use super::route::Upstream;
 use super::secret_source::{SecretsNeeded, load_key_material};
 use super::{ConfigError, Mode, invalid};
 use crate::secret::KeyMaterial;
@@ -45,7 +46,8 @@ pub enum SchemeConfig {
     Akamai {
         /// The token key, hex (`secret_env`/`secret_file`).
         key: KeyMaterial,
-        /// `token_name`: the query parameter that carries the token. Default `hdnts`.
+        /// `token_name`: the query parameter that carries the token, or the cookie on a
+        /// redirect route with `token_cookie_domain`. Default `hdnts`.
         token_name: String,
         /// `token_algorithm`: `sha256` (default), `sha1` or `md5`.
         algorithm: String,
@@ -95,7 +97,7 @@ pub(super) fn build_scheme(
             ),
         ));
     }
-    let scheme_keys: [(&str, bool, &[&str]); 7] = [
+    let scheme_keys: [(&str, bool, &[&str]); 8] = [
         ("access_key_id", raw.access_key_id.is_some(), &["s3"]),
         ("region", raw.region.is_some(), &["s3"]),
         ("key_pair_id", raw.key_pair_id.is_some(), &["cloudfront"]),
@@ -109,6 +111,11 @@ pub(super) fn build_scheme(
         (
             "token_algorithm",
             raw.token_algorithm.is_some(),
+            &["akamai"],
+        ),
+        (
+            "token_cookie_domain",
+            raw.token_cookie_domain.is_some(),
             &["akamai"],
         ),
     ];
@@ -290,6 +297,100 @@ pub(super) fn build_scheme(
         return Err(invalid(secret_key(k), reason));
     }
     Ok(config)
+}
+
+/// Where a redirect route with `token_cookie_domain` puts its Akamai token: a cookie the
+/// browser presents to the CDN when it follows the 307, instead of a query parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenCookie {
+    /// The cookie's name: the route's `token_name` (default `hdnts`).
+    pub name: String,
+    /// `token_cookie_domain`, lowercase, without a leading `.`: the upstream's host is that
+    /// domain or under it.
+    pub domain: String,
+    /// Whether the cookie is marked `Secure`: when the upstream is https.
+    pub secure: bool,
+}
+
+/// `token_cookie_domain` on a proxy or site route, refused with the reason before the table of
+/// modes would refuse it without one.
+pub(super) fn refuse_token_cookie_off_redirect(
+    raw: &RawRoute,
+    mode: Mode,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    let why = match mode {
+        Mode::Proxy => "a proxy route fetches the object itself, with the token in the query",
+        Mode::Site => "a site route's pages carry signed URLs, with the token in the query",
+        Mode::Redirect | Mode::UploadPolicy | Mode::Verify => return Ok(()),
+    };
+    if raw.token_cookie_domain.is_none() {
+        return Ok(());
+    }
+    Err(invalid(
+        key("token_cookie_domain"),
+        format!(
+            "is for redirect routes, the only ones that hand a browser a URL to follow (the \
+             cookie goes out with the 307); {why}: remove it, or make the route \
+             mode = \"redirect\""
+        ),
+    ))
+}
+
+/// A redirect route's `token_cookie_domain`, for its Akamai `scheme` and `upstream`: a plain
+/// domain name that is the upstream's host or a parent of it, since a browser sends a cookie
+/// only to the hosts its `Domain` covers.
+pub(super) fn build_token_cookie(
+    raw: &RawRoute,
+    scheme: &SchemeConfig,
+    upstream: &Upstream,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Option<TokenCookie>, ConfigError> {
+    let Some(text) = &raw.token_cookie_domain else {
+        return Ok(None);
+    };
+    // `build_scheme` refuses the key beside any other scheme.
+    let SchemeConfig::Akamai { token_name, .. } = scheme else {
+        return Err(invalid(
+            key("token_cookie_domain"),
+            "is for scheme = \"akamai\" routes: remove it",
+        ));
+    };
+    let domain = text.strip_prefix('.').unwrap_or(text).to_ascii_lowercase();
+    let plain = domain.split('.').all(|label| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if !plain {
+        return Err(invalid(
+            key("token_cookie_domain"),
+            format!(
+                "must be a domain name such as \"example.com\" (letters, digits, `-` and `.`), \
+                 got {text:?}"
+            ),
+        ));
+    }
+    let host = upstream.authority().host().to_ascii_lowercase();
+    // An address is covered by itself only: `0.0.1` is no parent of `127.0.0.1`.
+    let covered = host == domain
+        || (host.parse::<std::net::IpAddr>().is_err() && host.ends_with(&format!(".{domain}")));
+    if !covered {
+        return Err(invalid(
+            key("token_cookie_domain"),
+            format!(
+                "{domain:?} does not cover the upstream's host {host:?}: a browser sends the \
+                 cookie only to that domain and the hosts under it, so the CDN would never see \
+                 the token; set the upstream's host or a domain it is under"
+            ),
+        ));
+    }
+    Ok(Some(TokenCookie {
+        name: token_name.clone(),
+        domain,
+        secure: upstream.is_https(),
+    }))
 }
 
 /// What stands in for a secret not available where the config is checked.

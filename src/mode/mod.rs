@@ -70,8 +70,8 @@ pub async fn handle(
     };
     match &active.kind {
         ActiveKind::Proxy(proxy) => proxy::handle(signing, proxy, rest, request, ctx).await,
-        ActiveKind::Redirect(upstream) => {
-            redirect::handle(signing, upstream, rest, request.into_parts().0, ctx).await
+        ActiveKind::Redirect(route) => {
+            redirect::handle(signing, route, rest, request.into_parts().0, ctx).await
         }
         ActiveKind::Site(site) => site::handle(site, request, ctx).await,
         ActiveKind::UploadPolicy(upload) => {

@@ -18,6 +18,7 @@ mod wildcard;
 
 pub use invalid::Invalid;
 pub use route::signer_for;
+pub(crate) use route::split_origin;
 
 /// When a signed URL is valid, in unix seconds: from the start of its expiry bucket (what a
 /// scheme that carries a signing time writes, such as SigV4's `X-Amz-Date`) to its expiry.

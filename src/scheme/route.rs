@@ -190,7 +190,7 @@ impl SignsUrls for ImgixUrls {
 }
 
 /// `url` as its origin (`https://host[:port]`) and its path and query (from the first `/`).
-fn split_origin(url: &str) -> Result<(&str, &str), SchemeError> {
+pub(crate) fn split_origin(url: &str) -> Result<(&str, &str), SchemeError> {
     let (_, after_scheme) = url
         .split_once("://")
         .ok_or(SchemeError::Url("not an absolute URL"))?;

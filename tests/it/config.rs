@@ -796,6 +796,136 @@ fn each_scheme_names_the_keys_it_needs_and_refuses_the_others() {
 }
 
 #[test]
+fn an_akamai_token_cookie_is_for_redirect_routes_under_the_upstreams_domain() {
+    use signgate::config::{RedirectRoute, TokenCookie};
+    let env = |name: &str| match name {
+        "FILESTACK_SECRET" => Some("test-secret".to_owned()),
+        "AKAMAI_KEY" => Some("a7b3c1d9e5f20486172a3b4c5d6e7f80".to_owned()),
+        _ => None,
+    };
+    let route = |mode: &str, upstream: &str, keys: &str| {
+        format!(
+            "{SIGNING}[[route]]\nname = \"r\"\nprefix = \"/v/\"\nmode = \"{mode}\"\n\
+             upstream = \"{upstream}\"\nsecret_env = \"AKAMAI_KEY\"\n{keys}\n"
+        )
+    };
+    let cookie = |upstream: &str, keys: &str| {
+        let config = Config::from_toml_str(&route("redirect", upstream, keys), env)
+            .unwrap_or_else(|e| panic!("{keys}: {e}"));
+        match &config.routes[0].kind {
+            RouteKind::Redirect(RedirectRoute { token_cookie, .. }) => token_cookie.clone(),
+            _ => panic!("a redirect route"),
+        }
+    };
+    let akamai = "scheme = \"akamai\"\n";
+    assert_eq!(
+        cookie(
+            "https://media.example.com",
+            &format!("{akamai}token_cookie_domain = \".Example.COM\"")
+        ),
+        Some(TokenCookie {
+            name: "hdnts".into(),
+            domain: "example.com".into(),
+            secure: true
+        })
+    );
+    assert_eq!(
+        cookie(
+            "http://127.0.0.1:9000",
+            &format!("{akamai}token_name = \"__token__\"\ntoken_cookie_domain = \"127.0.0.1\"")
+        ),
+        Some(TokenCookie {
+            name: "__token__".into(),
+            domain: "127.0.0.1".into(),
+            secure: false
+        })
+    );
+    assert_eq!(cookie("https://media.example.com", akamai), None);
+
+    let error = |mode: &str, upstream: &str, keys: &str| match Config::from_toml_str(
+        &route(mode, upstream, keys),
+        env,
+    ) {
+        Ok(_) => panic!("{mode} accepted: {keys}"),
+        Err(e) => e.to_string(),
+    };
+    let media = "https://media.example.com";
+    let key = "route `r`: `token_cookie_domain`: ";
+    let domain = |text: &str| format!("{akamai}token_cookie_domain = {text:?}");
+    for (mode, upstream, keys, expected) in [
+        (
+            "redirect",
+            media,
+            "scheme = \"s3\"\naccess_key_id = \"A\"\nregion = \"r\"\ntoken_cookie_domain = \"example.com\"".to_owned(),
+            "is for scheme = \"akamai\" routes, and this route's scheme is \"s3\"",
+        ),
+        (
+            "redirect",
+            media,
+            "token_cookie_domain = \"example.com\"".to_owned(),
+            "is for scheme = \"akamai\" routes, and this route's scheme is \"filestack\"",
+        ),
+        (
+            "proxy",
+            media,
+            domain("example.com"),
+            "is for redirect routes, the only ones that hand a browser a URL to follow (the \
+             cookie goes out with the 307); a proxy route fetches the object itself",
+        ),
+        (
+            "site",
+            "http://127.0.0.1:3000",
+            domain("example.com"),
+            "is for redirect routes, the only ones that hand a browser a URL to follow (the \
+             cookie goes out with the 307); a site route's pages carry signed URLs",
+        ),
+        ("redirect", media, domain(""), "must be a domain name such as"),
+        ("redirect", media, domain("example..com"), "must be a domain name"),
+        ("redirect", media, domain("example.com."), "must be a domain name"),
+        ("redirect", media, domain("*.example.com"), "must be a domain name"),
+        ("redirect", media, domain("example.com/v"), "must be a domain name"),
+        ("redirect", media, domain("exa mple.com"), "must be a domain name"),
+        (
+            "redirect",
+            media,
+            domain("other.com"),
+            "\"other.com\" does not cover the upstream's host \"media.example.com\": a browser \
+             sends the cookie only to that domain and the hosts under it",
+        ),
+        ("redirect", media, domain("ample.com"), "\"ample.com\" does not cover"),
+        ("redirect", media, domain("cdn.media.example.com"), "\"cdn.media.example.com\" does not cover"),
+        ("redirect", "http://127.0.0.1:9000", domain("0.0.1"), "\"0.0.1\" does not cover"),
+    ] {
+        let message = error(mode, upstream, &keys);
+        assert!(message.contains(&format!("{key}{expected}")), "{keys}: {message}");
+    }
+    for mode in ["verify", "upload-policy"] {
+        let toml = format!(
+            "{SIGNING}[[route]]\nname = \"r\"\nprefix = \"/v/\"\nmode = \"{mode}\"\n\
+             token_cookie_domain = \"example.com\"\n"
+        );
+        let message = error_of(&toml);
+        assert!(
+            message.contains(&format!(
+                "{key}does not apply to {mode} routes; it is for redirect routes"
+            )),
+            "{message}"
+        );
+    }
+    // A [[route.cdn]] entry signs URLs in pages: it has no such key.
+    let entry = format!(
+        "{SIGNING}[[route]]\nname = \"g\"\nprefix = \"/\"\nmode = \"site\"\n\
+         upstream = \"http://127.0.0.1:3000\"\n[[route.cdn]]\nhosts = [\"media.example.com\"]\n\
+         scheme = \"akamai\"\nsecret_env = \"AKAMAI_KEY\"\ntoken_cookie_domain = \"example.com\"\n"
+    );
+    let message = match Config::from_toml_str(&entry, env) {
+        Ok(_) => panic!("a cdn entry took token_cookie_domain"),
+        Err(e) => e.to_string(),
+    };
+    assert!(message.contains("token_cookie_domain"), "{message}");
+}
+
+#[test]
 fn a_site_routes_cdn_entries_sign_their_hosts_with_their_own_scheme_and_key() {
     let env = |name: &str| match name {
         "FILESTACK_SECRET" => Some("test-secret".to_owned()),

@@ -5,7 +5,8 @@ use crate::support;
 
 use std::sync::Arc;
 
-use http::StatusCode;
+use http::{Method, StatusCode};
+use signgate::clock::{Clock, SystemClock};
 use signgate::scheme::akamai::{Algorithm, EdgeAuth};
 use signgate::scheme::cloudfront::CloudFrontSigner;
 use support::*;
@@ -39,14 +40,20 @@ async fn verifying_stand_in(
             seen.get().expect("address known"),
             parts.uri.path_and_query().map_or("/", |pq| pq.as_str())
         );
-        match verify(&url) {
-            Ok(()) => respond(200, &[("content-type", "image/png")], "picture"),
-            Err(reason) => respond(403, &[("content-type", "text/plain")], reason),
-        }
+        verdict_answer(verify(&url))
     }))
     .await;
     addr.set(bound).expect("set once");
     bound
+}
+
+/// A stand-in's answer: 200 with `picture` when the credentials verify, 403 with the reason
+/// otherwise.
+fn verdict_answer(verdict: Result<(), String>) -> http::Response<TestBody> {
+    match verdict {
+        Ok(()) => respond(200, &[("content-type", "image/png")], "picture"),
+        Err(reason) => respond(403, &[("content-type", "text/plain")], reason),
+    }
 }
 
 async fn cloudfront_stand_in() -> std::net::SocketAddr {
@@ -100,6 +107,32 @@ async fn akamai_stand_in() -> std::net::SocketAddr {
     .await
 }
 
+/// A stand-in Akamai edge whose Token Authentication reads the token from the `hdnts` cookie:
+/// 200 when it verifies for the path asked for, 403 otherwise (a token in the query is not
+/// looked at).
+async fn akamai_cookie_stand_in() -> std::net::SocketAddr {
+    let auth = EdgeAuth::new(AKAMAI_KEY, Algorithm::Sha256).expect("the test key");
+    start_origin(Arc::new(move |parts, _| {
+        let token = parts
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .find_map(|pair| pair.trim().strip_prefix("hdnts="));
+        verdict_answer(
+            token
+                .ok_or_else(|| "no token cookie".to_owned())
+                .and_then(|token| {
+                    auth.verify(token, parts.uri.path(), now())
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }),
+        )
+    }))
+    .await
+}
+
 /// A gateway with a `mode` route at `/f/` in front of `stand_in` with `scheme_keys`, and the
 /// key in a file.
 async fn gateway(
@@ -108,6 +141,17 @@ async fn gateway(
     scheme_keys: &str,
     key: &str,
 ) -> (TestGateway, tempfile::NamedTempFile) {
+    gateway_with_clock(mode, stand_in, scheme_keys, key, Arc::new(SystemClock)).await
+}
+
+/// [`gateway`] reading `clock`.
+async fn gateway_with_clock(
+    mode: &str,
+    stand_in: std::net::SocketAddr,
+    scheme_keys: &str,
+    key: &str,
+    clock: Arc<dyn Clock>,
+) -> (TestGateway, tempfile::NamedTempFile) {
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(file.path(), key).expect("write");
     let keys = format!(
@@ -115,7 +159,7 @@ async fn gateway(
         file.path().display().to_string()
     );
     let config = one_route(mode, "/f/", &format!("http://{stand_in}"), &keys);
-    (TestGateway::start(&config).await, file)
+    (TestGateway::start_with_clock(&config, clock).await, file)
 }
 
 #[tokio::test]
@@ -182,6 +226,89 @@ async fn akamai_routes_put_a_token_for_the_path_in_hdnts() {
     assert_eq!(get(&location).await.status, StatusCode::OK);
     assert_eq!(
         get(&location.replace("/video/a.mp4", "/video/b.mp4"))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn an_akamai_redirect_route_with_a_token_cookie_hands_each_object_its_own_cookie() {
+    let cdn = akamai_cookie_stand_in().await;
+    // Both gateways at one instant: within a bucket, the same token.
+    let clock: Arc<dyn Clock> = Arc::new(signgate::clock::ManualClock::new(now()));
+    let keys = "scheme = \"akamai\"\nttl = \"10m\"\nbucket = \"1m\"";
+    let (query_form, _key) =
+        gateway_with_clock("redirect", cdn, keys, AKAMAI_KEY, Arc::clone(&clock)).await;
+    let cookie_keys = format!("{keys}\ntoken_cookie_domain = \"127.0.0.1\"");
+    let (cookie_form, _key) =
+        gateway_with_clock("redirect", cdn, &cookie_keys, AKAMAI_KEY, clock).await;
+    let header =
+        |answer: &Answer, name: &str| answer.headers[name].to_str().expect("ascii").to_owned();
+
+    let answer = get(&cookie_form.url("/f/video/a.mp4?w=1&hdnts=forged")).await;
+    assert_eq!(answer.status, StatusCode::TEMPORARY_REDIRECT);
+    let location = header(&answer, "location");
+    assert_eq!(
+        location,
+        format!("http://{cdn}/video/a.mp4?w=1"),
+        "no token"
+    );
+    assert!(header(&answer, "cache-control").starts_with("private, max-age="));
+    let set_cookie = header(&answer, "set-cookie");
+    let (cookie, attributes) = set_cookie.split_once("; ").expect("attributes");
+    let token = cookie
+        .strip_prefix("hdnts=")
+        .expect("named as `token_name`");
+    let query_location = header(
+        &get(&query_form.url("/f/video/a.mp4?w=1")).await,
+        "location",
+    );
+    assert_eq!(
+        query_location,
+        format!("{location}&hdnts={token}"),
+        "the query form's token"
+    );
+    let max_age = attributes
+        .split("; ")
+        .find_map(|attribute| attribute.strip_prefix("Max-Age="))
+        .and_then(|seconds| seconds.parse::<u64>().ok())
+        .expect("Max-Age");
+    assert!(
+        (600..=660).contains(&max_age),
+        "ttl to ttl + bucket: {max_age}"
+    );
+    assert_eq!(
+        attributes,
+        format!("Domain=127.0.0.1; Path=/video/a.mp4; Max-Age={max_age}; HttpOnly; SameSite=Lax"),
+        "no Secure over http"
+    );
+
+    // The stand-in reads the cookie, and only the cookie.
+    assert_eq!(
+        send(Method::GET, &location, &[("cookie", cookie)])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(get(&location).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(get(&query_location).await.status, StatusCode::FORBIDDEN);
+
+    // Another object's redirect sets a cookie for that object alone.
+    let other = get(&cookie_form.url("/f/video/b.mp4")).await;
+    let other_location = header(&other, "location");
+    assert_eq!(other_location, format!("http://{cdn}/video/b.mp4"));
+    let other_set_cookie = header(&other, "set-cookie");
+    let (other_cookie, _) = other_set_cookie.split_once("; ").expect("attributes");
+    assert!(other_set_cookie.contains("; Path=/video/b.mp4; "));
+    assert_eq!(
+        send(Method::GET, &other_location, &[("cookie", other_cookie)])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(Method::GET, &location, &[("cookie", other_cookie)])
             .await
             .status,
         StatusCode::FORBIDDEN
@@ -445,13 +572,7 @@ async fn explain_reads_each_schemes_url_and_checks_it_with_the_configured_key() 
             .to_str()
             .expect("ascii")
             .to_owned();
-        let explain = |url: &str| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_signgate"))
-                .args(["explain", "--config", &config_path, url])
-                .env("SECRET", SECRET)
-                .output()
-                .expect("the binary runs")
-        };
+        let explain = |url: &str| explain(&config_path, url);
         let out = explain(&location);
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{path}: {text}");
@@ -474,6 +595,59 @@ async fn explain_reads_each_schemes_url_and_checks_it_with_the_configured_key() 
             assert!(!text.contains(secret));
         }
     }
+}
+
+/// `signgate explain --config CONFIG INPUT`.
+fn explain(config: &str, input: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_signgate"))
+        .args(["explain", "--config", config, input])
+        .env("SECRET", SECRET)
+        .output()
+        .expect("the binary runs")
+}
+
+#[tokio::test]
+async fn explain_reads_an_akamai_token_from_a_cookie_without_its_url() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("ak");
+    std::fs::write(&key, AKAMAI_KEY).expect("write");
+    let config = format!(
+        "{SIGNING}[[route]]\nname = \"video\"\nprefix = \"/v/\"\nmode = \"redirect\"\n\
+         upstream = \"https://media.example.com\"\nscheme = \"akamai\"\n\
+         token_cookie_domain = \"example.com\"\nsecret_file = {:?}\n",
+        key.display().to_string()
+    );
+    let config_path = dir.path().join("gateway.toml");
+    std::fs::write(&config_path, &config).expect("write");
+    let config_path = config_path.display().to_string();
+    let gateway = TestGateway::start(&config).await;
+    let set_cookie = get(&gateway.url("/v/a.mp4")).await.headers["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(set_cookie.ends_with("; Secure"), "{set_cookie}");
+    let (cookie, _) = set_cookie.split_once("; ").expect("attributes");
+    let token = cookie.strip_prefix("hdnts=").expect("hdnts");
+    for input in [set_cookie.as_str(), cookie, token] {
+        let out = explain(&config_path, input);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{input}: {text}");
+        assert!(
+            text.contains("Akamai EdgeAuth token, without its URL")
+                && text.contains("yes, for route `video`'s key"),
+            "{text}"
+        );
+        assert!(!text.contains(AKAMAI_KEY));
+    }
+    let moved = explain(&config_path, &cookie.replace("acl=/a.mp4", "acl=/b.mp4"));
+    assert_eq!(
+        moved.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&moved.stdout)
+    );
+    let not_a_token = explain(&config_path, "hdnts=hello");
+    assert_eq!(not_a_token.status.code(), Some(2));
 }
 
 #[tokio::test]
