@@ -751,3 +751,51 @@ async fn a_cdn_entry_signs_its_hosts_in_css_and_inline_scripts_too() {
     assert!(html.contains("X-Amz-Signature="), "{html}");
     assert!(html.contains("Key-Pair-Id="), "{html}");
 }
+
+/// A key file holding `text`, for a test config's `secret_file`.
+fn key_file(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), text).expect("write");
+    file
+}
+
+/// The `hdnts` token of an Akamai URL.
+fn akamai_token(url: &str) -> &str {
+    url.split(['?', '&'])
+        .find_map(|pair| pair.strip_prefix("hdnts="))
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_akamai_token_never_grants_more_than_the_path_it_was_signed_for() {
+    let cdn = akamai_stand_in().await;
+    let key = key_file(AKAMAI_KEY);
+    // The route hands out the CDN's `/public` objects; `/private` is not its to sign.
+    let config = one_route(
+        "redirect",
+        "/f/",
+        &format!("http://{cdn}/public"),
+        &format!(
+            "scheme = \"akamai\"\nsecret_file = {:?}",
+            key.path().display().to_string()
+        ),
+    );
+    let gateway = TestGateway::start(&config).await;
+    let fine = get(&gateway.url("/f/video/a.mp4")).await;
+    assert_eq!(fine.status, StatusCode::TEMPORARY_REDIRECT);
+    // `*` and `?` are an ACL's wildcards, `!` joins ACLs and `~` joins a token's fields: in
+    // the path, each would write an ACL of the client's making into the token.
+    for path in ["/f/x!/private/*", "/f/*", "/f/x~acl=/*", "/f/video/a*"] {
+        let answer = get(&gateway.url(path)).await;
+        if let Some(location) = answer.headers.get("location") {
+            let token = akamai_token(location.to_str().expect("ascii")).to_owned();
+            let private = get(&format!("http://{cdn}/private/payroll.mp4?hdnts={token}")).await;
+            assert_eq!(
+                private.status,
+                StatusCode::FORBIDDEN,
+                "{path}: a token for {location:?} opens /private"
+            );
+        }
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}");
+    }
+}
