@@ -799,3 +799,76 @@ async fn an_akamai_token_never_grants_more_than_the_path_it_was_signed_for() {
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}");
     }
 }
+
+/// A site whose pages show the picture the request names (`/photo/KEY` or `?img=KEY`, echoed
+/// as written, undecoded) on `cdn`, beside one of its own (`gallery/own.jpg`).
+async fn picture_viewer(cdn: std::net::SocketAddr) -> std::net::SocketAddr {
+    start_origin(Arc::new(move |parts, _| {
+        let path = parts.uri.path();
+        let named = match path.strip_prefix("/photo/") {
+            Some(key) => key.to_owned(),
+            None => parts
+                .uri
+                .query()
+                .and_then(|q| q.strip_prefix("img="))
+                .unwrap_or("gallery/cat.jpg")
+                .to_owned(),
+        };
+        let page = format!(
+            "<img id=\"named\" src=\"http://{cdn}/{named}\"><img src=\"http://{cdn}/gallery/own.jpg\">"
+        );
+        respond(200, &[("content-type", "text/html")], page)
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn an_object_the_request_names_is_never_signed_on_an_entry_host() {
+    let s3 = support::s3::start_s3(S3_SECRET).await;
+    let akamai = akamai_stand_in().await;
+    let (s3_key, akamai_key) = (key_file(S3_SECRET), key_file(AKAMAI_KEY));
+    let path = |file: &tempfile::NamedTempFile| file.path().display().to_string();
+    for (cdn, entry, credential) in [
+        (
+            s3,
+            format!(
+                "scheme = \"s3\"\naccess_key_id = \"AKIAIOSFODNN7EXAMPLE\"\n\
+                 region = \"us-east-1\"\nsecret_file = {:?}",
+                path(&s3_key)
+            ),
+            "X-Amz-Signature=",
+        ),
+        (
+            akamai,
+            format!("scheme = \"akamai\"\nsecret_file = {:?}", path(&akamai_key)),
+            "hdnts=",
+        ),
+    ] {
+        let site = picture_viewer(cdn).await;
+        let config = format!(
+            "{}[[route.cdn]]\nhosts = [\"{cdn}\"]\n{entry}\n",
+            one_route("site", "/", &format!("http://{site}"), "keep_http = true"),
+        );
+        let gateway = TestGateway::start(&config).await;
+        for target in [
+            "/view?img=private/payroll.pdf",
+            "/photo/private/payroll.pdf",
+            "/view?img=private/caf%C3%A9.pdf",
+            "/view?img=private/caf%25C3%25A9.pdf",
+        ] {
+            let html = get(&gateway.url(target)).await.text();
+            let sources = image_sources(&html);
+            assert_eq!(sources.len(), 2, "{html}");
+            assert!(
+                !sources[0].contains(credential),
+                "{entry}: {target} got the object it names signed: {}",
+                sources[0]
+            );
+            assert!(
+                sources[1].contains(credential),
+                "{entry}: the site's own picture is still signed: {html}"
+            );
+            assert_eq!(get(&sources[1]).await.status, StatusCode::OK);
+        }
+    }
+}
