@@ -282,7 +282,16 @@ impl CdnUrlSigner {
             if !is_plain_object_path(written) || self.is_reflected_object(written) {
                 return None;
             }
-            let mut url = format!("{origin}/{written}");
+            // The URL the browser asks for, which the scheme signs: its scheme and host in
+            // lowercase (SigV4 signs the host, CloudFront the whole URL), and a
+            // protocol-relative one on https, unless the route keeps http (it may then be
+            // either).
+            let origin = match origin.strip_prefix("//") {
+                Some(_) if self.urls.rules.keep_http => return None,
+                Some(host) => format!("https://{host}"),
+                None => origin.into_owned(),
+            };
+            let mut url = format!("{}/{written}", origin.to_ascii_lowercase());
             if let Some(query) = parts
                 .query
                 .and_then(|q| strip_params(q, |name| scheme.is_credential(name)))
@@ -886,6 +895,41 @@ mod cdn_entry_tests {
             urls.for_request(NOW, "/search?q=KW9EJhYtS6y48Whm2S6D")
                 .reflected
                 .is_some()
+        );
+    }
+
+    #[test]
+    fn an_entrys_url_is_signed_as_the_browser_asks_for_it() {
+        let s = urls().at(NOW);
+        let signed = s
+            .sign("https://photos.s3.eu-west-1.amazonaws.com/gallery/cat.jpg")
+            .expect("signed");
+        // A browser lowercases the scheme and host, and SigV4 signs the host: signed as
+        // written, the URL would be refused.
+        for spelling in [
+            "HTTPS://PHOTOS.S3.EU-WEST-1.AMAZONAWS.COM/gallery/cat.jpg",
+            "https://Photos.S3.eu-west-1.amazonaws.com/gallery/cat.jpg",
+            // Protocol-relative: signed for https, never left unsigned.
+            "//photos.s3.eu-west-1.amazonaws.com/gallery/cat.jpg",
+        ] {
+            assert_eq!(
+                s.sign(spelling).as_deref(),
+                Some(signed.as_str()),
+                "{spelling}"
+            );
+        }
+        // With keep_http a protocol-relative URL may be fetched either way: left alone.
+        let keep_http = SiteUrls::fixture(
+            "keep_http = true\n[[route.cdn]]\nhosts = [\"photos.s3.eu-west-1.amazonaws.com\"]\n\
+             scheme = \"s3\"\naccess_key_id = \"AKIAEXAMPLE\"\nregion = \"eu-west-1\"\n\
+             secret_env = \"S3\"\n",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        );
+        assert_eq!(
+            keep_http
+                .at(NOW)
+                .sign("//photos.s3.eu-west-1.amazonaws.com/gallery/cat.jpg"),
+            None
         );
     }
 
