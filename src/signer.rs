@@ -12,6 +12,16 @@ use crate::policy::{Call, Credentials, Policy, PolicyLimits, PolicyTemplate};
 use crate::scheme::{SchemeError, SignsUrls, Validity};
 use crate::tasks::TaskAllowlist;
 
+/// Bytes the signed-URL cache of one route's scheme (or one `[[route.cdn]]` entry's) may hold
+/// per worker: its keys are whole URLs, queries and all, which a client or a page may make
+/// as long as it likes.
+pub(crate) const SCHEME_URL_CACHE_BYTES: usize = 16 << 20;
+
+/// One cached signed URL's weight: both strings and the bookkeeping around them (LRU node,
+/// `Arc`, string headers: 128 bytes).
+const SCHEME_URL_WEIGHT: crate::cache::Weigher<String, String> =
+    |url, signed| url.capacity() + signed.capacity() + 128;
+
 /// Why a route does not sign a file reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -76,8 +86,12 @@ impl RouteSigner {
     /// Signs object URLs with `signer`, the scheme `config` names, instead of Filestack's
     /// policies ([`RouteSigner::scheme_url`]).
     pub fn with_scheme(mut self, config: SchemeConfig, signer: Arc<dyn SignsUrls>) -> Self {
-        let cache =
-            BucketCache::new(self.signing.cache_size).with_metrics(self.metrics.cache.clone());
+        let cache = BucketCache::weighed(
+            self.signing.cache_size,
+            SCHEME_URL_CACHE_BYTES,
+            SCHEME_URL_WEIGHT,
+        )
+        .with_metrics(self.metrics.cache.clone());
         self.scheme = Some(SchemeSigning {
             config,
             signer,
@@ -338,5 +352,54 @@ impl RouteSigner {
     /// The route's credential cache (for hit and miss counts).
     pub fn cache(&self) -> &CredentialCache {
         &self.cache
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// A redirect route signing S3 URLs, as the router builds it.
+    fn s3_signer() -> RouteSigner {
+        let config = Config::from_toml_str(
+            "[signing]\nsecret_env = \"S\"\n[[route]]\nname = \"b\"\nprefix = \"/\"\n\
+             mode = \"redirect\"\nupstream = \"https://b.s3.eu-west-1.amazonaws.com\"\n\
+             scheme = \"s3\"\naccess_key_id = \"AKIAEXAMPLE\"\nregion = \"eu-west-1\"\n",
+            |_| Some("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".to_owned()),
+        )
+        .expect("a valid route");
+        let route = &config.routes[0];
+        let scheme = crate::scheme::signer_for(&route.scheme)
+            .expect("the key signs")
+            .expect("not Filestack's");
+        RouteSigner::for_route(route).with_scheme(route.scheme.clone(), scheme)
+    }
+
+    #[test]
+    fn the_signed_url_cache_of_a_scheme_is_bounded_by_bytes_not_by_entries() {
+        let signer = s3_signer();
+        let now = 1_800_000_000;
+        // Distinct long queries, as a client of a proxy or redirect route (or a page) writes
+        // them: each signed URL is as long again.
+        let long = 20_000;
+        for i in 0..2_000 {
+            let url = format!(
+                "https://b.s3.eu-west-1.amazonaws.com/a.jpg?v={i}{}",
+                "x".repeat(long)
+            );
+            signer
+                .scheme_url(now, &url)
+                .expect("a scheme")
+                .expect("signed");
+        }
+        let cache = &signer.scheme.as_ref().expect("a scheme").cache;
+        let held = cache.len() * 2 * long;
+        assert!(
+            held <= SCHEME_URL_CACHE_BYTES,
+            "{} URLs of {long} bytes kept, signed and unsigned: {held} bytes",
+            cache.len()
+        );
+        assert!(!cache.is_empty(), "URLs are still cached");
     }
 }
