@@ -930,6 +930,10 @@ fn a_scheme_route_refuses_rotation_keys_that_would_not_rotate_its_key() {
         message.contains("route `r`: `secret_next_env`: rotates a Filestack secret"),
         "{message}"
     );
+    assert!(
+        message.contains("its own key: rotate it") && !message.contains("  "),
+        "one line, one space between words: {message}"
+    );
     let inherited = format!("[signing]\nsecret_env = \"KEY\"\nsecret_next_env = \"NEXT\"\n{imgix}");
     let message = Config::from_toml_str(&inherited, env)
         .expect_err("refused")
