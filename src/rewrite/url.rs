@@ -934,6 +934,40 @@ mod cdn_entry_tests {
     }
 
     #[test]
+    fn the_cache_generation_turns_with_every_signers_expiry_across_a_rotation() {
+        // The route's Filestack secret switches at 08:33:20 (1h buckets, expiries capped at
+        // the switch until then); the S3 entry turns every minute.
+        let urls = SiteUrls::fixture(
+            "ttl = \"2h\"\nbucket = \"1h\"\nsecret_env = \"S\"\nsecret_next_env = \"N\"\n\
+             switch_at = \"2027-01-15T08:33:20Z\"\n\
+             [[route.cdn]]\nhosts = [\"photos.s3.eu-west-1.amazonaws.com\"]\nscheme = \"s3\"\n\
+             access_key_id = \"AKIAEXAMPLE\"\nregion = \"eu-west-1\"\nsecret_env = \"S3\"\n\
+             ttl = \"5m\"\nbucket = \"1m\"\n",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        );
+        let expiries = |now: u64| {
+            urls.signers()
+                .map(|signer| signer.expiry_at(now))
+                .collect::<Vec<_>>()
+        };
+        let (mut last, mut last_generation) =
+            (expiries(NOW - 7200), urls.at(NOW - 7200).generation());
+        for now in NOW - 7200..NOW + 7200 {
+            let (each, generation) = (expiries(now), urls.at(now).generation());
+            assert!(
+                each.iter().zip(&last).all(|(e, l)| e >= l),
+                "an expiry went back at {now}: {last:?} -> {each:?}"
+            );
+            assert_eq!(
+                generation == last_generation,
+                each == last,
+                "at {now}: {last:?} -> {each:?}"
+            );
+            (last, last_generation) = (each, generation);
+        }
+    }
+
+    #[test]
     fn the_cache_limit_is_the_shortest_among_the_routes_signers() {
         let urls = urls();
         let start = NOW - NOW % 3600;
