@@ -38,9 +38,11 @@ pub struct SiteUrls {
     rules: RewriteRules,
     /// `rewrite_hosts` and every entry's hosts.
     hosts: Vec<String>,
-    /// Whether any URL is signed with a scheme other than Filestack's (the route's own, or an
-    /// entry's): an object's path may be any text, so every request is guarded.
-    signs_objects: bool,
+    /// Whether a URL it signs may be named by any short text: an object's path, where a
+    /// scheme other than Filestack's signs (the route's own or an entry's), or an external
+    /// source's file name, where the route lists `external_sources`. Every request is then
+    /// kept to compare with.
+    guards_every_request: bool,
     signed_attributes: BucketCache<String, String>,
 }
 
@@ -60,7 +62,11 @@ impl SiteUrls {
             .map(|cdn| RouteSigner::for_cdn(cdn, signer.metrics().clone()).map(Arc::new))
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            signs_objects: signer.scheme().is_some() || !cdn_signers.is_empty(),
+            guards_every_request: signer.scheme().is_some()
+                || !cdn_signers.is_empty()
+                || signer
+                    .app()
+                    .is_some_and(|app| !app.sources.prefixes().is_empty()),
             cdn_signers,
             hosts: rules.all_hosts().map(str::to_owned).collect(),
             rules,
@@ -133,11 +139,12 @@ impl SiteUrls {
         let (reflected, names_file) = if self.rules.reflection_guard {
             let text = reflection_forms(target);
             let names_file = could_name_a_file(&text);
-            // A handle is 20 characters and a source starts with `//`, but an object's path
-            // (`a/b.pdf`) may be any short text: on a route that signs objects, whatever the
-            // request holds is kept to compare with.
+            // A handle is 20 characters and a whole source starts with `//`, but an object's
+            // path (`a/b.pdf`) or a source's host and path or file name (a page may write the
+            // `https://` itself) may be any short text: on a route that signs those, whatever
+            // the request holds is kept to compare with.
             (
-                (names_file || self.signs_objects).then_some(text),
+                (names_file || self.guards_every_request).then_some(text),
                 names_file,
             )
         } else {
@@ -167,10 +174,10 @@ pub struct CdnUrlSigner {
     /// route guards against reflection and the request could name a handle or source, or the
     /// route signs objects.
     reflected: Option<String>,
-    /// Whether the request could name a handle or a source ([`could_name_a_file`]): the
+    /// Whether the request could name a handle or a whole source ([`could_name_a_file`]): the
     /// signed-attribute cache is then bypassed, as whether a value may be signed depends on the
-    /// request. (An object's URL is cached whoever asks, and checked against the request as it
-    /// leaves the cache.)
+    /// request. (Otherwise an object's or source's URL is cached whoever asks, and checked
+    /// against the request as it leaves the cache.)
     names_file: bool,
     /// Whether any URL was signed (for the headers: the body is streamed after them).
     signed_any: AtomicBool,
@@ -239,19 +246,31 @@ impl CdnUrlSigner {
             }
     }
 
-    /// Whether `url` is an object's URL on one of the route's hosts signed with another scheme
-    /// than Filestack's, and the request named that object.
-    fn names_object(&self, url: &str) -> bool {
+    /// Whether the request named `external`'s source: whole (without its scheme), or its file
+    /// name alone (a page may build the rest).
+    fn is_reflected_source(&self, external: &ExternalRef<'_>) -> bool {
+        let file_name = external.source.as_str().rsplit('/').next().unwrap_or("");
+        self.is_reflected(external.source.without_scheme())
+            || (file_name.len() >= 4 && self.is_reflected(file_name))
+    }
+
+    /// Whether `url`, on one of the route's hosts, is an object's URL another scheme signs or
+    /// an external source's, and the request named that object or source.
+    fn names_reflected_file(&self, url: &str) -> bool {
         let Some(parts) = split_url(url) else {
             return false;
         };
-        self.urls
-            .signer_for_host(parts.host)
-            .is_some_and(|signer| signer.scheme().is_some())
-            && parts
-                .path
-                .strip_prefix('/')
-                .is_some_and(|written| self.is_reflected_object(written))
+        let Some(signer) = self.urls.signer_for_host(parts.host) else {
+            return false;
+        };
+        let Some(written) = parts.path.strip_prefix('/') else {
+            return false;
+        };
+        if signer.scheme().is_some() {
+            return self.is_reflected_object(written);
+        }
+        let path = strip_api_key(written, signer.app().map(|app| app.key.as_str()));
+        matches!(ExternalRef::parse(path), Ok(Some(external)) if self.is_reflected_source(&external))
     }
 
     /// The signed form of `url` if it is a file URL on one of the route's hosts, else `None`.
@@ -311,11 +330,7 @@ impl CdnUrlSigner {
                 // route lists its source, left alone otherwise.
                 Some(external) => {
                     signer.check_external(&external).ok()?;
-                    // The whole source, or its file name alone (a page may build the rest).
-                    let file_name = external.source.as_str().rsplit('/').next().unwrap_or("");
-                    if self.is_reflected(external.source.without_scheme())
-                        || (file_name.len() >= 4 && self.is_reflected(file_name))
-                    {
+                    if self.is_reflected_source(&external) {
                         return None;
                     }
                     let (credentials, _) =
@@ -370,8 +385,8 @@ impl CdnUrlSigner {
     /// served again is rewritten from cache.
     ///
     /// While guarding a request that could name a handle, the cache is bypassed: whether a
-    /// value may be signed then depends on the request, not on the value alone. An object's
-    /// URL found in the cache is left unsigned when the request names its object.
+    /// value may be signed then depends on the request, not on the value alone. An object's or
+    /// external source's URL found in the cache is left unsigned when the request names it.
     pub fn sign_html_attribute(&self, raw: &str) -> Option<Arc<String>> {
         let make = || {
             let value = super::html::decode_char_refs(raw);
@@ -390,7 +405,7 @@ impl CdnUrlSigner {
             .map(|(signed, _)| signed)
             .filter(|_| {
                 self.reflected.is_none()
-                    || !self.names_object(super::html::decode_char_refs(raw).trim())
+                    || !self.names_reflected_file(super::html::decode_char_refs(raw).trim())
             });
         if signed.is_some() {
             self.signed_any.store(true, Ordering::Relaxed);
