@@ -22,6 +22,17 @@ pub(crate) const SCHEME_URL_CACHE_BYTES: usize = 16 << 20;
 const SCHEME_URL_WEIGHT: crate::cache::Weigher<String, String> =
     |url, signed| url.capacity() + signed.capacity() + 128;
 
+/// Bytes the credential cache of one route's external sources may hold per worker: its keys
+/// are whole source URLs, as long as a client or a page makes them, and each policy carries
+/// its source's pattern.
+pub(crate) const EXTERNAL_CACHE_BYTES: usize = 16 << 20;
+
+/// One cached source's weight: the source, the policy and signature, and the bookkeeping
+/// around them (128 bytes).
+const EXTERNAL_WEIGHT: crate::cache::Weigher<String, Credentials> = |source, credentials| {
+    source.capacity() + credentials.policy.capacity() + credentials.signature.capacity() + 128
+};
+
 /// Why a route does not sign a file reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -148,7 +159,13 @@ impl RouteSigner {
         self.external_cache = app
             .as_ref()
             .filter(|app| !app.sources.prefixes().is_empty())
-            .map(|_| BucketCache::new(self.signing.cache_size));
+            .map(|_| {
+                BucketCache::weighed(
+                    self.signing.cache_size,
+                    EXTERNAL_CACHE_BYTES,
+                    EXTERNAL_WEIGHT,
+                )
+            });
         self.app = app;
         self
     }
@@ -374,6 +391,44 @@ mod tests {
             .expect("the key signs")
             .expect("not Filestack's");
         RouteSigner::for_route(route).with_scheme(route.scheme.clone(), scheme)
+    }
+
+    #[test]
+    fn the_credential_cache_of_external_sources_is_bounded_by_bytes_not_by_entries() {
+        let config = Config::from_toml_str(
+            "[signing]\nsecret_env = \"S\"\n[[route]]\nname = \"p\"\nprefix = \"/\"\n\
+             mode = \"redirect\"\nupstream = \"https://cdn.filestackcontent.com\"\n\
+             api_key = \"AbCdEfGhIjKlMnOpQrStUvW\"\n\
+             external_sources = [\"https://images.example.org/gallery/\"]\n\
+             calls = [\"read\", \"convert\"]\n",
+            |_| Some("s".to_owned()),
+        )
+        .expect("a valid route");
+        let signer = RouteSigner::for_route(&config.routes[0]);
+        let now = 1_800_000_000;
+        // Distinct long sources, as a client of a proxy or redirect route writes them: each
+        // policy carries its source's pattern, as long again.
+        let long = 20_000;
+        for i in 0..2_000 {
+            let path = format!(
+                "https://images.example.org/gallery/{i}{}.png",
+                "x".repeat(long)
+            );
+            let external = ExternalRef::parse(&path)
+                .expect("a source")
+                .expect("external");
+            signer
+                .external_credentials(now, &external.source)
+                .expect("the route lists sources");
+        }
+        let cache = signer.external_cache.as_ref().expect("sources");
+        let held = cache.len() * 2 * long;
+        assert!(
+            held <= EXTERNAL_CACHE_BYTES,
+            "{} sources of {long} bytes kept, with their policies: {held} bytes",
+            cache.len()
+        );
+        assert!(!cache.is_empty(), "credentials are still cached");
     }
 
     #[test]
