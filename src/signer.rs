@@ -12,6 +12,27 @@ use crate::policy::{Call, Credentials, Policy, PolicyLimits, PolicyTemplate};
 use crate::scheme::{SchemeError, SignsUrls, Validity};
 use crate::tasks::TaskAllowlist;
 
+/// Bytes the signed-URL cache of one route's scheme (or one `[[route.cdn]]` entry's) may hold
+/// per worker: its keys are whole URLs, queries and all, which a client or a page may make
+/// as long as it likes.
+pub(crate) const SCHEME_URL_CACHE_BYTES: usize = 16 << 20;
+
+/// One cached signed URL's weight: both strings and the bookkeeping around them (LRU node,
+/// `Arc`, string headers: 128 bytes).
+const SCHEME_URL_WEIGHT: crate::cache::Weigher<String, String> =
+    |url, signed| url.capacity() + signed.capacity() + 128;
+
+/// Bytes the credential cache of one route's external sources may hold per worker: its keys
+/// are whole source URLs, as long as a client or a page makes them, and each policy carries
+/// its source's pattern.
+pub(crate) const EXTERNAL_CACHE_BYTES: usize = 16 << 20;
+
+/// One cached source's weight: the source, the policy and signature, and the bookkeeping
+/// around them (128 bytes).
+const EXTERNAL_WEIGHT: crate::cache::Weigher<String, Credentials> = |source, credentials| {
+    source.capacity() + credentials.policy.capacity() + credentials.signature.capacity() + 128
+};
+
 /// Why a route does not sign a file reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -76,8 +97,12 @@ impl RouteSigner {
     /// Signs object URLs with `signer`, the scheme `config` names, instead of Filestack's
     /// policies ([`RouteSigner::scheme_url`]).
     pub fn with_scheme(mut self, config: SchemeConfig, signer: Arc<dyn SignsUrls>) -> Self {
-        let cache =
-            BucketCache::new(self.signing.cache_size).with_metrics(self.metrics.cache.clone());
+        let cache = BucketCache::weighed(
+            self.signing.cache_size,
+            SCHEME_URL_CACHE_BYTES,
+            SCHEME_URL_WEIGHT,
+        )
+        .with_metrics(self.metrics.cache.clone());
         self.scheme = Some(SchemeSigning {
             config,
             signer,
@@ -134,7 +159,13 @@ impl RouteSigner {
         self.external_cache = app
             .as_ref()
             .filter(|app| !app.sources.prefixes().is_empty())
-            .map(|_| BucketCache::new(self.signing.cache_size));
+            .map(|_| {
+                BucketCache::weighed(
+                    self.signing.cache_size,
+                    EXTERNAL_CACHE_BYTES,
+                    EXTERNAL_WEIGHT,
+                )
+            });
         self.app = app;
         self
     }
@@ -338,5 +369,92 @@ impl RouteSigner {
     /// The route's credential cache (for hit and miss counts).
     pub fn cache(&self) -> &CredentialCache {
         &self.cache
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// A redirect route signing S3 URLs, as the router builds it.
+    fn s3_signer() -> RouteSigner {
+        let config = Config::from_toml_str(
+            "[signing]\nsecret_env = \"S\"\n[[route]]\nname = \"b\"\nprefix = \"/\"\n\
+             mode = \"redirect\"\nupstream = \"https://b.s3.eu-west-1.amazonaws.com\"\n\
+             scheme = \"s3\"\naccess_key_id = \"AKIAEXAMPLE\"\nregion = \"eu-west-1\"\n",
+            |_| Some("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".to_owned()),
+        )
+        .expect("a valid route");
+        let route = &config.routes[0];
+        let scheme = crate::scheme::signer_for(&route.scheme)
+            .expect("the key signs")
+            .expect("not Filestack's");
+        RouteSigner::for_route(route).with_scheme(route.scheme.clone(), scheme)
+    }
+
+    #[test]
+    fn the_credential_cache_of_external_sources_is_bounded_by_bytes_not_by_entries() {
+        let config = Config::from_toml_str(
+            "[signing]\nsecret_env = \"S\"\n[[route]]\nname = \"p\"\nprefix = \"/\"\n\
+             mode = \"redirect\"\nupstream = \"https://cdn.filestackcontent.com\"\n\
+             api_key = \"AbCdEfGhIjKlMnOpQrStUvW\"\n\
+             external_sources = [\"https://images.example.org/gallery/\"]\n\
+             calls = [\"read\", \"convert\"]\n",
+            |_| Some("s".to_owned()),
+        )
+        .expect("a valid route");
+        let signer = RouteSigner::for_route(&config.routes[0]);
+        let now = 1_800_000_000;
+        // Distinct long sources, as a client of a proxy or redirect route writes them: each
+        // policy carries its source's pattern, as long again.
+        let long = 20_000;
+        for i in 0..2_000 {
+            let path = format!(
+                "https://images.example.org/gallery/{i}{}.png",
+                "x".repeat(long)
+            );
+            let external = ExternalRef::parse(&path)
+                .expect("a source")
+                .expect("external");
+            signer
+                .external_credentials(now, &external.source)
+                .expect("the route lists sources");
+        }
+        let cache = signer.external_cache.as_ref().expect("sources");
+        let held = cache.len() * 2 * long;
+        assert!(
+            held <= EXTERNAL_CACHE_BYTES,
+            "{} sources of {long} bytes kept, with their policies: {held} bytes",
+            cache.len()
+        );
+        assert!(!cache.is_empty(), "credentials are still cached");
+    }
+
+    #[test]
+    fn the_signed_url_cache_of_a_scheme_is_bounded_by_bytes_not_by_entries() {
+        let signer = s3_signer();
+        let now = 1_800_000_000;
+        // Distinct long queries, as a client of a proxy or redirect route (or a page) writes
+        // them: each signed URL is as long again.
+        let long = 20_000;
+        for i in 0..2_000 {
+            let url = format!(
+                "https://b.s3.eu-west-1.amazonaws.com/a.jpg?v={i}{}",
+                "x".repeat(long)
+            );
+            signer
+                .scheme_url(now, &url)
+                .expect("a scheme")
+                .expect("signed");
+        }
+        let cache = &signer.scheme.as_ref().expect("a scheme").cache;
+        let held = cache.len() * 2 * long;
+        assert!(
+            held <= SCHEME_URL_CACHE_BYTES,
+            "{} URLs of {long} bytes kept, signed and unsigned: {held} bytes",
+            cache.len()
+        );
+        assert!(!cache.is_empty(), "URLs are still cached");
     }
 }

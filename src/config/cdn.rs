@@ -63,7 +63,7 @@ pub(super) fn build_cdns(
         // "route `gallery`, [[route.cdn]] `photos.s3…`: `region`".
         let label = format!("{}`, [[route.cdn]] `{}", raw.name, hosts[0]);
         let key = |k: &str| format!("route `{label}`: `{k}`");
-        if let Some(host) = hosts.iter().find(|h| taken.contains(h)) {
+        if let Some(host) = hosts.iter().find(|h| taken.iter().any(|t| same_host(t, h))) {
             return Err(invalid(
                 key("hosts"),
                 format!(
@@ -115,6 +115,20 @@ pub(super) fn build_cdns(
         });
     }
     Ok(cdns)
+}
+
+/// Whether `a` and `b` (lowercase, as `hosts` keeps them) name the host a browser connects
+/// to alike: a trailing dot and a default port (`:443`, `:80`) name the same host as the bare
+/// name, so each scheme's signature would reach the other's CDN.
+fn same_host(a: &str, b: &str) -> bool {
+    let bare = |host: &str| {
+        let name = host
+            .strip_suffix(":443")
+            .or_else(|| host.strip_suffix(":80"))
+            .unwrap_or(host);
+        name.strip_suffix('.').unwrap_or(name).to_owned()
+    };
+    bare(a) == bare(b)
 }
 
 /// What an entry takes from its route when it does not set it: the route's `ttl`, `bucket`,

@@ -166,7 +166,9 @@ pub(super) fn build_scheme(
         return Err(invalid(
             secret_key(k),
             format!(
-                "rotates a Filestack secret, and scheme = {name:?} signs with its own key:                  rotate it on the CDN's side (a second key), then point `secret_env` or                  `secret_file` at the new one and reload{}",
+                "rotates a Filestack secret, and scheme = {name:?} signs with its own key: \
+                 rotate it on the CDN's side (a second key), then point `secret_env` or \
+                 `secret_file` at the new one and reload{}",
                 if at.starts_with("route") {
                     ""
                 } else {

@@ -27,7 +27,7 @@ use crate::error::ProxyError;
 use crate::external::ExternalRef;
 use crate::filelink::{FileRef, signed_url, strip_api_key, strip_client_credentials};
 use crate::router::{ActiveKind, ActiveRoute};
-use crate::scheme::{SignsUrls, is_plain_object_path, strip_params};
+use crate::scheme::{SchemeError, SignsUrls, is_plain_object_path, strip_params};
 use crate::server::ListenerScheme;
 use crate::signer::{Refusal, RouteSigner};
 
@@ -238,7 +238,11 @@ async fn sign_object(
     let Some(signed) = signing.signer.scheme_url(now, &url) else {
         return Err(ProxyError::BadTarget);
     };
-    let signed = signed.map_err(|e| ProxyError::Internal(e.into()))?;
+    let signed = signed.map_err(|e| match e {
+        // A path the scheme reads as more than one object is the client's to fix.
+        SchemeError::Path(_) => ProxyError::BadTarget,
+        SchemeError::Url(_) | SchemeError::TooLong => ProxyError::Internal(e.into()),
+    })?;
     let (cache, expiry, signed) = (signed.cache, signed.expiry, signed.url);
     let url = if relative {
         // The path and query, for a request built from parts.

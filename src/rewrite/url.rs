@@ -38,6 +38,11 @@ pub struct SiteUrls {
     rules: RewriteRules,
     /// `rewrite_hosts` and every entry's hosts.
     hosts: Vec<String>,
+    /// Whether a URL it signs may be named by any short text: an object's path, where a
+    /// scheme other than Filestack's signs (the route's own or an entry's), or an external
+    /// source's file name, where the route lists `external_sources`. Every request is then
+    /// kept to compare with.
+    guards_every_request: bool,
     signed_attributes: BucketCache<String, String>,
 }
 
@@ -51,12 +56,17 @@ impl SiteUrls {
         rules: RewriteRules,
         cache_size: NonZeroUsize,
     ) -> Result<Self, String> {
-        let cdn_signers = rules
+        let cdn_signers: Vec<Arc<RouteSigner>> = rules
             .cdns
             .iter()
             .map(|cdn| RouteSigner::for_cdn(cdn, signer.metrics().clone()).map(Arc::new))
             .collect::<Result<_, _>>()?;
         Ok(Self {
+            guards_every_request: signer.scheme().is_some()
+                || !cdn_signers.is_empty()
+                || signer
+                    .app()
+                    .is_some_and(|app| !app.sources.prefixes().is_empty()),
             cdn_signers,
             hosts: rules.all_hosts().map(str::to_owned).collect(),
             rules,
@@ -117,23 +127,34 @@ impl SiteUrls {
             urls: Arc::clone(self),
             now,
             reflected: None,
+            names_file: false,
             signed_any: AtomicBool::new(false),
         })
     }
 
     /// What signs the URLs of the answer to a request for `target` (its path and query), at
-    /// `now`. With the route's `reflection_guard` on, a URL whose handle `target` names is left
-    /// unsigned: the page may only be echoing what the client wrote.
+    /// `now`. With the route's `reflection_guard` on, a URL whose handle, source or object
+    /// `target` names is left unsigned: the page may only be echoing what the client wrote.
     pub fn for_request(self: &Arc<Self>, now: u64, target: &str) -> Arc<CdnUrlSigner> {
-        let reflected = if self.rules.reflection_guard {
-            reflection_text(target)
+        let (reflected, names_file) = if self.rules.reflection_guard {
+            let text = reflection_forms(target);
+            let names_file = could_name_a_file(&text);
+            // A handle is 20 characters and a whole source starts with `//`, but an object's
+            // path (`a/b.pdf`) or a source's host and path or file name (a page may write the
+            // `https://` itself) may be any short text: on a route that signs those, whatever
+            // the request holds is kept to compare with.
+            (
+                (names_file || self.guards_every_request).then_some(text),
+                names_file,
+            )
         } else {
-            None
+            (None, false)
         };
         Arc::new(CdnUrlSigner {
             urls: Arc::clone(self),
             now,
             reflected,
+            names_file,
             signed_any: AtomicBool::new(false),
         })
     }
@@ -149,9 +170,15 @@ impl SiteUrls {
 pub struct CdnUrlSigner {
     urls: Arc<SiteUrls>,
     now: u64,
-    /// The request's path and query, percent-decoded, when it could name a handle and the
-    /// route guards against reflection.
+    /// The request's path and query as a page could echo them ([`reflection_forms`]), when the
+    /// route guards against reflection and the request could name a handle or source, or the
+    /// route signs objects.
     reflected: Option<String>,
+    /// Whether the request could name a handle or a whole source ([`could_name_a_file`]): the
+    /// signed-attribute cache is then bypassed, as whether a value may be signed depends on the
+    /// request. (Otherwise an object's or source's URL is cached whoever asks, and checked
+    /// against the request as it leaves the cache.)
+    names_file: bool,
     /// Whether any URL was signed (for the headers: the body is streamed after them).
     signed_any: AtomicBool,
 }
@@ -206,6 +233,46 @@ impl CdnUrlSigner {
             .is_some_and(|target| target.contains(file))
     }
 
+    /// Whether the request named the object at `written` (its path as the page wrote it, no
+    /// leading `/`), as written or percent-decoded.
+    fn is_reflected_object(&self, written: &str) -> bool {
+        if self.reflected.is_none() {
+            return false;
+        }
+        self.is_reflected(written)
+            || match percent_encoding::percent_decode_str(written).decode_utf8_lossy() {
+                Cow::Owned(decoded) => self.is_reflected(&decoded),
+                Cow::Borrowed(_) => false,
+            }
+    }
+
+    /// Whether the request named `external`'s source: whole (without its scheme), or its file
+    /// name alone (a page may build the rest).
+    fn is_reflected_source(&self, external: &ExternalRef<'_>) -> bool {
+        let file_name = external.source.as_str().rsplit('/').next().unwrap_or("");
+        self.is_reflected(external.source.without_scheme())
+            || (file_name.len() >= 4 && self.is_reflected(file_name))
+    }
+
+    /// Whether `url`, on one of the route's hosts, is an object's URL another scheme signs or
+    /// an external source's, and the request named that object or source.
+    fn names_reflected_file(&self, url: &str) -> bool {
+        let Some(parts) = split_url(url) else {
+            return false;
+        };
+        let Some(signer) = self.urls.signer_for_host(parts.host) else {
+            return false;
+        };
+        let Some(written) = parts.path.strip_prefix('/') else {
+            return false;
+        };
+        if signer.scheme().is_some() {
+            return self.is_reflected_object(written);
+        }
+        let path = strip_api_key(written, signer.app().map(|app| app.key.as_str()));
+        matches!(ExternalRef::parse(path), Ok(Some(external)) if self.is_reflected_source(&external))
+    }
+
     /// The signed form of `url` if it is a file URL on one of the route's hosts, else `None`.
     ///
     /// Credentials already in the URL are replaced, never doubled. It is signed with only the
@@ -231,10 +298,19 @@ impl CdnUrlSigner {
         };
         let mut signed = if let Some(scheme) = signer.scheme() {
             // Another scheme (S3, CloudFront, imgix, Akamai): the object's whole URL is signed.
-            if !is_plain_object_path(written) || self.is_reflected(written) {
+            if !is_plain_object_path(written) || self.is_reflected_object(written) {
                 return None;
             }
-            let mut url = format!("{origin}/{written}");
+            // The URL the browser asks for, which the scheme signs: its scheme and host in
+            // lowercase (SigV4 signs the host, CloudFront the whole URL), and a
+            // protocol-relative one on https, unless the route keeps http (it may then be
+            // either).
+            let origin = match origin.strip_prefix("//") {
+                Some(_) if self.urls.rules.keep_http => return None,
+                Some(host) => format!("https://{host}"),
+                None => origin.into_owned(),
+            };
+            let mut url = format!("{}/{written}", origin.to_ascii_lowercase());
             if let Some(query) = parts
                 .query
                 .and_then(|q| strip_params(q, |name| scheme.is_credential(name)))
@@ -254,11 +330,7 @@ impl CdnUrlSigner {
                 // route lists its source, left alone otherwise.
                 Some(external) => {
                     signer.check_external(&external).ok()?;
-                    // The whole source, or its file name alone (a page may build the rest).
-                    let file_name = external.source.as_str().rsplit('/').next().unwrap_or("");
-                    if self.is_reflected(external.source.without_scheme())
-                        || (file_name.len() >= 4 && self.is_reflected(file_name))
-                    {
+                    if self.is_reflected_source(&external) {
                         return None;
                     }
                     let (credentials, _) =
@@ -313,7 +385,8 @@ impl CdnUrlSigner {
     /// served again is rewritten from cache.
     ///
     /// While guarding a request that could name a handle, the cache is bypassed: whether a
-    /// value may be signed then depends on the request, not on the value alone.
+    /// value may be signed then depends on the request, not on the value alone. An object's or
+    /// external source's URL found in the cache is left unsigned when the request names it.
     pub fn sign_html_attribute(&self, raw: &str) -> Option<Arc<String>> {
         let make = || {
             let value = super::html::decode_char_refs(raw);
@@ -322,14 +395,18 @@ impl CdnUrlSigner {
         };
         // Guarding a request, whether a value may be signed depends on the request too; a long
         // value is not worth its room.
-        if self.reflected.is_some() || raw.len() > CACHED_ATTRIBUTE_MAX_LEN {
+        if self.names_file || raw.len() > CACHED_ATTRIBUTE_MAX_LEN {
             return make().map(Arc::new);
         }
         let signed = self
             .urls
             .signed_attributes
             .get_or_make(raw, self.generation(), make)
-            .map(|(signed, _)| signed);
+            .map(|(signed, _)| signed)
+            .filter(|_| {
+                self.reflected.is_none()
+                    || !self.names_reflected_file(super::html::decode_char_refs(raw).trim())
+            });
         if signed.is_some() {
             self.signed_any.store(true, Ordering::Relaxed);
         }
@@ -370,16 +447,15 @@ impl CdnUrlSigner {
     }
 }
 
-/// `target` as a page could echo it: percent-decoded (once and twice), then with HTML
-/// character references, JSON and JavaScript escapes (`\/`, `\uXXXX`) undone and backslashes
-/// read as slashes, as an application that decodes or normalises its input would write it; if
-/// any of that holds a run of handle characters long enough to be one, or a `//` that could
-/// start an external source. Else `None`, and nothing needs guarding.
+/// `target` as a page could echo it: as it came, percent-decoded (once and twice), then with
+/// HTML character references, JSON and JavaScript escapes (`\/`, `\uXXXX`) undone and
+/// backslashes read as slashes, as an application that decodes or normalises its input (or
+/// does not) would write it.
 ///
 /// A heuristic: input the application decodes in other ways (base64, its own templates that
 /// join fragments of it) is out of its reach, which is why a site that echoes input should
 /// serve files through a proxy route with `authorize_url` (README, "Who may get a signature").
-fn reflection_text(target: &str) -> Option<String> {
+fn reflection_forms(target: &str) -> String {
     let percent = |text: &str| {
         percent_encoding::percent_decode_str(text)
             .decode_utf8_lossy()
@@ -387,7 +463,9 @@ fn reflection_text(target: &str) -> Option<String> {
     };
     let once = percent(target);
     let twice = percent(&once);
-    let mut text = String::with_capacity(target.len() * 4);
+    let mut text = String::with_capacity(target.len() * 5);
+    text.push_str(target);
+    text.push(' ');
     for variant in [once, twice] {
         let unescaped = unescape_js(&super::html::decode_char_refs(&variant)).replace('\\', "/");
         let slashed = variant.replace('\\', "/");
@@ -398,13 +476,26 @@ fn reflection_text(target: &str) -> Option<String> {
             }
         }
     }
+    text
+}
+
+/// Whether `text` ([`reflection_forms`]) holds a run of handle characters long enough to be
+/// one, or a `//` that could start an external source. Else a route that signs handles alone
+/// has nothing to guard.
+fn could_name_a_file(text: &str) -> bool {
     let longest_run = text
         .split(|c: char| !c.is_ascii_alphanumeric())
         .map(str::len)
         .max()
         .unwrap_or(0);
-    // A handle, or an external source (`host/path` after a `//`).
-    (longest_run >= HANDLE_LEN || text.contains("//")).then_some(text)
+    longest_run >= HANDLE_LEN || text.contains("//")
+}
+
+/// [`reflection_forms`] of `target` when [`could_name_a_file`] holds.
+#[cfg(test)]
+fn reflection_text(target: &str) -> Option<String> {
+    let text = reflection_forms(target);
+    could_name_a_file(&text).then_some(text)
 }
 
 /// `text` with JSON and JavaScript string escapes undone: `\/`, `\"`, `\\` and `\uXXXX`.
@@ -781,6 +872,114 @@ mod cdn_entry_tests {
             "a URL signed for a past minute was served again"
         );
         assert!(later.contains("X-Amz-Date="), "{later}");
+    }
+
+    #[test]
+    fn an_object_the_request_names_is_unsigned_even_when_its_url_is_cached() {
+        let urls = urls();
+        let raw = "https://photos.s3.eu-west-1.amazonaws.com/gallery/cat.jpg";
+        let cached = urls.at(NOW).sign_html_attribute(raw).expect("signed");
+        for target in [
+            "/photo/gallery/cat.jpg",
+            "/view?img=gallery%2Fcat.jpg",
+            "/view?img=gallery/cat%2Ejpg",
+        ] {
+            assert_eq!(
+                urls.for_request(NOW, target).sign_html_attribute(raw),
+                None,
+                "{target}"
+            );
+        }
+        // The page wrote it percent-encoded, the request named it decoded.
+        let encoded = "https://photos.s3.eu-west-1.amazonaws.com/gallery/caf%C3%A9.jpg";
+        let guarded = urls.for_request(NOW, "/photo/gallery/café.jpg");
+        assert_eq!(guarded.sign(encoded), None);
+        // Another request still gets it from the cache.
+        let other = urls
+            .for_request(NOW, "/gallery?page=2")
+            .sign_html_attribute(raw)
+            .expect("signed");
+        assert!(Arc::ptr_eq(&cached, &other));
+    }
+
+    #[test]
+    fn a_route_that_signs_handles_alone_guards_only_requests_that_could_name_one() {
+        let urls = SiteUrls::fixture("", "s");
+        assert!(urls.for_request(NOW, "/gallery?page=2").reflected.is_none());
+        assert!(
+            urls.for_request(NOW, "/search?q=KW9EJhYtS6y48Whm2S6D")
+                .reflected
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn an_entrys_url_is_signed_as_the_browser_asks_for_it() {
+        let s = urls().at(NOW);
+        let signed = s
+            .sign("https://photos.s3.eu-west-1.amazonaws.com/gallery/cat.jpg")
+            .expect("signed");
+        // A browser lowercases the scheme and host, and SigV4 signs the host: signed as
+        // written, the URL would be refused.
+        for spelling in [
+            "HTTPS://PHOTOS.S3.EU-WEST-1.AMAZONAWS.COM/gallery/cat.jpg",
+            "https://Photos.S3.eu-west-1.amazonaws.com/gallery/cat.jpg",
+            // Protocol-relative: signed for https, never left unsigned.
+            "//photos.s3.eu-west-1.amazonaws.com/gallery/cat.jpg",
+        ] {
+            assert_eq!(
+                s.sign(spelling).as_deref(),
+                Some(signed.as_str()),
+                "{spelling}"
+            );
+        }
+        // With keep_http a protocol-relative URL may be fetched either way: left alone.
+        let keep_http = SiteUrls::fixture(
+            "keep_http = true\n[[route.cdn]]\nhosts = [\"photos.s3.eu-west-1.amazonaws.com\"]\n\
+             scheme = \"s3\"\naccess_key_id = \"AKIAEXAMPLE\"\nregion = \"eu-west-1\"\n\
+             secret_env = \"S3\"\n",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        );
+        assert_eq!(
+            keep_http
+                .at(NOW)
+                .sign("//photos.s3.eu-west-1.amazonaws.com/gallery/cat.jpg"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_cache_generation_turns_with_every_signers_expiry_across_a_rotation() {
+        // The route's Filestack secret switches at 08:33:20 (1h buckets, expiries capped at
+        // the switch until then); the S3 entry turns every minute.
+        let urls = SiteUrls::fixture(
+            "ttl = \"2h\"\nbucket = \"1h\"\nsecret_env = \"S\"\nsecret_next_env = \"N\"\n\
+             switch_at = \"2027-01-15T08:33:20Z\"\n\
+             [[route.cdn]]\nhosts = [\"photos.s3.eu-west-1.amazonaws.com\"]\nscheme = \"s3\"\n\
+             access_key_id = \"AKIAEXAMPLE\"\nregion = \"eu-west-1\"\nsecret_env = \"S3\"\n\
+             ttl = \"5m\"\nbucket = \"1m\"\n",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        );
+        let expiries = |now: u64| {
+            urls.signers()
+                .map(|signer| signer.expiry_at(now))
+                .collect::<Vec<_>>()
+        };
+        let (mut last, mut last_generation) =
+            (expiries(NOW - 7200), urls.at(NOW - 7200).generation());
+        for now in NOW - 7200..NOW + 7200 {
+            let (each, generation) = (expiries(now), urls.at(now).generation());
+            assert!(
+                each.iter().zip(&last).all(|(e, l)| e >= l),
+                "an expiry went back at {now}: {last:?} -> {each:?}"
+            );
+            assert_eq!(
+                generation == last_generation,
+                each == last,
+                "at {now}: {last:?} -> {each:?}"
+            );
+            (last, last_generation) = (each, generation);
+        }
     }
 
     #[test]

@@ -255,6 +255,15 @@ impl EdgeAuth {
         }
     }
 
+    /// Whether `path`, written as an ACL, grants that one path: it holds no wildcard (`*`,
+    /// `?`), no ACL delimiter (another ACL would follow) and no field delimiter (another field
+    /// would).
+    pub fn is_literal_acl(&self, path: &str) -> bool {
+        !path.contains(|c| {
+            c == '*' || c == '?' || c == self.acl_delimiter || c == self.field_delimiter
+        })
+    }
+
     /// A token granting every path one of `acls` matches (`*` and `?` wildcards), joined with
     /// the ACL delimiter. An empty list writes `acl=`, which grants nothing.
     pub fn acl_token(&self, acls: &[&str], times: TokenTimes, fields: &TokenFields<'_>) -> String {

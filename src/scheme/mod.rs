@@ -52,6 +52,11 @@ pub enum SchemeError {
     /// The validity is longer than the scheme allows (SigV4: 7 days).
     #[error("validity longer than the scheme allows")]
     TooLong,
+    /// The object's path holds characters the scheme's credentials read as their own syntax
+    /// (an Akamai ACL's wildcards and delimiters): signed, it would grant more than the object.
+    /// The client's (or the page's) doing, never the key's.
+    #[error("cannot sign this path: {0}")]
+    Path(&'static str),
 }
 
 /// Whether `path` (an object's path after a route's prefix, no leading `/`) is plainly

@@ -132,6 +132,14 @@ impl SignsUrls for AkamaiUrls {
         let path = path_and_query
             .split_once('?')
             .map_or(path_and_query, |(path, _)| path);
+        // The ACL is written into the token as it is: a `*` in the path would grant every path
+        // it matches, a `!` another ACL of the client's choosing (outside the route's
+        // upstream, too), a `~` another field.
+        if !self.auth.is_literal_acl(path) {
+            return Err(SchemeError::Path(
+                "`*`, `?`, `!` and `~` are an Akamai ACL's wildcards and delimiters",
+            ));
+        }
         let times = TokenTimes::try_from(validity)
             .map_err(|_| SchemeError::Url("the expiry is not after the bucket's start"))?;
         let token = self.auth.acl_token(&[path], times, &TokenFields::default());

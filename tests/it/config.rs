@@ -1003,6 +1003,29 @@ fn a_site_routes_cdn_entries_sign_their_hosts_with_their_own_scheme_and_key() {
             format!("{s3}{s3}"),
             "`hosts`: \"photos.s3.eu-west-1.amazonaws.com\" is already signed",
         ),
+        // The same host by another spelling: a trailing dot, a default port.
+        (
+            "[[route.cdn]]\nhosts = [\"cdn.filestackcontent.com.\"]\nscheme = \"imgix\"\n\
+             secret_env = \"S3_KEY\"\n"
+                .to_owned(),
+            "`hosts`: \"cdn.filestackcontent.com.\" is already signed",
+        ),
+        (
+            "[[route.cdn]]\nhosts = [\"cdn.filestackcontent.com:443\"]\nscheme = \"imgix\"\n\
+             secret_env = \"S3_KEY\"\n"
+                .to_owned(),
+            "`hosts`: \"cdn.filestackcontent.com:443\" is already signed",
+        ),
+        (
+            format!(
+                "{s3}{}",
+                s3.replace(
+                    "Photos.S3.eu-west-1.amazonaws.com",
+                    "photos.s3.eu-west-1.amazonaws.com.:80"
+                )
+            ),
+            "`hosts`: \"photos.s3.eu-west-1.amazonaws.com.:80\" is already signed",
+        ),
         (
             s3.replace("region = \"eu-west-1\"\n", ""),
             "route `gallery`, [[route.cdn]] `photos.s3.eu-west-1.amazonaws.com`: `region`: is \
@@ -1059,6 +1082,10 @@ fn a_scheme_route_refuses_rotation_keys_that_would_not_rotate_its_key() {
     assert!(
         message.contains("route `r`: `secret_next_env`: rotates a Filestack secret"),
         "{message}"
+    );
+    assert!(
+        message.contains("its own key: rotate it") && !message.contains("  "),
+        "one line, one space between words: {message}"
     );
     let inherited = format!("[signing]\nsecret_env = \"KEY\"\nsecret_next_env = \"NEXT\"\n{imgix}");
     let message = Config::from_toml_str(&inherited, env)

@@ -374,3 +374,59 @@ fn a_rewritten_secret_file_is_in_use_without_sighup_and_an_empty_one_is_refused(
         assert!(!log.contains(value), "a secret in the log: {log}");
     }
 }
+
+#[test]
+fn a_rewritten_cdn_entry_key_file_is_in_use_without_sighup() {
+    const FIRST: &str = "first-s3-secret-access-key-value";
+    const SECOND: &str = "second-s3-secret-access-key-value";
+    const OBJECT: &str = "https://photos.s3.eu-west-1.amazonaws.com/gallery/cat.jpg";
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime for the site");
+    let site = runtime.block_on(crate::support::start_origin(Arc::new(|_, _| {
+        crate::support::respond(
+            200,
+            &[("content-type", "text/html")],
+            format!("<img src=\"{OBJECT}\">"),
+        )
+    })));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("s3");
+    std::fs::write(&key, FIRST).expect("write");
+    let gateway = GatewayProcess::start(&config(
+        SERVER,
+        &format!(
+            "[[route]]\nname = \"site\"\nprefix = \"/\"\nmode = \"site\"\n\
+             upstream = \"http://{site}\"\n\
+             [[route.cdn]]\nhosts = [\"photos.s3.eu-west-1.amazonaws.com\"]\nscheme = \"s3\"\n\
+             access_key_id = \"AKIAEXAMPLE\"\nregion = \"eu-west-1\"\nsecret_file = \"{}\"\n",
+            key.display()
+        ),
+    ));
+    // Which key signed the page's S3 URL.
+    let signed_with = || {
+        let page = gateway.get("/");
+        let url = page
+            .split("src=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no picture in {page}"))
+            .replace("&amp;", "&");
+        assert!(url.starts_with(OBJECT), "{url}");
+        [FIRST, SECOND].into_iter().find(|secret| {
+            let key = signgate::secret::TextSecret::new((*secret).to_owned()).expect("not empty");
+            signgate::scheme::s3::S3Signer::new("AKIAEXAMPLE".into(), key, "eu-west-1".into())
+                .expect("a signer")
+                .verify(&url, crate::support::now())
+                .is_ok()
+        })
+    };
+    assert_eq!(signed_with(), Some(FIRST));
+
+    // Only the entry's key changes, as a rotation on S3's side then a new file would.
+    std::fs::write(&key, SECOND).expect("write");
+    gateway.wait_for_reloads("success", 1.0);
+    assert_eq!(
+        signed_with(),
+        Some(SECOND),
+        "signed with the entry's new key"
+    );
+}

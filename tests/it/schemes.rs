@@ -925,3 +925,124 @@ async fn a_cdn_entry_signs_its_hosts_in_css_and_inline_scripts_too() {
     assert!(html.contains("X-Amz-Signature="), "{html}");
     assert!(html.contains("Key-Pair-Id="), "{html}");
 }
+
+/// A key file holding `text`, for a test config's `secret_file`.
+fn key_file(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), text).expect("write");
+    file
+}
+
+/// The `hdnts` token of an Akamai URL.
+fn akamai_token(url: &str) -> &str {
+    url.split(['?', '&'])
+        .find_map(|pair| pair.strip_prefix("hdnts="))
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_akamai_token_never_grants_more_than_the_path_it_was_signed_for() {
+    let cdn = akamai_stand_in().await;
+    let key = key_file(AKAMAI_KEY);
+    // The route hands out the CDN's `/public` objects; `/private` is not its to sign.
+    let config = one_route(
+        "redirect",
+        "/f/",
+        &format!("http://{cdn}/public"),
+        &format!(
+            "scheme = \"akamai\"\nsecret_file = {:?}",
+            key.path().display().to_string()
+        ),
+    );
+    let gateway = TestGateway::start(&config).await;
+    let fine = get(&gateway.url("/f/video/a.mp4")).await;
+    assert_eq!(fine.status, StatusCode::TEMPORARY_REDIRECT);
+    // `*` and `?` are an ACL's wildcards, `!` joins ACLs and `~` joins a token's fields: in
+    // the path, each would write an ACL of the client's making into the token.
+    for path in ["/f/x!/private/*", "/f/*", "/f/x~acl=/*", "/f/video/a*"] {
+        let answer = get(&gateway.url(path)).await;
+        if let Some(location) = answer.headers.get("location") {
+            let token = akamai_token(location.to_str().expect("ascii")).to_owned();
+            let private = get(&format!("http://{cdn}/private/payroll.mp4?hdnts={token}")).await;
+            assert_eq!(
+                private.status,
+                StatusCode::FORBIDDEN,
+                "{path}: a token for {location:?} opens /private"
+            );
+        }
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}");
+    }
+}
+
+/// A site whose pages show the picture the request names (`/photo/KEY` or `?img=KEY`, echoed
+/// as written, undecoded) on `cdn`, beside one of its own (`gallery/own.jpg`).
+async fn picture_viewer(cdn: std::net::SocketAddr) -> std::net::SocketAddr {
+    start_origin(Arc::new(move |parts, _| {
+        let path = parts.uri.path();
+        let named = match path.strip_prefix("/photo/") {
+            Some(key) => key.to_owned(),
+            None => parts
+                .uri
+                .query()
+                .and_then(|q| q.strip_prefix("img="))
+                .unwrap_or("gallery/cat.jpg")
+                .to_owned(),
+        };
+        let page = format!(
+            "<img id=\"named\" src=\"http://{cdn}/{named}\"><img src=\"http://{cdn}/gallery/own.jpg\">"
+        );
+        respond(200, &[("content-type", "text/html")], page)
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn an_object_the_request_names_is_never_signed_on_an_entry_host() {
+    let s3 = support::s3::start_s3(S3_SECRET).await;
+    let akamai = akamai_stand_in().await;
+    let (s3_key, akamai_key) = (key_file(S3_SECRET), key_file(AKAMAI_KEY));
+    let path = |file: &tempfile::NamedTempFile| file.path().display().to_string();
+    for (cdn, entry, credential) in [
+        (
+            s3,
+            format!(
+                "scheme = \"s3\"\naccess_key_id = \"AKIAIOSFODNN7EXAMPLE\"\n\
+                 region = \"us-east-1\"\nsecret_file = {:?}",
+                path(&s3_key)
+            ),
+            "X-Amz-Signature=",
+        ),
+        (
+            akamai,
+            format!("scheme = \"akamai\"\nsecret_file = {:?}", path(&akamai_key)),
+            "hdnts=",
+        ),
+    ] {
+        let site = picture_viewer(cdn).await;
+        let config = format!(
+            "{}[[route.cdn]]\nhosts = [\"{cdn}\"]\n{entry}\n",
+            one_route("site", "/", &format!("http://{site}"), "keep_http = true"),
+        );
+        let gateway = TestGateway::start(&config).await;
+        for target in [
+            "/view?img=private/payroll.pdf",
+            "/photo/private/payroll.pdf",
+            "/view?img=private/caf%C3%A9.pdf",
+            "/view?img=private/caf%25C3%25A9.pdf",
+        ] {
+            let html = get(&gateway.url(target)).await.text();
+            let sources = image_sources(&html);
+            assert_eq!(sources.len(), 2, "{html}");
+            assert!(
+                !sources[0].contains(credential),
+                "{entry}: {target} got the object it names signed: {}",
+                sources[0]
+            );
+            assert!(
+                sources[1].contains(credential),
+                "{entry}: the site's own picture is still signed: {html}"
+            );
+            assert_eq!(get(&sources[1]).await.status, StatusCode::OK);
+        }
+    }
+}

@@ -1450,3 +1450,52 @@ async fn pages_written_by_client_transform_get_their_listed_sources_signed_and_n
         "{html}"
     );
 }
+
+#[tokio::test]
+async fn a_source_whose_host_and_path_or_file_name_the_request_names_is_never_signed() {
+    const API_KEY: &str = "AbCdEfGhIjKlMnOpQrStUvW";
+    const CDN: &str = "https://cdn.filestackcontent.com";
+    // A viewer page that writes the `https://` (or the whole gallery prefix) itself and
+    // echoes the rest from the query, undecoded, beside a picture of its own.
+    let origin = start_origin(Arc::new(move |request, _| {
+        let query = request.uri.query().unwrap_or_default();
+        let named = if let Some(source) = query.strip_prefix("src=") {
+            format!("{CDN}/{API_KEY}/https://{source}")
+        } else if let Some(name) = query.strip_prefix("name=") {
+            format!("{CDN}/{API_KEY}/https://images.example.org/gallery/{name}")
+        } else {
+            format!("{CDN}/{API_KEY}/https://images.example.org/gallery/cat.png")
+        };
+        let own = format!("{CDN}/{API_KEY}/https://images.example.org/gallery/own.png");
+        respond(
+            200,
+            &[("content-type", "text/html")],
+            format!("<img src=\"{named}\"><img src=\"{own}\">"),
+        )
+    }))
+    .await;
+    let gateway = site_gateway(
+        origin,
+        &format!(
+            "api_key = \"{API_KEY}\"\nexternal_sources = [\"https://images.example.org/gallery/\"]"
+        ),
+    )
+    .await;
+    // Cached first, as an ordinary visit leaves it.
+    let first = get(&gateway.url("/")).await.text();
+    assert_eq!(first.matches("security=p:").count(), 2, "{first}");
+    for target in [
+        "/view?src=images.example.org/gallery/private.png",
+        "/view?name=private.png",
+        "/view?name=cat.png",
+    ] {
+        let html = get(&gateway.url(target)).await.text();
+        let sources: Vec<&str> = html.split("src=\"").skip(1).collect();
+        assert_eq!(sources.len(), 2, "{html}");
+        assert!(
+            !sources[0].contains("security=p:"),
+            "{target} got the source it names signed: {html}"
+        );
+        assert!(sources[1].contains("security=p:"), "{html}");
+    }
+}
