@@ -140,6 +140,13 @@ impl SignsUrls for AkamaiUrls {
                 "`*`, `?`, `!` and `~` are an Akamai ACL's wildcards and delimiters",
             ));
         }
+        // The token travels unescaped (as the edge reads it) in a query parameter, where a `&`
+        // would cut it, or in a cookie, whose value cannot hold a `,`.
+        if path.contains(['&', ',']) {
+            return Err(SchemeError::Path(
+                "`&` and `,` would cut an Akamai token in the query or cookie that carries it",
+            ));
+        }
         let times = TokenTimes::try_from(validity)
             .map_err(|_| SchemeError::Url("the expiry is not after the bucket's start"))?;
         let token = self.auth.acl_token(&[path], times, &TokenFields::default());

@@ -959,7 +959,14 @@ async fn an_akamai_token_never_grants_more_than_the_path_it_was_signed_for() {
     assert_eq!(fine.status, StatusCode::TEMPORARY_REDIRECT);
     // `*` and `?` are an ACL's wildcards, `!` joins ACLs and `~` joins a token's fields: in
     // the path, each would write an ACL of the client's making into the token.
-    for path in ["/f/x!/private/*", "/f/*", "/f/x~acl=/*", "/f/video/a*"] {
+    for path in [
+        "/f/x!/private/*",
+        "/f/*",
+        "/f/x~acl=/*",
+        "/f/video/a*",
+        "/f/video/a&b.mp4",
+        "/f/video/a,b.mp4",
+    ] {
         let answer = get(&gateway.url(path)).await;
         if let Some(location) = answer.headers.get("location") {
             let token = akamai_token(location.to_str().expect("ascii")).to_owned();
