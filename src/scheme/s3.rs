@@ -11,7 +11,9 @@
 //! path encoding is ours either way (the crate signs the path as given), it never shows the
 //! canonical request or string to sign, and a verifier needs them. What is left is a few
 //! HMACs with the `hmac`/`sha2` already in the tree, held to every vector, the intermediate
-//! strings included.
+//! strings included, and to AWS's crate itself: `tests/it/scheme_s3.rs` has `aws-sigv4` (a
+//! dev-dependency only) compute the signature of every URL this module presigns over odd keys,
+//! queries, hosts and session tokens, and the two must agree.
 //!
 //! # What is signed
 //! `GET`, the object's path re-encoded as SigV4 wants it (uppercase hex, only `A-Za-z0-9-_.~`
