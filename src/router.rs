@@ -103,17 +103,11 @@ impl ActiveRoute {
         let signer = match kept {
             Some(old) => Arc::clone(&old.signer),
             None => {
-                let signer = RouteSigner::for_route(route).with_metrics(metrics.signing.clone());
-                let scheme = crate::scheme::signer_for(&route.scheme).map_err(|reason| {
-                    StartupError::Config(crate::config::ConfigError::Invalid {
-                        key: format!("route `{}`: `secret_file`", route.name),
-                        reason,
-                    })
-                })?;
-                Arc::new(match scheme {
-                    Some(scheme) => signer.with_scheme(route.scheme.clone(), scheme),
-                    None => signer,
-                })
+                let signer = RouteSigner::for_route(route)
+                    .with_metrics(metrics.signing.clone())
+                    .with_scheme_of(&route.scheme)
+                    .map_err(key_error(route, "`secret_file`"))?;
+                Arc::new(signer)
             }
         };
         let (upstream_metrics, max_skew) = (&metrics.upstream, route.signing.max_clock_skew);
@@ -146,15 +140,7 @@ impl ActiveRoute {
                                 rewrite.clone(),
                                 route.signing.cache_size,
                             )
-                            .map_err(|reason| {
-                                StartupError::Config(crate::config::ConfigError::Invalid {
-                                    key: format!(
-                                        "route `{}`: [[route.cdn]] `secret_file`",
-                                        route.name
-                                    ),
-                                    reason,
-                                })
-                            })?,
+                            .map_err(key_error(route, "[[route.cdn]] `secret_file`"))?,
                         ),
                     },
                     max_request_body: *max_request_body,
@@ -206,6 +192,17 @@ impl ActiveRoute {
             ActiveKind::UploadPolicy(_) => Mode::UploadPolicy,
             ActiveKind::Verify(_) => Mode::Verify,
         }
+    }
+}
+
+/// Turns what is wrong with the key at `key` of `route` (a scheme's key that does not sign)
+/// into the startup error naming it.
+fn key_error<'a>(route: &'a Route, key: &'static str) -> impl FnOnce(String) -> StartupError + 'a {
+    move |reason| {
+        StartupError::Config(crate::config::ConfigError::Invalid {
+            key: format!("route `{}`: {key}", route.name),
+            reason,
+        })
     }
 }
 

@@ -111,6 +111,15 @@ impl RouteSigner {
         self
     }
 
+    /// [`RouteSigner::with_scheme`] with `config`'s signer, unless `config` is Filestack's,
+    /// which this signer signs itself. Errors name what is wrong with the scheme's key.
+    pub fn with_scheme_of(self, config: &SchemeConfig) -> Result<Self, String> {
+        Ok(match crate::scheme::signer_for(config)? {
+            Some(scheme) => self.with_scheme(config.clone(), scheme),
+            None => self,
+        })
+    }
+
     /// The scheme the route signs with, when it is not Filestack's.
     pub fn scheme(&self) -> Option<&dyn SignsUrls> {
         self.scheme.as_ref().map(|scheme| &*scheme.signer)
@@ -194,15 +203,13 @@ impl RouteSigner {
     /// A signer for a site route's `[[route.cdn]]` entry, counting into the route's
     /// `metrics`. Errors name what is wrong with the entry's key.
     pub fn for_cdn(cdn: &SiteCdn, metrics: SigningMetrics) -> Result<Self, String> {
-        let scheme = crate::scheme::signer_for(&cdn.scheme)?
-            .ok_or("a [[route.cdn]] signs with a scheme other than Filestack's")?;
-        Ok(Self::new(
+        Self::new(
             cdn.signing.clone(),
             PolicyTemplate::default(),
             TaskAllowlist::default(),
         )
         .with_metrics(metrics)
-        .with_scheme(cdn.scheme.clone(), scheme))
+        .with_scheme_of(&cdn.scheme)
     }
 
     /// The calls `file` is signed with, if the route signs it: the route's `calls` must hold

@@ -27,7 +27,7 @@ use crate::error::ProxyError;
 use crate::external::ExternalRef;
 use crate::filelink::{FileRef, signed_url, strip_api_key, strip_client_credentials};
 use crate::router::{ActiveKind, ActiveRoute};
-use crate::scheme::{SchemeError, SignsUrls, is_plain_object_path, strip_params};
+use crate::scheme::{SchemeError, SignsUrls, is_plain_object_path, object_url};
 use crate::server::ListenerScheme;
 use crate::signer::{Refusal, RouteSigner};
 
@@ -221,15 +221,7 @@ async fn sign_object(
     if !is_plain_object_path(rest) {
         return Err(ProxyError::BadTarget);
     }
-    let query = parts
-        .uri
-        .query()
-        .and_then(|query| strip_params(query, |name| scheme.is_credential(name)));
-    let mut url = format!("{}/{rest}", upstream.base());
-    if let Some(query) = &query {
-        url.push('?');
-        url.push_str(query);
-    }
+    let url = object_url(upstream.base(), rest, parts.uri.query(), scheme);
     let subject = Subject {
         file: Some(SubjectFile::Object(&url)),
         tasks: &[],

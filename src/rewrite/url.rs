@@ -9,7 +9,7 @@ use crate::cache::{BucketCache, Weigher};
 use crate::config::{Config, RewriteRules, RouteKind};
 use crate::external::ExternalRef;
 use crate::filelink::{FileRef, HANDLE_LEN, signed_url, strip_api_key, strip_client_credentials};
-use crate::scheme::{is_plain_object_path, strip_params};
+use crate::scheme::{is_plain_object_path, object_url};
 use crate::signer::RouteSigner;
 
 /// Most signed URLs a site route keeps (a few hundred bytes each, so a few MiB at most).
@@ -123,13 +123,7 @@ impl SiteUrls {
 
     /// What signs the URLs of one answer, at `now`, with no request to guard against.
     pub fn at(self: &Arc<Self>, now: u64) -> Arc<CdnUrlSigner> {
-        Arc::new(CdnUrlSigner {
-            urls: Arc::clone(self),
-            now,
-            reflected: None,
-            names_file: false,
-            signed_any: AtomicBool::new(false),
-        })
+        self.answer(now, None, false)
     }
 
     /// What signs the URLs of the answer to a request for `target` (its path and query), at
@@ -150,9 +144,26 @@ impl SiteUrls {
         } else {
             (None, false)
         };
+        self.answer(now, reflected, names_file)
+    }
+
+    /// The signer of one answer at `now`, its cache generation worked out once for all its
+    /// URLs: the sum of the expiries the route's signers give at `now`. Each only grows, so
+    /// the sum changes (and grows) whenever any of them moves to a new bucket.
+    fn answer(
+        self: &Arc<Self>,
+        now: u64,
+        reflected: Option<String>,
+        names_file: bool,
+    ) -> Arc<CdnUrlSigner> {
+        let generation = self
+            .signers()
+            .map(|signer| signer.expiry_at(now))
+            .fold(0, u64::saturating_add);
         Arc::new(CdnUrlSigner {
             urls: Arc::clone(self),
             now,
+            generation,
             reflected,
             names_file,
             signed_any: AtomicBool::new(false),
@@ -170,6 +181,8 @@ impl SiteUrls {
 pub struct CdnUrlSigner {
     urls: Arc<SiteUrls>,
     now: u64,
+    /// What the signed attribute values are cached for ([`SiteUrls::answer`]).
+    generation: u64,
     /// The request's path and query as a page could echo them ([`reflection_forms`]), when the
     /// route guards against reflection and the request could name a handle or source, or the
     /// route signs objects.
@@ -184,14 +197,9 @@ pub struct CdnUrlSigner {
 }
 
 impl CdnUrlSigner {
-    /// What the signed attribute values are cached for: the sum of the expiries the route's
-    /// signers give at this instant. Each only grows, so the sum changes (and grows) whenever
-    /// any of them moves to a new bucket.
+    /// What the signed attribute values are cached for ([`SiteUrls::answer`]).
     fn generation(&self) -> u64 {
-        self.urls
-            .signers()
-            .map(|signer| signer.expiry_at(self.now))
-            .fold(0, u64::saturating_add)
+        self.generation
     }
 
     /// How long, in seconds from now, a cache may keep an answer carrying URLs signed here and
@@ -310,14 +318,7 @@ impl CdnUrlSigner {
                 Some(host) => format!("https://{host}"),
                 None => origin.into_owned(),
             };
-            let mut url = format!("{}/{written}", origin.to_ascii_lowercase());
-            if let Some(query) = parts
-                .query
-                .and_then(|q| strip_params(q, |name| scheme.is_credential(name)))
-            {
-                url.push('?');
-                url.push_str(&query);
-            }
+            let url = object_url(&origin.to_ascii_lowercase(), written, parts.query, scheme);
             signer
                 .scheme_url(self.now, &url)?
                 .ok()?

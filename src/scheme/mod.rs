@@ -91,6 +91,18 @@ pub fn is_plain_object_path(path: &str) -> bool {
             .all(|segment| !segment.is_empty() && !segment.bytes().all(|b| b == b'.'))
 }
 
+/// The URL `scheme` signs for the object at `path` under `base` (`https://host[/prefix]`, no
+/// trailing slash), with the request's or page's `query` kept minus `scheme`'s credential
+/// parameters ([`strip_params`]).
+pub fn object_url(base: &str, path: &str, query: Option<&str>, scheme: &dyn SignsUrls) -> String {
+    let mut url = format!("{base}/{path}");
+    if let Some(query) = query.and_then(|q| strip_params(q, |name| scheme.is_credential(name))) {
+        url.push('?');
+        url.push_str(&query);
+    }
+    url
+}
+
 /// `query` without the parameters that name credentials as any parser might read them:
 /// credentials a client or page wrote are never passed on. `None` when nothing is left.
 ///
